@@ -1,0 +1,524 @@
+//! The routing decision: session key → version, deterministic and stateless.
+//!
+//! The algorithm (published in README, identical to OpenFeature flagd's `fractional` bucketing with
+//! flag key = salt and targeting key = session key):
+//!
+//! 1. input = the bytes of `salt` immediately followed by the bytes of the session key;
+//! 2. h = MurmurHash3 x86_32(input, seed 0);
+//! 3. position = (h as u64 × total_weight) >> 32;
+//! 4. the chosen version is the first, in config order, whose cumulative weight is > position.
+//!
+//! No session key → the default version.
+
+use crate::config::{Plan, Source};
+use crate::cookie;
+use std::io::Read;
+
+/// Why a version was chosen. Later stages add overrides and pins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Bucketed from the session key.
+    Hash,
+    /// No session key: the default version.
+    Default,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Hash => "hash",
+            Reason::Default => "default",
+        }
+    }
+}
+
+/// The outcome for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into [`Plan::versions`].
+    pub version: usize,
+    pub reason: Reason,
+}
+
+/// MurmurHash3 x86_32 of `a` followed by `b`, without concatenating them.
+pub fn murmur3_32_concat(a: &[u8], b: &[u8], seed: u32) -> u32 {
+    // Reading from two in-memory slices cannot fail; an Err would be a bug in std, and 0 is as
+    // good a bucket as any then (no panic in the VM).
+    murmur3::murmur3_32(&mut a.chain(b), seed).unwrap_or(0)
+}
+
+/// Step 3: scales a 32-bit hash onto `0..total_weight`.
+pub fn position(hash: u32, total_weight: u64) -> u64 {
+    (u64::from(hash) * total_weight) >> 32
+}
+
+impl Plan {
+    /// Steps 1–4 for one session key.
+    pub fn bucket(&self, session_key: &[u8]) -> usize {
+        let h = murmur3_32_concat(&self.salt, session_key, 0);
+        self.pick(position(h, self.total_weight))
+    }
+
+    /// Decides the version for a request whose headers `lookup` gives by lowercase name.
+    ///
+    /// Sources are tried in config order; the first with a non-empty value gives the session key.
+    /// The first `Cookie` header is read at most once, whatever the number of cookie sources.
+    /// Only when a `Cookie` header exists but lacks a wanted cookie are the other `Cookie` headers
+    /// read (HTTP/1.1 clients may send several; Envoy joins them only for HTTP/2).
+    pub fn decide<L: HeaderLookup>(&self, lookup: &mut L) -> Decision {
+        let mut first_cookie: Option<Option<L::Value>> = None;
+        let mut all_cookies: Option<Vec<L::Value>> = None;
+        for source in &self.sources {
+            let key = match source {
+                Source::Cookie(name) => {
+                    let first = first_cookie.get_or_insert_with(|| lookup.get("cookie"));
+                    match first.as_ref() {
+                        None => None,
+                        Some(h) => match cookie::find(h.as_ref(), name.as_bytes()) {
+                            Some(v) => Some(v),
+                            None => {
+                                let all =
+                                    all_cookies.get_or_insert_with(|| lookup.get_all("cookie"));
+                                cookie::find_in(
+                                    all.iter().skip(1).map(AsRef::as_ref),
+                                    name.as_bytes(),
+                                )
+                            }
+                        },
+                    }
+                    .filter(|k| !k.is_empty())
+                    .map(|k| self.bucket(k))
+                }
+                Source::Header(name) => lookup
+                    .get(name)
+                    .and_then(|v| trimmed_non_empty(v.as_ref()).map(|k| self.bucket(k))),
+            };
+            if let Some(version) = key {
+                return Decision {
+                    version,
+                    reason: Reason::Hash,
+                };
+            }
+        }
+        Decision {
+            version: self.default_version,
+            reason: Reason::Default,
+        }
+    }
+}
+
+fn trimmed_non_empty(v: &[u8]) -> Option<&[u8]> {
+    let start = v.iter().position(|c| !matches!(c, b' ' | b'\t'))?;
+    let end = v.iter().rposition(|c| !matches!(c, b' ' | b'\t'))?;
+    v.get(start..=end)
+}
+
+/// Read access to request headers, by lowercase name. The wasm shell implements it with host
+/// calls; tests implement it with a list.
+pub trait HeaderLookup {
+    type Value: AsRef<[u8]>;
+    /// The first value of a header.
+    fn get(&mut self, name: &str) -> Option<Self::Value>;
+    /// Every value of a header, in order.
+    fn get_all(&mut self, name: &str) -> Vec<Self::Value>;
+}
+
+/// A header list, for tests and offline tools: first value of a name wins, like Envoy's
+/// `get_http_request_header`.
+impl<'a> HeaderLookup for &'a [(&'a str, &'a [u8])] {
+    type Value = &'a [u8];
+    fn get(&mut self, name: &str) -> Option<&'a [u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+    fn get_all(&mut self, name: &str) -> Vec<&'a [u8]> {
+        self.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Plan;
+
+    fn murmur(data: &[u8], seed: u32) -> u32 {
+        murmur3_32_concat(data, b"", seed)
+    }
+
+    /// Reference vectors for MurmurHash3 x86_32.
+    #[test]
+    fn murmur3_reference_vectors() {
+        assert_eq!(murmur(b"", 0), 0);
+        assert_eq!(murmur(b"", 1), 0x514E_28B7);
+        assert_eq!(murmur(b"abc", 0), 0xB3DD_93FA);
+        assert_eq!(murmur(b"Hello, world!", 0x9747_B28C), 0x2488_4CBA);
+        // Splitting the input anywhere gives the same hash (the salt/key concatenation).
+        let s = b"Hello, world!";
+        for i in 0..=s.len() {
+            assert_eq!(
+                murmur3_32_concat(&s[..i], &s[i..], 0x9747_B28C),
+                0x2488_4CBA
+            );
+        }
+    }
+
+    /// SMHasher's verification value for MurmurHash3_x86_32: hash keys {}, {0}, {0,1}, … {0..254}
+    /// with seed 256 - len, concatenate the 256 hashes (little-endian), hash that with seed 0.
+    #[test]
+    fn murmur3_smhasher_verification() {
+        let mut key = [0u8; 256];
+        let mut hashes = Vec::with_capacity(256 * 4);
+        for i in 0..256 {
+            key[i] = i as u8;
+            hashes.extend_from_slice(&murmur(&key[..i], (256 - i) as u32).to_le_bytes());
+        }
+        assert_eq!(murmur(&hashes, 0), 0xB0F5_7EE3);
+    }
+
+    fn plan(salt: &str, versions: &[(&str, u32)]) -> Plan {
+        let versions: Vec<_> = versions
+            .iter()
+            .map(|(n, w)| serde_json::json!({"name": n, "weight": w}))
+            .collect();
+        let json = serde_json::json!({
+            "service": "svc", "salt": salt, "versions": versions,
+            "session": {"sources": [{"header": "x-key"}]}
+        });
+        Plan::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    /// OpenFeature flagd's published `fractional` vectors (open-feature/flagd-testbed,
+    /// evaluator/gherkin/fractional.feature, `@fractional-v2`, with the flags of
+    /// evaluator/flags/testkit-flags.json). flagd hashes `flagKey + targetingKey` unless the rule
+    /// names its own bucketing expression; here salt = that prefix, session key = the rest.
+    #[test]
+    fn flagd_fractional_v2_vectors() {
+        let suits = [
+            ("clubs", 25),
+            ("diamonds", 25),
+            ("hearts", 25),
+            ("spades", 25),
+        ];
+        // "fractional-flag": {"cat": [$flagd.flagKey, user.name]}
+        let p = plan("fractional-flag", &suits);
+        for (name, want) in [
+            ("jack", "hearts"),
+            ("queen", "spades"),
+            ("ten", "clubs"),
+            ("nine", "diamonds"),
+            ("3", "clubs"),
+        ] {
+            assert_eq!(p.version_name(p.bucket(name.as_bytes())), want, "{name}");
+        }
+        // "fractional-flag-shorthand": default bucketing key flagKey + targetingKey, weights 1/1.
+        let p = plan("fractional-flag-shorthand", &[("heads", 1), ("tails", 1)]);
+        for (key, want) in [("jon@company.com", "heads"), ("jane@company.com", "tails")] {
+            assert_eq!(p.version_name(p.bucket(key.as_bytes())), want, "{key}");
+        }
+        // "fractional-flag-A-shared-seed": {"cat": ["shared-seed", user.name]}
+        let p = plan("shared-seed", &suits);
+        for (name, want) in [
+            ("seven", "hearts"),
+            ("eight", "diamonds"),
+            ("nine", "clubs"),
+            ("two", "spades"),
+        ] {
+            assert_eq!(p.version_name(p.bucket(name.as_bytes())), want, "{name}");
+        }
+        // "fractional-hash-edge-flag": {"var": "targetingKey"} alone, i.e. an empty salt; keys
+        // chosen by flagd so their hash sits on the bucket boundaries.
+        let p = plan("", &[("lower", 50), ("upper", 50)]);
+        for (key, want) in [
+            ("ejOoVL", "lower"),
+            ("bY9fO-", "lower"),
+            ("SI7p-", "lower"),
+            ("6LvT0", "upper"),
+            ("ceQdGm", "upper"),
+        ] {
+            assert_eq!(p.version_name(p.bucket(key.as_bytes())), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn position_bounds() {
+        assert_eq!(position(0, 100), 0);
+        assert_eq!(position(u32::MAX, 100), 99);
+        assert_eq!(
+            position(u32::MAX, u64::from(u32::MAX)),
+            u64::from(u32::MAX) - 1
+        );
+        assert_eq!(position(1 << 31, 2), 1);
+        assert_eq!(position((1 << 31) - 1, 2), 0);
+    }
+
+    #[test]
+    fn pick_follows_cumulative_weights() {
+        let p = plan("s", &[("a", 0), ("b", 5), ("c", 0), ("d", 95)]);
+        assert_eq!(p.cumulative, vec![0, 5, 5, 100]);
+        assert_eq!(p.pick(0), 1);
+        assert_eq!(p.pick(4), 1);
+        assert_eq!(p.pick(5), 3);
+        assert_eq!(p.pick(99), 3);
+    }
+
+    type Headers = &'static [(&'static str, &'static [u8])];
+
+    fn decide(p: &Plan, headers: &[(&str, &[u8])]) -> Decision {
+        let mut h = headers;
+        p.decide(&mut h)
+    }
+
+    fn cookie_then_header() -> Plan {
+        Plan::from_json(
+            br#"{"service":"checkout","versions":[{"name":"canary","weight":50},{"name":"stable","weight":50}],
+                 "session":{"sources":[{"cookie":"session_id"},{"header":"x-user-id"}]}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn source_order_and_fall_through() {
+        let p = cookie_then_header();
+        let by_key = |k: &str| Decision {
+            version: p.bucket(k.as_bytes()),
+            reason: Reason::Hash,
+        };
+        let default = Decision {
+            version: 1,
+            reason: Reason::Default,
+        };
+        let cases: &[(Headers, Decision)] = &[
+            (
+                &[("cookie", b"session_id=s1"), ("x-user-id", b"u1")],
+                by_key("s1"),
+            ),
+            (
+                &[("x-user-id", b"u1"), ("cookie", b"session_id=s1")],
+                by_key("s1"),
+            ),
+            (
+                &[("cookie", b"session_id="), ("x-user-id", b"u1")],
+                by_key("u1"),
+            ),
+            (
+                &[("cookie", b"session_id=\"\""), ("x-user-id", b"u1")],
+                by_key("u1"),
+            ),
+            (
+                &[("cookie", b"other=s1"), ("x-user-id", b"u1")],
+                by_key("u1"),
+            ),
+            (&[("cookie", b"session_id=s1")], by_key("s1")),
+            (&[("x-user-id", b"u1")], by_key("u1")),
+            (&[("X-User-Id", b"u1")], by_key("u1")),
+            (&[("x-user-id", b"  u1 ")], by_key("u1")),
+            (&[("x-user-id", b"")], default),
+            (&[("x-user-id", b"   ")], default),
+            (&[("cookie", b"session_id=")], default),
+            (&[], default),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(decide(&p, headers), *want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn several_cookie_headers() {
+        let p = cookie_then_header();
+        let key = |k: &str| Decision {
+            version: p.bucket(k.as_bytes()),
+            reason: Reason::Hash,
+        };
+        let cases: &[(Headers, Decision)] = &[
+            (
+                &[("cookie", b"a=1"), ("cookie", b"session_id=two")],
+                key("two"),
+            ),
+            (
+                &[("cookie", b"session_id=one"), ("cookie", b"session_id=two")],
+                key("one"),
+            ),
+            (
+                &[
+                    ("cookie", b"a=1"),
+                    ("x-user-id", b"u"),
+                    ("cookie", b"b=2; session_id=three"),
+                ],
+                key("three"),
+            ),
+            // The first occurrence is empty: no key from the cookie, fall through to the header.
+            (
+                &[
+                    ("cookie", b"session_id="),
+                    ("cookie", b"session_id=two"),
+                    ("x-user-id", b"u"),
+                ],
+                key("u"),
+            ),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(decide(&p, headers), *want, "{headers:?}");
+        }
+    }
+
+    /// The first `Cookie` header is fetched once; all of them only when it lacks a wanted cookie.
+    #[test]
+    fn cookie_header_reads_are_bounded() {
+        struct Counting {
+            cookie: Option<&'static [u8]>,
+            first: u32,
+            all: u32,
+        }
+        impl HeaderLookup for Counting {
+            type Value = Vec<u8>;
+            fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+                if name == "cookie" {
+                    self.first += 1;
+                    return self.cookie.map(<[u8]>::to_vec);
+                }
+                None
+            }
+            fn get_all(&mut self, name: &str) -> Vec<Vec<u8>> {
+                if name == "cookie" {
+                    self.all += 1;
+                }
+                self.cookie.map(<[u8]>::to_vec).into_iter().collect()
+            }
+        }
+        let p = Plan::from_json(
+            br#"{"service":"s","versions":[{"name":"a","weight":1}],
+                 "session":{"sources":[{"cookie":"a"},{"header":"h"},{"cookie":"b"},{"cookie":"c"}]}}"#,
+        )
+        .unwrap();
+        // No Cookie header: one read, no scan.
+        let mut c = Counting {
+            cookie: None,
+            first: 0,
+            all: 0,
+        };
+        assert_eq!(p.decide(&mut c).reason, Reason::Default);
+        assert_eq!((c.first, c.all), (1, 0));
+        // A Cookie header with the first wanted cookie: one read, no scan.
+        let mut c = Counting {
+            cookie: Some(b"a=1"),
+            first: 0,
+            all: 0,
+        };
+        assert_eq!(p.decide(&mut c).reason, Reason::Hash);
+        assert_eq!((c.first, c.all), (1, 0));
+        // A Cookie header without any wanted cookie: one read, one scan.
+        let mut c = Counting {
+            cookie: Some(b"z=1"),
+            first: 0,
+            all: 0,
+        };
+        assert_eq!(p.decide(&mut c).reason, Reason::Default);
+        assert_eq!((c.first, c.all), (1, 1));
+    }
+
+    #[test]
+    fn cookie_header_is_read_once() {
+        struct Counting(u32);
+        impl HeaderLookup for Counting {
+            type Value = Vec<u8>;
+            fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+                if name == "cookie" {
+                    self.0 += 1;
+                }
+                None
+            }
+            fn get_all(&mut self, _name: &str) -> Vec<Vec<u8>> {
+                Vec::new()
+            }
+        }
+        let p = Plan::from_json(
+            br#"{"service":"s","versions":[{"name":"a","weight":1}],
+                 "session":{"sources":[{"cookie":"a"},{"header":"h"},{"cookie":"b"},{"cookie":"c"}]}}"#,
+        )
+        .unwrap();
+        let mut c = Counting(0);
+        assert_eq!(p.decide(&mut c).reason, Reason::Default);
+        assert_eq!(c.0, 1);
+    }
+
+    /// Weight 0 gets nobody; the split of 10 000 random keys is within 4 standard deviations.
+    #[test]
+    fn split_of_random_keys() {
+        let p = plan(
+            "checkout-2026-11",
+            &[("zero", 0), ("canary", 20), ("stable", 80)],
+        );
+        let n = 10_000u32;
+        let mut counts = [0u32; 3];
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..n {
+            // xorshift64: deterministic "random" keys
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            counts[p.bucket(format!("{rng:016x}").as_bytes())] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        let expected = f64::from(n) * 0.2;
+        let sd = (f64::from(n) * 0.2 * 0.8).sqrt();
+        assert!(
+            (f64::from(counts[1]) - expected).abs() < 4.0 * sd,
+            "{counts:?}"
+        );
+    }
+
+    /// Ramping the canary (listed first) 0 → 5 → 20 → 50 never moves a session off it.
+    #[test]
+    fn monotonic_ramp_first_listed() {
+        let keys: Vec<String> = (0..5_000).map(|i| format!("session-{i}")).collect();
+        let mut on_canary = std::collections::HashSet::new();
+        for w in [0, 5, 20, 50, 100] {
+            let p = plan("ramp", &[("canary", w), ("stable", 100 - w)]);
+            let now: std::collections::HashSet<_> = keys
+                .iter()
+                .filter(|k| p.bucket(k.as_bytes()) == 0)
+                .collect();
+            assert!(
+                on_canary.is_subset(&now),
+                "weight {w} moved a session off canary"
+            );
+            on_canary = now;
+        }
+        assert_eq!(on_canary.len(), keys.len());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn same_input_same_version(salt in ".{0,16}", key in proptest::collection::vec(proptest::num::u8::ANY, 1..64),
+                                   a in 0u32..1000, b in 0u32..1000) {
+            proptest::prop_assume!(a + b > 0);
+            let p1 = plan(&salt, &[("a", a), ("b", b)]);
+            let p2 = plan(&salt, &[("a", a), ("b", b)]);
+            proptest::prop_assert_eq!(p1.bucket(&key), p2.bucket(&key));
+        }
+
+        /// Raising the first or the last listed version's weight never moves a session off it.
+        #[test]
+        fn raising_first_or_last_keeps_its_sessions(key in "[ -~]{1,40}", w in proptest::collection::vec(0u32..100, 3),
+                                                    extra in 1u32..1000) {
+            let names = ["first", "middle", "last"];
+            proptest::prop_assume!(w.iter().sum::<u32>() > 0);
+            let before = plan("s", &[(names[0], w[0]), (names[1], w[1]), (names[2], w[2])]);
+            let v = before.bucket(key.as_bytes());
+            let raised_first = plan("s", &[(names[0], w[0] + extra), (names[1], w[1]), (names[2], w[2])]);
+            let raised_last = plan("s", &[(names[0], w[0]), (names[1], w[1]), (names[2], w[2] + extra)]);
+            if v == 0 { proptest::prop_assert_eq!(raised_first.bucket(key.as_bytes()), 0); }
+            if v == 2 { proptest::prop_assert_eq!(raised_last.bucket(key.as_bytes()), 2); }
+        }
+
+        #[test]
+        fn zero_weight_never_chosen(key in proptest::collection::vec(proptest::num::u8::ANY, 0..64), w in 1u32..1000) {
+            let p = plan("s", &[("zero", 0), ("one", w), ("zero2", 0)]);
+            proptest::prop_assert_eq!(p.bucket(&key), 1);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Panic-free bindings to the few proxy-wasm host calls the filter makes.
+//!
+//! The SDK's `hostcalls` functions return `Result` yet `panic!` on any status they did not
+//! expect, and its header-pairs decoder unwraps. With `panic = "abort"` a panic traps the VM and
+//! Envoy then fails every later request on it, so the request path goes through these instead:
+//! every status is an `Err`, every buffer is decoded with bounds checks ([`crate::headers`]).
+//! Buffers returned by the host were allocated through the SDK's `proxy_on_memory_allocate`
+//! (a boxed `[u8]` of exactly the returned size), which is why `Vec::from_raw_parts(p, n, n)`
+//! takes ownership of them soundly.
+#![allow(unsafe_code)]
+
+use proxy_wasm::types::{BufferType, MapType};
+
+/// A host call did not succeed; the raw proxy-wasm status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: BufferType,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+}
+
+/// Takes ownership of a host-returned buffer.
+///
+/// # Safety
+/// `data`/`size` must come from a successful host call that allocated through
+/// `proxy_on_memory_allocate(size)`, and must not be used again.
+unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// The first value of a header, `Ok(None)` when absent.
+pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut size = 0;
+    // SAFETY: pointers to live locals; the host writes a buffer it allocated through us.
+    match unsafe {
+        proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
+    } {
+        OK => Ok(Some(unsafe { owned(data, size) })),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError(status)),
+    }
+}
+
+/// Replaces every value of a header with one value.
+pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: the slices outlive the call.
+    match unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    } {
+        OK => Ok(()),
+        status => Err(HostError(status)),
+    }
+}
+
+/// The whole header map in the proxy-wasm wire format (decode with [`crate::headers::pairs`]).
+pub fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut size = 0;
+    // SAFETY: as in `header`.
+    match unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) } {
+        OK => Ok(unsafe { owned(data, size) }),
+        status => Err(HostError(status)),
+    }
+}
+
+/// A whole host buffer (e.g. the plugin configuration); empty when absent.
+pub fn buffer(buffer: BufferType) -> Result<Vec<u8>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut size = 0;
+    // SAFETY: as in `header`.
+    match unsafe { proxy_get_buffer_bytes(buffer, 0, usize::MAX, &mut data, &mut size) } {
+        OK => Ok(unsafe { owned(data, size) }),
+        NOT_FOUND => Ok(Vec::new()),
+        status => Err(HostError(status)),
+    }
+}

@@ -1,0 +1,455 @@
+//! A real Envoy under test: config derived from the shipped `envoy/envoy.yaml`, process lifecycle,
+//! readiness, logs.
+//!
+//! - [`EnvoyConfig`] loads the reference config users run and rewrites only what a test must:
+//!   ports (0, so Envoy picks free ones — no bind races between parallel tests), the wasm path,
+//!   the plugin configuration, and one cluster + one route per upstream.
+//! - [`Envoy`] starts the binary (`ENVOY_BIN`, else `.venv/bin/envoy`) with
+//!   `--disable-hot-restart --concurrency 1`, waits for the admin `/ready`, finds the listener's
+//!   port through the admin API, and on drop kills the process and waits for it. If the test is
+//!   panicking, the drop prints Envoy's log.
+
+use crate::http::{send_once, Request, Response};
+use serde_yaml::{Mapping, Value};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long Envoy may take to become ready (or to exit, for refused configs).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// `ENVOY_BIN`, else the Makefile-installed `.venv/bin/envoy`.
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"))
+}
+
+/// `STICKY_CANARY_WASM`, else the release build of the filter.
+pub fn wasm_path() -> PathBuf {
+    std::env::var_os("STICKY_CANARY_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/wasm32-wasip1/release/sticky_canary.wasm"))
+}
+
+/// Fails loudly (never skips) when a prerequisite is missing: a skipped e2e suite proves nothing.
+pub fn check_prerequisites() {
+    let bin = envoy_bin();
+    assert!(
+        bin.exists(),
+        "Envoy not found at {} — run `make envoy` (or set ENVOY_BIN)",
+        bin.display()
+    );
+    let wasm = wasm_path();
+    assert!(
+        wasm.exists(),
+        "filter not built at {} — run `make build` (or set STICKY_CANARY_WASM)",
+        wasm.display()
+    );
+}
+
+/// The shipped reference config.
+pub fn reference_config_path() -> PathBuf {
+    workspace_root().join("envoy/envoy.yaml")
+}
+
+/// Runs `envoy --mode validate` on a config file, from `cwd`. Returns (success, output).
+pub fn validate(config: &Path, cwd: &Path) -> (bool, String) {
+    let out = Command::new(envoy_bin())
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-c",
+        ])
+        .arg(config)
+        .current_dir(cwd)
+        .output()
+        .expect("run envoy --mode validate");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn key(k: &str) -> Value {
+    Value::String(k.to_string())
+}
+
+fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
+    let mut cur = v;
+    for p in path {
+        cur = match p.parse::<usize>() {
+            Ok(i) => cur.get_mut(i),
+            Err(_) => cur.get_mut(*p),
+        }
+        .unwrap_or_else(|| panic!("envoy.yaml: missing {p} in {path:?}"));
+    }
+    cur
+}
+
+/// An Envoy configuration for one test, derived from `envoy/envoy.yaml`.
+#[derive(Clone, Debug)]
+pub struct EnvoyConfig {
+    doc: Value,
+}
+
+const HCM: &[&str] = &[
+    "static_resources",
+    "listeners",
+    "0",
+    "filter_chains",
+    "0",
+    "filters",
+    "0",
+    "typed_config",
+];
+
+impl EnvoyConfig {
+    /// The reference config, unchanged.
+    pub fn reference() -> EnvoyConfig {
+        let text = fs::read_to_string(reference_config_path()).expect("read envoy/envoy.yaml");
+        EnvoyConfig {
+            doc: serde_yaml::from_str(&text).expect("parse envoy/envoy.yaml"),
+        }
+    }
+
+    /// The reference config with `plugin_config` and these upstreams (name → address), the last
+    /// route going to `default`; ports left for Envoy to choose; the built wasm.
+    pub fn for_test(
+        plugin_config: &str,
+        upstreams: &[(&str, SocketAddr)],
+        default: &str,
+    ) -> EnvoyConfig {
+        let mut c = EnvoyConfig::reference();
+        c.set_plugin_config(plugin_config);
+        c.set_upstreams(upstreams, default);
+        c.set_free_ports();
+        c.set_wasm(&wasm_path());
+        c
+    }
+
+    fn wasm_filter(&mut self) -> &mut Value {
+        let filters = get(&mut self.doc, &[HCM, &["http_filters"]].concat());
+        let seq = filters.as_sequence_mut().expect("http_filters is a list");
+        seq.iter_mut()
+            .find(|f| f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm"))
+            .expect("envoy.yaml has the wasm filter")
+    }
+
+    /// The plugin configuration (the JSON string) currently in the config.
+    pub fn plugin_config(&mut self) -> String {
+        let f = self.wasm_filter();
+        get(f, &["typed_config", "config", "configuration", "value"])
+            .as_str()
+            .expect("configuration value is a string")
+            .to_string()
+    }
+
+    pub fn set_plugin_config(&mut self, json: &str) {
+        let f = self.wasm_filter();
+        *get(f, &["typed_config", "config", "configuration", "value"]) =
+            Value::String(json.to_string());
+    }
+
+    pub fn set_wasm(&mut self, path: &Path) {
+        let f = self.wasm_filter();
+        *get(
+            f,
+            &[
+                "typed_config",
+                "config",
+                "vm_config",
+                "code",
+                "local",
+                "filename",
+            ],
+        ) = Value::String(path.to_string_lossy().into_owned());
+    }
+
+    /// Sets a field of the wasm `PluginConfig` (e.g. `failure_policy`).
+    pub fn set_plugin_field(&mut self, field: &str, value: Value) {
+        let f = self.wasm_filter();
+        get(f, &["typed_config", "config"])
+            .as_mapping_mut()
+            .expect("config is a mapping")
+            .insert(key(field), value);
+    }
+
+    /// Admin and listener on port 0 (Envoy picks; the harness asks the admin API).
+    pub fn set_free_ports(&mut self) {
+        *get(
+            &mut self.doc,
+            &["admin", "address", "socket_address", "port_value"],
+        ) = Value::from(0);
+        *get(
+            &mut self.doc,
+            &[
+                "static_resources",
+                "listeners",
+                "0",
+                "address",
+                "socket_address",
+                "port_value",
+            ],
+        ) = Value::from(0);
+    }
+
+    /// Replaces the clusters with one per upstream and the routes with one per upstream matching
+    /// the route header the plugin config names (default `x-canary-version`), then a last route
+    /// to `default` — the layout of the reference config, for any set of versions.
+    pub fn set_upstreams(&mut self, upstreams: &[(&str, SocketAddr)], default: &str) {
+        let route_header = serde_json::from_str::<serde_json::Value>(&self.plugin_config())
+            .ok()
+            .and_then(|v| {
+                v.get("route_header")
+                    .and_then(|h| h.as_str())
+                    .map(str::to_ascii_lowercase)
+            })
+            .unwrap_or_else(|| "x-canary-version".to_string());
+        let template_cluster = get(&mut self.doc, &["static_resources", "clusters", "0"]).clone();
+        let clusters: Vec<Value> = upstreams
+            .iter()
+            .map(|(name, addr)| {
+                let mut c = template_cluster.clone();
+                *get(&mut c, &["name"]) = key(name);
+                *get(&mut c, &["load_assignment", "cluster_name"]) = key(name);
+                let sa = get(
+                    &mut c,
+                    &[
+                        "load_assignment",
+                        "endpoints",
+                        "0",
+                        "lb_endpoints",
+                        "0",
+                        "endpoint",
+                        "address",
+                        "socket_address",
+                    ],
+                );
+                *get(sa, &["address"]) = key(&addr.ip().to_string());
+                *get(sa, &["port_value"]) = Value::from(addr.port());
+                c
+            })
+            .collect();
+        *get(&mut self.doc, &["static_resources", "clusters"]) = Value::Sequence(clusters);
+
+        let routes_path = [HCM, &["route_config", "virtual_hosts", "0", "routes"]].concat();
+        let routes = get(&mut self.doc, &routes_path);
+        let template_route = get(routes, &["0"]).clone();
+        let mut new_routes: Vec<Value> = upstreams
+            .iter()
+            .map(|(name, _)| {
+                let mut r = template_route.clone();
+                let m = get(&mut r, &["match", "headers", "0"]);
+                *get(m, &["name"]) = key(&route_header);
+                *get(m, &["string_match", "exact"]) = key(name);
+                *get(&mut r, &["route", "cluster"]) = key(name);
+                r
+            })
+            .collect();
+        let mut last = Mapping::new();
+        let mut m = Mapping::new();
+        m.insert(key("prefix"), key("/"));
+        last.insert(key("match"), Value::Mapping(m));
+        let mut r = Mapping::new();
+        r.insert(key("cluster"), key(default));
+        last.insert(key("route"), Value::Mapping(r));
+        new_routes.push(Value::Mapping(last));
+        *routes = Value::Sequence(new_routes);
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(&self.doc).expect("serialize config")
+    }
+}
+
+/// A running Envoy. Dropping it kills the process (and prints the log if the test panicked).
+pub struct Envoy {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    admin: SocketAddr,
+    listener: SocketAddr,
+}
+
+/// Envoy did not become ready: why, and its log.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub exit_code: Option<i32>,
+    pub log: String,
+}
+
+fn spawn(cfg: &EnvoyConfig, dir: &Path) -> Child {
+    let cfg_path = dir.join("envoy.yaml");
+    fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
+    let log = fs::File::create(dir.join("envoy.log")).expect("create log");
+    let log2 = log.try_clone().expect("clone log handle");
+    Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&cfg_path)
+        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+        .arg("--admin-address-path")
+        .arg(dir.join("admin.addr"))
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", envoy_bin().display()))
+}
+
+fn read_log(dir: &Path) -> String {
+    fs::read(dir.join("envoy.log"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<Response> {
+    send_once(admin, &Request::get(path))
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until it is ready to serve.
+    pub fn start(cfg: &EnvoyConfig) -> Result<Envoy, StartFailure> {
+        check_prerequisites();
+        let dir = tempfile::Builder::new()
+            .prefix("sticky-canary-envoy-")
+            .tempdir()
+            .expect("tempdir");
+        let mut child = spawn(cfg, dir.path());
+        let deadline = Instant::now() + START_TIMEOUT;
+        let fail = |child: &mut Child, dir: &Path| {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            StartFailure {
+                exit_code: status.and_then(|s| s.code()),
+                log: read_log(dir),
+            }
+        };
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(StartFailure {
+                    exit_code: status.code(),
+                    log: read_log(dir.path()),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(fail(&mut child, dir.path()));
+            }
+            if let Some(admin) = fs::read_to_string(dir.path().join("admin.addr"))
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+            {
+                if admin_get(admin, "/ready")
+                    .map(|r| r.status == 200)
+                    .unwrap_or(false)
+                {
+                    if let Some(listener) = listener_address(admin) {
+                        return Ok(Envoy {
+                            child: Some(child),
+                            dir,
+                            admin,
+                            listener,
+                        });
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts Envoy with a config it must refuse; returns its log once it has exited.
+    /// Panics (with the log) if it becomes ready instead.
+    pub fn start_expecting_refusal(cfg: &EnvoyConfig) -> StartFailure {
+        match Envoy::start(cfg) {
+            Ok(envoy) => panic!(
+                "Envoy started although the config must be refused; log:\n{}",
+                envoy.log()
+            ),
+            Err(f) => f,
+        }
+    }
+
+    pub fn listener(&self) -> SocketAddr {
+        self.listener
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// True while the process runs and the admin `/ready` answers 200.
+    pub fn is_ready(&mut self) -> bool {
+        let running = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        running
+            && admin_get(self.admin, "/ready")
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+    }
+
+    /// A GET on the admin API (e.g. `/stats?format=json`).
+    pub fn admin_get(&self, path: &str) -> Response {
+        admin_get(self.admin, path).expect("admin request")
+    }
+
+    /// Kills Envoy and waits for it.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- Envoy log ({}) -----\n{}\n----- end of Envoy log -----",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// The first listener's bound address, from the admin API.
+fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
+    let body = admin_get(admin, "/listeners?format=json").ok()?.json();
+    let sa = body
+        .get("listener_statuses")?
+        .get(0)?
+        .get("local_address")?
+        .get("socket_address")?;
+    let ip = sa.get("address")?.as_str()?;
+    let port = sa.get("port_value")?.as_u64()?;
+    format!("{ip}:{port}").parse().ok()
+}

@@ -1,0 +1,175 @@
+//! Host-side harness: drives the sticky-canary wasm filter under a real Envoy.
+//!
+//! - [`http`]: in-process HTTP/1.1 upstreams (one per version, echoing what they saw) and a raw
+//!   HTTP/1.1 client able to send hostile requests;
+//! - [`envoy`]: configs derived from the shipped `envoy/envoy.yaml`, Envoy's lifecycle;
+//! - [`Fixture`]: one upstream per version of a plugin config, plus an Envoy in front of them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod envoy;
+pub mod http;
+
+use envoy::{Envoy, EnvoyConfig, StartFailure};
+use http::{Client, Request, Response, Upstream};
+use sticky_canary::config::Plan;
+
+/// Upstreams for every version of a plugin config, and an Envoy routing to them.
+pub struct Fixture {
+    pub plan: Plan,
+    pub upstreams: Vec<Upstream>,
+    pub config: EnvoyConfig,
+    pub envoy: Envoy,
+}
+
+impl Fixture {
+    /// Starts one echo upstream per version in `plugin_config` and Envoy in front of them.
+    pub fn start(plugin_config: &str) -> Fixture {
+        Fixture::try_start(plugin_config).unwrap_or_else(|f| {
+            panic!(
+                "Envoy did not start (exit {:?}); log:\n{}",
+                f.exit_code, f.log
+            )
+        })
+    }
+
+    pub fn try_start(plugin_config: &str) -> Result<Fixture, StartFailure> {
+        let plan = Plan::from_json(plugin_config.as_bytes())
+            .unwrap_or_else(|e| panic!("test plugin config is invalid: {e}"));
+        let upstreams: Vec<Upstream> = plan
+            .versions
+            .iter()
+            .map(|v| Upstream::start(&v.name).expect("start upstream"))
+            .collect();
+        let config = fixture_config(&plan, plugin_config, &upstreams);
+        let envoy = Envoy::start(&config)?;
+        Ok(Fixture {
+            plan,
+            upstreams,
+            config,
+            envoy,
+        })
+    }
+
+    /// Stops Envoy and starts a fresh one on the same upstreams with `plugin_config`.
+    pub fn restart_with(self, plugin_config: &str) -> Fixture {
+        let Fixture {
+            upstreams, envoy, ..
+        } = self;
+        envoy.stop();
+        let plan = Plan::from_json(plugin_config.as_bytes()).expect("valid plugin config");
+        let config = fixture_config(&plan, plugin_config, &upstreams);
+        let envoy = Envoy::start(&config)
+            .unwrap_or_else(|f| panic!("Envoy did not restart; log:\n{}", f.log));
+        Fixture {
+            plan,
+            upstreams,
+            config,
+            envoy,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.envoy.listener()).expect("connect to Envoy")
+    }
+
+    /// The version the published algorithm assigns to this session key.
+    pub fn expected(&self, session_key: &str) -> &str {
+        self.plan
+            .version_name(self.plan.bucket(session_key.as_bytes()))
+    }
+
+    pub fn default_version(&self) -> &str {
+        self.plan.version_name(self.plan.default_version)
+    }
+}
+
+fn fixture_config(plan: &Plan, plugin_config: &str, upstreams: &[Upstream]) -> EnvoyConfig {
+    let pairs: Vec<(&str, std::net::SocketAddr)> =
+        upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+    EnvoyConfig::for_test(
+        plugin_config,
+        &pairs,
+        plan.version_name(plan.default_version),
+    )
+}
+
+/// What one request through Envoy showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub status: u16,
+    /// The upstream that answered (`x-upstream`), if any.
+    pub served_by: Option<String>,
+    /// Every value of the response tag header the client received.
+    pub tags: Vec<String>,
+    /// Every value of the route header the upstream received.
+    pub route_seen: Vec<String>,
+}
+
+impl Observed {
+    /// Reads a response from an echo upstream, for a plan's header names.
+    pub fn from_response(plan: &Plan, r: &Response) -> Observed {
+        let body = r.json();
+        let route_seen = body
+            .get("headers")
+            .and_then(|h| h.as_array())
+            .map(|hs| {
+                hs.iter()
+                    .filter_map(|pair| {
+                        let name = pair.get(0)?.as_str()?;
+                        (name.eq_ignore_ascii_case(&plan.route_header))
+                            .then(|| pair.get(1)?.as_str().map(str::to_string))?
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Observed {
+            status: r.status,
+            served_by: r.header_str("x-upstream").map(str::to_string),
+            tags: r
+                .header_values(&plan.response_header)
+                .into_iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect(),
+            route_seen,
+        }
+    }
+
+    /// A request served by `version` in every respect: that upstream answered, it saw exactly
+    /// one route header naming it, and the client got exactly one tag naming it.
+    pub fn is_served_by(&self, version: &str) -> bool {
+        self.status == 200
+            && self.served_by.as_deref() == Some(version)
+            && self.tags == [version]
+            && self.route_seen == [version]
+    }
+}
+
+impl Fixture {
+    /// Sends `req` on `client` and reads what happened.
+    pub fn observe(&self, client: &mut Client, req: &Request) -> Observed {
+        let r = client.send(req).expect("request through Envoy");
+        Observed::from_response(&self.plan, &r)
+    }
+}
+
+/// A deterministic pseudo-random key generator (xorshift64*), so failures reproduce.
+pub struct Keys(u64);
+
+impl Keys {
+    pub fn new(seed: u64) -> Keys {
+        Keys(seed | 1)
+    }
+}
+
+impl Iterator for Keys {
+    type Item = String;
+    fn next(&mut self) -> Option<String> {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        Some(format!(
+            "{:016x}",
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        ))
+    }
+}
