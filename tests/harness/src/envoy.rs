@@ -270,6 +270,43 @@ impl EnvoyConfig {
         *routes = Value::Sequence(new_routes);
     }
 
+    /// The clusters' first endpoints (name → address), e.g. to start upstreams where the
+    /// reference config expects them.
+    pub fn cluster_addresses(&mut self) -> Vec<(String, SocketAddr)> {
+        let clusters = get(&mut self.doc, &["static_resources", "clusters"]).clone();
+        let mut out = Vec::new();
+        for mut c in clusters.as_sequence().cloned().unwrap_or_default() {
+            let name = get(&mut c, &["name"])
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let sa = get(
+                &mut c,
+                &[
+                    "load_assignment",
+                    "endpoints",
+                    "0",
+                    "lb_endpoints",
+                    "0",
+                    "endpoint",
+                    "address",
+                    "socket_address",
+                ],
+            )
+            .clone();
+            let ip = sa
+                .get("address")
+                .and_then(Value::as_str)
+                .unwrap_or("127.0.0.1");
+            let port = sa.get("port_value").and_then(Value::as_u64).unwrap_or(0);
+            out.push((
+                name,
+                format!("{ip}:{port}").parse().expect("cluster address"),
+            ));
+        }
+        out
+    }
+
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(&self.doc).expect("serialize config")
     }
@@ -290,14 +327,12 @@ pub struct StartFailure {
     pub log: String,
 }
 
-fn spawn(cfg: &EnvoyConfig, dir: &Path) -> Child {
-    let cfg_path = dir.join("envoy.yaml");
-    fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
+fn spawn(cfg_path: &Path, dir: &Path) -> Child {
     let log = fs::File::create(dir.join("envoy.log")).expect("create log");
     let log2 = log.try_clone().expect("clone log handle");
     Command::new(envoy_bin())
         .arg("-c")
-        .arg(&cfg_path)
+        .arg(cfg_path)
         .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
         .arg("--admin-address-path")
         .arg(dir.join("admin.addr"))
@@ -320,14 +355,28 @@ fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<Response> {
 }
 
 impl Envoy {
-    /// Starts Envoy and waits until it is ready to serve.
+    /// Starts Envoy on a config and waits until it is ready to serve.
     pub fn start(cfg: &EnvoyConfig) -> Result<Envoy, StartFailure> {
+        let dir = tempdir();
+        let cfg_path = dir.path().join("envoy.yaml");
+        fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
+        Envoy::start_in(&cfg_path, dir)
+    }
+
+    /// Starts Envoy on a config file as it is (e.g. `envoy/envoy.yaml` for `make run`), from the
+    /// repository root, and waits until it is ready to serve.
+    pub fn start_file(cfg_path: &Path) -> Result<Envoy, StartFailure> {
+        Envoy::start_in(cfg_path, tempdir())
+    }
+
+    /// Where Envoy writes its log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("envoy.log")
+    }
+
+    fn start_in(cfg_path: &Path, dir: tempfile::TempDir) -> Result<Envoy, StartFailure> {
         check_prerequisites();
-        let dir = tempfile::Builder::new()
-            .prefix("sticky-canary-envoy-")
-            .tempdir()
-            .expect("tempdir");
-        let mut child = spawn(cfg, dir.path());
+        let mut child = spawn(cfg_path, dir.path());
         let deadline = Instant::now() + START_TIMEOUT;
         let fail = |child: &mut Child, dir: &Path| {
             let _ = child.kill();
@@ -439,6 +488,13 @@ impl Drop for Envoy {
         }
         self.kill();
     }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sticky-canary-envoy-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// The first listener's bound address, from the admin API.

