@@ -85,7 +85,9 @@ fn main() {
     println!("# The same session always gets the same version (5 requests, one answer):");
     println!("for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%header{{x-canary-version}}\\n' -b session_id={stable_key} {url}; done");
     println!("# A session the algorithm puts on the canary:");
-    println!("curl -s -o /dev/null -w '%header{{x-canary-version}}\\n' -b session_id={canary_key} {url}");
+    println!(
+        "curl -s -o /dev/null -w '%header{{x-canary-version}}\\n' -b session_id={canary_key} {url}"
+    );
     println!("# No cookie: the x-user-id header is the next source:");
     println!("curl -s -o /dev/null -w '%header{{x-canary-version}}\\n' -H 'x-user-id: {canary_key}' {url}");
     println!("# A client cannot pick its version: the route header is overwritten:");
