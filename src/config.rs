@@ -7,6 +7,8 @@
 //!
 //! Every refusal is a [`ConfigError`] naming the field path (`versions[1].weight`) and the reason.
 
+use crate::assign::{AssignCookie, RawAssignCookie};
+use crate::stage::{compile_override, compile_pins, Override, Pin, RawOverride, RawPin};
 use serde::Deserialize;
 use std::fmt;
 
@@ -31,6 +33,15 @@ pub struct RawConfig {
     pub route_header: Option<String>,
     #[serde(default)]
     pub response_header: Option<String>,
+    /// Stage zero: token-guarded override.
+    #[serde(default, rename = "override")]
+    pub override_: Option<RawOverride>,
+    /// Stage zero: allowlisted header values pinned to a version.
+    #[serde(default)]
+    pub pins: Vec<RawPin>,
+    /// Response header carrying the decision reason; off when absent.
+    #[serde(default)]
+    pub reason_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +55,9 @@ pub struct RawVersion {
 #[serde(deny_unknown_fields)]
 pub struct RawSession {
     pub sources: Vec<RawSource>,
+    /// Mint a session cookie for requests without any session key.
+    #[serde(default)]
+    pub assign_cookie: Option<RawAssignCookie>,
 }
 
 /// One session-key source as written: exactly one of the two fields must be set. Kept as two
@@ -87,12 +101,20 @@ pub struct Plan {
     /// Index into `versions` of the version that gets requests without a session key.
     pub default_version: usize,
     pub sources: Vec<Source>,
-    /// True when at least one source is a cookie (the `Cookie` header is read once, then).
-    pub reads_cookie: bool,
     /// Lowercase.
     pub route_header: String,
     /// Lowercase.
     pub response_header: String,
+    /// Stage-zero override (headers to strip, tokens to accept), when configured.
+    pub override_: Option<Override>,
+    /// Pins, in config order (the first match wins).
+    pub pins: Vec<Pin>,
+    /// Anonymous-session cookie, when configured. Its name is also the last session source.
+    pub assign: Option<AssignCookie>,
+    /// Lowercase; the response carries the decision reason when set.
+    pub reason_header: Option<String>,
+    /// Configure-time warnings (e.g. overrides disabled for want of a token), for the log.
+    pub warnings: Vec<String>,
 }
 
 /// A refused configuration: which field, and why.
@@ -104,7 +126,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             path: path.into(),
             reason: reason.into(),
@@ -121,9 +143,18 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Plan {
-    /// Parses and compiles a JSON configuration.
+    /// Parses and compiles a JSON configuration (no environment: `tokens_env` finds nothing).
     pub fn from_json(bytes: &[u8]) -> Result<Plan, ConfigError> {
         Plan::try_from(parse(bytes)?)
+    }
+
+    /// Parses and compiles a JSON configuration; `env` reads the VM's environment variables
+    /// (for `override.tokens_env`).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Plan, ConfigError> {
+        Plan::compile(parse(bytes)?, env)
     }
 
     /// One line describing the compiled plan, for the configure-time log.
@@ -141,7 +172,7 @@ impl Plan {
                 Source::Header(n) => format!("header:{n}"),
             })
             .collect();
-        format!(
+        let mut line = format!(
             "service={} versions={} default={} sources={} route_header={} response_header={}",
             self.service,
             versions.join(","),
@@ -149,7 +180,26 @@ impl Plan {
             sources.join(","),
             self.route_header,
             self.response_header
-        )
+        );
+        if let Some(o) = &self.override_ {
+            let state = if o.enabled() { "enabled" } else { "disabled" };
+            line.push_str(&format!(" override={state}"));
+        }
+        for p in &self.pins {
+            line.push_str(&format!(
+                " pin={}:{}values->{}",
+                p.header,
+                p.values.len(),
+                self.version_name(p.version)
+            ));
+        }
+        if let Some(a) = &self.assign {
+            line.push_str(&format!(" assign_cookie={}", a.name));
+        }
+        if let Some(h) = &self.reason_header {
+            line.push_str(&format!(" reason_header={h}"));
+        }
+        line
     }
 
     /// The version name at `index` (an index produced by this plan).
@@ -211,6 +261,16 @@ impl TryFrom<RawConfig> for Plan {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Plan, ConfigError> {
+        Plan::compile(raw, &|_| None)
+    }
+}
+
+impl Plan {
+    /// Compiles a parsed configuration; `env` reads the VM's environment variables.
+    pub fn compile(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Plan, ConfigError> {
         check_label("service", &raw.service)?;
 
         if raw.versions.is_empty() {
@@ -294,7 +354,7 @@ impl TryFrom<RawConfig> for Plan {
                     Source::Cookie(name)
                 }
                 (None, Some(name)) => {
-                    Source::Header(header_name(&format!("{path}.header"), &name)?)
+                    Source::Header(check_header_name(&format!("{path}.header"), &name)?)
                 }
                 (Some(_), Some(_)) => {
                     return Err(ConfigError::new(
@@ -311,16 +371,42 @@ impl TryFrom<RawConfig> for Plan {
             };
             sources.push(source);
         }
-        let reads_cookie = sources.iter().any(|s| matches!(s, Source::Cookie(_)));
+        let assign = raw
+            .session
+            .assign_cookie
+            .map(AssignCookie::compile)
+            .transpose()?;
+        if let Some(a) = &assign {
+            // The assigned cookie is read as the last source, unless already listed.
+            if !sources
+                .iter()
+                .any(|s| matches!(s, Source::Cookie(n) if n == &a.name))
+            {
+                sources.push(Source::Cookie(a.name.clone()));
+            }
+        }
 
-        let route_header = header_name(
+        let route_header = check_header_name(
             "route_header",
             raw.route_header.as_deref().unwrap_or(DEFAULT_HEADER),
         )?;
-        let response_header = header_name(
+        let response_header = check_header_name(
             "response_header",
             raw.response_header.as_deref().unwrap_or(DEFAULT_HEADER),
         )?;
+
+        let reason_header = raw
+            .reason_header
+            .as_deref()
+            .map(|h| check_header_name("reason_header", h))
+            .transpose()?;
+        let mut warnings = Vec::new();
+        let override_ = raw
+            .override_
+            .map(|o| compile_override(o, env, &mut warnings))
+            .transpose()?;
+        let version_index = |name: &str| versions.iter().position(|v| v.name == name);
+        let pins = compile_pins(raw.pins, &version_index)?;
 
         let salt = raw.salt.unwrap_or_else(|| raw.service.clone()).into_bytes();
         Ok(Plan {
@@ -331,9 +417,13 @@ impl TryFrom<RawConfig> for Plan {
             total_weight: total,
             default_version,
             sources,
-            reads_cookie,
             route_header,
             response_header,
+            override_,
+            pins,
+            assign,
+            reason_header,
+            warnings,
         })
     }
 }
@@ -367,7 +457,7 @@ fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
-fn check_token(path: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_token(path: &str, value: &str) -> Result<(), ConfigError> {
     if !value.is_empty() && value.bytes().all(is_tchar) {
         Ok(())
     } else {
@@ -379,7 +469,7 @@ fn check_token(path: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 /// Validates a header name and returns it lowercase (Envoy stores header names lowercase).
-fn header_name(path: &str, value: &str) -> Result<String, ConfigError> {
+pub(crate) fn check_header_name(path: &str, value: &str) -> Result<String, ConfigError> {
     check_token(path, value)?;
     Ok(value.to_ascii_lowercase())
 }
@@ -419,7 +509,6 @@ mod tests {
                 Source::Header("x-user-id".into())
             ]
         );
-        assert!(plan.reads_cookie);
         assert_eq!(plan.route_header, "x-canary-version");
         assert_eq!(plan.response_header, "x-canary-version");
     }
@@ -441,7 +530,6 @@ mod tests {
             vec![Source::Header("x-user-id".into())],
             "lowercased"
         );
-        assert!(!plan.reads_cookie);
     }
 
     #[test]

@@ -8,25 +8,45 @@
 //! 3. position = (h as u64 × total_weight) >> 32;
 //! 4. the chosen version is the first, in config order, whose cumulative weight is > position.
 //!
-//! No session key → the default version.
+//! Precedence, first match wins: override (valid token) → pin → session key hash → assigned (a
+//! freshly minted anonymous id, hashed the same way) → default version.
 
+use crate::assign::{id_hex, ID_BYTES, ID_LEN};
 use crate::config::{Plan, Source};
 use crate::cookie;
 use std::io::Read;
 
-/// Why a version was chosen. Later stages add overrides and pins.
+/// Why a version was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
+    /// A stage-zero override with a valid token.
+    Override,
+    /// A pin matched.
+    Pin,
     /// Bucketed from the session key.
     Hash,
+    /// Bucketed from a freshly minted anonymous session id.
+    Assigned,
     /// No session key: the default version.
     Default,
 }
 
 impl Reason {
+    /// Every reason, in precedence order.
+    pub const ALL: [Reason; 5] = [
+        Reason::Override,
+        Reason::Pin,
+        Reason::Hash,
+        Reason::Assigned,
+        Reason::Default,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Reason::Override => "override",
+            Reason::Pin => "pin",
             Reason::Hash => "hash",
+            Reason::Assigned => "assigned",
             Reason::Default => "default",
         }
     }
@@ -38,6 +58,18 @@ pub struct Decision {
     /// Index into [`Plan::versions`].
     pub version: usize,
     pub reason: Reason,
+    /// The minted anonymous id (lowercase hex) when `reason` is [`Reason::Assigned`].
+    pub minted: Option<[u8; ID_LEN]>,
+}
+
+impl Decision {
+    fn new(version: usize, reason: Reason) -> Decision {
+        Decision {
+            version,
+            reason,
+            minted: None,
+        }
+    }
 }
 
 /// MurmurHash3 x86_32 of `a` followed by `b`, without concatenating them.
@@ -59,15 +91,58 @@ impl Plan {
         self.pick(position(h, self.total_weight))
     }
 
-    /// Decides the version for a request whose headers `lookup` gives by lowercase name.
-    ///
+    /// Decides the version for a request.
+    pub fn decide<R: RequestView>(&self, request: &mut R) -> Decision {
+        if let Some(version) = self.override_version(request) {
+            return Decision::new(version, Reason::Override);
+        }
+        if let Some(version) = self.pinned_version(request) {
+            return Decision::new(version, Reason::Pin);
+        }
+        if let Some(version) = self.session_version(request) {
+            return Decision::new(version, Reason::Hash);
+        }
+        if self.assign.is_some() {
+            if let Some(random) = request.random_id() {
+                let id = id_hex(&random);
+                return Decision {
+                    version: self.bucket(&id),
+                    reason: Reason::Assigned,
+                    minted: Some(id),
+                };
+            }
+        }
+        Decision::new(self.default_version, Reason::Default)
+    }
+
+    /// The version a stage-zero override asks for, if its token is accepted and the version is
+    /// listed. Anything else (no token, wrong token, unknown version) is ignored silently.
+    fn override_version<R: RequestView>(&self, request: &mut R) -> Option<usize> {
+        let o = self.override_.as_ref().filter(|o| o.enabled())?;
+        let wanted = request.get(&o.header)?;
+        let version = self
+            .versions
+            .iter()
+            .position(|v| v.name.as_bytes() == wanted.as_ref())?;
+        let token = request.get(&o.token_header)?;
+        o.accepts(token.as_ref()).then_some(version)
+    }
+
+    /// The version of the first pin whose header value is allowlisted.
+    fn pinned_version<R: RequestView>(&self, request: &mut R) -> Option<usize> {
+        self.pins.iter().find_map(|pin| {
+            let value = request.get(&pin.header)?;
+            pin.values.contains(value.as_ref()).then_some(pin.version)
+        })
+    }
+
     /// Sources are tried in config order; the first with a non-empty value gives the session key.
     /// The first `Cookie` header is read at most once, whatever the number of cookie sources.
     /// Only when a `Cookie` header exists but lacks a wanted cookie are the other `Cookie` headers
     /// read (HTTP/1.1 clients may send several; Envoy joins them only for HTTP/2).
-    pub fn decide<L: HeaderLookup>(&self, lookup: &mut L) -> Decision {
-        let mut first_cookie: Option<Option<L::Value>> = None;
-        let mut all_cookies: Option<Vec<L::Value>> = None;
+    fn session_version<R: RequestView>(&self, lookup: &mut R) -> Option<usize> {
+        let mut first_cookie: Option<Option<R::Value>> = None;
+        let mut all_cookies: Option<Vec<R::Value>> = None;
         for source in &self.sources {
             let key = match source {
                 Source::Cookie(name) => {
@@ -93,17 +168,11 @@ impl Plan {
                     .get(name)
                     .and_then(|v| trimmed_non_empty(v.as_ref()).map(|k| self.bucket(k))),
             };
-            if let Some(version) = key {
-                return Decision {
-                    version,
-                    reason: Reason::Hash,
-                };
+            if key.is_some() {
+                return key;
             }
         }
-        Decision {
-            version: self.default_version,
-            reason: Reason::Default,
-        }
+        None
     }
 }
 
@@ -113,19 +182,24 @@ fn trimmed_non_empty(v: &[u8]) -> Option<&[u8]> {
     v.get(start..=end)
 }
 
-/// Read access to request headers, by lowercase name. The wasm shell implements it with host
-/// calls; tests implement it with a list.
-pub trait HeaderLookup {
+/// What the decision may read of a request: headers by lowercase name, and randomness for
+/// minting anonymous ids. The wasm shell implements it with host calls; tests with a list.
+pub trait RequestView {
     type Value: AsRef<[u8]>;
     /// The first value of a header.
     fn get(&mut self, name: &str) -> Option<Self::Value>;
     /// Every value of a header, in order.
     fn get_all(&mut self, name: &str) -> Vec<Self::Value>;
+    /// 128 unpredictable bits for a new anonymous session id; `None` if unavailable (the request
+    /// then goes to the default version).
+    fn random_id(&mut self) -> Option<[u8; ID_BYTES]> {
+        None
+    }
 }
 
 /// A header list, for tests and offline tools: first value of a name wins, like Envoy's
-/// `get_http_request_header`.
-impl<'a> HeaderLookup for &'a [(&'a str, &'a [u8])] {
+/// `get_http_request_header`. Never mints ids.
+impl<'a> RequestView for &'a [(&'a str, &'a [u8])] {
     type Value = &'a [u8];
     fn get(&mut self, name: &str) -> Option<&'a [u8]> {
         self.iter()
@@ -283,14 +357,8 @@ mod tests {
     #[test]
     fn source_order_and_fall_through() {
         let p = cookie_then_header();
-        let by_key = |k: &str| Decision {
-            version: p.bucket(k.as_bytes()),
-            reason: Reason::Hash,
-        };
-        let default = Decision {
-            version: 1,
-            reason: Reason::Default,
-        };
+        let by_key = |k: &str| Decision::new(p.bucket(k.as_bytes()), Reason::Hash);
+        let default = Decision::new(1, Reason::Default);
         let cases: &[(Headers, Decision)] = &[
             (
                 &[("cookie", b"session_id=s1"), ("x-user-id", b"u1")],
@@ -329,10 +397,7 @@ mod tests {
     #[test]
     fn several_cookie_headers() {
         let p = cookie_then_header();
-        let key = |k: &str| Decision {
-            version: p.bucket(k.as_bytes()),
-            reason: Reason::Hash,
-        };
+        let key = |k: &str| Decision::new(p.bucket(k.as_bytes()), Reason::Hash);
         let cases: &[(Headers, Decision)] = &[
             (
                 &[("cookie", b"a=1"), ("cookie", b"session_id=two")],
@@ -373,7 +438,7 @@ mod tests {
             first: u32,
             all: u32,
         }
-        impl HeaderLookup for Counting {
+        impl RequestView for Counting {
             type Value = Vec<u8>;
             fn get(&mut self, name: &str) -> Option<Vec<u8>> {
                 if name == "cookie" {
@@ -423,7 +488,7 @@ mod tests {
     #[test]
     fn cookie_header_is_read_once() {
         struct Counting(u32);
-        impl HeaderLookup for Counting {
+        impl RequestView for Counting {
             type Value = Vec<u8>;
             fn get(&mut self, name: &str) -> Option<Vec<u8>> {
                 if name == "cookie" {
@@ -489,6 +554,270 @@ mod tests {
             on_canary = now;
         }
         assert_eq!(on_canary.len(), keys.len());
+    }
+
+    const TOKEN: &str = "qa-token-0123456789abcdef";
+
+    /// Stage zero: canary at weight 0, an override, a pin, anonymous sessions.
+    fn stage_zero() -> Plan {
+        let json = serde_json::json!({
+            "service": "payments",
+            "versions": [{"name": "canary", "weight": 0}, {"name": "stable", "weight": 100}],
+            "session": {"sources": [{"cookie": "session_id"}, {"header": "x-user-id"}],
+                        "assign_cookie": {"name": "sc_session", "max_age_seconds": 60}},
+            "override": {"tokens": [TOKEN]},
+            "pins": [{"header": "x-merchant-id", "values": ["m_test_1", "m_test_2"], "version": "canary"},
+                     {"header": "x-tenant", "values": ["t1"], "version": "stable"}]
+        });
+        Plan::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    /// A request view over a header list that mints a fixed id.
+    struct Minting<'a>(&'a [(&'a str, &'a [u8])], Option<[u8; ID_BYTES]>);
+    impl<'a> RequestView for Minting<'a> {
+        type Value = &'a [u8];
+        fn get(&mut self, name: &str) -> Option<&'a [u8]> {
+            RequestView::get(&mut self.0, name)
+        }
+        fn get_all(&mut self, name: &str) -> Vec<&'a [u8]> {
+            RequestView::get_all(&mut self.0, name)
+        }
+        fn random_id(&mut self) -> Option<[u8; ID_BYTES]> {
+            self.1
+        }
+    }
+
+    #[test]
+    fn precedence_override_pin_hash_assigned_default() {
+        let p = stage_zero();
+        let random = Some([7u8; ID_BYTES]);
+        let decide = |headers: Headers, random| p.decide(&mut Minting(headers, random));
+        let (canary, stable) = (0, 1);
+        let ovr: (&str, &[u8]) = ("x-canary-override", b"canary");
+        let tok: (&str, &[u8]) = ("x-canary-token", TOKEN.as_bytes());
+        let pin: (&str, &[u8]) = ("x-merchant-id", b"m_test_2");
+        let sess: (&str, &[u8]) = ("cookie", b"session_id=abc");
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, usize, Reason);
+        let cases: Vec<Case> = vec![
+            (
+                "override beats everything",
+                vec![ovr, tok, pin, sess],
+                canary,
+                Reason::Override,
+            ),
+            (
+                "override to stable beats a canary pin",
+                vec![("x-canary-override", b"stable"), tok, pin],
+                stable,
+                Reason::Override,
+            ),
+            (
+                "pin beats the session",
+                vec![pin, sess],
+                canary,
+                Reason::Pin,
+            ),
+            ("second pin", vec![("x-tenant", b"t1")], stable, Reason::Pin),
+            (
+                "pin value not listed",
+                vec![("x-merchant-id", b"m_live_9"), sess],
+                stable,
+                Reason::Hash,
+            ),
+            (
+                "pin values are exact",
+                vec![("x-merchant-id", b"M_TEST_2")],
+                stable,
+                Reason::Assigned,
+            ),
+            ("session key", vec![sess], stable, Reason::Hash),
+            ("no key: minted", vec![], stable, Reason::Assigned),
+            (
+                "wrong token: ignored",
+                vec![ovr, ("x-canary-token", b"qa-token-0123456789abcdeX"), sess],
+                stable,
+                Reason::Hash,
+            ),
+            (
+                "token one short",
+                vec![
+                    ovr,
+                    ("x-canary-token", &TOKEN.as_bytes()[..TOKEN.len() - 1]),
+                ],
+                stable,
+                Reason::Assigned,
+            ),
+            (
+                "token upper-cased",
+                vec![ovr, ("x-canary-token", b"QA-TOKEN-0123456789ABCDEF")],
+                stable,
+                Reason::Assigned,
+            ),
+            (
+                "token with a suffix",
+                vec![ovr, ("x-canary-token", b"qa-token-0123456789abcdef0")],
+                stable,
+                Reason::Assigned,
+            ),
+            ("missing token", vec![ovr, sess], stable, Reason::Hash),
+            (
+                "unknown version",
+                vec![("x-canary-override", b"v9"), tok, sess],
+                stable,
+                Reason::Hash,
+            ),
+            (
+                "token without override header",
+                vec![tok, sess],
+                stable,
+                Reason::Hash,
+            ),
+        ];
+        for (what, headers, version, reason) in cases {
+            let headers: &'static [(&'static str, &'static [u8])] =
+                Box::leak(headers.into_boxed_slice());
+            let d = decide(headers, random);
+            assert_eq!((d.version, d.reason), (version, reason), "{what}");
+            assert_eq!(d.minted.is_some(), reason == Reason::Assigned, "{what}");
+        }
+        // No randomness available: the default version, nothing minted.
+        let d = decide(&[], None);
+        assert_eq!(
+            (d.version, d.reason, d.minted),
+            (stable, Reason::Default, None)
+        );
+    }
+
+    #[test]
+    fn minted_id_is_hashed_like_a_key_and_then_read_back() {
+        let p = Plan::from_json(
+            br#"{"service":"s","versions":[{"name":"a","weight":1},{"name":"b","weight":1}],
+                 "session":{"sources":[{"header":"x-user-id"}],"assign_cookie":{"name":"sc"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.sources.last(),
+            Some(&Source::Cookie("sc".into())),
+            "the assigned cookie is the last source"
+        );
+        for seed in 0..50u8 {
+            let d = p.decide(&mut Minting(&[], Some([seed; ID_BYTES])));
+            let id = d.minted.unwrap();
+            assert_eq!(d.version, p.bucket(&id), "routed by hashing the id");
+            // The next request carries the cookie: same version, by hash, nothing minted.
+            let cookie = [b"sc=".as_slice(), &id].concat();
+            let headers: &'static [(&'static str, &'static [u8])] = Box::leak(
+                vec![("cookie", &*Box::leak(cookie.into_boxed_slice()))].into_boxed_slice(),
+            );
+            let again = p.decide(&mut Minting(headers, Some([0xee; ID_BYTES])));
+            assert_eq!(
+                (again.version, again.reason, again.minted),
+                (d.version, Reason::Hash, None)
+            );
+        }
+    }
+
+    #[test]
+    fn pins_are_o1_with_thousands_of_values() {
+        let values: Vec<String> = (0..5_000).map(|i| format!("m_{i}")).collect();
+        let json = serde_json::json!({
+            "service": "s", "versions": [{"name": "canary", "weight": 0}, {"name": "stable", "weight": 1}],
+            "session": {"sources": [{"header": "x-user-id"}]},
+            "pins": [{"header": "X-Merchant-Id", "values": values, "version": "canary"}]
+        });
+        let p = Plan::from_json(json.to_string().as_bytes()).unwrap();
+        assert_eq!(p.pins[0].header, "x-merchant-id");
+        assert_eq!(p.pins[0].values.len(), 5_000);
+        let mut h: Headers = &[("x-merchant-id", b"m_4999")];
+        assert_eq!(p.decide(&mut h).reason, Reason::Pin);
+    }
+
+    #[test]
+    fn stage_zero_refusals_name_the_field() {
+        let base = serde_json::json!({
+            "service": "s", "versions": [{"name": "canary", "weight": 0}, {"name": "stable", "weight": 1}],
+            "session": {"sources": [{"header": "x-user-id"}]}
+        });
+        let cases = [
+            (
+                serde_json::json!({"pins": [{"header": "x-m", "values": ["a"], "version": "blue"}]}),
+                "pins[0].version",
+            ),
+            (
+                serde_json::json!({"pins": [{"header": "x-m", "values": [], "version": "canary"}]}),
+                "pins[0].values",
+            ),
+            (
+                serde_json::json!({"pins": [{"header": "x-m", "values": ["a", ""], "version": "canary"}]}),
+                "pins[0].values[1]",
+            ),
+            (
+                serde_json::json!({"pins": [{"header": "x m", "values": ["a"], "version": "canary"}]}),
+                "pins[0].header",
+            ),
+            (
+                serde_json::json!({"pins": [{"header": "x-m", "value": ["a"], "version": "canary"}]}),
+                "pins[0].value",
+            ),
+            (
+                serde_json::json!({"override": {"tokens": ["short"]}}),
+                "override.tokens[0]",
+            ),
+            (
+                serde_json::json!({"override": {"header": "x-a", "token_header": "X-A"}}),
+                "override.token_header",
+            ),
+            (
+                serde_json::json!({"override": {"tokens_env": ""}}),
+                "override.tokens_env",
+            ),
+            (
+                serde_json::json!({"override": {"token": "x"}}),
+                "override.token",
+            ),
+            (serde_json::json!({"reason_header": ""}), "reason_header"),
+        ];
+        for (extra, path) in cases {
+            let mut v = base.clone();
+            for (k, val) in extra.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let err = Plan::from_json(v.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.path, path, "{extra}: {err}");
+        }
+        let mut v = base.clone();
+        v["session"]["assign_cookie"] = serde_json::json!({"name": "sc", "same_site": "none"});
+        assert_eq!(
+            Plan::from_json(v.to_string().as_bytes()).unwrap_err().path,
+            "session.assign_cookie.same_site"
+        );
+    }
+
+    #[test]
+    fn tokens_from_the_environment() {
+        let json = br#"{"service":"s","versions":[{"name":"canary","weight":0},{"name":"stable","weight":1}],
+                        "session":{"sources":[{"header":"x-user-id"}]},
+                        "override":{"tokens_env":"CANARY_OVERRIDE_TOKENS"}}"#;
+        let env =
+            |name: &str| (name == "CANARY_OVERRIDE_TOKENS").then(|| format!("ignored, {TOKEN}"));
+        let p = Plan::from_json_with_env(json, &env).unwrap();
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        let mut h: &[(&str, &[u8])] = &[
+            ("x-canary-override", b"canary"),
+            ("x-canary-token", TOKEN.as_bytes()),
+        ];
+        assert_eq!(p.decide(&mut h).reason, Reason::Override);
+        // Without the variable: disabled, with a warning.
+        let p = Plan::from_json(json).unwrap();
+        assert!(p
+            .warnings
+            .iter()
+            .any(|w| w.contains("overrides are disabled")));
+        let mut h: &[(&str, &[u8])] = &[
+            ("x-canary-override", b"canary"),
+            ("x-canary-token", TOKEN.as_bytes()),
+        ];
+        assert_eq!(p.decide(&mut h).reason, Reason::Default);
     }
 
     proptest::proptest! {

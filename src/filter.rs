@@ -7,8 +7,9 @@
 //! next source, then to the default version); a header that cannot be written is logged and the
 //! request continues.
 
+use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::config::Plan;
-use crate::decision::HeaderLookup;
+use crate::decision::{Decision, RequestView};
 use crate::host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
@@ -39,9 +40,12 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Plan::from_json(&bytes) {
+        match Plan::from_json_with_env(&bytes, &|name| std::env::var(name).ok()) {
             Ok(plan) => {
                 log::info!("sticky-canary {}: {}", crate::VERSION, plan.summary());
+                for w in &plan.warnings {
+                    log::warn!("sticky-canary: {w}");
+                }
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -58,7 +62,7 @@ impl RootContext for Root {
         // configure) the stream passes through untouched.
         Some(Box::new(Stream {
             plan: self.plan.clone(),
-            version: None,
+            decision: None,
         }))
     }
 
@@ -69,16 +73,16 @@ impl RootContext for Root {
 
 struct Stream {
     plan: Option<Rc<Plan>>,
-    /// The version chosen for this request, for the response tag.
-    version: Option<usize>,
+    /// The decision for this request, for the response headers.
+    decision: Option<Decision>,
 }
 
 impl Context for Stream {}
 
 /// Request headers through the host, read on demand. A failed read counts as an absent header.
-struct HostRequestHeaders;
+struct HostRequest;
 
-impl HeaderLookup for HostRequestHeaders {
+impl RequestView for HostRequest {
     type Value = Vec<u8>;
 
     fn get(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -94,12 +98,26 @@ impl HeaderLookup for HostRequestHeaders {
             .map(|(_, v)| v.to_vec())
             .collect()
     }
+
+    fn random_id(&mut self) -> Option<[u8; ID_BYTES]> {
+        let id = host::random_id();
+        if id.is_none() {
+            log::warn!(
+                "sticky-canary: no randomness for a new session id; using the default version"
+            );
+        }
+        id
+    }
 }
 
-fn set_header(map: MapType, name: &str, value: &str) {
-    if let Err(e) = host::set_header(map, name, value.as_bytes()) {
-        log::warn!("sticky-canary: could not set {name}: {e:?}");
+fn warn_on_error(what: &str, name: &str, result: Result<(), host::HostError>) {
+    if let Err(e) = result {
+        log::warn!("sticky-canary: could not {what} {name}: {e:?}");
     }
+}
+
+fn set_header(map: MapType, name: &str, value: &[u8]) {
+    warn_on_error("set", name, host::set_header(map, name, value));
 }
 
 impl HttpContext for Stream {
@@ -107,24 +125,56 @@ impl HttpContext for Stream {
         let Some(plan) = &self.plan else {
             return Action::Continue;
         };
-        let decision = plan.decide(&mut HostRequestHeaders);
-        self.version = Some(decision.version);
+        let decision = plan.decide(&mut HostRequest);
+        self.decision = Some(decision);
+        let version = plan.version_name(decision.version);
+        log::debug!(
+            "sticky-canary: {} -> {version} ({})",
+            plan.service,
+            decision.reason.as_str()
+        );
+        let request = MapType::HttpRequestHeaders;
+        // The QA override headers never reach the upstream, whatever the outcome.
+        if let Some(o) = &plan.override_ {
+            warn_on_error("remove", &o.header, host::remove_header(request, &o.header));
+            warn_on_error(
+                "remove",
+                &o.token_header,
+                host::remove_header(request, &o.token_header),
+            );
+        }
+        // The application sees the minted session id as if the client had sent it.
+        if let (Some(assign), Some(id)) = (&plan.assign, &decision.minted) {
+            let existing = HostRequest.get_all("cookie");
+            match assign.upstream_cookie(&existing, id) {
+                UpstreamCookie::Set(v) => set_header(request, "cookie", &v),
+                UpstreamCookie::Add(v) => {
+                    warn_on_error("add", "cookie", host::add_header(request, "cookie", &v));
+                }
+            }
+        }
         // Replaces every value the client sent; Envoy clears the route cache on this write, so
         // the router matches the routes against the chosen version.
-        set_header(
-            MapType::HttpRequestHeaders,
-            &plan.route_header,
-            plan.version_name(decision.version),
-        );
+        set_header(request, &plan.route_header, version.as_bytes());
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let (Some(plan), Some(version)) = (&self.plan, self.version) {
-            set_header(
-                MapType::HttpResponseHeaders,
-                &plan.response_header,
-                plan.version_name(version),
+        let (Some(plan), Some(decision)) = (&self.plan, &self.decision) else {
+            return Action::Continue;
+        };
+        let response = MapType::HttpResponseHeaders;
+        let version = plan.version_name(decision.version);
+        set_header(response, &plan.response_header, version.as_bytes());
+        if let Some(h) = &plan.reason_header {
+            set_header(response, h, decision.reason.as_str().as_bytes());
+        }
+        if let (Some(assign), Some(id)) = (&plan.assign, &decision.minted) {
+            let cookie = assign.set_cookie(id);
+            warn_on_error(
+                "add",
+                "set-cookie",
+                host::add_header(response, "set-cookie", cookie.as_bytes()),
             );
         }
         Action::Continue

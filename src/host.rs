@@ -1,4 +1,4 @@
-//! Panic-free bindings to the few proxy-wasm host calls the filter makes.
+//! Panic-free bindings to the few proxy-wasm host calls the filter makes, and its randomness.
 //!
 //! The SDK's `hostcalls` functions return `Result` yet `panic!` on any status they did not
 //! expect, and its header-pairs decoder unwraps. With `panic = "abort"` a panic traps the VM and
@@ -33,6 +33,18 @@ extern "C" {
         key_size: usize,
         value_data: *const u8,
         value_size: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: MapType,
@@ -86,6 +98,26 @@ pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostErro
     }
 }
 
+/// Adds one more value to a header.
+pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: the slices outlive the call.
+    match unsafe {
+        proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    } {
+        OK => Ok(()),
+        status => Err(HostError(status)),
+    }
+}
+
+/// Removes every value of a header.
+pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
+    // SAFETY: the slice outlives the call.
+    match unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) } {
+        OK | NOT_FOUND => Ok(()),
+        status => Err(HostError(status)),
+    }
+}
+
 /// The whole header map in the proxy-wasm wire format (decode with [`crate::headers::pairs`]).
 pub fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
@@ -107,4 +139,12 @@ pub fn buffer(buffer: BufferType) -> Result<Vec<u8>, HostError> {
         NOT_FOUND => Ok(Vec::new()),
         status => Err(HostError(status)),
     }
+}
+
+/// 128 bits from WASI `random_get`, which Envoy (proxy-wasm-cpp-host) serves from BoringSSL's
+/// `RAND_bytes`, a CSPRNG.
+pub fn random_id() -> Option<[u8; crate::assign::ID_BYTES]> {
+    let mut buf = [0u8; crate::assign::ID_BYTES];
+    getrandom::fill(&mut buf).ok()?;
+    Some(buf)
 }

@@ -10,10 +10,12 @@
 //! Everything but `filter` builds and is tested on the host with `cargo test`.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod assign;
 pub mod config;
 pub mod cookie;
 pub mod decision;
 pub mod headers;
+pub mod stage;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

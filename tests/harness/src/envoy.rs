@@ -178,6 +178,26 @@ impl EnvoyConfig {
         ) = Value::String(path.to_string_lossy().into_owned());
     }
 
+    /// Sets an environment variable of the wasm VM (`vm_config.environment_variables.key_values`),
+    /// as Istio's `vmConfig.env` does.
+    pub fn set_vm_env(&mut self, key_name: &str, value: &str) {
+        let f = self.wasm_filter();
+        let vm = get(f, &["typed_config", "config", "vm_config"])
+            .as_mapping_mut()
+            .expect("vm_config is a mapping");
+        let env = vm
+            .entry(key("environment_variables"))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        let kv = env
+            .as_mapping_mut()
+            .expect("environment_variables is a mapping")
+            .entry(key("key_values"))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        kv.as_mapping_mut()
+            .expect("key_values is a mapping")
+            .insert(key(key_name), key(value));
+    }
+
     /// Sets a field of the wasm `PluginConfig` (e.g. `failure_policy`).
     pub fn set_plugin_field(&mut self, field: &str, value: Value) {
         let f = self.wasm_filter();
