@@ -13,8 +13,10 @@
 pub mod assign;
 pub mod config;
 pub mod cookie;
+pub mod decimal;
 pub mod decision;
 pub mod headers;
+pub mod json;
 pub mod stage;
 
 #[cfg(target_arch = "wasm32")]

@@ -97,7 +97,9 @@ fn override_needs_an_exact_token_and_its_headers_never_reach_the_upstream() {
     let upper = TOKEN.to_uppercase();
     let suffixed = format!("{TOKEN}x");
     let session = "session_id=user-on-stable";
-    let cases: Vec<(&str, Option<&str>, Option<&str>, &str, &str)> = vec![
+    // (what, override header, token header, served by, reason)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         // (what, override header, token header, served by, reason)
         (
             "valid inline token",
