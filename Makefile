@@ -41,8 +41,8 @@ test: build envoy ## Run every test: unit + property (host) and end-to-end under
 test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
 	cargo test -p sticky-canary
 
-test-e2e: build envoy ## Only the end-to-end suite under a real Envoy
-	cargo test -p sticky-canary-harness --test routing
+test-e2e: build envoy ## Only the end-to-end suites under a real Envoy
+	cargo test -p sticky-canary-harness
 
 lint: toolchain ## rustfmt check + clippy -D warnings (filter for wasm32, and host code with tests)
 	cargo fmt --all --check

@@ -103,6 +103,8 @@ fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
 #[derive(Clone, Debug)]
 pub struct EnvoyConfig {
     doc: Value,
+    /// Environment variables for the Envoy process (e.g. for `host_env_keys`).
+    process_env: Vec<(String, String)>,
 }
 
 const HCM: &[&str] = &[
@@ -119,9 +121,17 @@ const HCM: &[&str] = &[
 impl EnvoyConfig {
     /// The reference config, unchanged.
     pub fn reference() -> EnvoyConfig {
-        let text = fs::read_to_string(reference_config_path()).expect("read envoy/envoy.yaml");
+        EnvoyConfig::load(&reference_config_path())
+    }
+
+    /// A shipped config file, unchanged.
+    pub fn load(path: &Path) -> EnvoyConfig {
+        let text =
+            fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         EnvoyConfig {
-            doc: serde_yaml::from_str(&text).expect("parse envoy/envoy.yaml"),
+            doc: serde_yaml::from_str(&text)
+                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display())),
+            process_env: Vec::new(),
         }
     }
 
@@ -134,10 +144,21 @@ impl EnvoyConfig {
     ) -> EnvoyConfig {
         let mut c = EnvoyConfig::reference();
         c.set_plugin_config(plugin_config);
-        c.set_upstreams(upstreams, default);
-        c.set_free_ports();
-        c.set_wasm(&wasm_path());
-        c
+        c.for_upstreams(upstreams, default)
+    }
+
+    /// This config with these upstreams (one cluster and one route each, then a last route to
+    /// `default`), ports left for Envoy to choose, and the built wasm. Its plugin config is kept.
+    pub fn for_upstreams(mut self, upstreams: &[(&str, SocketAddr)], default: &str) -> EnvoyConfig {
+        self.set_upstreams(upstreams, default);
+        self.set_free_ports();
+        self.set_wasm(&wasm_path());
+        self
+    }
+
+    /// Sets an environment variable of the Envoy process.
+    pub fn set_process_env(&mut self, name: &str, value: &str) {
+        self.process_env.push((name.to_string(), value.to_string()));
     }
 
     fn wasm_filter(&mut self) -> &mut Value {
@@ -347,7 +368,7 @@ pub struct StartFailure {
     pub log: String,
 }
 
-fn spawn(cfg_path: &Path, dir: &Path) -> Child {
+fn spawn(cfg_path: &Path, dir: &Path, env: &[(String, String)]) -> Child {
     let log = fs::File::create(dir.join("envoy.log")).expect("create log");
     let log2 = log.try_clone().expect("clone log handle");
     Command::new(envoy_bin())
@@ -356,6 +377,7 @@ fn spawn(cfg_path: &Path, dir: &Path) -> Child {
         .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
         .arg("--admin-address-path")
         .arg(dir.join("admin.addr"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .stdout(log)
@@ -380,13 +402,13 @@ impl Envoy {
         let dir = tempdir();
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
-        Envoy::start_in(&cfg_path, dir)
+        Envoy::start_in(&cfg_path, dir, &cfg.process_env)
     }
 
     /// Starts Envoy on a config file as it is (e.g. `envoy/envoy.yaml` for `make run`), from the
     /// repository root, and waits until it is ready to serve.
     pub fn start_file(cfg_path: &Path) -> Result<Envoy, StartFailure> {
-        Envoy::start_in(cfg_path, tempdir())
+        Envoy::start_in(cfg_path, tempdir(), &[])
     }
 
     /// Where Envoy writes its log.
@@ -394,9 +416,13 @@ impl Envoy {
         self.dir.path().join("envoy.log")
     }
 
-    fn start_in(cfg_path: &Path, dir: tempfile::TempDir) -> Result<Envoy, StartFailure> {
+    fn start_in(
+        cfg_path: &Path,
+        dir: tempfile::TempDir,
+        env: &[(String, String)],
+    ) -> Result<Envoy, StartFailure> {
         check_prerequisites();
-        let mut child = spawn(cfg_path, dir.path());
+        let mut child = spawn(cfg_path, dir.path(), env);
         let deadline = Instant::now() + START_TIMEOUT;
         let fail = |child: &mut Child, dir: &Path| {
             let _ = child.kill();
