@@ -8,6 +8,7 @@
 //! Every refusal is a [`ConfigError`] naming the field path (`versions[1].weight`) and the reason.
 
 use crate::assign::{AssignCookie, RawAssignCookie};
+use crate::business::{self, Business, RawRule};
 use crate::stage::{compile_override, compile_pins, Override, Pin, RawOverride, RawPin};
 use serde::Deserialize;
 use std::fmt;
@@ -42,6 +43,12 @@ pub struct RawConfig {
     /// Response header carrying the decision reason; off when absent.
     #[serde(default)]
     pub reason_header: Option<String>,
+    /// Business counters read from responses.
+    #[serde(default)]
+    pub business_metrics: Vec<RawRule>,
+    /// Largest response body examined by JSON rules (default 65536).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +120,8 @@ pub struct Plan {
     pub assign: Option<AssignCookie>,
     /// Lowercase; the response carries the decision reason when set.
     pub reason_header: Option<String>,
+    /// Business rules and the body bound.
+    pub business: Business,
     /// Configure-time warnings (e.g. overrides disabled for want of a token), for the log.
     pub warnings: Vec<String>,
 }
@@ -407,6 +416,7 @@ impl Plan {
             .transpose()?;
         let version_index = |name: &str| versions.iter().position(|v| v.name == name);
         let pins = compile_pins(raw.pins, &version_index)?;
+        let business = business::compile(raw.business_metrics, raw.max_body_bytes)?;
 
         let salt = raw.salt.unwrap_or_else(|| raw.service.clone()).into_bytes();
         Ok(Plan {
@@ -423,6 +433,7 @@ impl Plan {
             pins,
             assign,
             reason_header,
+            business,
             warnings,
         })
     }
@@ -439,6 +450,12 @@ fn check_label(path: &str, value: &str) -> Result<(), ConfigError> {
         && b.iter().all(ok_inner)
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric);
+    if let Some(problem) = crate::metrics::label_value_problem(value).filter(|_| valid) {
+        return Err(ConfigError::new(
+            path,
+            format!("{value:?} {problem}; it becomes a metric label"),
+        ));
+    }
     if valid {
         Ok(())
     } else {

@@ -1,30 +1,54 @@
-//! The proxy-wasm shell: the only module that talks to the host. It compiles the configuration
-//! once in `on_configure`, and per request asks the pure core for a decision, then writes headers.
+//! The proxy-wasm shell: the only module that talks to the host. It compiles the configuration and
+//! defines every metric once in `on_configure`; per request it asks the pure core for a decision,
+//! writes headers and counts.
 //!
 //! Host calls go through [`crate::host`], which turns every host status into a `Result` (the SDK's
 //! own calls panic on unexpected statuses, and a panic traps the VM). Failure policy on the
 //! request path: a header that cannot be read counts as absent (the request falls through to the
-//! next source, then to the default version); a header that cannot be written is logged and the
-//! request continues.
+//! next source, then to the default version); a header or metric that cannot be written is logged
+//! and the request continues.
+//!
+//! Response bodies are observed, never held: each chunk is copied (up to `max_body_bytes`) while
+//! Envoy streams it on unchanged, and JSON rules run on the copy once the body is complete.
 
 use crate::assign::{UpstreamCookie, ID_BYTES};
+use crate::business::{body_gate, Outcome, Place, SkipReason};
 use crate::config::Plan;
 use crate::decision::{Decision, RequestView};
 use crate::host;
+use crate::metrics::Catalogue;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plan: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { active: None }) });
 }}
 
+/// A compiled plan and the ids of its metrics.
+struct Active {
+    plan: Plan,
+    metrics: Catalogue<u32>,
+}
+
 struct Root {
-    plan: Option<Rc<Plan>>,
+    active: Option<Rc<Active>>,
 }
 
 impl Context for Root {}
+
+/// Defines every metric of the plan (created at zero) and sets the weight gauges.
+fn define_metrics(plan: &Plan) -> Result<Catalogue<u32>, String> {
+    let ids = Catalogue::for_plan(plan).try_map(|m| {
+        host::define_metric(m.kind, &m.name).map_err(|e| format!("cannot define {}: {e:?}", m.name))
+    })?;
+    for (id, v) in ids.weight.iter().zip(&plan.versions) {
+        host::record_metric(*id, u64::from(v.weight))
+            .map_err(|e| format!("cannot set the weight of {}: {e:?}", v.name))?;
+    }
+    Ok(ids)
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -40,29 +64,37 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Plan::from_json_with_env(&bytes, &|name| std::env::var(name).ok()) {
-            Ok(plan) => {
-                log::info!("sticky-canary {}: {}", crate::VERSION, plan.summary());
-                for w in &plan.warnings {
-                    log::warn!("sticky-canary: {w}");
-                }
-                self.plan = Some(Rc::new(plan));
-                true
-            }
+        let plan = match Plan::from_json_with_env(&bytes, &|name| std::env::var(name).ok()) {
+            Ok(plan) => plan,
             Err(e) => {
                 // One line naming the field path and the reason; Envoy then refuses the filter.
                 log::error!("sticky-canary: invalid configuration: {e}");
-                false
+                return false;
             }
+        };
+        let metrics = match define_metrics(&plan) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("sticky-canary: {e}");
+                return false;
+            }
+        };
+        log::info!("sticky-canary {}: {}", crate::VERSION, plan.summary());
+        for w in &plan.warnings {
+            log::warn!("sticky-canary: {w}");
         }
+        self.active = Some(Rc::new(Active { plan, metrics }));
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never None: the SDK panics on None. Without a plan (cannot happen after a successful
         // configure) the stream passes through untouched.
         Some(Box::new(Stream {
-            plan: self.plan.clone(),
+            active: self.active.clone(),
             decision: None,
+            status: 0,
+            body: Body::Off,
         }))
     }
 
@@ -71,10 +103,23 @@ impl RootContext for Root {
     }
 }
 
+/// What happens to the response body of this stream.
+enum Body {
+    /// Not examined.
+    Off,
+    /// Copying chunks for JSON rules.
+    Capturing(Vec<u8>),
+    /// Examined or skipped; nothing more to do.
+    Done,
+}
+
 struct Stream {
-    plan: Option<Rc<Plan>>,
-    /// The decision for this request, for the response headers.
+    active: Option<Rc<Active>>,
+    /// The decision for this request, for the response headers and metrics.
     decision: Option<Decision>,
+    /// The response status.
+    status: u16,
+    body: Body,
 }
 
 impl Context for Stream {}
@@ -120,13 +165,82 @@ fn set_header(map: MapType, name: &str, value: &[u8]) {
     warn_on_error("set", name, host::set_header(map, name, value));
 }
 
+fn response_header(name: &str) -> Option<Vec<u8>> {
+    host::header(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+fn increment(id: Option<&u32>, by: u64) {
+    let Some(&id) = id else { return };
+    // Envoy takes an i64 offset; a u64 sum above i64::MAX is added in two steps.
+    let mut left = by;
+    while left > 0 {
+        let step = left.min(i64::MAX as u64);
+        if let Err(e) = host::increment_metric(id, step as i64) {
+            log::warn!("sticky-canary: could not increment metric {id}: {e:?}");
+            return;
+        }
+        left -= step;
+    }
+}
+
+impl Active {
+    /// Applies a rule's outcome to the version's metrics.
+    fn apply(&self, version: usize, rule: usize, outcome: Outcome) {
+        let m = &self.metrics;
+        match outcome {
+            Outcome::Nothing => {}
+            Outcome::Count => increment(m.business(version, rule), 1),
+            Outcome::Add(n) => increment(m.business(version, rule), n),
+            Outcome::Record(n) => {
+                if let Some(&id) = m.business(version, rule) {
+                    warn_on_error("record", "histogram", host::record_metric(id, n));
+                }
+            }
+            Outcome::Invalid => increment(m.invalid(version, rule), 1),
+        }
+    }
+
+    fn skipped(&self, version: usize, reason: SkipReason) {
+        increment(self.metrics.skipped(version, reason), 1);
+    }
+}
+
+impl Stream {
+    /// Runs the JSON rules on a complete body copy.
+    fn finish_body(&mut self) {
+        let Body::Capturing(body) = std::mem::replace(&mut self.body, Body::Done) else {
+            return;
+        };
+        let (Some(active), Some(d)) = (&self.active, &self.decision) else {
+            return;
+        };
+        let mut malformed = false;
+        for (i, rule) in active.plan.business.rules.iter().enumerate() {
+            if !matches!(rule.place, Place::Json(_)) || !rule.status.matches(self.status) {
+                continue;
+            }
+            match rule.evaluate_json(&body) {
+                Ok(outcome) => active.apply(d.version, i, outcome),
+                Err(_) => malformed = true,
+            }
+        }
+        if malformed {
+            active.skipped(d.version, SkipReason::Malformed);
+        }
+    }
+}
+
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(plan) = &self.plan else {
+        let Some(active) = &self.active else {
             return Action::Continue;
         };
+        let plan = &active.plan;
         let decision = plan.decide(&mut HostRequest);
         self.decision = Some(decision);
+        increment(active.metrics.request(decision.version, decision.reason), 1);
         let version = plan.version_name(decision.version);
         log::debug!(
             "sticky-canary: {} -> {version} ({})",
@@ -159,13 +273,52 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(plan), Some(decision)) = (&self.plan, &self.decision) else {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
+        let Some(decision) = self.decision else {
+            return Action::Continue;
+        };
+        let plan = &active.plan;
+        let v = decision.version;
+        self.status = response_header(":status")
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+            .unwrap_or(0);
+        increment(active.metrics.response(v, self.status), 1);
+
+        // Header rules: one host read per applicable rule.
+        for (i, rule) in plan.business.rules.iter().enumerate() {
+            if let Place::Header(name) = &rule.place {
+                if rule.status.matches(self.status) {
+                    active.apply(v, i, rule.evaluate(response_header(name).as_deref()));
+                }
+            }
+        }
+        // Body rules: copy the body only when one applies, it is JSON, uncompressed, bounded.
+        if !end_of_stream && plan.business.wants_body(self.status) {
+            let max = plan.business.max_body_bytes;
+            let gate = body_gate(
+                response_header("content-type").as_deref(),
+                response_header("content-encoding").as_deref(),
+                response_header("content-length").as_deref(),
+                max,
+            );
+            self.body = match gate {
+                Ok(()) => Body::Capturing(Vec::new()),
+                Err(reason) => {
+                    active.skipped(v, reason);
+                    Body::Done
+                }
+            };
+        }
+
         let response = MapType::HttpResponseHeaders;
-        let version = plan.version_name(decision.version);
-        set_header(response, &plan.response_header, version.as_bytes());
+        set_header(
+            response,
+            &plan.response_header,
+            plan.version_name(v).as_bytes(),
+        );
         if let Some(h) = &plan.reason_header {
             set_header(response, h, decision.reason.as_str().as_bytes());
         }
@@ -178,5 +331,44 @@ impl HttpContext for Stream {
             );
         }
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let (Body::Capturing(buf), Some(active), Some(d)) =
+            (&mut self.body, &self.active, &self.decision)
+        {
+            if buf.len().saturating_add(body_size) > active.plan.business.max_body_bytes {
+                active.skipped(d.version, SkipReason::TooLarge);
+                self.body = Body::Done;
+            } else if body_size > 0 {
+                match host::buffer_range(BufferType::HttpResponseBody, 0, body_size) {
+                    Ok(chunk) => buf.extend_from_slice(&chunk),
+                    Err(_) => {
+                        active.skipped(d.version, SkipReason::Incomplete);
+                        self.body = Body::Done;
+                    }
+                }
+            }
+        }
+        if end_of_stream {
+            self.finish_body();
+        }
+        // Always stream on: the client gets the body exactly as the upstream sent it.
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.finish_body();
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // A body still being copied never completed (reset, client abort).
+        if let (Body::Capturing(_), Some(active), Some(d)) =
+            (&self.body, &self.active, &self.decision)
+        {
+            active.skipped(d.version, SkipReason::Incomplete);
+            self.body = Body::Done;
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! takes ownership of them soundly.
 #![allow(unsafe_code)]
 
-use proxy_wasm::types::{BufferType, MapType};
+use crate::metrics::MetricKind;
+use proxy_wasm::types::{BufferType, MapType, MetricType};
 
 /// A host call did not succeed; the raw proxy-wasm status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,14 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    fn proxy_define_metric(
+        metric_type: MetricType,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: BufferType,
         start: usize,
@@ -131,10 +140,15 @@ pub fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
 
 /// A whole host buffer (e.g. the plugin configuration); empty when absent.
 pub fn buffer(buffer: BufferType) -> Result<Vec<u8>, HostError> {
+    buffer_range(buffer, 0, usize::MAX)
+}
+
+/// Up to `max` bytes of a host buffer from `start` (e.g. the current response body chunk).
+pub fn buffer_range(buffer: BufferType, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
     // SAFETY: as in `header`.
-    match unsafe { proxy_get_buffer_bytes(buffer, 0, usize::MAX, &mut data, &mut size) } {
+    match unsafe { proxy_get_buffer_bytes(buffer, start, max, &mut data, &mut size) } {
         OK => Ok(unsafe { owned(data, size) }),
         NOT_FOUND => Ok(Vec::new()),
         status => Err(HostError(status)),
@@ -147,4 +161,37 @@ pub fn random_id() -> Option<[u8; crate::assign::ID_BYTES]> {
     let mut buf = [0u8; crate::assign::ID_BYTES];
     getrandom::fill(&mut buf).ok()?;
     Some(buf)
+}
+
+/// Defines (or finds) a metric; returns its id.
+pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, HostError> {
+    let t = match kind {
+        MetricKind::Counter => MetricType::Counter,
+        MetricKind::Gauge => MetricType::Gauge,
+        MetricKind::Histogram => MetricType::Histogram,
+    };
+    let mut id = 0u32;
+    // SAFETY: the name outlives the call; `id` is a live local.
+    match unsafe { proxy_define_metric(t, name.as_ptr(), name.len(), &mut id) } {
+        OK => Ok(id),
+        status => Err(HostError(status)),
+    }
+}
+
+/// Adds to a counter.
+pub fn increment_metric(id: u32, offset: i64) -> Result<(), HostError> {
+    // SAFETY: plain values.
+    match unsafe { proxy_increment_metric(id, offset) } {
+        OK => Ok(()),
+        status => Err(HostError(status)),
+    }
+}
+
+/// Sets a gauge or records a histogram value.
+pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
+    // SAFETY: plain values.
+    match unsafe { proxy_record_metric(id, value) } {
+        OK => Ok(()),
+        status => Err(HostError(status)),
+    }
 }

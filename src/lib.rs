@@ -11,12 +11,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod assign;
+pub mod business;
 pub mod config;
 pub mod cookie;
 pub mod decimal;
 pub mod decision;
 pub mod headers;
 pub mod json;
+pub mod metrics;
 pub mod stage;
 
 #[cfg(target_arch = "wasm32")]

@@ -219,6 +219,19 @@ impl EnvoyConfig {
             .insert(key(key_name), key(value));
     }
 
+    /// Sets a top-level bootstrap field (e.g. `stats_flush_interval`, `stats_config`).
+    pub fn set_top_level(&mut self, field: &str, value: Value) {
+        self.doc
+            .as_mapping_mut()
+            .expect("the bootstrap is a mapping")
+            .insert(key(field), value);
+    }
+
+    /// A top-level bootstrap field.
+    pub fn top_level(&self, field: &str) -> Option<&Value> {
+        self.doc.get(field)
+    }
+
     /// Sets a field of the wasm `PluginConfig` (e.g. `failure_policy`).
     pub fn set_plugin_field(&mut self, field: &str, value: Value) {
         let f = self.wasm_filter();
@@ -508,6 +521,26 @@ impl Envoy {
     /// A GET on the admin API (e.g. `/stats?format=json`).
     pub fn admin_get(&self, path: &str) -> Response {
         admin_get(self.admin, path).expect("admin request")
+    }
+
+    /// `/stats/prometheus`, parsed.
+    pub fn scrape(&self) -> crate::prom::Scrape {
+        crate::prom::Scrape::parse(&self.admin_get("/stats/prometheus").text())
+    }
+
+    /// Scrapes until `ready` holds (histograms appear only after a stats flush), at most 15 s.
+    pub fn scrape_until(
+        &self,
+        ready: impl Fn(&crate::prom::Scrape) -> bool,
+    ) -> crate::prom::Scrape {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.scrape();
+            if ready(&s) || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Kills Envoy and waits for it.

@@ -3,11 +3,13 @@
 //! - [`http`]: in-process HTTP/1.1 upstreams (one per version, echoing what they saw) and a raw
 //!   HTTP/1.1 client able to send hostile requests;
 //! - [`envoy`]: configs derived from the shipped `envoy/envoy.yaml`, Envoy's lifecycle;
+//! - [`prom`]: reading Envoy's Prometheus output;
 //! - [`Fixture`]: one upstream per version of a plugin config, plus an Envoy in front of them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod envoy;
 pub mod http;
+pub mod prom;
 
 use envoy::{Envoy, EnvoyConfig, StartFailure};
 use http::{Client, Request, Response, Upstream};

@@ -1,0 +1,440 @@
+//! Metric naming and the metric catalogue.
+//!
+//! Proxy-wasm metrics have no labels: Envoy derives them from the metric name with `stats_tags`
+//! regexes. Names are encoded as Istio's own `extraStatTags` convention expects,
+//!
+//! ```text
+//! service=.=checkout;.;version=.=canary;.;reason=.=hash;.;canary_requests_total
+//! ```
+//!
+//! and for each tag `T`, the regex `(T=\.=(.*?);\.;)` (exactly what Istio's bootstrap renders for
+//! an extra stat tag) removes `T=.=value;.;` from the name and makes it the label `T="value"`.
+//! What is left, `wasmcustom.canary_requests_total`, is printed by `/stats/prometheus` as
+//! `canary_requests_total{service="checkout",version="canary",reason="hash"}`.
+//!
+//! The [`Catalogue`] lists every series for every version, so that all of them exist (at zero)
+//! from configure time on; the wasm shell defines each once and keeps the ids in the same layout.
+
+use crate::business::{RuleKind, SkipReason};
+use crate::config::Plan;
+use crate::decision::Reason;
+
+/// Tag names, in the order Envoy must list them (it prints labels in `stats_tags` order).
+pub const TAGS: [&str; 5] = ["service", "version", "reason", "code_class", "metric"];
+
+/// Response code classes, index 0 = `1xx`.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The kind of an Envoy metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric to define: kind and encoded name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricName {
+    pub kind: MetricKind,
+    pub name: String,
+}
+
+/// Encodes a base name and its tags: `k1=.=v1;.;k2=.=v2;.;base`.
+pub fn encode(base: &str, tags: &[(&str, &str)]) -> String {
+    let mut s = String::with_capacity(
+        base.len()
+            + tags
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>(),
+    );
+    for (k, v) in tags {
+        s.push_str(k);
+        s.push_str("=.=");
+        s.push_str(v);
+        s.push_str(";.;");
+    }
+    s.push_str(base);
+    s
+}
+
+/// The index of a response code's class in [`CODE_CLASSES`]; codes outside 100–599 count as 5xx.
+pub fn code_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Every series, per version, in one layout; `T` is a name at configure time, an id afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Catalogue<T> {
+    /// `canary_requests_total{service,version,reason}`, indexed by `Reason as usize`.
+    pub requests: Vec<[T; 5]>,
+    /// `canary_responses_total{service,version,code_class}`, indexed by [`code_class`].
+    pub responses: Vec<[T; 5]>,
+    /// `canary_version_weight{service,version}` (gauge).
+    pub weight: Vec<T>,
+    /// Per version, per rule: `canary_business_<name>_total` (counter, sum) or
+    /// `canary_business_<name>` (histogram).
+    pub business: Vec<Vec<T>>,
+    /// Per version, per rule: `canary_business_invalid_total{service,version,metric}`, for rules
+    /// that parse decimals (sum, histogram); `None` for counters.
+    pub invalid: Vec<Vec<Option<T>>>,
+    /// Per version: `canary_business_skipped_total{service,version,reason}`, indexed by
+    /// [`SkipReason::index`]; empty when no rule reads the body.
+    pub skipped: Vec<Vec<T>>,
+}
+
+fn reason_index(r: Reason) -> usize {
+    Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+impl<T> Catalogue<T> {
+    pub fn request(&self, version: usize, reason: Reason) -> Option<&T> {
+        self.requests.get(version)?.get(reason_index(reason))
+    }
+
+    pub fn response(&self, version: usize, status: u16) -> Option<&T> {
+        self.responses.get(version)?.get(code_class(status))
+    }
+
+    pub fn business(&self, version: usize, rule: usize) -> Option<&T> {
+        self.business.get(version)?.get(rule)
+    }
+
+    pub fn invalid(&self, version: usize, rule: usize) -> Option<&T> {
+        self.invalid.get(version)?.get(rule)?.as_ref()
+    }
+
+    pub fn skipped(&self, version: usize, reason: SkipReason) -> Option<&T> {
+        self.skipped.get(version)?.get(reason.index())
+    }
+
+    /// Every entry, in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.requests
+            .iter()
+            .flatten()
+            .chain(self.responses.iter().flatten())
+            .chain(self.weight.iter())
+            .chain(self.business.iter().flatten())
+            .chain(self.invalid.iter().flatten().flatten())
+            .chain(self.skipped.iter().flatten())
+    }
+
+    /// The same layout with every entry mapped (e.g. name → defined metric id).
+    pub fn try_map<U, E>(self, mut f: impl FnMut(T) -> Result<U, E>) -> Result<Catalogue<U>, E> {
+        let mut arr = |a: [T; 5]| -> Result<[U; 5], E> {
+            let [a0, a1, a2, a3, a4] = a;
+            Ok([f(a0)?, f(a1)?, f(a2)?, f(a3)?, f(a4)?])
+        };
+        let requests = self
+            .requests
+            .into_iter()
+            .map(&mut arr)
+            .collect::<Result<_, _>>()?;
+        let responses = self
+            .responses
+            .into_iter()
+            .map(&mut arr)
+            .collect::<Result<_, _>>()?;
+        let weight = self
+            .weight
+            .into_iter()
+            .map(&mut f)
+            .collect::<Result<_, _>>()?;
+        let business = self
+            .business
+            .into_iter()
+            .map(|v| v.into_iter().map(&mut f).collect::<Result<_, _>>())
+            .collect::<Result<_, _>>()?;
+        let invalid = self
+            .invalid
+            .into_iter()
+            .map(|v| {
+                v.into_iter()
+                    .map(|o| o.map(&mut f).transpose())
+                    .collect::<Result<_, _>>()
+            })
+            .collect::<Result<_, _>>()?;
+        let skipped = self
+            .skipped
+            .into_iter()
+            .map(|v| v.into_iter().map(&mut f).collect::<Result<_, _>>())
+            .collect::<Result<_, _>>()?;
+        Ok(Catalogue {
+            requests,
+            responses,
+            weight,
+            business,
+            invalid,
+            skipped,
+        })
+    }
+}
+
+impl Catalogue<MetricName> {
+    /// Every metric a plan publishes.
+    pub fn for_plan(plan: &Plan) -> Catalogue<MetricName> {
+        let svc = plan.service.as_str();
+        let counter = |name: String| MetricName {
+            kind: MetricKind::Counter,
+            name,
+        };
+        let per_version = |f: &dyn Fn(&str) -> [MetricName; 5]| -> Vec<[MetricName; 5]> {
+            plan.versions.iter().map(|v| f(&v.name)).collect()
+        };
+        let requests = per_version(&|v| {
+            Reason::ALL.map(|r| {
+                counter(encode(
+                    "canary_requests_total",
+                    &[("service", svc), ("version", v), ("reason", r.as_str())],
+                ))
+            })
+        });
+        let responses = per_version(&|v| {
+            CODE_CLASSES.map(|c| {
+                counter(encode(
+                    "canary_responses_total",
+                    &[("service", svc), ("version", v), ("code_class", c)],
+                ))
+            })
+        });
+        let weight = plan
+            .versions
+            .iter()
+            .map(|v| MetricName {
+                kind: MetricKind::Gauge,
+                name: encode(
+                    "canary_version_weight",
+                    &[("service", svc), ("version", &v.name)],
+                ),
+            })
+            .collect();
+        let rules = &plan.business.rules;
+        let business = plan
+            .versions
+            .iter()
+            .map(|v| {
+                rules
+                    .iter()
+                    .map(|r| {
+                        let tags = [("service", svc), ("version", v.name.as_str())];
+                        match r.kind {
+                            RuleKind::Histogram => MetricName {
+                                kind: MetricKind::Histogram,
+                                name: encode(&format!("canary_business_{}", r.name), &tags),
+                            },
+                            RuleKind::Counter | RuleKind::Sum => {
+                                counter(encode(&format!("canary_business_{}_total", r.name), &tags))
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let invalid = plan
+            .versions
+            .iter()
+            .map(|v| {
+                rules
+                    .iter()
+                    .map(|r| {
+                        r.takes_decimals().then(|| {
+                            counter(encode(
+                                "canary_business_invalid_total",
+                                &[("service", svc), ("version", &v.name), ("metric", &r.name)],
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let reads_body = plan.business.has_json_rules();
+        let skipped = plan
+            .versions
+            .iter()
+            .map(|v| {
+                if !reads_body {
+                    return Vec::new();
+                }
+                SkipReason::ALL
+                    .iter()
+                    .map(|s| {
+                        counter(encode(
+                            "canary_business_skipped_total",
+                            &[
+                                ("service", svc),
+                                ("version", &v.name),
+                                ("reason", s.as_str()),
+                            ],
+                        ))
+                    })
+                    .collect()
+            })
+            .collect();
+        Catalogue {
+            requests,
+            responses,
+            weight,
+            business,
+            invalid,
+            skipped,
+        }
+    }
+}
+
+/// Characters and substrings a label value must not contain so that Envoy's and Istio's tag
+/// extraction yields exactly our labels: `;` and `=` would break the delimiters, and Istio's
+/// bootstrap adds unanchored tags (`cache.`, `component.`, `tag.`, `wasm_filter.`, `rbac.allowed`,
+/// …) that would pull stray labels out of a value containing them.
+pub fn label_value_problem(value: &str) -> Option<&'static str> {
+    const ISTIO_TAG_PATTERNS: [&str; 10] = [
+        "cache.",
+        "component.",
+        "tag.",
+        "wasm_filter.",
+        "rbac.allowed",
+        "rbac.denied",
+        ".shadow_allowed",
+        ".shadow_denied",
+        ".istio_dry_run_allow_",
+        ".istio_dry_run_deny_",
+    ];
+    if value.contains("..") {
+        Some("contains \"..\"")
+    } else if ISTIO_TAG_PATTERNS.iter().any(|p| value.contains(p)) {
+        Some("contains a pattern Istio's stats tags extract (cache., component., tag., wasm_filter., rbac.…)")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding() {
+        assert_eq!(
+            encode(
+                "canary_requests_total",
+                &[
+                    ("service", "checkout"),
+                    ("version", "v1.2.3"),
+                    ("reason", "hash")
+                ]
+            ),
+            "service=.=checkout;.;version=.=v1.2.3;.;reason=.=hash;.;canary_requests_total"
+        );
+        assert_eq!(encode("x", &[]), "x");
+    }
+
+    #[test]
+    fn code_classes() {
+        for (status, class) in [
+            (100, "1xx"),
+            (200, "2xx"),
+            (204, "2xx"),
+            (304, "3xx"),
+            (404, "4xx"),
+            (503, "5xx"),
+            (0, "5xx"),
+            (999, "5xx"),
+        ] {
+            assert_eq!(CODE_CLASSES[code_class(status)], class, "{status}");
+        }
+    }
+
+    fn plan(extra: serde_json::Value) -> Plan {
+        let mut v = serde_json::json!({
+            "service": "checkout",
+            "versions": [{"name": "canary", "weight": 5}, {"name": "stable", "weight": 95}],
+            "session": {"sources": [{"header": "x-user-id"}]}
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Plan::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn catalogue_lists_every_series_for_every_version() {
+        let p = plan(serde_json::json!({"business_metrics": [
+            {"name": "orders", "kind": "counter", "header": "x-order-id"},
+            {"name": "order_value", "kind": "sum", "header": "x-order-total", "scale": 2},
+            {"name": "tax", "kind": "histogram", "json": "/order/tax", "scale": 2}
+        ]}));
+        let c = Catalogue::for_plan(&p);
+        // 2 versions × (5 reasons + 5 classes + 1 weight + 3 rules + 2 invalid + 5 skipped)
+        assert_eq!(c.iter().count(), 2 * (5 + 5 + 1 + 3 + 2 + 5));
+        let names: std::collections::HashSet<_> = c.iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names.len(), c.iter().count(), "names are unique");
+        assert_eq!(
+            c.request(0, Reason::Pin).unwrap().name,
+            "service=.=checkout;.;version=.=canary;.;reason=.=pin;.;canary_requests_total"
+        );
+        assert_eq!(
+            c.response(1, 503).unwrap().name,
+            "service=.=checkout;.;version=.=stable;.;code_class=.=5xx;.;canary_responses_total"
+        );
+        assert_eq!(c.weight[1].kind, MetricKind::Gauge);
+        assert_eq!(
+            c.business(0, 0).unwrap().name,
+            "service=.=checkout;.;version=.=canary;.;canary_business_orders_total"
+        );
+        assert_eq!(c.business(0, 2).unwrap().kind, MetricKind::Histogram);
+        assert_eq!(
+            c.business(0, 2).unwrap().name,
+            "service=.=checkout;.;version=.=canary;.;canary_business_tax"
+        );
+        assert!(c.invalid(0, 0).is_none(), "counters are never invalid");
+        assert_eq!(
+            c.invalid(1, 1).unwrap().name,
+            "service=.=checkout;.;version=.=stable;.;metric=.=order_value;.;canary_business_invalid_total"
+        );
+        assert_eq!(
+            c.skipped(0, SkipReason::Compressed).unwrap().name,
+            "service=.=checkout;.;version=.=canary;.;reason=.=compressed;.;canary_business_skipped_total"
+        );
+        // try_map keeps the layout.
+        let mut next = 0u32;
+        let ids = c
+            .clone()
+            .try_map(|_| -> Result<u32, ()> {
+                next += 1;
+                Ok(next)
+            })
+            .unwrap();
+        assert_eq!(
+            ids.iter().copied().collect::<Vec<_>>(),
+            (1..=next).collect::<Vec<_>>()
+        );
+        assert_eq!(ids.request(0, Reason::Override), Some(&1));
+    }
+
+    #[test]
+    fn header_only_configs_have_no_skip_series() {
+        let p = plan(
+            serde_json::json!({"business_metrics": [{"name": "orders", "kind": "counter", "header": "x-order-id"}]}),
+        );
+        let c = Catalogue::for_plan(&p);
+        assert!(c.skipped.iter().all(Vec::is_empty));
+        assert!(c.skipped(0, SkipReason::TooLarge).is_none());
+    }
+
+    #[test]
+    fn label_values_that_would_confuse_tag_extraction() {
+        for bad in ["v1..2", "tag.1", "cache.x", "a.rbac.allowed", "component.y"] {
+            assert!(label_value_problem(bad).is_some(), "{bad}");
+        }
+        for good in ["v1.2.3", "canary", "checkout-api", "stable_2"] {
+            assert!(label_value_problem(good).is_none(), "{good}");
+        }
+    }
+}
