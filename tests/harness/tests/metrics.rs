@@ -151,7 +151,7 @@ struct Expect {
     malformed: u64,
 }
 
-fn lbl<'a>(v: &'a str) -> [(&'a str, &'a str); 2] {
+fn lbl(v: &str) -> [(&str, &str); 2] {
     [("service", "checkout"), ("version", v)]
 }
 
@@ -596,7 +596,8 @@ fn istio_bootstrap_stats_config_yields_the_same_series() {
         shop.envoy.scrape_until(ready),
         plain.envoy.scrape_until(ready),
     );
-    let ours = |s: &Scrape| -> Vec<(String, Vec<(String, String)>, f64)> {
+    type Series = (String, Vec<(String, String)>, f64);
+    let ours = |s: &Scrape| -> Vec<Series> {
         let mut v: Vec<_> = s
             .with_prefix("canary_")
             .filter(|x| !x.name.ends_with("_sum") && !x.name.ends_with("_bucket"))
