@@ -4,12 +4,14 @@
 //!   HTTP/1.1 client able to send hostile requests;
 //! - [`envoy`]: configs derived from the shipped `envoy/envoy.yaml`, Envoy's lifecycle;
 //! - [`prom`]: reading Envoy's Prometheus output;
+//! - [`shop`]: an upstream answering known business traffic (order headers, JSON bodies);
 //! - [`Fixture`]: one upstream per version of a plugin config, plus an Envoy in front of them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod envoy;
 pub mod http;
 pub mod prom;
+pub mod shop;
 
 use envoy::{Envoy, EnvoyConfig, StartFailure};
 use http::{Client, Request, Response, Upstream};

@@ -9,8 +9,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use sticky_canary::config::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{Client, Handler, Request, Response, Upstream};
+use sticky_canary_harness::http::{Client, Request, Upstream};
 use sticky_canary_harness::prom::Scrape;
+use sticky_canary_harness::shop::{order_body, query, shop};
 
 /// The shipped plugin config (its business rules), with these weights and a header session key.
 fn shop_config(canary: u32, stable: u32, max_body_bytes: usize) -> String {
@@ -21,75 +22,6 @@ fn shop_config(canary: u32, stable: u32, max_body_bytes: usize) -> String {
     v["session"] = json!({"sources": [{"header": "x-user-id"}]});
     v["max_body_bytes"] = json!(max_body_bytes);
     v.to_string()
-}
-
-fn query(path: &str) -> HashMap<String, String> {
-    path.split_once('?')
-        .map(|(_, q)| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.replace("%20", " ")))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A JSON body of exactly `size` bytes (padded), or the natural size when `size` is 0.
-fn order_body(tax: Option<&str>, auth: Option<&str>, size: usize) -> Vec<u8> {
-    let mut v = json!({"order": {"id": 1}});
-    if let Some(t) = tax {
-        v["order"]["tax"] = json!(t);
-    }
-    if let Some(a) = auth {
-        v["authorization"] = json!({"status": a});
-    }
-    let natural = v.to_string();
-    if size == 0 {
-        return natural.into_bytes();
-    }
-    v["pad"] = json!("");
-    let base = v.to_string().len();
-    assert!(size >= base, "size {size} too small");
-    v["pad"] = json!("x".repeat(size - base));
-    let out = v.to_string().into_bytes();
-    assert_eq!(out.len(), size);
-    out
-}
-
-/// The shop: the query string says what to answer.
-/// `status`, `order` (x-order-id), `total` (x-order-total), `tax`, `auth`, `ct`, `enc`, `size`,
-/// `body=malformed`.
-fn shop(name: &str) -> Handler {
-    let name = name.to_string();
-    Arc::new(move |req: &Request| {
-        let q = query(&req.path);
-        let status = q.get("status").and_then(|s| s.parse().ok()).unwrap_or(200);
-        let mut r = Response::new(status).header("x-upstream", &name);
-        if let Some(o) = q.get("order") {
-            r = r.header("x-order-id", o);
-        }
-        if let Some(t) = q.get("total") {
-            r = r.header("x-order-total", t);
-        }
-        r = r.header(
-            "content-type",
-            q.get("ct").map_or("application/json", String::as_str),
-        );
-        if let Some(e) = q.get("enc") {
-            r = r.header("content-encoding", e);
-        }
-        let size = q.get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = if q.get("body").map(String::as_str) == Some("malformed") {
-            br#"{"order":{"tax":"#.to_vec()
-        } else {
-            order_body(
-                q.get("tax").map(String::as_str),
-                q.get("auth").map(String::as_str),
-                size,
-            )
-        };
-        r.body(body)
-    })
 }
 
 struct Shop {
