@@ -192,7 +192,12 @@ impl Active {
         match outcome {
             Outcome::Nothing => {}
             Outcome::Count => increment(m.business(version, rule), 1),
-            Outcome::Add(n) => increment(m.business(version, rule), n),
+            Outcome::Add(n) => {
+                increment(m.business(version, rule), n);
+                // Saturating: a wrapped sum of squares would be a wrong variance.
+                let square = u64::try_from(u128::from(n) * u128::from(n)).unwrap_or(u64::MAX);
+                increment(m.squares(version, rule), square);
+            }
             Outcome::Record(n) => {
                 if let Some(&id) = m.business(version, rule) {
                     warn_on_error("record", "histogram", host::record_metric(id, n));

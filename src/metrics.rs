@@ -82,6 +82,9 @@ pub struct Catalogue<T> {
     /// Per version, per rule: `canary_business_<name>_total` (counter, sum) or
     /// `canary_business_<name>` (histogram).
     pub business: Vec<Vec<T>>,
+    /// Per version, per rule: `canary_business_<name>_squares_total`, the sum of squared scaled
+    /// values, for `sum` rules (so a gate can compute the variance from counters); `None` otherwise.
+    pub squares: Vec<Vec<Option<T>>>,
     /// Per version, per rule: `canary_business_invalid_total{service,version,metric}`, for rules
     /// that parse decimals (sum, histogram); `None` for counters.
     pub invalid: Vec<Vec<Option<T>>>,
@@ -107,6 +110,10 @@ impl<T> Catalogue<T> {
         self.business.get(version)?.get(rule)
     }
 
+    pub fn squares(&self, version: usize, rule: usize) -> Option<&T> {
+        self.squares.get(version)?.get(rule)?.as_ref()
+    }
+
     pub fn invalid(&self, version: usize, rule: usize) -> Option<&T> {
         self.invalid.get(version)?.get(rule)?.as_ref()
     }
@@ -123,6 +130,7 @@ impl<T> Catalogue<T> {
             .chain(self.responses.iter().flatten())
             .chain(self.weight.iter())
             .chain(self.business.iter().flatten())
+            .chain(self.squares.iter().flatten().flatten())
             .chain(self.invalid.iter().flatten().flatten())
             .chain(self.skipped.iter().flatten())
     }
@@ -153,6 +161,15 @@ impl<T> Catalogue<T> {
             .into_iter()
             .map(|v| v.into_iter().map(&mut f).collect::<Result<_, _>>())
             .collect::<Result<_, _>>()?;
+        let squares = self
+            .squares
+            .into_iter()
+            .map(|v| {
+                v.into_iter()
+                    .map(|o| o.map(&mut f).transpose())
+                    .collect::<Result<_, _>>()
+            })
+            .collect::<Result<_, _>>()?;
         let invalid = self
             .invalid
             .into_iter()
@@ -172,6 +189,7 @@ impl<T> Catalogue<T> {
             responses,
             weight,
             business,
+            squares,
             invalid,
             skipped,
         })
@@ -238,6 +256,23 @@ impl Catalogue<MetricName> {
                     .collect()
             })
             .collect();
+        let squares = plan
+            .versions
+            .iter()
+            .map(|v| {
+                rules
+                    .iter()
+                    .map(|r| {
+                        (r.kind == RuleKind::Sum).then(|| {
+                            counter(encode(
+                                &format!("canary_business_{}_squares_total", r.name),
+                                &[("service", svc), ("version", &v.name)],
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
         let invalid = plan
             .versions
             .iter()
@@ -283,6 +318,7 @@ impl Catalogue<MetricName> {
             responses,
             weight,
             business,
+            squares,
             invalid,
             skipped,
         }
@@ -371,8 +407,16 @@ mod tests {
             {"name": "tax", "kind": "histogram", "json": "/order/tax", "scale": 2}
         ]}));
         let c = Catalogue::for_plan(&p);
-        // 2 versions × (5 reasons + 5 classes + 1 weight + 3 rules + 2 invalid + 5 skipped)
-        assert_eq!(c.iter().count(), 2 * (5 + 5 + 1 + 3 + 2 + 5));
+        // 2 versions × (5 reasons + 5 classes + 1 weight + 3 rules + 1 squares + 2 invalid + 5 skipped)
+        assert_eq!(c.iter().count(), 2 * (5 + 5 + 1 + 3 + 1 + 2 + 5));
+        assert_eq!(
+            c.squares(1, 1).unwrap().name,
+            "service=.=checkout;.;version=.=stable;.;canary_business_order_value_squares_total"
+        );
+        assert!(
+            c.squares(0, 0).is_none() && c.squares(0, 2).is_none(),
+            "only sum rules"
+        );
         let names: std::collections::HashSet<_> = c.iter().map(|m| m.name.clone()).collect();
         assert_eq!(names.len(), c.iter().count(), "names are unique");
         assert_eq!(

@@ -75,6 +75,7 @@ struct Expect {
     classes: [u64; 5],
     orders: u64,
     order_value_cents: u64,
+    order_value_squares: u64,
     order_value_invalid: u64,
     approved: u64,
     tax_count: u64,
@@ -108,6 +109,12 @@ fn check_version(s: &Scrape, v: &str, e: &Expect) {
         s.get("canary_business_order_value_total", &l) as u64,
         e.order_value_cents,
         "{v} order value"
+    );
+    // Exact as an f64 below 2^53; the test's sums stay far below.
+    assert_eq!(
+        s.get("canary_business_order_value_squares_total", &l) as u64,
+        e.order_value_squares,
+        "{v} squares"
     );
     assert_eq!(
         s.get(
@@ -197,6 +204,7 @@ fn counters_are_exact_per_version_after_known_traffic() {
                 e.classes[1] += 1;
                 e.orders += 1;
                 e.order_value_cents += cents;
+                e.order_value_squares += cents * cents;
                 e.approved += 1;
                 e.tax_count += 1;
                 format!("/pay?order=o{i}&total={total}&tax={tax}&auth=approved")
@@ -205,6 +213,7 @@ fn counters_are_exact_per_version_after_known_traffic() {
                 e.classes[1] += 1;
                 e.orders += 1;
                 e.order_value_cents += cents;
+                e.order_value_squares += cents * cents;
                 format!("/pay?order=o{i}&total={total}&auth=declined")
             }
             2 => {
@@ -234,6 +243,7 @@ fn counters_are_exact_per_version_after_known_traffic() {
                 e.classes[1] += 1;
                 e.orders += 1;
                 e.order_value_cents += 1_234_567;
+                e.order_value_squares += 1_234_567 * 1_234_567;
                 e.approved += 1;
                 e.tax_count += 1;
                 format!("/pay?status=201&order=o{i}&total=12345.67&tax={tax}&auth=approved")
@@ -242,6 +252,7 @@ fn counters_are_exact_per_version_after_known_traffic() {
                 e.classes[1] += 1;
                 e.orders += 1;
                 e.order_value_cents += 1;
+                e.order_value_squares += 1;
                 e.malformed += 1;
                 format!("/pay?order=o{i}&total=0.01&body=malformed")
             }
@@ -549,11 +560,11 @@ fn istio_bootstrap_stats_config_yields_the_same_series() {
         ours(&b),
         "Istio and plain Envoy print the same canary series"
     );
-    // Per version: 5 reasons + 5 code classes + 1 weight + 3 counters/sums + the tax histogram's
-    // _count + 2 invalid + 5 skipped.
+    // Per version: 5 reasons + 5 code classes + 1 weight + 3 counters/sums + the sum's squares +
+    // the tax histogram's _count + 2 invalid + 5 skipped.
     assert_eq!(
         ours(&a).len(),
-        2 * (5 + 5 + 1 + 3 + 1 + 2 + 5),
+        2 * (5 + 5 + 1 + 3 + 1 + 1 + 2 + 5),
         "{}",
         a.text
     );
