@@ -71,30 +71,58 @@ pub fn code_class(status: u16) -> usize {
 }
 
 /// Every series, per version, in one layout; `T` is a name at configure time, an id afterwards.
+/// The outer index of each table is the version; per-rule tables hold `None` where a rule has
+/// no such series.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Catalogue<T> {
-    /// `canary_requests_total{service,version,reason}`, indexed by `Reason as usize`.
-    pub requests: Vec<[T; 5]>,
+    /// `canary_requests_total{service,version,reason}`, indexed by [`Reason::ALL`] order.
+    pub requests: Vec<Vec<T>>,
     /// `canary_responses_total{service,version,code_class}`, indexed by [`code_class`].
-    pub responses: Vec<[T; 5]>,
+    pub responses: Vec<Vec<T>>,
     /// `canary_version_weight{service,version}` (gauge).
     pub weight: Vec<T>,
-    /// Per version, per rule: `canary_business_<name>_total` (counter, sum) or
-    /// `canary_business_<name>` (histogram).
-    pub business: Vec<Vec<T>>,
-    /// Per version, per rule: `canary_business_<name>_squares_total`, the sum of squared scaled
-    /// values, for `sum` rules (so a gate can compute the variance from counters); `None` otherwise.
+    /// Per rule: `canary_business_<name>_total` (counter, sum) or `canary_business_<name>`
+    /// (histogram).
+    pub business: Vec<Vec<Option<T>>>,
+    /// Per rule: `canary_business_<name>_squares_total`, the sum of squared scaled values, for
+    /// `sum` rules (so a gate can compute the variance from counters).
     pub squares: Vec<Vec<Option<T>>>,
-    /// Per version, per rule: `canary_business_invalid_total{service,version,metric}`, for rules
-    /// that parse decimals (sum, histogram); `None` for counters.
+    /// Per rule: `canary_business_invalid_total{service,version,metric}`, for rules that parse
+    /// decimals (sum, histogram).
     pub invalid: Vec<Vec<Option<T>>>,
-    /// Per version: `canary_business_skipped_total{service,version,reason}`, indexed by
+    /// `canary_business_skipped_total{service,version,reason}`, indexed by
     /// [`SkipReason::index`]; empty when no rule reads the body.
     pub skipped: Vec<Vec<T>>,
 }
 
 fn reason_index(r: Reason) -> usize {
     Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+fn map_dense<T, U, E>(
+    t: Vec<Vec<T>>,
+    f: &mut impl FnMut(T) -> Result<U, E>,
+) -> Result<Vec<Vec<U>>, E> {
+    t.into_iter()
+        .map(|row| row.into_iter().map(&mut *f).collect())
+        .collect()
+}
+
+fn map_sparse<T, U, E>(
+    t: Vec<Vec<Option<T>>>,
+    f: &mut impl FnMut(T) -> Result<U, E>,
+) -> Result<Vec<Vec<Option<U>>>, E> {
+    t.into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|o| o.map(&mut *f).transpose())
+                .collect()
+        })
+        .collect()
+}
+
+fn cell<T>(t: &[Vec<Option<T>>], version: usize, rule: usize) -> Option<&T> {
+    t.get(version)?.get(rule)?.as_ref()
 }
 
 impl<T> Catalogue<T> {
@@ -107,15 +135,15 @@ impl<T> Catalogue<T> {
     }
 
     pub fn business(&self, version: usize, rule: usize) -> Option<&T> {
-        self.business.get(version)?.get(rule)
+        cell(&self.business, version, rule)
     }
 
     pub fn squares(&self, version: usize, rule: usize) -> Option<&T> {
-        self.squares.get(version)?.get(rule)?.as_ref()
+        cell(&self.squares, version, rule)
     }
 
     pub fn invalid(&self, version: usize, rule: usize) -> Option<&T> {
-        self.invalid.get(version)?.get(rule)?.as_ref()
+        cell(&self.invalid, version, rule)
     }
 
     pub fn skipped(&self, version: usize, reason: SkipReason) -> Option<&T> {
@@ -129,7 +157,7 @@ impl<T> Catalogue<T> {
             .flatten()
             .chain(self.responses.iter().flatten())
             .chain(self.weight.iter())
-            .chain(self.business.iter().flatten())
+            .chain(self.business.iter().flatten().flatten())
             .chain(self.squares.iter().flatten().flatten())
             .chain(self.invalid.iter().flatten().flatten())
             .chain(self.skipped.iter().flatten())
@@ -137,61 +165,18 @@ impl<T> Catalogue<T> {
 
     /// The same layout with every entry mapped (e.g. name → defined metric id).
     pub fn try_map<U, E>(self, mut f: impl FnMut(T) -> Result<U, E>) -> Result<Catalogue<U>, E> {
-        let mut arr = |a: [T; 5]| -> Result<[U; 5], E> {
-            let [a0, a1, a2, a3, a4] = a;
-            Ok([f(a0)?, f(a1)?, f(a2)?, f(a3)?, f(a4)?])
-        };
-        let requests = self
-            .requests
-            .into_iter()
-            .map(&mut arr)
-            .collect::<Result<_, _>>()?;
-        let responses = self
-            .responses
-            .into_iter()
-            .map(&mut arr)
-            .collect::<Result<_, _>>()?;
-        let weight = self
-            .weight
-            .into_iter()
-            .map(&mut f)
-            .collect::<Result<_, _>>()?;
-        let business = self
-            .business
-            .into_iter()
-            .map(|v| v.into_iter().map(&mut f).collect::<Result<_, _>>())
-            .collect::<Result<_, _>>()?;
-        let squares = self
-            .squares
-            .into_iter()
-            .map(|v| {
-                v.into_iter()
-                    .map(|o| o.map(&mut f).transpose())
-                    .collect::<Result<_, _>>()
-            })
-            .collect::<Result<_, _>>()?;
-        let invalid = self
-            .invalid
-            .into_iter()
-            .map(|v| {
-                v.into_iter()
-                    .map(|o| o.map(&mut f).transpose())
-                    .collect::<Result<_, _>>()
-            })
-            .collect::<Result<_, _>>()?;
-        let skipped = self
-            .skipped
-            .into_iter()
-            .map(|v| v.into_iter().map(&mut f).collect::<Result<_, _>>())
-            .collect::<Result<_, _>>()?;
         Ok(Catalogue {
-            requests,
-            responses,
-            weight,
-            business,
-            squares,
-            invalid,
-            skipped,
+            requests: map_dense(self.requests, &mut f)?,
+            responses: map_dense(self.responses, &mut f)?,
+            weight: self
+                .weight
+                .into_iter()
+                .map(&mut f)
+                .collect::<Result<_, _>>()?,
+            business: map_sparse(self.business, &mut f)?,
+            squares: map_sparse(self.squares, &mut f)?,
+            invalid: map_sparse(self.invalid, &mut f)?,
+            skipped: map_dense(self.skipped, &mut f)?,
         })
     }
 }
@@ -204,123 +189,74 @@ impl Catalogue<MetricName> {
             kind: MetricKind::Counter,
             name,
         };
-        let per_version = |f: &dyn Fn(&str) -> [MetricName; 5]| -> Vec<[MetricName; 5]> {
-            plan.versions.iter().map(|v| f(&v.name)).collect()
+        let versions: Vec<&str> = plan.versions.iter().map(|v| v.name.as_str()).collect();
+        // One row per version, one entry per label value.
+        let dense = |base: &str, tag: &str, values: &[&str]| -> Vec<Vec<MetricName>> {
+            versions
+                .iter()
+                .map(|v| {
+                    values
+                        .iter()
+                        .map(|x| {
+                            counter(encode(base, &[("service", svc), ("version", v), (tag, x)]))
+                        })
+                        .collect()
+                })
+                .collect()
         };
-        let requests = per_version(&|v| {
-            Reason::ALL.map(|r| {
-                counter(encode(
-                    "canary_requests_total",
-                    &[("service", svc), ("version", v), ("reason", r.as_str())],
-                ))
-            })
-        });
-        let responses = per_version(&|v| {
-            CODE_CLASSES.map(|c| {
-                counter(encode(
-                    "canary_responses_total",
-                    &[("service", svc), ("version", v), ("code_class", c)],
-                ))
-            })
-        });
-        let weight = plan
-            .versions
-            .iter()
-            .map(|v| MetricName {
-                kind: MetricKind::Gauge,
-                name: encode(
-                    "canary_version_weight",
-                    &[("service", svc), ("version", &v.name)],
-                ),
-            })
-            .collect();
+        // One row per version, one entry per rule (None where the rule has no such series).
         let rules = &plan.business.rules;
-        let business = plan
-            .versions
-            .iter()
-            .map(|v| {
-                rules
-                    .iter()
-                    .map(|r| {
-                        let tags = [("service", svc), ("version", v.name.as_str())];
-                        match r.kind {
-                            RuleKind::Histogram => MetricName {
-                                kind: MetricKind::Histogram,
-                                name: encode(&format!("canary_business_{}", r.name), &tags),
-                            },
-                            RuleKind::Counter | RuleKind::Sum => {
-                                counter(encode(&format!("canary_business_{}_total", r.name), &tags))
-                            }
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let squares = plan
-            .versions
-            .iter()
-            .map(|v| {
-                rules
-                    .iter()
-                    .map(|r| {
-                        (r.kind == RuleKind::Sum).then(|| {
-                            counter(encode(
-                                &format!("canary_business_{}_squares_total", r.name),
-                                &[("service", svc), ("version", &v.name)],
-                            ))
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        let invalid = plan
-            .versions
-            .iter()
-            .map(|v| {
-                rules
-                    .iter()
-                    .map(|r| {
-                        r.takes_decimals().then(|| {
-                            counter(encode(
-                                "canary_business_invalid_total",
-                                &[("service", svc), ("version", &v.name), ("metric", &r.name)],
-                            ))
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        let reads_body = plan.business.has_json_rules();
-        let skipped = plan
-            .versions
-            .iter()
-            .map(|v| {
-                if !reads_body {
-                    return Vec::new();
-                }
-                SkipReason::ALL
-                    .iter()
-                    .map(|s| {
-                        counter(encode(
-                            "canary_business_skipped_total",
-                            &[
-                                ("service", svc),
-                                ("version", &v.name),
-                                ("reason", s.as_str()),
-                            ],
-                        ))
-                    })
-                    .collect()
-            })
-            .collect();
+        let per_rule = |f: &dyn Fn(&str, &crate::business::Rule) -> Option<MetricName>| {
+            versions
+                .iter()
+                .map(|v| rules.iter().map(|r| f(v, r)).collect())
+                .collect()
+        };
+        let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        let skip_reasons: Vec<&str> = if plan.business.has_json_rules() {
+            SkipReason::ALL.iter().map(|r| r.as_str()).collect()
+        } else {
+            Vec::new()
+        };
         Catalogue {
-            requests,
-            responses,
-            weight,
-            business,
-            squares,
-            invalid,
-            skipped,
+            requests: dense("canary_requests_total", "reason", &reasons),
+            responses: dense("canary_responses_total", "code_class", &CODE_CLASSES),
+            weight: versions
+                .iter()
+                .map(|v| MetricName {
+                    kind: MetricKind::Gauge,
+                    name: encode("canary_version_weight", &[("service", svc), ("version", v)]),
+                })
+                .collect(),
+            business: per_rule(&|v, r| {
+                let tags = [("service", svc), ("version", v)];
+                Some(match r.kind {
+                    RuleKind::Histogram => MetricName {
+                        kind: MetricKind::Histogram,
+                        name: encode(&format!("canary_business_{}", r.name), &tags),
+                    },
+                    RuleKind::Counter | RuleKind::Sum => {
+                        counter(encode(&format!("canary_business_{}_total", r.name), &tags))
+                    }
+                })
+            }),
+            squares: per_rule(&|v, r| {
+                (r.kind == RuleKind::Sum).then(|| {
+                    counter(encode(
+                        &format!("canary_business_{}_squares_total", r.name),
+                        &[("service", svc), ("version", v)],
+                    ))
+                })
+            }),
+            invalid: per_rule(&|v, r| {
+                r.takes_decimals().then(|| {
+                    counter(encode(
+                        "canary_business_invalid_total",
+                        &[("service", svc), ("version", v), ("metric", &r.name)],
+                    ))
+                })
+            }),
+            skipped: dense("canary_business_skipped_total", "reason", &skip_reasons),
         }
     }
 }
