@@ -12,10 +12,13 @@ WASM_TARGET   := wasm32-wasip1
 PROMTOOL      := $(VENV)/prometheus/usr/bin/promtool
 
 .DEFAULT_GOAL := help
-.PHONY: help toolchain envoy prometheus build test test-unit test-e2e lint run clean
+.PHONY: help demo toolchain envoy prometheus build test test-unit test-e2e lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+demo: build envoy ## The whole story: ramp 5→20→50 %, a silent money bug caught per version, gate verdict, chart
+	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-demo
 
 toolchain: ## Install the Rust wasm32-wasip1 target, rustfmt and clippy (idempotent)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)

@@ -361,6 +361,47 @@ impl EnvoyConfig {
         out
     }
 
+    /// The listener as an LDS resource file, optionally with a fixed port.
+    pub fn lds_resources(&self, port: Option<u16>) -> String {
+        let mut listener = self.doc["static_resources"]["listeners"][0].clone();
+        if let Some(p) = port {
+            *get(&mut listener, &["address", "socket_address", "port_value"]) = Value::from(p);
+        }
+        listener
+            .as_mapping_mut()
+            .expect("listener is a mapping")
+            .insert(
+                key("@type"),
+                key("type.googleapis.com/envoy.config.listener.v3.Listener"),
+            );
+        let mut file = Mapping::new();
+        file.insert(key("resources"), Value::Sequence(vec![listener]));
+        serde_yaml::to_string(&Value::Mapping(file)).expect("serialize listener")
+    }
+
+    /// The bootstrap without static listeners, taking them from a watched LDS file instead.
+    fn dynamic_bootstrap(&self, lds_file: &Path, lds_dir: &Path) -> String {
+        let mut doc = self.doc.clone();
+        get(&mut doc, &["static_resources"])
+            .as_mapping_mut()
+            .expect("static_resources is a mapping")
+            .remove("listeners");
+        let yaml = format!(
+            "node: {{ id: sticky-canary-test, cluster: sticky-canary-test }}\n\
+             dynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    \
+             path_config_source:\n      path: {}\n      watched_directory: {{ path: {} }}\n",
+            lds_file.display(),
+            lds_dir.display()
+        );
+        let extra: Value = serde_yaml::from_str(&yaml).expect("dynamic resources yaml");
+        if let (Some(d), Some(e)) = (doc.as_mapping_mut(), extra.as_mapping()) {
+            for (k, v) in e {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        serde_yaml::to_string(&doc).expect("serialize bootstrap")
+    }
+
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(&self.doc).expect("serialize config")
     }
@@ -372,6 +413,8 @@ pub struct Envoy {
     dir: tempfile::TempDir,
     admin: SocketAddr,
     listener: SocketAddr,
+    /// The watched LDS file, when the listener is delivered by file-based xDS.
+    lds_file: Option<PathBuf>,
 }
 
 /// Envoy did not become ready: why, and its log.
@@ -388,6 +431,8 @@ fn spawn(cfg_path: &Path, dir: &Path, env: &[(String, String)]) -> Child {
         .arg("-c")
         .arg(cfg_path)
         .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+        // Listener updates drain the old filter chain in 1 s rather than 10 min.
+        .args(["--drain-time-s", "1"])
         .arg("--admin-address-path")
         .arg(dir.join("admin.addr"))
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -422,6 +467,58 @@ impl Envoy {
     /// repository root, and waits until it is ready to serve.
     pub fn start_file(cfg_path: &Path) -> Result<Envoy, StartFailure> {
         Envoy::start_in(cfg_path, tempdir(), &[])
+    }
+
+    /// Starts Envoy with the config's listener delivered by file-based LDS (a watched
+    /// directory), so that [`Envoy::reload`] can change it — and the plugin configuration in it —
+    /// while Envoy runs. Everything else stays in the bootstrap.
+    pub fn start_dynamic(cfg: &EnvoyConfig) -> Result<Envoy, StartFailure> {
+        let dir = tempdir();
+        let lds_dir = dir.path().join("lds");
+        fs::create_dir_all(&lds_dir).expect("lds dir");
+        let lds_file = lds_dir.join("listeners.yaml");
+        write_atomically(&lds_file, &cfg.lds_resources(None));
+        let cfg_path = dir.path().join("envoy.yaml");
+        fs::write(&cfg_path, cfg.dynamic_bootstrap(&lds_file, &lds_dir)).expect("write config");
+        let mut envoy = Envoy::start_in(&cfg_path, dir, &cfg.process_env)?;
+        envoy.lds_file = Some(lds_file);
+        Ok(envoy)
+    }
+
+    /// Delivers `cfg`'s listener (same port) through LDS and waits until Envoy has accepted it.
+    /// Only for an Envoy started with [`Envoy::start_dynamic`].
+    pub fn reload(&self, cfg: &EnvoyConfig) -> Result<(), String> {
+        let file = self
+            .lds_file
+            .as_ref()
+            .ok_or("Envoy was not started with start_dynamic")?;
+        let counter = |name: &str| -> u64 {
+            let text = self
+                .admin_get(&format!("/stats?filter=^listener_manager\\.lds\\.{name}$"))
+                .text();
+            text.lines()
+                .find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok()))
+                .unwrap_or(0)
+        };
+        let (ok_before, rejected_before) = (counter("update_success"), counter("update_rejected"));
+        write_atomically(file, &cfg.lds_resources(Some(self.listener.port())));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if counter("update_rejected") > rejected_before {
+                return Err(format!(
+                    "Envoy rejected the listener update; log:\n{}",
+                    self.log()
+                ));
+            }
+            if counter("update_success") > ok_before {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "Envoy did not apply the listener update in 15 s; log:\n{}",
+            self.log()
+        ))
     }
 
     /// Where Envoy writes its log.
@@ -469,6 +566,7 @@ impl Envoy {
                             dir,
                             admin,
                             listener,
+                            lds_file: None,
                         });
                     }
                 }
@@ -567,6 +665,13 @@ impl Drop for Envoy {
         }
         self.kill();
     }
+}
+
+/// Writes a file by rename, so a watcher never sees it half-written.
+fn write_atomically(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, content).expect("write temp file");
+    fs::rename(&tmp, path).expect("rename into place");
 }
 
 fn tempdir() -> tempfile::TempDir {

@@ -1,0 +1,657 @@
+//! `make demo`: the whole story in one run.
+//!
+//! Envoy runs the reference `envoy/envoy.yaml` (its listener delivered by file-based LDS, so the
+//! weights can be changed while it runs) in front of two shops: `stable`, and a `canary` that
+//! silently overcharges tax by rounding per unit. Simulated sessions (cart → checkout → pay, with
+//! a session cookie; some test merchants pinned to the canary, a few QA requests with the override
+//! token) go through the ramp 5 % → 20 % → 50 %. Then the per-version figures, the gate's verdict,
+//! the stickiness check and a chart.
+
+use crate::checkout::{self, Build};
+use crate::envoy::{Envoy, EnvoyConfig};
+use crate::gate::{self, Check, Policy};
+use crate::http::{Client, Request, Upstream};
+use crate::prom::Scrape;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The QA token the demo gives Envoy's VM (never a real secret).
+const QA_TOKEN: &str = "demo-qa-token-0123456789abcdef";
+const SERVICE: &str = "checkout";
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Sessions per ramp step (the same returning sessions in every step).
+    pub sessions: usize,
+    /// Canary weights, in percent, one ramp step each.
+    pub steps: Vec<u32>,
+    /// Client threads.
+    pub workers: usize,
+    /// Where to write the SVG chart.
+    pub chart: Option<PathBuf>,
+    /// Progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sessions: 2000,
+            steps: vec![5, 20, 50],
+            workers: 4,
+            chart: None,
+            progress: true,
+        }
+    }
+}
+
+/// Per-version figures from Envoy's Prometheus output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Figures {
+    pub requests: f64,
+    pub error_rate: f64,
+    pub p99_ms: Option<f64>,
+    pub orders: f64,
+    pub avg_order_value: f64,
+    pub tax_per_order: f64,
+    pub approval_ratio: f64,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub figures: Vec<(String, Figures)>,
+    pub gate: gate::Report,
+    /// Sessions whose requests within one step reached two versions (must be 0).
+    pub flapped_within_step: usize,
+    /// Returning sessions that moved between steps, by direction.
+    pub moved_stable_to_canary: usize,
+    pub moved_canary_to_stable: usize,
+    pub requests: usize,
+    pub failed_requests: usize,
+    pub chart: Option<PathBuf>,
+    pub elapsed: Duration,
+}
+
+/// The demo's plugin configuration: the reference one, with the demo's rules and stage zero.
+pub fn plugin_config(canary_weight: u32) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&EnvoyConfig::reference().plugin_config())
+        .expect("reference plugin config");
+    v["versions"] = json!([
+        {"name": "canary", "weight": canary_weight},
+        {"name": "stable", "weight": 100 - canary_weight}
+    ]);
+    v["override"] = json!({"tokens_env": "CANARY_OVERRIDE_TOKENS"});
+    v["pins"] = json!([{"header": "x-merchant-id", "values": ["m_test_1", "m_test_2"], "version": "canary"}]);
+    v["business_metrics"] = json!([
+        {"name": "orders", "kind": "counter", "header": "x-order-id"},
+        {"name": "order_value", "kind": "sum", "header": "x-order-total", "scale": 2},
+        {"name": "tax", "kind": "sum", "header": "x-order-tax", "scale": 2},
+        {"name": "payments", "kind": "counter", "json": "/authorization/status"},
+        {"name": "auth_approved", "kind": "counter", "json": "/authorization/status", "equals": "approved"}
+    ]);
+    v.to_string()
+}
+
+/// The gate policy the demo judges with.
+pub fn policy() -> Policy {
+    Policy {
+        baseline: "stable".into(),
+        canaries: vec!["canary".into()],
+        min_samples: 200,
+        alpha: 0.05,
+        checks: vec![
+            Check::ErrorRatio { max_points: 1.0 },
+            Check::Ratio {
+                label: "approval".into(),
+                num: "auth_approved".into(),
+                den: "payments".into(),
+                max_drop_points: 0.3,
+            },
+            Check::Mean {
+                label: "aov".into(),
+                sum: "order_value".into(),
+                count: "orders".into(),
+                max_drift_percent: 1.0,
+            },
+            Check::Mean {
+                label: "tax_per_order".into(),
+                sum: "tax".into(),
+                count: "orders".into(),
+                max_drift_percent: 1.0,
+            },
+        ],
+    }
+}
+
+/// What one session did in one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    One(bool), // true = canary
+    Both,
+}
+
+fn run_session(c: &mut Client, i: usize, failed: &AtomicUsize) -> Option<Seen> {
+    let id = format!("user-{i}");
+    let cookie = format!("session_id={id}");
+    let mut seen: Option<Seen> = None;
+    for (method, path) in [("GET", "/cart"), ("POST", "/checkout"), ("POST", "/pay")] {
+        let mut req = Request::new(method, path).header("cookie", &cookie);
+        if i % 50 == 7 {
+            req = req.header("x-merchant-id", "m_test_1"); // a pinned test merchant
+        }
+        if i % 250 == 3 {
+            req = req
+                .header("x-canary-override", "canary")
+                .header("x-canary-token", QA_TOKEN);
+        }
+        let Ok(r) = c.send(&req) else {
+            failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let on_canary = r.header_str("x-canary-version") == Some("canary");
+        if r.status >= 500 && checkout::payment_of(&id).0 != r.status {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+        seen = Some(match seen {
+            None => Seen::One(on_canary),
+            Some(Seen::One(v)) if v == on_canary => Seen::One(v),
+            _ => Seen::Both,
+        });
+    }
+    seen
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+fn sum_where(s: &Scrape, name: &str, version: &str) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| {
+            x.name == name
+                && x.labels.get("version").map(String::as_str) == Some(version)
+                && x.labels.get("service").map(String::as_str) == Some(SERVICE)
+        })
+        .map(|x| x.value)
+        .sum()
+}
+
+/// p99 from Envoy's per-cluster upstream request time histogram (milliseconds).
+fn p99_ms(s: &Scrape, cluster: &str) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = s
+        .samples
+        .iter()
+        .filter(|x| {
+            x.name == "envoy_cluster_upstream_rq_time_bucket"
+                && x.labels.get("envoy_cluster_name").map(String::as_str) == Some(cluster)
+        })
+        .filter_map(|x| {
+            let le = x.labels.get("le")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, x.value))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let target = 0.99 * total;
+    let mut prev = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= target {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let frac = ratio(target - prev.1, count - prev.1);
+            return Some(prev.0 + frac * (le - prev.0));
+        }
+        prev = (le, count);
+    }
+    None
+}
+
+pub fn figures(s: &Scrape, version: &str) -> Figures {
+    let responses = sum_where(s, "canary_responses_total", version);
+    let errors = s
+        .samples
+        .iter()
+        .filter(|x| {
+            x.name == "canary_responses_total"
+                && x.labels.get("version").map(String::as_str) == Some(version)
+                && x.labels.get("code_class").map(String::as_str) == Some("5xx")
+        })
+        .map(|x| x.value)
+        .sum::<f64>();
+    let orders = sum_where(s, "canary_business_orders_total", version);
+    Figures {
+        requests: sum_where(s, "canary_requests_total", version),
+        error_rate: ratio(errors, responses),
+        p99_ms: p99_ms(s, version),
+        orders,
+        avg_order_value: ratio(
+            sum_where(s, "canary_business_order_value_total", version),
+            orders,
+        ) / 100.0,
+        tax_per_order: ratio(sum_where(s, "canary_business_tax_total", version), orders) / 100.0,
+        approval_ratio: ratio(
+            sum_where(s, "canary_business_auth_approved_total", version),
+            sum_where(s, "canary_business_payments_total", version),
+        ),
+    }
+}
+
+/// The side-by-side table.
+pub fn table(figures: &[(String, Figures)]) -> String {
+    let get = |v: &str| {
+        figures
+            .iter()
+            .find(|(n, _)| n == v)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_default()
+    };
+    let (s, c) = (get("stable"), get("canary"));
+    let p99 = |f: &Figures| f.p99_ms.map_or("n/a".to_string(), |p| format!("{p:.1} ms"));
+    let delta_pct = |a: f64, b: f64| {
+        if b != 0.0 {
+            format!("{:+.2} %", 100.0 * (a - b) / b)
+        } else {
+            "n/a".into()
+        }
+    };
+    let rows: Vec<(&str, String, String, String)> = vec![
+        (
+            "requests",
+            format!("{:.0}", s.requests),
+            format!("{:.0}", c.requests),
+            String::new(),
+        ),
+        (
+            "5xx rate",
+            format!("{:.2} %", 100.0 * s.error_rate),
+            format!("{:.2} %", 100.0 * c.error_rate),
+            format!("{:+.2} pts", 100.0 * (c.error_rate - s.error_rate)),
+        ),
+        (
+            "p99 latency (Envoy)",
+            p99(&s),
+            p99(&c),
+            match (c.p99_ms, s.p99_ms) {
+                (Some(a), Some(b)) => format!("{:+.1} ms", a - b),
+                _ => "n/a".into(),
+            },
+        ),
+        (
+            "orders",
+            format!("{:.0}", s.orders),
+            format!("{:.0}", c.orders),
+            String::new(),
+        ),
+        (
+            "avg order value",
+            format!("${:.4}", s.avg_order_value),
+            format!("${:.4}", c.avg_order_value),
+            delta_pct(c.avg_order_value, s.avg_order_value),
+        ),
+        (
+            "tax per order",
+            format!("${:.4}", s.tax_per_order),
+            format!("${:.4}", c.tax_per_order),
+            delta_pct(c.tax_per_order, s.tax_per_order),
+        ),
+        (
+            "approval ratio",
+            format!("{:.2} %", 100.0 * s.approval_ratio),
+            format!("{:.2} %", 100.0 * c.approval_ratio),
+            format!("{:+.2} pts", 100.0 * (c.approval_ratio - s.approval_ratio)),
+        ),
+    ];
+    let mut out = format!(
+        "{:<22}{:>14}{:>14}{:>18}\n",
+        "", "stable", "canary", "canary − stable"
+    );
+    for (name, a, b, d) in rows {
+        out.push_str(&format!("{name:<22}{a:>14}{b:>14}{d:>18}\n"));
+    }
+    out
+}
+
+/// One point of the chart: requests so far, and each version's cumulative tax per order.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    requests: f64,
+    stable: Option<f64>,
+    canary: Option<f64>,
+}
+
+fn sample(envoy: &Envoy, requests: usize) -> Point {
+    let s = envoy.scrape();
+    let per = |v: &str| {
+        let orders = sum_where(&s, "canary_business_orders_total", v);
+        (orders >= 20.0).then(|| sum_where(&s, "canary_business_tax_total", v) / orders / 100.0)
+    };
+    Point {
+        requests: requests as f64,
+        stable: per("stable"),
+        canary: per("canary"),
+    }
+}
+
+/// An SVG line chart of tax per order over the run, canary over stable, with the ramp steps.
+fn chart_svg(points: &[Point], steps: &[(f64, u32)]) -> String {
+    let (w, h, left, right, top, bottom) = (900.0, 460.0, 80.0, 30.0, 70.0, 60.0);
+    let xs = points.iter().map(|p| p.requests).fold(1.0, f64::max);
+    let ys: Vec<f64> = points
+        .iter()
+        .flat_map(|p| [p.stable, p.canary])
+        .flatten()
+        .collect();
+    let (mut y0, mut y1) = (
+        ys.iter().copied().fold(f64::INFINITY, f64::min),
+        ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.15).max(0.01);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let px = |x: f64| left + (w - left - right) * x / xs;
+    let py = |y: f64| top + (h - top - bottom) * (1.0 - (y - y0) / (y1 - y0));
+    let line = |f: &dyn Fn(&Point) -> Option<f64>| -> String {
+        points
+            .iter()
+            .filter_map(|p| f(p).map(|y| format!("{:.1},{:.1}", px(p.requests), py(y))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="13">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{left}" y="28" font-size="16" font-weight="bold">Tax per order (cumulative): canary vs stable, through the ramp</text>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/>
+<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="#333"/>
+<text x="{}" y="{}" text-anchor="middle">requests through Envoy</text>
+"##,
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom,
+        (left + w - right) / 2.0,
+        h - 12.0
+    );
+    for i in 0..=5 {
+        let y = y0 + (y1 - y0) * f64::from(i) / 5.0;
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#eee\"/><text x=\"{2}\" y=\"{3:.1}\" text-anchor=\"end\">${y:.3}</text>\n",
+            py(y), w - right, left - 6.0, py(y) + 4.0
+        ));
+    }
+    for (x, weight) in steps {
+        svg.push_str(&format!(
+            "<line x1=\"{0:.1}\" y1=\"{top}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#999\" stroke-dasharray=\"4 4\"/><text x=\"{2:.1}\" y=\"{3}\" fill=\"#555\">canary {weight} %</text>\n",
+            px(*x), h - bottom, px(*x) + 4.0, top + 14.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2.5\" points=\"{}\"/>\n",
+        line(&|p| p.stable)
+    ));
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2.5\" points=\"{}\"/>\n",
+        line(&|p| p.canary)
+    ));
+    // Legend in the header, x-axis ticks.
+    svg.push_str(&format!(
+        "<rect x=\"{left}\" y=\"40\" width=\"12\" height=\"12\" fill=\"#1f77b4\"/><text x=\"{0}\" y=\"51\">stable: tax once per order</text>\n\
+         <rect x=\"{1}\" y=\"40\" width=\"12\" height=\"12\" fill=\"#d62728\"/><text x=\"{2}\" y=\"51\">canary: tax rounded up per unit (HTTP 200, same latency)</text>\n",
+        left + 18.0, left + 230.0, left + 248.0
+    ));
+    for i in 0..=4 {
+        let x = xs * f64::from(i) / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.0}</text>\n",
+            px(x),
+            h - bottom + 18.0,
+            x
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A progress bar redrawn in place on a terminal; elsewhere (CI logs) one line per step.
+fn progress_bar(step: usize, steps: usize, weight: u32, done: usize, total: usize) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        if done == total {
+            eprintln!(
+                "  step {}/{steps} canary {weight:>2} %: {total} sessions done",
+                step + 1
+            );
+        }
+        return;
+    }
+    let width = 30;
+    let filled = width * done / total.max(1);
+    eprint!(
+        "\r  step {}/{} canary {:>2} %  [{}{}] {:>5}/{} sessions",
+        step + 1,
+        steps,
+        weight,
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        done,
+        total
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// Runs the demo. Envoy and the shops stop when this returns.
+pub fn run(opts: &Options) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let stable = Upstream::start_with("stable", None, checkout::handler("stable", Build::Correct))
+        .map_err(|e| format!("start stable shop: {e}"))?;
+    let canary = Upstream::start_with(
+        "canary",
+        None,
+        checkout::handler("canary", Build::TaxPerUnitRoundedUp),
+    )
+    .map_err(|e| format!("start canary shop: {e}"))?;
+    let upstreams = [("canary", canary.addr()), ("stable", stable.addr())];
+    let config_for = |weight: u32| {
+        let mut cfg = EnvoyConfig::for_test(&plugin_config(weight), &upstreams, "stable");
+        cfg.set_vm_env("CANARY_OVERRIDE_TOKENS", QA_TOKEN);
+        cfg.set_top_level(
+            "stats_flush_interval",
+            serde_yaml::Value::String("1s".into()),
+        );
+        cfg
+    };
+    let first = *opts.steps.first().ok_or("no ramp steps")?;
+    let envoy = Envoy::start_dynamic(&config_for(first))
+        .map_err(|f| format!("Envoy did not start:\n{}", f.log))?;
+
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut previous: Option<Vec<Option<Seen>>> = None;
+    let (mut flapped, mut to_canary, mut to_stable) = (0, 0, 0);
+    let mut points = Vec::new();
+    let mut step_marks = Vec::new();
+    let mut requests_done = 0usize;
+    for (k, &weight) in opts.steps.iter().enumerate() {
+        if k > 0 {
+            envoy.reload(&config_for(weight))?;
+        }
+        step_marks.push((requests_done as f64, weight));
+        let seen: Arc<Mutex<Vec<Option<Seen>>>> = Arc::new(Mutex::new(vec![None; opts.sessions]));
+        let done = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..opts.workers.max(1))
+            .map(|_| {
+                let (seen, done, next, failed) =
+                    (seen.clone(), done.clone(), next.clone(), failed.clone());
+                let (listener, n) = (envoy.listener(), opts.sessions);
+                std::thread::spawn(move || {
+                    let Ok(mut c) = Client::connect(listener) else {
+                        return;
+                    };
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return;
+                        }
+                        let s = run_session(&mut c, i, &failed);
+                        if let Ok(mut v) = seen.lock() {
+                            v[i] = s;
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let mut last_sample = Instant::now();
+        while done.load(Ordering::Relaxed) < opts.sessions
+            && workers.iter().any(|w| !w.is_finished())
+        {
+            if opts.progress {
+                progress_bar(
+                    k,
+                    opts.steps.len(),
+                    weight,
+                    done.load(Ordering::Relaxed),
+                    opts.sessions,
+                );
+            }
+            if last_sample.elapsed() > Duration::from_millis(100) {
+                points.push(sample(
+                    &envoy,
+                    requests_done + 3 * done.load(Ordering::Relaxed),
+                ));
+                last_sample = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        if opts.progress {
+            progress_bar(k, opts.steps.len(), weight, opts.sessions, opts.sessions);
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!();
+            }
+        }
+        requests_done += 3 * opts.sessions;
+        points.push(sample(&envoy, requests_done));
+        let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+        flapped += seen.iter().filter(|s| **s == Some(Seen::Both)).count();
+        if let Some(prev) = &previous {
+            for (a, b) in prev.iter().zip(&seen) {
+                match (a, b) {
+                    (Some(Seen::One(false)), Some(Seen::One(true))) => to_canary += 1,
+                    (Some(Seen::One(true)), Some(Seen::One(false))) => to_stable += 1,
+                    _ => {}
+                }
+            }
+        }
+        previous = Some(seen);
+    }
+
+    // Histograms (p99) reach the admin output on a stats flush (1 s in this config).
+    std::thread::sleep(Duration::from_millis(1500));
+    let scrape = envoy.scrape();
+    let figures: Vec<(String, Figures)> = ["stable", "canary"]
+        .iter()
+        .map(|v| (v.to_string(), figures(&scrape, v)))
+        .collect();
+    let totals = gate::Totals::from_scrapes(SERVICE, &[scrape]);
+    let report = gate::evaluate(&totals, &policy())?;
+    let chart = match &opts.chart {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            std::fs::write(path, chart_svg(&points, &step_marks))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(path.clone())
+        }
+        None => None,
+    };
+    envoy.stop();
+    Ok(Outcome {
+        figures,
+        gate: report,
+        flapped_within_step: flapped,
+        moved_stable_to_canary: to_canary,
+        moved_canary_to_stable: to_stable,
+        requests: requests_done,
+        failed_requests: failed.load(Ordering::Relaxed),
+        chart,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The default chart location.
+pub fn default_chart_path() -> PathBuf {
+    crate::envoy::workspace_root().join("target/demo/tax-per-order.svg")
+}
+
+/// Prints the outcome as `make demo` shows it.
+pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "\nPer version, from Envoy's /stats/prometheus:\n")?;
+    write!(out, "{}", table(&o.figures))?;
+    writeln!(out, "\nStickiness:")?;
+    writeln!(
+        out,
+        "  sessions that saw two versions within a step: {}",
+        o.flapped_within_step
+    )?;
+    writeln!(
+        out,
+        "  returning sessions moved between steps: stable → canary {}, canary → stable {}",
+        o.moved_stable_to_canary, o.moved_canary_to_stable
+    )?;
+    writeln!(
+        out,
+        "  requests: {} ({} failed outside the shop's own 503s)",
+        o.requests, o.failed_requests
+    )?;
+    writeln!(out, "\nGate (sticky-canary-gate, baseline stable):\n")?;
+    write!(out, "{}", o.gate.table())?;
+    if let Some(c) = &o.chart {
+        writeln!(out, "\nChart: {}", display_path(c))?;
+    }
+    writeln!(
+        out,
+        "Finished in {:.1} s; Envoy and both shops stopped.",
+        o.elapsed.as_secs_f64()
+    )
+}
+
+fn display_path(p: &Path) -> String {
+    let root = crate::envoy::workspace_root();
+    p.strip_prefix(&root)
+        .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
+}
+
+/// For tests: a short, quiet run.
+pub fn quick_options() -> Options {
+    Options {
+        sessions: 700,
+        steps: vec![5, 20, 50],
+        workers: 4,
+        chart: None,
+        progress: false,
+    }
+}

@@ -1,0 +1,66 @@
+//! End-to-end: a shortened `make demo` run. The canary answers 200 with normal latency but
+//! overcharges tax; the gate must roll it back for the money metric, with errors and latency
+//! healthy, and no session may flap between versions.
+
+use sticky_canary_harness::demo;
+use sticky_canary_harness::gate::{Outcome, Verdict};
+
+#[test]
+fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {
+    let o = demo::run(&demo::quick_options()).unwrap_or_else(|e| panic!("{e}"));
+    let mut text = Vec::new();
+    demo::print(&o, &mut text).unwrap();
+    let text = String::from_utf8_lossy(&text);
+    eprintln!("{text}");
+
+    // Stickiness: nobody saw two versions within a step; between steps only stable → canary.
+    assert_eq!(o.flapped_within_step, 0);
+    assert_eq!(o.moved_canary_to_stable, 0);
+    assert!(
+        o.moved_stable_to_canary > 0,
+        "the ramp moved sessions to the canary"
+    );
+    assert_eq!(o.failed_requests, 0);
+
+    // The verdict is a rollback, and it is the money that triggers it.
+    assert_eq!(o.gate.verdict, Verdict::Rollback);
+    let row = |check: &str| {
+        o.gate
+            .rows
+            .iter()
+            .find(|r| r.check == check)
+            .unwrap_or_else(|| panic!("no {check} row"))
+    };
+    assert_eq!(row("tax_per_order").outcome, Outcome::Rollback);
+    assert!(
+        row("tax_per_order").delta.unwrap() > 3.0,
+        "the canary overcharges tax by a few percent"
+    );
+    assert_eq!(
+        row("error_ratio").outcome,
+        Outcome::Pass,
+        "5xx stay healthy"
+    );
+    assert_ne!(row("approval").outcome, Outcome::Rollback);
+    assert_ne!(
+        row("aov").outcome,
+        Outcome::Rollback,
+        "the order value barely moves"
+    );
+
+    // Latency stays healthy: both p99 within a few milliseconds of each other.
+    let p99 = |v: &str| {
+        o.figures
+            .iter()
+            .find(|(n, _)| n == v)
+            .and_then(|(_, f)| f.p99_ms)
+            .unwrap()
+    };
+    assert!(
+        (p99("canary") - p99("stable")).abs() < 25.0,
+        "p99 canary {} vs stable {}",
+        p99("canary"),
+        p99("stable")
+    );
+    assert!(text.contains("verdict: ROLLBACK"), "{text}");
+}
