@@ -99,6 +99,17 @@ fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
     cur
 }
 
+/// A copy of `template` (a STATIC cluster) named `name`, with one endpoint at `addr`.
+fn cluster_like(template: &Value, name: &str, addr: SocketAddr) -> Value {
+    let mut c = template.clone();
+    *get(&mut c, &["name"]) = key(name);
+    *get(&mut c, &["load_assignment", "cluster_name"]) = key(name);
+    let sa = get(&mut c, ENDPOINT_ADDRESS);
+    *get(sa, &["address"]) = key(&addr.ip().to_string());
+    *get(sa, &["port_value"]) = Value::from(addr.port());
+    c
+}
+
 /// An Envoy configuration for one test, derived from `envoy/envoy.yaml`.
 #[derive(Clone, Debug)]
 pub struct EnvoyConfig {
@@ -106,6 +117,18 @@ pub struct EnvoyConfig {
     /// Environment variables for the Envoy process (e.g. for `host_env_keys`).
     process_env: Vec<(String, String)>,
 }
+
+/// Where a cluster's first endpoint address sits.
+const ENDPOINT_ADDRESS: &[&str] = &[
+    "load_assignment",
+    "endpoints",
+    "0",
+    "lb_endpoints",
+    "0",
+    "endpoint",
+    "address",
+    "socket_address",
+];
 
 const HCM: &[&str] = &[
     "static_resources",
@@ -154,6 +177,27 @@ impl EnvoyConfig {
         self.set_free_ports();
         self.set_wasm(&wasm_path());
         self
+    }
+
+    /// Loads the module from `uri` through `cluster`, pinned by `sha256`
+    /// (`vm_config.code.remote`), instead of a local file.
+    pub fn set_remote_wasm(&mut self, uri: &str, cluster: &str, sha256: &str) {
+        let remote: Value = serde_yaml::from_str(&format!(
+            "remote:\n  http_uri: {{ uri: \"{uri}\", cluster: {cluster}, timeout: 5s }}\n  sha256: \"{sha256}\"\n  retry_policy: {{ num_retries: 0 }}\n"
+        ))
+        .expect("remote code yaml");
+        let f = self.wasm_filter();
+        *get(f, &["typed_config", "config", "vm_config", "code"]) = remote;
+    }
+
+    /// Adds a STATIC cluster (e.g. to serve modules), modelled on the first cluster.
+    pub fn add_module_cluster(&mut self, name: &str, addr: SocketAddr) {
+        let template = get(&mut self.doc, &["static_resources", "clusters", "0"]).clone();
+        let c = cluster_like(&template, name, addr);
+        get(&mut self.doc, &["static_resources", "clusters"])
+            .as_sequence_mut()
+            .expect("clusters is a list")
+            .push(c);
     }
 
     /// Sets an environment variable of the Envoy process.
@@ -275,27 +319,7 @@ impl EnvoyConfig {
         let template_cluster = get(&mut self.doc, &["static_resources", "clusters", "0"]).clone();
         let clusters: Vec<Value> = upstreams
             .iter()
-            .map(|(name, addr)| {
-                let mut c = template_cluster.clone();
-                *get(&mut c, &["name"]) = key(name);
-                *get(&mut c, &["load_assignment", "cluster_name"]) = key(name);
-                let sa = get(
-                    &mut c,
-                    &[
-                        "load_assignment",
-                        "endpoints",
-                        "0",
-                        "lb_endpoints",
-                        "0",
-                        "endpoint",
-                        "address",
-                        "socket_address",
-                    ],
-                );
-                *get(sa, &["address"]) = key(&addr.ip().to_string());
-                *get(sa, &["port_value"]) = Value::from(addr.port());
-                c
-            })
+            .map(|(name, addr)| cluster_like(&template_cluster, name, *addr))
             .collect();
         *get(&mut self.doc, &["static_resources", "clusters"]) = Value::Sequence(clusters);
 
@@ -334,20 +358,7 @@ impl EnvoyConfig {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let sa = get(
-                &mut c,
-                &[
-                    "load_assignment",
-                    "endpoints",
-                    "0",
-                    "lb_endpoints",
-                    "0",
-                    "endpoint",
-                    "address",
-                    "socket_address",
-                ],
-            )
-            .clone();
+            let sa = get(&mut c, ENDPOINT_ADDRESS).clone();
             let ip = sa
                 .get("address")
                 .and_then(Value::as_str)

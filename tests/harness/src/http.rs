@@ -654,6 +654,8 @@ pub struct Client {
     conn: Option<Conn<TcpStream>>,
     /// Whether the current connection has completed at least one exchange.
     reused: bool,
+    /// Requests sent again on a new connection because the server had closed the old one.
+    retries: u64,
 }
 
 fn open(addr: SocketAddr) -> io::Result<Conn<TcpStream>> {
@@ -682,7 +684,14 @@ impl Client {
             addr,
             conn: Some(open(addr)?),
             reused: false,
+            retries: 0,
         })
+    }
+
+    /// How many requests were sent twice because the server closed a reused connection (the
+    /// first attempt may have reached the server).
+    pub fn retries(&self) -> u64 {
+        self.retries
     }
 
     /// The server address.
@@ -703,6 +712,7 @@ impl Client {
             Err((true, _)) if self.reused => {
                 self.conn = Some(open(self.addr)?);
                 self.reused = false;
+                self.retries += 1;
                 self.exchange(&wire, &req.method).map_err(|(_, e)| e)
             }
             other => other.map_err(|(_, e)| e),

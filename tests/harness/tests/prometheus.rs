@@ -1,0 +1,550 @@
+//! End-to-end: the shipped Prometheus rules (`prometheus/rules.yaml`).
+//!
+//! - promtool checks them and runs their unit tests (`prometheus/rules_test.yaml`);
+//! - a real Prometheus scrapes a real Envoy running the filter with the shipped business rules,
+//!   evaluates the shipped rules, and its HTTP API must return the exact average order value and
+//!   approval ratio per version computed independently from the traffic the test sent.
+//!
+//! Prometheus and promtool come from `PROMETHEUS_BIN` / `PROMTOOL_BIN`, else from
+//! `.venv/prometheus/usr/bin` (installed by `make prometheus`, i.e. `prometheus/install.sh`). A
+//! missing binary fails the test: a skipped test proves nothing.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use sticky_canary::config::Plan;
+use sticky_canary_harness::envoy::{workspace_root, Envoy, EnvoyConfig};
+use sticky_canary_harness::http::{send_once, Client, Request, Upstream};
+use sticky_canary_harness::shop::shop;
+
+/// The whole e2e test must finish well within a minute.
+const TEST_BUDGET: Duration = Duration::from_secs(50);
+
+/// `env`, else `.venv/prometheus/usr/bin/<name>`; a missing binary is a test failure.
+fn tool(env: &str, name: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/prometheus/usr/bin").join(name));
+    assert!(
+        path.is_file(),
+        "{name} not found at {} — run `make prometheus` (or `bash prometheus/install.sh`, or set {env})",
+        path.display()
+    );
+    path
+}
+
+fn promtool() -> PathBuf {
+    tool("PROMTOOL_BIN", "promtool")
+}
+
+fn prometheus_bin() -> PathBuf {
+    tool("PROMETHEUS_BIN", "prometheus")
+}
+
+fn rules_path() -> PathBuf {
+    workspace_root().join("prometheus/rules.yaml")
+}
+
+fn run_promtool(args: &[&str], file: &Path) {
+    let out = Command::new(promtool())
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", promtool().display()));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("SUCCESS"),
+        "promtool {} {} failed ({}):\n{text}",
+        args.join(" "),
+        file.display(),
+        out.status
+    );
+}
+
+#[test]
+fn promtool_checks_and_tests_the_shipped_rules() {
+    run_promtool(&["check", "rules"], &rules_path());
+    run_promtool(
+        &["test", "rules"],
+        &workspace_root().join("prometheus/rules_test.yaml"),
+    );
+}
+
+// ---- a real Prometheus -----------------------------------------------------------------------
+
+/// A Prometheus process on loopback. Dropping it kills the process (and prints its log if the test
+/// is panicking).
+struct Prometheus {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+/// A port that was free a moment ago (Prometheus cannot be told to pick one itself).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+fn yaml_str(s: &str) -> String {
+    // A JSON string is a YAML scalar.
+    serde_json::to_string(s).expect("quote")
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target`'s `/stats/prometheus` every second and evaluating the
+    /// shipped rules every second; waits for `/-/ready`. Retries on another port if the chosen
+    /// one was taken in the meantime.
+    fn start(target: SocketAddr, deadline: Instant) -> Prometheus {
+        for _attempt in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut p = Prometheus::spawn(target, addr);
+            match p.wait_ready(deadline) {
+                Ok(()) => return p,
+                // The port was taken between our probe and Prometheus's bind: try another.
+                Err(log) if log.contains("address already in use") => continue,
+                Err(log) => {
+                    p.kill();
+                    panic!("Prometheus did not become ready; log:\n{log}")
+                }
+            }
+        }
+        panic!("Prometheus could not bind a free loopback port in 5 attempts");
+    }
+
+    fn spawn(target: SocketAddr, addr: SocketAddr) -> Prometheus {
+        let dir = tempfile::Builder::new()
+            .prefix("sticky-canary-prometheus-")
+            .tempdir()
+            .expect("tempdir");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    \
+             static_configs:\n      - targets: [{}]\n",
+            yaml_str(&rules_path().to_string_lossy()),
+            yaml_str(&target.to_string()),
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        fs::write(&config_path, config).expect("write prometheus.yml");
+        let log = fs::File::create(dir.path().join("prometheus.log")).expect("create log");
+        let child = Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", prometheus_bin().display()));
+        Prometheus {
+            child: Some(child),
+            dir,
+            addr,
+        }
+    }
+
+    /// Waits for `/-/ready`; the log if the process exited or the deadline passed.
+    fn wait_ready(&mut self, deadline: Instant) -> Result<(), String> {
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(format!("(exited: {status})\n{}", self.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("(not ready in time)\n{}", self.log()));
+            }
+            if send_once(self.addr, &Request::get("/-/ready")).is_ok_and(|r| r.status == 200) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read(self.dir.path().join("prometheus.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A GET on the HTTP API; the parsed `data`, or a description of the failure.
+    fn api(&self, path: &str) -> Result<Value, String> {
+        let r =
+            send_once(self.addr, &Request::get(path)).map_err(|e| format!("GET {path}: {e}"))?;
+        let body = r.json();
+        if r.status != 200 || body["status"] != "success" {
+            return Err(format!("GET {path}: {} {}", r.status, r.text()));
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// An instant query whose result is keyed by `version`: version → the value as Prometheus
+    /// printed it.
+    fn by_version(&self, promql: &str) -> Result<BTreeMap<String, String>, String> {
+        let data = self.api(&format!("/api/v1/query?query={}", urlencode(promql)))?;
+        let mut out = BTreeMap::new();
+        for s in data["result"].as_array().cloned().unwrap_or_default() {
+            let version = s["metric"]["version"].as_str().unwrap_or("").to_string();
+            let value = s["value"][1].as_str().unwrap_or("").to_string();
+            out.insert(version, value);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- Prometheus log ({}) -----\n{}\n----- end of Prometheus log -----",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Calls `check` every 200 ms until it returns `Ok`, or panics with its last error at `deadline`.
+fn poll<T>(what: &str, deadline: Instant, mut check: impl FnMut() -> Result<T, String>) -> T {
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("timed out waiting for {what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+// ---- the traffic -----------------------------------------------------------------------------
+
+/// Per-version figures, counted from what the test sent and who answered (`x-upstream`).
+#[derive(Default, Debug, Clone, Copy)]
+struct Expect {
+    responses: u64,
+    responses_5xx: u64,
+    orders: u64,
+    order_value_cents: u64,
+    approved: u64,
+}
+
+/// The shipped plugin config (its business rules), weights 50/50, session key from `x-user-id`.
+fn plugin_config() -> String {
+    let mut v: Value = serde_json::from_str(&EnvoyConfig::reference().plugin_config()).unwrap();
+    v["versions"] = json!([{"name": "canary", "weight": 50}, {"name": "stable", "weight": 50}]);
+    v["session"] = json!({"sources": [{"header": "x-user-id"}]});
+    v.to_string()
+}
+
+fn parse_value(v: &str) -> Result<f64, String> {
+    v.parse::<f64>().map_err(|e| format!("value {v:?}: {e}"))
+}
+
+/// The two versions' values of `promql` equal `want` exactly (float formatting aside).
+fn exactly(
+    prom: &Prometheus,
+    promql: &str,
+    want: &BTreeMap<&str, f64>,
+) -> Result<BTreeMap<String, String>, String> {
+    let got = prom.by_version(promql)?;
+    for (version, w) in want {
+        let g = got.get(*version).map(|v| parse_value(v)).transpose()?;
+        if g != Some(*w) {
+            return Err(format!("{promql}: want {want:?}, got {got:?}"));
+        }
+    }
+    Ok(got)
+}
+
+/// The two versions' values of `promql` are within `rel` (relative) of `want`.
+fn close(
+    prom: &Prometheus,
+    promql: &str,
+    want: &BTreeMap<&str, f64>,
+    rel: f64,
+) -> Result<BTreeMap<String, String>, String> {
+    let got = prom.by_version(promql)?;
+    for (version, w) in want {
+        let Some(g) = got.get(*version) else {
+            return Err(format!("{promql}: no series for {version}; got {got:?}"));
+        };
+        let g = parse_value(g)?;
+        if (g - w).abs() > rel * w.abs().max(1e-12) {
+            return Err(format!("{promql}: want {want:?}, got {got:?}"));
+        }
+    }
+    Ok(got)
+}
+
+#[test]
+fn real_prometheus_computes_exact_average_order_value_per_version() {
+    let deadline = Instant::now() + TEST_BUDGET;
+    prometheus_bin(); // fails now, with the fix, if it is missing
+
+    // Shop upstreams and Envoy, as tests/metrics.rs starts them.
+    let plugin = plugin_config();
+    let plan = Plan::from_json(plugin.as_bytes()).unwrap();
+    let upstreams: Vec<Upstream> = plan
+        .versions
+        .iter()
+        .map(|v| Upstream::start_with(&v.name, None, shop(&v.name)).unwrap())
+        .collect();
+    let pairs: Vec<_> = upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+    let mut cfg = EnvoyConfig::for_test(&plugin, &pairs, plan.version_name(plan.default_version));
+    cfg.set_top_level(
+        "stats_flush_interval",
+        serde_yaml::Value::String("1s".into()),
+    );
+    let envoy = Envoy::start(&cfg).unwrap_or_else(|f| panic!("Envoy did not start:\n{}", f.log));
+
+    let prom = Prometheus::start(envoy.admin(), deadline);
+
+    // Prometheus has scraped the zeros before any traffic: the 5 m windows start at 0.
+    let zero: BTreeMap<&str, f64> = [("canary", 0.0), ("stable", 0.0)].into();
+    poll("the first scrape of Envoy", deadline, || {
+        exactly(
+            &prom,
+            "sum by (version) (canary_business_orders_total)",
+            &zero,
+        )
+    });
+
+    // Known traffic: 200 sessions, 1–3 orders each with known totals, some declined, and every
+    // tenth session one failing request.
+    let mut expect: BTreeMap<String, Expect> = BTreeMap::new();
+    let mut client = Client::connect(envoy.listener()).unwrap();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut send = |key: &str, path: &str| -> String {
+        let r = client
+            .send(&Request::get(path).header("x-user-id", key))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let served = r.header_str("x-upstream").unwrap_or("").to_string();
+        assert_eq!(
+            r.header_str("x-canary-version"),
+            Some(served.as_str()),
+            "{path}"
+        );
+        assert_eq!(
+            served,
+            plan.version_name(plan.bucket(key.as_bytes())),
+            "sticky decision for {key}"
+        );
+        served
+    };
+    for i in 0..200u64 {
+        let key = format!("session-{i}");
+        for j in 0..1 + i % 3 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let cents = 1 + rng % 99_999;
+            let approved = (i + j) % 4 != 0;
+            let path = format!(
+                "/pay?order=o{i}-{j}&total={}.{:02}&auth={}&tax=1.00",
+                cents / 100,
+                cents % 100,
+                if approved { "approved" } else { "declined" }
+            );
+            let served = send(&key, &path);
+            let e = expect.entry(served).or_default();
+            e.responses += 1;
+            e.orders += 1;
+            e.order_value_cents += cents;
+            e.approved += u64::from(approved);
+        }
+        if i % 10 == 0 {
+            let served = send(&key, "/pay?status=500");
+            let e = expect.entry(served).or_default();
+            e.responses += 1;
+            e.responses_5xx += 1;
+        }
+    }
+    let (canary, stable) = (expect["canary"], expect["stable"]);
+    eprintln!("sent: canary {canary:?}, stable {stable:?}");
+    assert!(
+        canary.orders >= 50 && stable.orders >= 50,
+        "both versions get traffic"
+    );
+
+    // Raw counters, summed per version: exact integers.
+    let orders: BTreeMap<&str, f64> = [
+        ("canary", canary.orders as f64),
+        ("stable", stable.orders as f64),
+    ]
+    .into();
+    let cents: BTreeMap<&str, f64> = [
+        ("canary", canary.order_value_cents as f64),
+        ("stable", stable.order_value_cents as f64),
+    ]
+    .into();
+    poll("the orders and their value in Prometheus", deadline, || {
+        exactly(
+            &prom,
+            "sum by (version) (canary_business_orders_total)",
+            &orders,
+        )?;
+        exactly(
+            &prom,
+            "sum by (version) (canary_business_order_value_total)",
+            &cents,
+        )
+    });
+
+    // Average order value per version: cents / orders. Both are integers below 2^53, so Prometheus's
+    // division and ours are the same correctly rounded quotient: compare exactly.
+    let aov = |e: &Expect| e.order_value_cents as f64 / e.orders as f64;
+    let want_aov: BTreeMap<&str, f64> = [("canary", aov(&canary)), ("stable", aov(&stable))].into();
+    let got_aov = exactly(
+        &prom,
+        "sum by (version) (canary_business_order_value_total) / sum by (version) (canary_business_orders_total)",
+        &want_aov,
+    )
+    .unwrap_or_else(|e| panic!("average order value: {e}"));
+    for (v, e) in [("canary", &canary), ("stable", &stable)] {
+        eprintln!(
+            "average order value {v}: {} cents = {}/{} (Prometheus printed {})",
+            aov(e),
+            e.order_value_cents,
+            e.orders,
+            got_aov[v]
+        );
+    }
+
+    // Approval ratio per version: approvals / orders, exactly.
+    let ratio = |e: &Expect| e.approved as f64 / e.orders as f64;
+    let want_ratio: BTreeMap<&str, f64> =
+        [("canary", ratio(&canary)), ("stable", ratio(&stable))].into();
+    poll("the approval ratio", deadline, || {
+        exactly(
+            &prom,
+            "sum by (version) (canary_business_auth_approved_total) / sum by (version) (canary_business_orders_total)",
+            &want_ratio,
+        )
+    });
+
+    // The shipped recording rules produce a series per version. Their windows start at the
+    // zeros scraped before the traffic, so increase() extrapolates numerator and denominator by
+    // the same factor and the ratios equal the exact ones up to float rounding.
+    let five = |e: &Expect| e.responses_5xx as f64 / e.responses as f64;
+    let want_5xx: BTreeMap<&str, f64> =
+        [("canary", five(&canary)), ("stable", five(&stable))].into();
+    let rel_delta = (aov(&canary) - aov(&stable)) / aov(&stable);
+    poll("the recording rules", deadline, || {
+        close(
+            &prom,
+            "service_version:canary_business_order_value_cents:mean5m",
+            &want_aov,
+            1e-9,
+        )?;
+        close(
+            &prom,
+            "service_version:canary_business_auth_approved_per_orders:ratio_rate5m",
+            &want_ratio,
+            1e-9,
+        )?;
+        close(
+            &prom,
+            "service_version:canary_responses_5xx_per_responses:ratio_rate5m",
+            &want_5xx,
+            1e-9,
+        )?;
+        let delta = prom.by_version(
+            "service_version:canary_business_order_value_cents:mean5m_relative_delta",
+        )?;
+        let got = delta.get("canary").map(|v| parse_value(v)).transpose()?;
+        match got {
+            Some(g) if delta.len() == 1 && (g - rel_delta).abs() <= 1e-9 => Ok(()),
+            _ => Err(format!(
+                "relative AOV delta: want only canary = {rel_delta}, got {delta:?}"
+            )),
+        }
+    });
+    // The filter's 5xx count agrees with Envoy's own per-cluster stats (one cluster per version).
+    let want_5xx_count: BTreeMap<&str, f64> = [
+        ("canary", canary.responses_5xx as f64),
+        ("stable", stable.responses_5xx as f64),
+    ]
+    .into();
+    poll("Envoy's 5xx per cluster", deadline, || {
+        exactly(
+            &prom,
+            "sum by (version) (canary_responses_total{code_class=\"5xx\"})",
+            &want_5xx_count,
+        )?;
+        exactly(
+            &prom,
+            "sum by (version) (label_replace(envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"5\"}, \"version\", \"$1\", \"envoy_cluster_name\", \"(.*)\"))",
+            &want_5xx_count,
+        )
+    });
+    for rule in [
+        "service_version:canary_requests:rate5m",
+        "service_version:canary_business_orders:rate5m",
+        "service_version:canary_business_orders:increase5m",
+    ] {
+        let got = prom.by_version(rule).unwrap();
+        assert!(
+            got.contains_key("canary") && got.contains_key("stable"),
+            "{rule}: {got:?}"
+        );
+    }
+
+    // Every rule of the group evaluated without error.
+    let rules = prom.api("/api/v1/rules").unwrap();
+    let group = rules["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "sticky-canary"))
+        .unwrap_or_else(|| panic!("group sticky-canary not loaded: {rules}"));
+    for r in group["rules"].as_array().unwrap() {
+        assert_eq!(r["health"], "ok", "rule failed: {r}");
+    }
+
+    // What Envoy published, for the README: the canary version's series, and Envoy's own
+    // per-cluster request stats for its cluster.
+    let text = envoy.admin_get("/stats/prometheus").text();
+    let envoy_stats = [
+        "envoy_cluster_upstream_rq{",
+        "envoy_cluster_upstream_rq_xx{",
+        "envoy_cluster_upstream_rq_total{",
+        "envoy_cluster_upstream_rq_time_count{",
+    ];
+    let excerpt: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            (l.starts_with("canary_") && l.contains("version=\"canary\"") && !l.contains("_bucket"))
+                || (envoy_stats.iter().any(|p| l.starts_with(p))
+                    && l.contains("envoy_cluster_name=\"canary\""))
+        })
+        .collect();
+    eprintln!("/stats/prometheus excerpt:\n{}", excerpt.join("\n"));
+}
