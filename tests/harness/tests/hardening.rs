@@ -75,7 +75,9 @@ fn ten_reconfigurations_under_load_lose_no_request_and_move_no_unchanged_session
     let sessions = 400;
     let applied = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let observed: Arc<Mutex<Vec<(usize, usize, usize, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    // (session, generation applied when sent, generation applied when answered, version)
+    type Answer = (usize, usize, usize, String);
+    let observed: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let retries = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..4)
