@@ -91,6 +91,26 @@ impl Plan {
         self.pick(position(h, self.total_weight))
     }
 
+    /// The version a cluster serves: a cluster named like a version (plain Envoy, one cluster per
+    /// version), or an Istio subset cluster `outbound|<port>|<subset>|<host>` whose subset is a
+    /// version. `None` for anything else (e.g. no cluster on a local reply).
+    pub fn version_of_cluster(&self, cluster: &[u8]) -> Option<usize> {
+        let find = |name: &[u8]| self.versions.iter().position(|v| v.name.as_bytes() == name);
+        find(cluster).or_else(|| {
+            let mut parts = cluster.split(|&c| c == b'|');
+            match (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) {
+                (Some(b"outbound"), Some(_port), Some(subset), Some(_host), None) => find(subset),
+                _ => None,
+            }
+        })
+    }
+
     /// Decides the version for a request.
     pub fn decide<R: RequestView>(&self, request: &mut R) -> Decision {
         if let Some(version) = self.override_version(request) {
@@ -314,6 +334,37 @@ mod tests {
             ("ceQdGm", "upper"),
         ] {
             assert_eq!(p.version_name(p.bucket(key.as_bytes())), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn version_of_cluster() {
+        let p = plan("s", &[("canary", 1), ("stable", 1)]);
+        let cases: &[(&[u8], Option<usize>)] = &[
+            (b"canary", Some(0)),
+            (b"stable", Some(1)),
+            (
+                b"outbound|80|canary|checkout.shop.svc.cluster.local",
+                Some(0),
+            ),
+            (
+                b"outbound|8080|stable|checkout.shop.svc.cluster.local",
+                Some(1),
+            ),
+            (b"outbound|80||checkout.shop.svc.cluster.local", None),
+            (b"outbound|80|blue|checkout.shop.svc.cluster.local", None),
+            (b"inbound|80|canary|checkout", None),
+            (b"outbound|80|canary", None),
+            (b"Canary", None),
+            (b"", None),
+        ];
+        for (cluster, want) in cases {
+            assert_eq!(
+                p.version_of_cluster(cluster),
+                *want,
+                "{}",
+                String::from_utf8_lossy(cluster)
+            );
         }
     }
 

@@ -93,6 +93,7 @@ impl RootContext for Root {
         Some(Box::new(Stream {
             active: self.active.clone(),
             decision: None,
+            served: 0,
             status: 0,
             body: Body::Off,
         }))
@@ -117,6 +118,8 @@ struct Stream {
     active: Option<Rc<Active>>,
     /// The decision for this request, for the response headers and metrics.
     decision: Option<Decision>,
+    /// The version whose cluster served the response (see `on_http_response_headers`).
+    served: usize,
     /// The response status.
     status: u16,
     body: Body,
@@ -218,21 +221,22 @@ impl Stream {
         let Body::Capturing(body) = std::mem::replace(&mut self.body, Body::Done) else {
             return;
         };
-        let (Some(active), Some(d)) = (&self.active, &self.decision) else {
+        let Some(active) = &self.active else {
             return;
         };
+        let v = self.served;
         let mut malformed = false;
         for (i, rule) in active.plan.business.rules.iter().enumerate() {
             if !matches!(rule.place, Place::Json(_)) || !rule.status.matches(self.status) {
                 continue;
             }
             match rule.evaluate_json(&body) {
-                Ok(outcome) => active.apply(d.version, i, outcome),
+                Ok(outcome) => active.apply(v, i, outcome),
                 Err(_) => malformed = true,
             }
         }
         if malformed {
-            active.skipped(d.version, SkipReason::Malformed);
+            active.skipped(v, SkipReason::Malformed);
         }
     }
 }
@@ -286,7 +290,15 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let plan = &active.plan;
-        let v = decision.version;
+        // Attribute the response to the version whose cluster served it. It is the decision's
+        // version unless the route table sent the cohort elsewhere (e.g. a rollout controller
+        // dropping the canary header match sends it to stable).
+        let v = host::property(&["xds", "cluster_name"])
+            .ok()
+            .flatten()
+            .and_then(|c| plan.version_of_cluster(&c))
+            .unwrap_or(decision.version);
+        self.served = v;
         self.status = response_header(":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
             .unwrap_or(0);
@@ -339,17 +351,16 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let (Body::Capturing(buf), Some(active), Some(d)) =
-            (&mut self.body, &self.active, &self.decision)
-        {
+        let v = self.served;
+        if let (Body::Capturing(buf), Some(active)) = (&mut self.body, &self.active) {
             if buf.len().saturating_add(body_size) > active.plan.business.max_body_bytes {
-                active.skipped(d.version, SkipReason::TooLarge);
+                active.skipped(v, SkipReason::TooLarge);
                 self.body = Body::Done;
             } else if body_size > 0 {
                 match host::buffer_range(BufferType::HttpResponseBody, 0, body_size) {
                     Ok(chunk) => buf.extend_from_slice(&chunk),
                     Err(_) => {
-                        active.skipped(d.version, SkipReason::Incomplete);
+                        active.skipped(v, SkipReason::Incomplete);
                         self.body = Body::Done;
                     }
                 }
@@ -369,10 +380,8 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         // A body still being copied never completed (reset, client abort).
-        if let (Body::Capturing(_), Some(active), Some(d)) =
-            (&self.body, &self.active, &self.decision)
-        {
-            active.skipped(d.version, SkipReason::Incomplete);
+        if let (Body::Capturing(_), Some(active)) = (&self.body, &self.active) {
+            active.skipped(self.served, SkipReason::Incomplete);
             self.body = Body::Done;
         }
     }

@@ -52,6 +52,12 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: MetricType,
         name_data: *const u8,
@@ -161,6 +167,24 @@ pub fn random_id() -> Option<[u8; crate::assign::ID_BYTES]> {
     let mut buf = [0u8; crate::assign::ID_BYTES];
     getrandom::fill(&mut buf).ok()?;
     Some(buf)
+}
+
+/// A host property by path (e.g. `["cluster_name"]`), `Ok(None)` when absent.
+pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+    // The ABI takes the path segments each followed by a NUL byte.
+    let mut encoded = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for segment in path {
+        encoded.extend_from_slice(segment.as_bytes());
+        encoded.push(0);
+    }
+    let mut data = std::ptr::null_mut();
+    let mut size = 0;
+    // SAFETY: as in `header`.
+    match unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) } {
+        OK => Ok(Some(unsafe { owned(data, size) })),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError(status)),
+    }
 }
 
 /// Defines (or finds) a metric; returns its id.

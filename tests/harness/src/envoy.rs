@@ -200,6 +200,35 @@ impl EnvoyConfig {
             .push(c);
     }
 
+    fn routes(&mut self) -> &mut Vec<Value> {
+        let path = [HCM, &["route_config", "virtual_hosts", "0", "routes"]].concat();
+        get(&mut self.doc, &path)
+            .as_sequence_mut()
+            .expect("routes is a list")
+    }
+
+    /// Points every route to `from` at `to` instead (what a rollout controller does when it
+    /// drops the canary match: the canary cohort goes to stable).
+    pub fn reroute(&mut self, from: &str, to: &str) {
+        for r in self.routes().iter_mut() {
+            if r["route"]["cluster"].as_str() == Some(from) {
+                r["route"]["cluster"] = key(to);
+            }
+        }
+    }
+
+    /// Renames a cluster and every route to it (e.g. to Istio's `outbound|80|canary|host`).
+    pub fn rename_cluster(&mut self, from: &str, to: &str) {
+        self.reroute(from, to);
+        let clusters = get(&mut self.doc, &["static_resources", "clusters"]);
+        for c in clusters.as_sequence_mut().expect("clusters is a list") {
+            if c["name"].as_str() == Some(from) {
+                c["name"] = key(to);
+                c["load_assignment"]["cluster_name"] = key(to);
+            }
+        }
+    }
+
     /// Sets an environment variable of the Envoy process.
     pub fn set_process_env(&mut self, name: &str, value: &str) {
         self.process_env.push((name.to_string(), value.to_string()));
@@ -505,7 +534,7 @@ impl Envoy {
             .ok_or("Envoy was not started with start_dynamic")?;
         let counter = |name: &str| -> u64 {
             let text = self
-                .admin_get(&format!("/stats?filter=^listener_manager\\.lds\\.{name}$"))
+                .admin_get(&format!("/stats?filter=^listener_manager\\.(lds\\.)?{name}$"))
                 .text();
             text.lines()
                 .find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok()))
@@ -522,7 +551,16 @@ impl Envoy {
                 ));
             }
             if counter("update_success") > ok_before {
-                return Ok(());
+                // Accepted; wait until the previous listener/filter chain has drained, so that
+                // only the new configuration serves from here on (--drain-time-s 1).
+                while Instant::now() < deadline {
+                    let draining = ["total_listeners_draining", "total_filter_chains_draining"];
+                    if draining.iter().all(|g| counter(g) == 0) {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -591,3 +591,93 @@ fn istio_bootstrap_stats_config_yields_the_same_series() {
     assert_eq!(a.with_prefix("envoy_http_downstream_rq_total").count(), 0);
     assert!(b.with_prefix("envoy_http_downstream_rq_total").count() > 0);
 }
+
+/// Responses are attributed to the version whose cluster served them: when the route table sends
+/// the canary cohort to stable (a controller rolling back), the tag and the response-side counters
+/// say stable, while the request counter still records the decision. Istio's subset cluster
+/// names (`outbound|port|subset|host`) are understood.
+#[test]
+fn responses_are_attributed_to_the_cluster_that_served_them() {
+    for istio_names in [false, true] {
+        let plugin = shop_config(50, 50, 65536);
+        let plan = Plan::from_json(plugin.as_bytes()).unwrap();
+        let ups: Vec<Upstream> = ["canary", "stable"]
+            .iter()
+            .map(|v| Upstream::start_with(v, None, shop(v)).unwrap())
+            .collect();
+        let pairs: Vec<_> = ups.iter().map(|u| (u.name(), u.addr())).collect();
+        let mut cfg = EnvoyConfig::for_test(&plugin, &pairs, "stable");
+        let (canary_cluster, stable_cluster) = if istio_names {
+            let c = "outbound|80|canary|checkout.shop.svc.cluster.local";
+            let s = "outbound|80|stable|checkout.shop.svc.cluster.local";
+            cfg.rename_cluster("canary", c);
+            cfg.rename_cluster("stable", s);
+            (c, s)
+        } else {
+            ("canary", "stable")
+        };
+        // First half of the run: normal routing. Then the canary cohort is sent to stable.
+        let envoy = Envoy::start_dynamic(&cfg).unwrap_or_else(|f| panic!("{}", f.log));
+        let canary_keys: Vec<String> = (0..400)
+            .map(|i| format!("u{i}"))
+            .filter(|k| plan.version_name(plan.bucket(k.as_bytes())) == "canary")
+            .take(40)
+            .collect();
+        let mut c = Client::connect(envoy.listener()).unwrap();
+        let send = |c: &mut Client, k: &str| {
+            c.send(&Request::get("/pay?order=o1&total=1.00").header("x-user-id", k))
+                .unwrap()
+        };
+        for k in &canary_keys[..20] {
+            let r = send(&mut c, k);
+            assert_eq!(r.header_str("x-upstream"), Some("canary"));
+            assert_eq!(
+                r.header_str("x-canary-version"),
+                Some("canary"),
+                "istio names: {istio_names}"
+            );
+        }
+        let mut rolled_back = cfg.clone();
+        rolled_back.reroute(canary_cluster, stable_cluster);
+        envoy.reload(&rolled_back).unwrap();
+        let mut c = Client::connect(envoy.listener()).unwrap();
+        for k in &canary_keys[20..] {
+            let r = send(&mut c, k);
+            assert_eq!(
+                r.header_str("x-upstream"),
+                Some("stable"),
+                "the cohort is now served by stable"
+            );
+            assert_eq!(
+                r.header_str("x-canary-version"),
+                Some("stable"),
+                "the tag names who served it"
+            );
+        }
+        let s = envoy.scrape();
+        let with = |v: &'static str, k: &'static str, x: &'static str| {
+            [("service", "checkout"), ("version", v), (k, x)]
+        };
+        assert_eq!(
+            s.get("canary_requests_total", &with("canary", "reason", "hash")),
+            40.0,
+            "decisions"
+        );
+        assert_eq!(
+            s.get(
+                "canary_responses_total",
+                &with("canary", "code_class", "2xx")
+            ),
+            20.0
+        );
+        assert_eq!(
+            s.get(
+                "canary_responses_total",
+                &with("stable", "code_class", "2xx")
+            ),
+            20.0
+        );
+        assert_eq!(s.get("canary_business_orders_total", &lbl("canary")), 20.0);
+        assert_eq!(s.get("canary_business_orders_total", &lbl("stable")), 20.0);
+    }
+}
