@@ -534,7 +534,9 @@ impl Envoy {
             .ok_or("Envoy was not started with start_dynamic")?;
         let counter = |name: &str| -> u64 {
             let text = self
-                .admin_get(&format!("/stats?filter=^listener_manager\\.(lds\\.)?{name}$"))
+                .admin_get(&format!(
+                    "/stats?filter=^listener_manager\\.(lds\\.)?{name}$"
+                ))
                 .text();
             text.lines()
                 .find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok()))
