@@ -292,6 +292,14 @@ impl EnvoyConfig {
             .insert(key(key_name), key(value));
     }
 
+    /// Sets a field of the HTTP connection manager (e.g. `max_request_headers_kb`).
+    pub fn set_hcm_field(&mut self, field: &str, value: Value) {
+        get(&mut self.doc, HCM)
+            .as_mapping_mut()
+            .expect("the HCM config is a mapping")
+            .insert(key(field), value);
+    }
+
     /// Sets a top-level bootstrap field (e.g. `stats_flush_interval`, `stats_config`).
     pub fn set_top_level(&mut self, field: &str, value: Value) {
         self.doc
