@@ -43,11 +43,7 @@ impl Fixture {
     pub fn try_start(plugin_config: &str) -> Result<Fixture, StartFailure> {
         let plan = Plan::from_json(plugin_config.as_bytes())
             .unwrap_or_else(|e| panic!("test plugin config is invalid: {e}"));
-        let upstreams: Vec<Upstream> = plan
-            .versions
-            .iter()
-            .map(|v| Upstream::start(&v.name).expect("start upstream"))
-            .collect();
+        let upstreams = upstreams_for(&plan, http::echo_handler);
         let config = fixture_config(&plan, plugin_config, &upstreams);
         let envoy = Envoy::start(&config)?;
         Ok(Fixture {
@@ -92,13 +88,24 @@ impl Fixture {
 }
 
 fn fixture_config(plan: &Plan, plugin_config: &str, upstreams: &[Upstream]) -> EnvoyConfig {
-    let pairs: Vec<(&str, std::net::SocketAddr)> =
-        upstreams.iter().map(|u| (u.name(), u.addr())).collect();
     EnvoyConfig::for_test(
         plugin_config,
-        &pairs,
+        &addresses(upstreams),
         plan.version_name(plan.default_version),
     )
+}
+
+/// One upstream per version of `plan`, each answering with `handler(version name)`.
+pub fn upstreams_for(plan: &Plan, handler: impl Fn(&str) -> http::Handler) -> Vec<Upstream> {
+    plan.versions
+        .iter()
+        .map(|v| Upstream::start_with(&v.name, None, handler(&v.name)).expect("start upstream"))
+        .collect()
+}
+
+/// The (name, address) of each upstream, as `EnvoyConfig::for_test` takes them.
+pub fn addresses(upstreams: &[Upstream]) -> Vec<(&str, std::net::SocketAddr)> {
+    upstreams.iter().map(|u| (u.name(), u.addr())).collect()
 }
 
 /// What one request through Envoy showed.

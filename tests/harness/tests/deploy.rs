@@ -24,8 +24,9 @@ use std::process::Command;
 use sticky_canary::config::Plan;
 use sticky_canary::metrics::{Catalogue, MetricKind, TAGS};
 use sticky_canary_harness::envoy::{self, workspace_root, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{Client, Request, Response, Upstream};
+use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
 use sticky_canary_harness::schema::{self, Crds};
+use sticky_canary_harness::{addresses, upstreams_for};
 use sticky_canary_harness::{Keys, Observed};
 
 // ---------------------------------------------------------------------------------------------
@@ -731,12 +732,8 @@ fn observe(plan: &Plan, c: &mut Client, req: &Request) -> (Observed, Response) {
 fn routes_in_envoy(what: &str) {
     let c = carrier(what);
     let plan = plan(&c);
-    let upstreams: Vec<Upstream> = plan
-        .versions
-        .iter()
-        .map(|v| Upstream::start(&v.name).unwrap())
-        .collect();
-    let pairs: Vec<_> = upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+    let upstreams = upstreams_for(&plan, echo_handler);
+    let pairs = addresses(&upstreams);
     let default = plan.version_name(plan.default_version).to_string();
     let mut cfg =
         load(&reference_with(&filter_entry(&c), None, &[])).for_upstreams(&pairs, &default);

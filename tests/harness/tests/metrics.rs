@@ -12,6 +12,7 @@ use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Client, Request, Upstream};
 use sticky_canary_harness::prom::Scrape;
 use sticky_canary_harness::shop::{order_body, query, shop};
+use sticky_canary_harness::{addresses, upstreams_for};
 
 /// The shipped plugin config (its business rules), with these weights and a header session key.
 fn shop_config(canary: u32, stable: u32, max_body_bytes: usize) -> String {
@@ -37,12 +38,8 @@ impl Shop {
 
     fn start_with(plugin_config: &str, edit: impl FnOnce(&mut EnvoyConfig)) -> Shop {
         let plan = Plan::from_json(plugin_config.as_bytes()).unwrap();
-        let upstreams: Vec<Upstream> = plan
-            .versions
-            .iter()
-            .map(|v| Upstream::start_with(&v.name, None, shop(&v.name)).unwrap())
-            .collect();
-        let pairs: Vec<_> = upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+        let upstreams = upstreams_for(&plan, shop);
+        let pairs = addresses(&upstreams);
         let mut cfg = EnvoyConfig::for_test(
             plugin_config,
             &pairs,

@@ -18,8 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sticky_canary::config::Plan;
 use sticky_canary_harness::envoy::{workspace_root, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{send_once, Client, Request, Upstream};
+use sticky_canary_harness::http::{send_once, Client, Request};
 use sticky_canary_harness::shop::shop;
+use sticky_canary_harness::{addresses, upstreams_for};
 
 /// The whole e2e test must finish well within a minute.
 const TEST_BUDGET: Duration = Duration::from_secs(50);
@@ -314,12 +315,8 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
     // Shop upstreams and Envoy, as tests/metrics.rs starts them.
     let plugin = plugin_config();
     let plan = Plan::from_json(plugin.as_bytes()).unwrap();
-    let upstreams: Vec<Upstream> = plan
-        .versions
-        .iter()
-        .map(|v| Upstream::start_with(&v.name, None, shop(&v.name)).unwrap())
-        .collect();
-    let pairs: Vec<_> = upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+    let upstreams = upstreams_for(&plan, shop);
+    let pairs = addresses(&upstreams);
     let mut cfg = EnvoyConfig::for_test(&plugin, &pairs, plan.version_name(plan.default_version));
     cfg.set_top_level(
         "stats_flush_interval",

@@ -5,8 +5,9 @@ use serde_json::json;
 use std::collections::HashSet;
 use sticky_canary::config::Plan;
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{Client, Request, Response, Upstream};
+use sticky_canary_harness::http::{echo_handler, Client, Request, Response, Upstream};
 use sticky_canary_harness::Observed;
+use sticky_canary_harness::{addresses, upstreams_for};
 
 const TOKEN: &str = "qa-0123456789abcdef-inline";
 const ENV_TOKEN: &str = "qa-fedcba9876543210-from-env";
@@ -40,12 +41,8 @@ impl Stack {
     fn start(config: &serde_json::Value) -> Stack {
         let text = config.to_string();
         let plan = Plan::from_json(text.as_bytes()).unwrap();
-        let upstreams: Vec<Upstream> = plan
-            .versions
-            .iter()
-            .map(|v| Upstream::start(&v.name).unwrap())
-            .collect();
-        let pairs: Vec<_> = upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+        let upstreams = upstreams_for(&plan, echo_handler);
+        let pairs = addresses(&upstreams);
         let mut cfg = EnvoyConfig::for_test(&text, &pairs, plan.version_name(plan.default_version));
         cfg.set_vm_env("CANARY_OVERRIDE_TOKENS", &format!("too-short,{ENV_TOKEN}"));
         let envoy =

@@ -4,8 +4,9 @@
 use hmac::{KeyInit, Mac};
 use sticky_canary::config::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{Client, Request, Upstream};
+use sticky_canary_harness::http::{echo_handler, Client, Request};
 use sticky_canary_harness::Observed;
+use sticky_canary_harness::{addresses, upstreams_for};
 
 /// The demo HS256 secret of envoy/stage-zero.yaml (base64url-decoded `k`).
 const DEMO_KEY: &[u8] = b"sticky-canary-demo-hs256-key-not-for-production!!";
@@ -58,12 +59,8 @@ fn only_a_verified_claim_can_pin_a_merchant() {
     let path = envoy::workspace_root().join("envoy/stage-zero.yaml");
     let mut cfg = EnvoyConfig::load(&path);
     let plan = Plan::from_json(cfg.plugin_config().as_bytes()).unwrap();
-    let upstreams: Vec<Upstream> = plan
-        .versions
-        .iter()
-        .map(|v| Upstream::start(&v.name).unwrap())
-        .collect();
-    let pairs: Vec<_> = upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+    let upstreams = upstreams_for(&plan, echo_handler);
+    let pairs = addresses(&upstreams);
     cfg = cfg.for_upstreams(&pairs, "stable");
     cfg.set_process_env("CANARY_OVERRIDE_TOKENS", QA_TOKEN);
     let envoy = Envoy::start(&cfg).unwrap_or_else(|f| panic!("{}", f.log));
