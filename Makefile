@@ -20,7 +20,7 @@ COMPOSE       := $(VENV)/bin/docker-compose
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build image test test-unit test-e2e test-matrix lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,20 +76,25 @@ $(COMPOSE):
 	PIP_CONSTRAINT=$(VENV)/.compose-constraints.txt $(VENV)/bin/pip install --quiet --disable-pip-version-check docker-compose==1.29.2
 	@$(COMPOSE) version | head -n 1
 
+fixtures: toolchain ## Build the test-only wasm fixture modules under tests/fixtures (never shipped)
+	@for m in tests/fixtures/*/Cargo.toml; do \
+	  cargo build --quiet --release --target $(WASM_TARGET) --manifest-path $$m || exit 1; \
+	done
+
 build: toolchain ## Build the filter: target/wasm32-wasip1/release/sticky_canary.wasm
 	cargo build --release --target $(WASM_TARGET) -p sticky-canary
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
-test: build envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
+test: build fixtures envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
 	cargo test --workspace --color=never
 
 test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
 	cargo test -p sticky-canary
 
-test-e2e: build envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
+test-e2e: build fixtures envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
 	cargo test -p sticky-canary-harness
 
-test-matrix: build envoy prometheus image compose-tool $(ENVOY_OLDEST_BIN) ## The e2e suites on the oldest (ENVOY_OLDEST=1.36.4) and the pinned Envoy
+test-matrix: build fixtures envoy prometheus image compose-tool $(ENVOY_OLDEST_BIN) ## The e2e suites on the oldest (ENVOY_OLDEST=1.36.4) and the pinned Envoy
 	@for bin in $(ENVOY_OLDEST_BIN) $(VENV)/bin/envoy; do \
 	  echo "== e2e suites on $$($$bin --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/Envoy \1/p')"; \
 	  ENVOY_BIN=$$PWD/$$bin cargo test -p sticky-canary-harness --no-fail-fast 2>&1 | grep -E '^(test result|error|failures)|FAILED|panicked' ; \

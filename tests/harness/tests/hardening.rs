@@ -308,3 +308,59 @@ fn a_refused_config_update_leaves_the_previous_one_serving() {
         );
     }
 }
+
+/// What each failure policy gives requests when the VM traps at runtime (a fixture module that
+/// traps on every request). Fail closed: every request gets 503. Fail open: the request during
+/// which the VM trapped gets 503; from then on the filter is bypassed, requests carry no route
+/// header and take the last route (stable), and nothing overwrites the upstream's own headers.
+#[test]
+fn a_vm_trap_at_runtime_fails_closed_or_open_as_configured() {
+    let trap = envoy::workspace_root()
+        .join("tests/fixtures/trap-filter/target/wasm32-wasip1/release/trap_filter.wasm");
+    assert!(
+        trap.exists(),
+        "fixture not built at {} — run `make test` (it builds tests/fixtures/trap-filter)",
+        trap.display()
+    );
+    let stable = Upstream::start("stable").unwrap();
+    let canary = Upstream::start("canary").unwrap();
+    let plugin = EnvoyConfig::reference().plugin_config();
+    let expectations: [(&str, [u16; 5]); 2] = [
+        ("FAIL_CLOSED", [503, 503, 503, 503, 503]),
+        ("FAIL_OPEN", [503, 200, 200, 200, 200]),
+    ];
+    for (policy, want) in expectations {
+        let mut cfg = EnvoyConfig::for_test(
+            &plugin,
+            &[("canary", canary.addr()), ("stable", stable.addr())],
+            "stable",
+        );
+        cfg.set_wasm(&trap);
+        cfg.set_plugin_field("failure_policy", serde_yaml::Value::String(policy.into()));
+        let envoy = Envoy::start(&cfg).unwrap_or_else(|f| panic!("{policy}: {}", f.log));
+        let got: Vec<Response> = (0..5)
+            .map(|i| {
+                let req = Request::get("/").header("cookie", &format!("session_id=u{i}"));
+                sticky_canary_harness::http::send_once(envoy.listener(), &req).unwrap()
+            })
+            .collect();
+        let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, want, "{policy}");
+        for r in got.iter().filter(|r| r.status == 200) {
+            assert_eq!(
+                r.header_str("x-upstream"),
+                Some("stable"),
+                "{policy}: the last route"
+            );
+        }
+        assert!(
+            envoy.log().contains("unreachable") || envoy.log().contains("Function"),
+            "{policy}: the trap is logged"
+        );
+    }
+    assert_eq!(
+        canary.served(),
+        0,
+        "nothing reached the canary under either policy"
+    );
+}
