@@ -250,7 +250,7 @@ pub fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
         // like the root ".", a member named "" renders as nothing). Found by fuzzing.
         let at_root = e.path().iter().next().is_none();
         let unnamed_member = matches!(
-            e.path().iter().last(),
+            e.path().iter().next_back(),
             Some(serde_path_to_error::Segment::Map { key }) if key.is_empty()
         );
         let reason = e.inner().to_string();

@@ -26,6 +26,9 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { active: None }) });
 }}
 
+/// Envoy's `xds.cluster_name` attribute (the routed cluster), in the property ABI's encoding.
+const CLUSTER_NAME: &[u8] = b"xds\0cluster_name\0";
+
 /// A compiled plan and the ids of its metrics.
 struct Active {
     plan: Plan,
@@ -293,7 +296,7 @@ impl HttpContext for Stream {
         // Attribute the response to the version whose cluster served it. It is the decision's
         // version unless the route table sent the cohort elsewhere (e.g. a rollout controller
         // dropping the canary header match sends it to stable).
-        let v = host::property(&["xds", "cluster_name"])
+        let v = host::property(CLUSTER_NAME)
             .ok()
             .flatten()
             .and_then(|c| plan.version_of_cluster(&c))

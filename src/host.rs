@@ -169,18 +169,13 @@ pub fn random_id() -> Option<[u8; crate::assign::ID_BYTES]> {
     Some(buf)
 }
 
-/// A host property by path (e.g. `["cluster_name"]`), `Ok(None)` when absent.
-pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-    // The ABI takes the path segments each followed by a NUL byte.
-    let mut encoded = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
-    for segment in path {
-        encoded.extend_from_slice(segment.as_bytes());
-        encoded.push(0);
-    }
+/// A host property, `Ok(None)` when absent. `path` is already in the ABI's encoding: each
+/// segment followed by a NUL byte (e.g. `b"xds\0cluster_name\0"`), so callers keep it constant.
+pub fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
     // SAFETY: as in `header`.
-    match unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) } {
+    match unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) } {
         OK => Ok(Some(unsafe { owned(data, size) })),
         NOT_FOUND => Ok(None),
         status => Err(HostError(status)),
