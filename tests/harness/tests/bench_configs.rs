@@ -1,0 +1,326 @@
+//! Cheap correctness checks of `make bench`'s fixtures (`envoy/bench/`, the V8-floor crate). They
+//! never time anything: the benchmark itself (`make bench`) never runs in `make test`.
+//!
+//! - every bench config passes `envoy --mode validate`, as checked in and in the direct-response
+//!   mode the bench derives from it;
+//! - the Lua peer routes exactly like the filter (same upstream, same tag) on a set of keys and
+//!   cookie shapes, and its MurmurHash3 agrees with the published algorithm on many buckets,
+//!   weights near 2^32 included;
+//! - in direct-response mode every variant answers what the upstream would (status, headers, the
+//!   1 KiB JSON body), and the business rules count it;
+//! - nginx.conf and the direct-response routes serve the same response.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use sticky_canary::config::Plan;
+use sticky_canary_harness::bench::{self, Mode, Variant, VARIANTS};
+use sticky_canary_harness::envoy::{self, Envoy};
+use sticky_canary_harness::http::{Client, Request, Upstream};
+use sticky_canary_harness::{Keys, Observed};
+
+fn prerequisites() {
+    envoy::check_prerequisites();
+    if let Err(e) = bench::check_modules() {
+        panic!("{e}");
+    }
+}
+
+/// Starts Envoy on a prepared bench config (kept in `dir` while Envoy starts).
+fn start(doc: &serde_yaml::Value, dir: &tempfile::TempDir, name: &str) -> Envoy {
+    let path = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, serde_yaml::to_string(doc).unwrap()).unwrap();
+    Envoy::start_file(&path).unwrap_or_else(|f| {
+        panic!(
+            "{name}: Envoy did not start (exit {:?}); log:\n{}",
+            f.exit_code, f.log
+        )
+    })
+}
+
+fn filter_plan() -> Plan {
+    let doc = Variant::by_key("filter-route").unwrap().load();
+    Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap()
+}
+
+#[test]
+fn every_bench_config_passes_envoy_validate() {
+    prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let mut jobs: Vec<(String, PathBuf)> = Vec::new();
+    // As checked in (proxy mode, fixed ports; the bench changes only ports and paths), and
+    // the direct-response mode the bench derives from it.
+    for v in VARIANTS {
+        jobs.push((format!("{} (as checked in)", v.key), v.config_path()));
+        let path = dir.path().join(format!("{}-direct.yaml", v.key));
+        std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None)).unwrap();
+        jobs.push((format!("{} (direct response)", v.key), path));
+    }
+    // Two at a time: a wasm config takes about a second to validate (V8 compiles the module).
+    let root = envoy::workspace_root();
+    let failures: Vec<String> = jobs
+        .chunks(jobs.len().div_ceil(2))
+        .map(|chunk| {
+            let root = root.clone();
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || {
+                chunk
+                    .into_iter()
+                    .filter_map(|(name, path)| {
+                        let (ok, out) = envoy::validate(&path, &root);
+                        (!ok || !out.contains("OK")).then(|| format!("{name}:\n{out}"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "envoy --mode validate failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Requests the Lua peer and the filter must route identically, with the session key each one
+/// carries (`None`: the default version).
+fn routing_cases(plan: &Plan) -> Vec<(String, Request, Option<String>)> {
+    let mut cases = Vec::new();
+    let cookie = |v: &str| Request::get("/cart").header("cookie", v);
+    // Keys of every length 1..=40 (the hash's 0–3-byte tails after the 16-byte salt), and enough
+    // keys to land on the 5 % canary several times.
+    let mut canary = 0;
+    for (i, k) in Keys::new(7).take(200).enumerate() {
+        let key: String = k.repeat(3).chars().take(1 + i % 40).collect();
+        let on_canary = plan.version_name(plan.bucket(key.as_bytes())) == "canary";
+        if i < 40 || (on_canary && canary < 8) {
+            canary += usize::from(on_canary);
+            cases.push((
+                format!("key {key:?}"),
+                bench::request(&key),
+                Some(key.clone()),
+            ));
+        }
+    }
+    assert!(canary >= 5, "too few canary keys among the samples");
+    let shapes: &[(&str, &str)] = &[
+        ("session_id=\"quoted-key\"", "quoted-key"),
+        ("  session_id  =  spaced-key  ;x=1", "spaced-key"),
+        ("xsession_id=wrong; session_id=right-one", "right-one"),
+        ("session_idx=wrong; session_id=right-two; a=b", "right-two"),
+        ("junk; session_id; session_id=after-junk", "after-junk"),
+        ("session_id=first; session_id=second", "first"),
+        ("session_id=a=b=c", "a=b=c"),
+        ("session_id=\u{fc}ber-caf\u{e9}", "\u{fc}ber-caf\u{e9}"),
+    ];
+    for (header, key) in shapes {
+        cases.push((
+            format!("cookie {header:?}"),
+            cookie(header),
+            Some((*key).to_string()),
+        ));
+    }
+    cases.push((
+        "empty cookie value falls through to x-user-id".into(),
+        cookie("session_id=; a=1").header("x-user-id", "  header-user  "),
+        Some("header-user".into()),
+    ));
+    cases.push((
+        "no cookie: x-user-id".into(),
+        Request::get("/").header("x-user-id", "user-42"),
+        Some("user-42".into()),
+    ));
+    cases.push((
+        "no key at all: default version".into(),
+        Request::get("/").header("cookie", "a=1; b=2"),
+        None,
+    ));
+    cases.push((
+        "empty quoted value and blank header: default".into(),
+        cookie("session_id=\"\"").header("x-user-id", " \t "),
+        None,
+    ));
+    // A client cannot choose: the route header it sends is overwritten.
+    let stable_key = Keys::new(3)
+        .find(|k| plan.version_name(plan.bucket(k.as_bytes())) == "stable")
+        .unwrap();
+    cases.push((
+        "spoofed route header".into(),
+        cookie(&format!("session_id={stable_key}")).header("x-canary-version", "canary"),
+        Some(stable_key),
+    ));
+    cases
+}
+
+#[test]
+fn lua_routes_like_the_filter() {
+    prerequisites();
+    let plan = filter_plan();
+    let upstreams: Vec<Upstream> = ["canary", "stable"]
+        .iter()
+        .map(|n| Upstream::start(n).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let envoys: Vec<Envoy> = ["filter-route", "lua"]
+        .iter()
+        .map(|k| {
+            let mut doc = Variant::by_key(k).unwrap().load();
+            bench::prepare(&mut doc, Mode::Proxy, None);
+            for u in &upstreams {
+                bench::set_cluster(&mut doc, u.name(), u.addr());
+            }
+            start(&doc, &dir, k)
+        })
+        .collect();
+    let mut clients: Vec<Client> = envoys
+        .iter()
+        .map(|e| Client::connect(e.listener()).unwrap())
+        .collect();
+    let mut seen = HashSet::new();
+    for (what, req, key) in routing_cases(&plan) {
+        let want = match &key {
+            Some(k) => plan.version_name(plan.bucket(k.as_bytes())),
+            None => plan.version_name(plan.default_version),
+        };
+        let [filter, lua]: [Observed; 2] = [0, 1].map(|i| {
+            let r = clients[i].send(&req).unwrap();
+            Observed::from_response(&plan, &r)
+        });
+        assert!(
+            filter.is_served_by(want),
+            "filter, {what}: {filter:?}, want {want}"
+        );
+        assert_eq!(lua, filter, "Lua and the filter differ on {what}");
+        seen.insert(want.to_string());
+    }
+    assert_eq!(seen.len(), 2, "both versions exercised: {seen:?}");
+}
+
+#[test]
+fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
+    prerequisites();
+    // The bench script with 16 versions whose weights add up to 4 294 967 280: every key's
+    // bucket then shows 4 bits of its hash, and position = h × total needs the full 64 bits.
+    let script = std::fs::read_to_string(bench::bench_dir().join("sticky_canary.lua")).unwrap();
+    let line =
+        "  versions = { { name = \"canary\", weight = 5 }, { name = \"stable\", weight = 95 } },";
+    assert_eq!(script.matches(line).count(), 1, "the CONFIG versions line");
+    let weight = 268_435_455u64;
+    let lua_versions: Vec<String> = (0..16)
+        .map(|i| format!("{{ name = \"v{i}\", weight = {weight} }}"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let script_path = dir.path().join("sticky_canary_16.lua");
+    std::fs::write(
+        &script_path,
+        script.replace(
+            line,
+            &format!("  versions = {{ {} }},", lua_versions.join(", ")),
+        ),
+    )
+    .unwrap();
+    let json_versions: Vec<String> = (0..16)
+        .map(|i| format!("{{\"name\": \"v{i}\", \"weight\": {weight}}}"))
+        .collect();
+    let plan = Plan::from_json(
+        format!(
+            "{{\"service\": \"checkout\", \"salt\": \"checkout-2026-11\", \"versions\": [{}], \
+             \"default_version\": \"v15\", \"session\": {{\"sources\": [{{\"cookie\": \"session_id\"}}, \
+             {{\"header\": \"x-user-id\"}}]}}}}",
+            json_versions.join(", ")
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+
+    let mut doc = Variant::by_key("lua").unwrap().load();
+    bench::prepare(&mut doc, Mode::Direct, None);
+    let yaml = serde_yaml::to_string(&doc).unwrap().replace(
+        &bench::bench_dir()
+            .join("sticky_canary.lua")
+            .to_string_lossy()
+            .into_owned(),
+        &script_path.to_string_lossy(),
+    );
+    let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let e = start(&doc, &dir, "lua-16");
+    let mut c = Client::connect(e.listener()).unwrap();
+    let mut buckets = HashSet::new();
+    for (i, k) in Keys::new(11).take(400).enumerate() {
+        let key: String = k.repeat(3).chars().take(1 + i % 41).collect();
+        let want = plan.version_name(plan.bucket(key.as_bytes()));
+        let r = c.send(&bench::request(&key)).unwrap();
+        assert_eq!(r.header_str("x-canary-version"), Some(want), "key {key:?}");
+        buckets.insert(want.to_string());
+    }
+    assert_eq!(buckets.len(), 16, "every bucket reached: {buckets:?}");
+}
+
+#[test]
+fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
+    prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let key = bench::session_keys(1)[0].clone();
+    for v in VARIANTS {
+        let mut doc = v.load();
+        bench::prepare(&mut doc, Mode::Direct, None);
+        let e = start(&doc, &dir, v.key);
+        let problems = bench::preflight(v, e.listener(), &key);
+        assert!(problems.is_empty(), "{}: {problems:?}", v.key);
+        let stats = e.admin_get("/stats").text();
+        let sum = |metric: &str| -> u64 {
+            stats
+                .lines()
+                .filter(|l| l.contains(metric))
+                .filter_map(|l| {
+                    l.rsplit_once(": ")
+                        .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+                })
+                .sum()
+        };
+        match v.key {
+            "filter-headers" => {
+                assert_eq!(sum("canary_business_orders_total"), 1, "{stats}");
+                assert_eq!(sum("canary_business_order_value_total"), 4141, "{stats}");
+                assert_eq!(sum("canary_business_payment_approved_total"), 1, "{stats}");
+            }
+            "filter-json" => {
+                assert_eq!(sum("canary_business_tax_total"), 338, "{stats}");
+                assert_eq!(sum("canary_business_skipped_total"), 0, "{stats}");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn nginx_and_direct_response_serve_the_same_response() {
+    let conf = std::fs::read_to_string(bench::bench_dir().join("nginx.conf")).unwrap();
+    for (n, v) in bench::UPSTREAM_HEADERS {
+        assert!(
+            conf.contains(&format!("add_header {n} \"{v}\";")),
+            "nginx.conf adds {n}: {v}"
+        );
+    }
+    assert!(conf.contains("default_type application/json;"));
+    assert!(conf.contains("return 200 '@BODY@';"));
+    let body = bench::order_body();
+    assert_eq!(body.len(), 1024, "order.json is 1 KiB");
+    assert!(
+        !body.contains('\'') && !body.contains('$'),
+        "safe inside nginx's quotes"
+    );
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        j.pointer("/order/tax").and_then(|v| v.as_str()),
+        Some("3.38")
+    );
+    // The requests carry a few realistic cookies, about 300 bytes.
+    let cookie = bench::cookie_header(&bench::session_keys(1)[0]);
+    assert!(
+        (250..=350).contains(&cookie.len()),
+        "{} bytes",
+        cookie.len()
+    );
+}
