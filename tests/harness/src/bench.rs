@@ -38,6 +38,7 @@
 //! [`Options`], [`Tools`] and [`soak`].
 
 use crate::envoy::{envoy_bin, wasm_path, workspace_root};
+use crate::envoy::{get, key, HCM};
 use crate::http::{send_once, Client, Request, Response};
 use serde_json::{json, Value as Json};
 use serde_yaml::{Mapping, Value};
@@ -193,43 +194,16 @@ pub const UPSTREAM_HEADERS: &[(&str, &str)] = &[
     ("x-payment-status", "approved"),
 ];
 
-fn key(k: &str) -> Value {
-    Value::String(k.to_string())
-}
-
-fn at<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
-    let mut cur = v;
-    for p in path {
-        cur = match p.parse::<usize>() {
-            Ok(i) => cur.get_mut(i),
-            Err(_) => cur.get_mut(*p),
-        }
-        .unwrap_or_else(|| panic!("bench config: missing {p} in {path:?}"));
-    }
-    cur
-}
-
-const HCM: &[&str] = &[
-    "static_resources",
-    "listeners",
-    "0",
-    "filter_chains",
-    "0",
-    "filters",
-    "0",
-    "typed_config",
-];
-
 fn seq(v: &mut Value) -> &mut Vec<Value> {
     v.as_sequence_mut().expect("a YAML list")
 }
 
 fn http_filters(doc: &mut Value) -> &mut Vec<Value> {
-    seq(at(doc, &[HCM, &["http_filters"]].concat()))
+    seq(get(doc, &[HCM, &["http_filters"]].concat()))
 }
 
 fn routes(doc: &mut Value) -> &mut Vec<Value> {
-    seq(at(
+    seq(get(
         doc,
         &[HCM, &["route_config", "virtual_hosts", "0", "routes"]].concat(),
     ))
@@ -253,8 +227,8 @@ pub fn plugin_config(doc: &Value) -> Option<String> {
 /// every cluster endpoint at `upstream` when given, and in [`Mode::Direct`] every route answered
 /// by a `direct_response` with the upstream's headers and body.
 pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) {
-    *at(doc, &["admin", "address", "socket_address", "port_value"]) = Value::from(0);
-    *at(
+    *get(doc, &["admin", "address", "socket_address", "port_value"]) = Value::from(0);
+    *get(
         doc,
         &[
             "static_resources",
@@ -295,7 +269,7 @@ pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) {
         }
     }
     if let Some(addr) = upstream {
-        let clusters = seq(at(doc, &["static_resources", "clusters"]));
+        let clusters = seq(get(doc, &["static_resources", "clusters"]));
         for c in clusters.iter_mut() {
             set_endpoint(c, addr);
         }
@@ -329,7 +303,7 @@ fn header_option(name: &str, value: &str) -> Value {
 }
 
 fn set_endpoint(cluster: &mut Value, addr: SocketAddr) {
-    let sa = at(
+    let sa = get(
         cluster,
         &[
             "load_assignment",
@@ -348,7 +322,7 @@ fn set_endpoint(cluster: &mut Value, addr: SocketAddr) {
 
 /// Points the cluster called `name` at `addr` (e.g. one echo upstream per version in tests).
 pub fn set_cluster(doc: &mut Value, name: &str, addr: SocketAddr) {
-    let clusters = seq(at(doc, &["static_resources", "clusters"]));
+    let clusters = seq(get(doc, &["static_resources", "clusters"]));
     let c = clusters
         .iter_mut()
         .find(|c| c.get("name").and_then(Value::as_str) == Some(name))

@@ -83,11 +83,13 @@ pub fn validate(config: &Path, cwd: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn key(k: &str) -> Value {
+/// A YAML string value.
+pub(crate) fn key(k: &str) -> Value {
     Value::String(k.to_string())
 }
 
-fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
+/// The node at `path` (mapping keys, or list indexes as numbers); panics naming the path.
+pub(crate) fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
     let mut cur = v;
     for p in path {
         cur = match p.parse::<usize>() {
@@ -130,7 +132,8 @@ const ENDPOINT_ADDRESS: &[&str] = &[
     "socket_address",
 ];
 
-const HCM: &[&str] = &[
+/// Where the HTTP connection manager's config sits in the reference layout.
+pub(crate) const HCM: &[&str] = &[
     "static_resources",
     "listeners",
     "0",
