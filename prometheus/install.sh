@@ -26,38 +26,7 @@ if [[ -x "$promtool" && -x "$prometheus" ]] && "$promtool" --version >/dev/null 
   exit 0
 fi
 
-command -v apt-get >/dev/null || { echo "install.sh: apt-get not found (Debian/Ubuntu needed)" >&2; exit 1; }
-command -v dpkg >/dev/null || { echo "install.sh: dpkg not found (Debian/Ubuntu needed)" >&2; exit 1; }
-
-pkg="prometheus${PROMETHEUS_DEB_VERSION:+=$PROMETHEUS_DEB_VERSION}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-# apt downloads as its sandbox user _apt when run as root; let it write here (else it warns).
-if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then
-  chown _apt "$tmp"
-fi
-
-download() { (cd "$tmp" && apt-get download -q "$pkg"); }
-
-echo "downloading the Debian package $pkg"
-if ! download; then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "apt-get download failed; refreshing the package lists (apt-get update) and retrying"
-    apt-get update -q
-    download
-  else
-    echo "install.sh: apt-get download $pkg failed; the package lists may be missing." >&2
-    echo "Run 'sudo apt-get update' once, then run this script again." >&2
-    exit 1
-  fi
-fi
-
-deb=("$tmp"/prometheus_*.deb)
-[[ -f "${deb[0]}" ]] || { echo "install.sh: no prometheus .deb downloaded" >&2; exit 1; }
-echo "unpacking $(basename "${deb[0]}") into ${dest#"$root"/}"
-rm -rf "$dest"
-mkdir -p "$dest"
-dpkg -x "${deb[0]}" "$dest"
+"$root/tests/tools/deb-unpack.sh" "$dest" "prometheus${PROMETHEUS_DEB_VERSION:+=$PROMETHEUS_DEB_VERSION}"
 "$promtool" --version >/dev/null 2>&1 || { echo "install.sh: $promtool does not run" >&2; exit 1; }
 "$prometheus" --version >/dev/null 2>&1 || { echo "install.sh: $prometheus does not run" >&2; exit 1; }
 print_versions

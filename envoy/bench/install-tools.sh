@@ -37,37 +37,7 @@ if [[ -x "$wrk" && -x "$nginx" ]] && runs; then
   exit 0
 fi
 
-command -v apt-get >/dev/null || { echo "install-tools.sh: apt-get not found (Debian/Ubuntu needed)" >&2; exit 1; }
-command -v dpkg >/dev/null || { echo "install-tools.sh: dpkg not found (Debian/Ubuntu needed)" >&2; exit 1; }
-
-pkgs=(wrk libluajit-5.1-2 nginx)
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then
-  chown _apt "$tmp"
-fi
-
-download() { (cd "$tmp" && apt-get download -q "${pkgs[@]}"); }
-
-echo "downloading the Debian packages ${pkgs[*]}"
-if ! download; then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "apt-get download failed; refreshing the package lists (apt-get update) and retrying"
-    apt-get update -q
-    download
-  else
-    echo "install-tools.sh: apt-get download failed; the package lists may be missing." >&2
-    echo "Run 'sudo apt-get update' once, then run this script again." >&2
-    exit 1
-  fi
-fi
-
-rm -rf "$dest"
-mkdir -p "$dest"
-for deb in "$tmp"/*.deb; do
-  echo "unpacking $(basename "$deb") into ${dest#"$root"/}"
-  dpkg -x "$deb" "$dest"
-done
+"$root/tests/tools/deb-unpack.sh" "$dest" wrk libluajit-5.1-2 nginx
 libdir="$(ls -d "$dest"/usr/lib/*-linux-gnu | head -n 1)"
 runs || { echo "install-tools.sh: wrk or nginx does not run from $dest" >&2; exit 1; }
 print_versions
