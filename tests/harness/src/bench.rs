@@ -38,7 +38,7 @@
 //! [`Options`], [`Tools`] and [`soak`].
 
 use crate::envoy::{envoy_bin, wasm_path, workspace_root};
-use crate::envoy::{get, key, HCM};
+use crate::envoy::{get, key, listener_address, HCM};
 use crate::http::{send_once, Client, Request, Response};
 use serde_json::{json, Value as Json};
 use serde_yaml::{Mapping, Value};
@@ -769,19 +769,6 @@ impl BenchEnvoy {
             .map(|s| s.iter().map(|(_, v)| v).sum())
             .unwrap_or(0)
     }
-}
-
-/// The first listener's bound address, from the admin API.
-fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
-    let body = admin_get(admin, "/listeners?format=json").ok()?.json();
-    let sa = body
-        .get("listener_statuses")?
-        .get(0)?
-        .get("local_address")?
-        .get("socket_address")?;
-    let ip = sa.get("address")?.as_str()?;
-    let port = sa.get("port_value")?.as_u64()?;
-    format!("{ip}:{port}").parse().ok()
 }
 
 /// utime + stime (clock ticks) of a process, from `/proc/<pid>/stat`.

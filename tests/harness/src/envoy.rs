@@ -744,7 +744,7 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 /// The first listener's bound address, from the admin API.
-fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
+pub(crate) fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
     let body = admin_get(admin, "/listeners?format=json").ok()?.json();
     let sa = body
         .get("listener_statuses")?
