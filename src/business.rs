@@ -157,6 +157,12 @@ pub struct Business {
 }
 
 impl Business {
+    /// True when responses need headers beyond `:status`: every rule reads some (a header rule
+    /// its header, a JSON rule the body gate's content type, encoding and length).
+    pub fn reads_headers(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
     pub fn has_json_rules(&self) -> bool {
         self.rules.iter().any(|r| matches!(r.place, Place::Json(_)))
     }

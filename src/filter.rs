@@ -16,9 +16,10 @@ use crate::business::{body_gate, Outcome, Place, SkipReason};
 use crate::config::Plan;
 use crate::decision::{Decision, RequestView};
 use crate::host;
-use crate::metrics::Catalogue;
+use crate::metrics::{Catalogue, Tally};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::cell::Cell;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -29,28 +30,85 @@ proxy_wasm::main! {{
 /// Envoy's `xds.cluster_name` attribute (the routed cluster), in the property ABI's encoding.
 const CLUSTER_NAME: &[u8] = b"xds\0cluster_name\0";
 
-/// A compiled plan and the ids of its metrics.
+/// A compiled plan and its metrics.
 struct Active {
     plan: Plan,
-    metrics: Catalogue<u32>,
+    /// Every series of the plan as a slot: an index into `ids` and `tally`.
+    metrics: Catalogue<usize>,
+    /// Envoy's metric id of each slot.
+    ids: Vec<u32>,
+    /// Counter increments not yet handed to Envoy.
+    tally: Tally,
+    /// True while the root context flushes `tally` on its ticks; false when
+    /// `metrics_flush_ms` is 0 and once the root context is done (a stream that outlives its
+    /// root context then increments Envoy's counters itself).
+    batching: Cell<bool>,
 }
 
 struct Root {
     active: Option<Rc<Active>>,
 }
 
-impl Context for Root {}
-
-/// Defines every metric of the plan (created at zero) and sets the weight gauges.
-fn define_metrics(plan: &Plan) -> Result<Catalogue<u32>, String> {
-    let ids = Catalogue::for_plan(plan).try_map(|m| {
-        host::define_metric(m.kind, &m.name).map_err(|e| format!("cannot define {}: {e:?}", m.name))
-    })?;
-    for (id, v) in ids.weight.iter().zip(&plan.versions) {
-        host::record_metric(*id, u64::from(v.weight))
-            .map_err(|e| format!("cannot set the weight of {}: {e:?}", v.name))?;
+impl Context for Root {
+    /// Envoy is done with this plugin instance (a new configuration replaced it, or the VM stops):
+    /// nothing pending may be lost, and streams still draining count on their own.
+    fn on_done(&mut self) -> bool {
+        if let Some(a) = &self.active {
+            a.retire();
+        }
+        true
     }
-    Ok(ids)
+}
+
+impl Active {
+    /// Defines every metric of the plan (created at zero) and sets the weight gauges.
+    fn new(plan: Plan) -> Result<Active, String> {
+        let mut ids = Vec::new();
+        let metrics = Catalogue::for_plan(&plan).try_map(|m| {
+            let id = host::define_metric(m.kind, &m.name)
+                .map_err(|e| format!("cannot define {}: {e:?}", m.name))?;
+            ids.push(id);
+            Ok::<usize, String>(ids.len() - 1)
+        })?;
+        for (slot, v) in metrics.weight.iter().zip(&plan.versions) {
+            let id = ids.get(*slot).copied().unwrap_or_default();
+            host::record_metric(id, u64::from(v.weight))
+                .map_err(|e| format!("cannot set the weight of {}: {e:?}", v.name))?;
+        }
+        Ok(Active {
+            batching: Cell::new(plan.metrics_flush_ms > 0),
+            tally: Tally::new(ids.len()),
+            plan,
+            metrics,
+            ids,
+        })
+    }
+
+    /// Hands every pending increment to Envoy.
+    fn flush(&self) {
+        for (slot, n) in self.tally.drain() {
+            if let Some(&id) = self.ids.get(slot) {
+                increment_now(id, n);
+            }
+        }
+    }
+
+    /// Flushes, and sends every later increment straight to Envoy.
+    fn retire(&self) {
+        self.batching.set(false);
+        self.flush();
+    }
+
+    /// Adds to a counter: in the tally while batching, else at once.
+    fn increment(&self, slot: Option<&usize>, by: u64) {
+        let Some(&slot) = slot else { return };
+        if by == 0 || (self.batching.get() && self.tally.add(slot, by)) {
+            return;
+        }
+        if let Some(&id) = self.ids.get(slot) {
+            increment_now(id, by);
+        }
+    }
 }
 
 impl RootContext for Root {
@@ -75,19 +133,37 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let metrics = match define_metrics(&plan) {
-            Ok(m) => m,
+        let active = match Active::new(plan) {
+            Ok(a) => a,
             Err(e) => {
                 log::error!("sticky-canary: {e}");
                 return false;
             }
         };
-        log::info!("sticky-canary {}: {}", crate::VERSION, plan.summary());
-        for w in &plan.warnings {
+        if let Err(e) = host::set_tick_period(active.plan.metrics_flush_ms) {
+            // Without ticks nothing would flush: count straight into Envoy instead.
+            log::warn!("sticky-canary: no timer ({e:?}); counters are updated per request");
+            active.batching.set(false);
+        }
+        log::info!(
+            "sticky-canary {}: {}",
+            crate::VERSION,
+            active.plan.summary()
+        );
+        for w in &active.plan.warnings {
             log::warn!("sticky-canary: {w}");
         }
-        self.active = Some(Rc::new(Active { plan, metrics }));
+        // A reconfigured root context hands over what the previous plan counted.
+        if let Some(previous) = self.active.replace(Rc::new(active)) {
+            previous.retire();
+        }
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(a) = &self.active {
+            a.flush();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -171,14 +247,35 @@ fn set_header(map: MapType, name: &str, value: &[u8]) {
     warn_on_error("set", name, host::set_header(map, name, value));
 }
 
-fn response_header(name: &str) -> Option<Vec<u8>> {
-    host::header(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
+/// The response headers the filter reads. When rules need more than `:status`, the whole map is
+/// read with one host call (a host call costs more than scanning a dozen headers in the VM);
+/// otherwise, or if that read fails, each header is read on its own.
+struct ResponseHeaders(Option<Vec<u8>>);
+
+impl ResponseHeaders {
+    fn read(whole_map: bool) -> Self {
+        Self(
+            whole_map
+                .then(|| host::header_map(MapType::HttpResponseHeaders).ok())
+                .flatten(),
+        )
+    }
+
+    /// Calls `f` with the first value of `name` (lowercase), as Envoy's single-header read does.
+    fn with<R>(&self, name: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        match &self.0 {
+            Some(map) => f(crate::headers::pairs(map)
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| v)),
+            None => f(host::header(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+                .as_deref()),
+        }
+    }
 }
 
-fn increment(id: Option<&u32>, by: u64) {
-    let Some(&id) = id else { return };
+fn increment_now(id: u32, by: u64) {
     // Envoy takes an i64 offset; a u64 sum above i64::MAX is added in two steps.
     let mut left = by;
     while left > 0 {
@@ -197,24 +294,24 @@ impl Active {
         let m = &self.metrics;
         match outcome {
             Outcome::Nothing => {}
-            Outcome::Count => increment(m.business(version, rule), 1),
+            Outcome::Count => self.increment(m.business(version, rule), 1),
             Outcome::Add(n) => {
-                increment(m.business(version, rule), n);
+                self.increment(m.business(version, rule), n);
                 // Saturating: a wrapped sum of squares would be a wrong variance.
                 let square = u64::try_from(u128::from(n) * u128::from(n)).unwrap_or(u64::MAX);
-                increment(m.squares(version, rule), square);
+                self.increment(m.squares(version, rule), square);
             }
             Outcome::Record(n) => {
-                if let Some(&id) = m.business(version, rule) {
+                if let Some(&id) = m.business(version, rule).and_then(|s| self.ids.get(*s)) {
                     warn_on_error("record", "histogram", host::record_metric(id, n));
                 }
             }
-            Outcome::Invalid => increment(m.invalid(version, rule), 1),
+            Outcome::Invalid => self.increment(m.invalid(version, rule), 1),
         }
     }
 
     fn skipped(&self, version: usize, reason: SkipReason) {
-        increment(self.metrics.skipped(version, reason), 1);
+        self.increment(self.metrics.skipped(version, reason), 1);
     }
 }
 
@@ -252,7 +349,7 @@ impl HttpContext for Stream {
         let plan = &active.plan;
         let decision = plan.decide(&mut HostRequest);
         self.decision = Some(decision);
-        increment(active.metrics.request(decision.version, decision.reason), 1);
+        active.increment(active.metrics.request(decision.version, decision.reason), 1);
         let version = plan.version_name(decision.version);
         log::debug!(
             "sticky-canary: {} -> {version} ({})",
@@ -302,28 +399,27 @@ impl HttpContext for Stream {
             .and_then(|c| plan.version_of_cluster(&c))
             .unwrap_or(decision.version);
         self.served = v;
-        self.status = response_header(":status")
-            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+        let headers = ResponseHeaders::read(plan.business.reads_headers());
+        self.status = headers
+            .with(":status", |s| std::str::from_utf8(s?).ok()?.parse().ok())
             .unwrap_or(0);
-        increment(active.metrics.response(v, self.status), 1);
+        active.increment(active.metrics.response(v, self.status), 1);
 
-        // Header rules: one host read per applicable rule.
         for (i, rule) in plan.business.rules.iter().enumerate() {
             if let Place::Header(name) = &rule.place {
                 if rule.status.matches(self.status) {
-                    active.apply(v, i, rule.evaluate(response_header(name).as_deref()));
+                    active.apply(v, i, headers.with(name, |h| rule.evaluate(h)));
                 }
             }
         }
         // Body rules: copy the body only when one applies, it is JSON, uncompressed, bounded.
         if !end_of_stream && plan.business.wants_body(self.status) {
             let max = plan.business.max_body_bytes;
-            let gate = body_gate(
-                response_header("content-type").as_deref(),
-                response_header("content-encoding").as_deref(),
-                response_header("content-length").as_deref(),
-                max,
-            );
+            let gate = headers.with("content-type", |t| {
+                headers.with("content-encoding", |e| {
+                    headers.with("content-length", |l| body_gate(t, e, l, max))
+                })
+            });
             self.body = match gate {
                 Ok(()) => Body::Capturing(Vec::new()),
                 Err(reason) => {
@@ -361,6 +457,8 @@ impl HttpContext for Stream {
                 self.body = Body::Done;
             } else if body_size > 0 {
                 match host::buffer_range(BufferType::HttpResponseBody, 0, body_size) {
+                    // The first chunk (often the whole body) is kept as the host handed it.
+                    Ok(chunk) if buf.is_empty() => *buf = chunk,
                     Ok(chunk) => buf.extend_from_slice(&chunk),
                     Err(_) => {
                         active.skipped(v, SkipReason::Incomplete);

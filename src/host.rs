@@ -65,6 +65,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: BufferType,
@@ -210,6 +211,15 @@ pub fn increment_metric(id: u32, offset: i64) -> Result<(), HostError> {
 pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
     // SAFETY: plain values.
     match unsafe { proxy_record_metric(id, value) } {
+        OK => Ok(()),
+        status => Err(HostError(status)),
+    }
+}
+
+/// Calls the root context's `on_tick` every `period_ms` (0 stops the ticks).
+pub fn set_tick_period(period_ms: u32) -> Result<(), HostError> {
+    // SAFETY: a plain value.
+    match unsafe { proxy_set_tick_period_milliseconds(period_ms) } {
         OK => Ok(()),
         status => Err(HostError(status)),
     }

@@ -18,6 +18,7 @@
 use crate::business::{RuleKind, SkipReason};
 use crate::config::Plan;
 use crate::decision::Reason;
+use std::cell::Cell;
 
 /// Tag names, in the order Envoy must list them (it prints labels in `stats_tags` order).
 pub const TAGS: [&str; 5] = ["service", "version", "reason", "code_class", "metric"];
@@ -261,6 +262,44 @@ impl Catalogue<MetricName> {
     }
 }
 
+/// Counter increments kept in the VM between flushes to the host.
+///
+/// Every host call crosses the VM boundary, which costs more than the rest of a request's work, so
+/// the shell adds each request's increments here and hands the totals to Envoy once per flush
+/// interval (`metrics_flush_ms`). Slots are the dense indexes handed out at configure time.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pending: Vec<Cell<u64>>,
+}
+
+impl Tally {
+    pub fn new(slots: usize) -> Tally {
+        Tally {
+            pending: (0..slots).map(|_| Cell::new(0)).collect(),
+        }
+    }
+
+    /// Adds to a slot; false when the slot does not exist. Saturates at `u64::MAX` (more than a
+    /// counter can take in one flush interval).
+    pub fn add(&self, slot: usize, by: u64) -> bool {
+        match self.pending.get(slot) {
+            Some(c) => {
+                c.set(c.get().saturating_add(by));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes every non-zero amount, in slot order, leaving zero behind.
+    pub fn drain(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.pending
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.replace(0))).filter(|(_, n)| *n > 0))
+    }
+}
+
 /// Characters and substrings a label value must not contain so that Envoy's and Istio's tag
 /// extraction yields exactly our labels: `;` and `=` would break the delimiters, and Istio's
 /// bootstrap adds unanchored tags (`cache.`, `component.`, `tag.`, `wasm_filter.`, `rbac.allowed`,
@@ -290,6 +329,19 @@ pub fn label_value_problem(value: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tally_accumulates_drains_and_saturates() {
+        let t = Tally::new(3);
+        assert!(t.add(0, 2) && t.add(2, 5) && t.add(0, 1));
+        assert!(!t.add(3, 1), "unknown slot");
+        assert_eq!(t.drain().collect::<Vec<_>>(), [(0, 3), (2, 5)]);
+        assert_eq!(t.drain().count(), 0, "drained slots are zero");
+        t.add(1, u64::MAX - 1);
+        t.add(1, 7);
+        assert_eq!(t.drain().collect::<Vec<_>>(), [(1, u64::MAX)]);
+        assert_eq!(Tally::new(0).drain().count(), 0);
+    }
 
     #[test]
     fn encoding() {

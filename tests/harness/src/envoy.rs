@@ -11,11 +11,13 @@
 
 use crate::http::{send_once, Request, Response};
 use serde_yaml::{Mapping, Value};
+use std::cell::Cell;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use sticky_canary::config::DEFAULT_METRICS_FLUSH_MS;
 
 /// How long Envoy may take to become ready (or to exit, for refused configs).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -254,6 +256,30 @@ impl EnvoyConfig {
             .to_string()
     }
 
+    /// How long the filter may keep counter increments before Envoy has them: the plugin
+    /// config's `metrics_flush_ms` (or its default); zero without a sticky-canary filter.
+    pub fn metrics_flush(&self) -> Duration {
+        let mut doc = self.doc.clone();
+        let filters = get(&mut doc, &[HCM, &["http_filters"]].concat());
+        let Some(f) = filters.as_sequence().and_then(|seq| {
+            seq.iter()
+                .find(|f| f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm"))
+        }) else {
+            return Duration::ZERO;
+        };
+        let ms = ["typed_config", "config", "configuration", "value"]
+            .iter()
+            .try_fold(f, |v, k| v.get(k))
+            .and_then(Value::as_str)
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+            .map_or(u64::from(DEFAULT_METRICS_FLUSH_MS), |c| {
+                c.get("metrics_flush_ms")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(u64::from(DEFAULT_METRICS_FLUSH_MS))
+            });
+        Duration::from_millis(ms)
+    }
+
     pub fn set_plugin_config(&mut self, json: &str) {
         let f = self.wasm_filter();
         *get(f, &["typed_config", "config", "configuration", "value"]) =
@@ -466,6 +492,8 @@ pub struct Envoy {
     listener: SocketAddr,
     /// The watched LDS file, when the listener is delivered by file-based xDS.
     lds_file: Option<PathBuf>,
+    /// The plugin's counter flush interval (see [`Envoy::scrape`]).
+    metrics_flush: Cell<Duration>,
 }
 
 /// Envoy did not become ready: why, and its log.
@@ -511,7 +539,9 @@ impl Envoy {
         let dir = tempdir();
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
-        Envoy::start_in(&cfg_path, dir, &cfg.process_env)
+        let envoy = Envoy::start_in(&cfg_path, dir, &cfg.process_env)?;
+        envoy.metrics_flush.set(cfg.metrics_flush());
+        Ok(envoy)
     }
 
     /// Starts Envoy on a config file as it is (e.g. `envoy/envoy.yaml` for `make run`), from the
@@ -533,6 +563,7 @@ impl Envoy {
         fs::write(&cfg_path, cfg.dynamic_bootstrap(&lds_file, &lds_dir)).expect("write config");
         let mut envoy = Envoy::start_in(&cfg_path, dir, &cfg.process_env)?;
         envoy.lds_file = Some(lds_file);
+        envoy.metrics_flush.set(cfg.metrics_flush());
         Ok(envoy)
     }
 
@@ -569,6 +600,7 @@ impl Envoy {
                 while Instant::now() < deadline {
                     let draining = ["total_listeners_draining", "total_filter_chains_draining"];
                     if draining.iter().all(|g| counter(g) == 0) {
+                        self.metrics_flush.set(cfg.metrics_flush());
                         return Ok(());
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -629,6 +661,9 @@ impl Envoy {
                             admin,
                             listener,
                             lds_file: None,
+                            metrics_flush: Cell::new(Duration::from_millis(u64::from(
+                                DEFAULT_METRICS_FLUSH_MS,
+                            ))),
                         });
                     }
                 }
@@ -683,19 +718,37 @@ impl Envoy {
         admin_get(self.admin, path).expect("admin request")
     }
 
-    /// `/stats/prometheus`, parsed.
+    /// `/stats/prometheus`, parsed, once the counters of every request answered so far have
+    /// reached Envoy: the filter hands them over every `metrics_flush_ms`, so this waits one
+    /// flush interval (plus a margin) first.
     pub fn scrape(&self) -> crate::prom::Scrape {
+        self.await_metrics_flush();
+        self.scrape_now()
+    }
+
+    /// `/stats/prometheus`, parsed, without waiting for the filter's next flush.
+    pub fn scrape_now(&self) -> crate::prom::Scrape {
         crate::prom::Scrape::parse(&self.admin_get("/stats/prometheus").text())
     }
 
-    /// Scrapes until `ready` holds (histograms appear only after a stats flush), at most 15 s.
+    /// Sleeps until the filter has flushed what it counted so far.
+    pub fn await_metrics_flush(&self) {
+        let flush = self.metrics_flush.get();
+        if !flush.is_zero() {
+            std::thread::sleep(flush + Duration::from_millis(100));
+        }
+    }
+
+    /// Scrapes, once the filter has flushed, until `ready` holds (histograms appear only after
+    /// Envoy's stats flush), at most 15 s.
     pub fn scrape_until(
         &self,
         ready: impl Fn(&crate::prom::Scrape) -> bool,
     ) -> crate::prom::Scrape {
+        self.await_metrics_flush();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let s = self.scrape();
+            let s = self.scrape_now();
             if ready(&s) || Instant::now() > deadline {
                 return s;
             }

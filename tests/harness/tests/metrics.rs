@@ -678,3 +678,59 @@ fn responses_are_attributed_to_the_cluster_that_served_them() {
         assert_eq!(s.get("canary_business_orders_total", &lbl("stable")), 20.0);
     }
 }
+
+/// Counters are kept in the VM and handed to Envoy every `metrics_flush_ms`; nothing is lost when
+/// a new configuration replaces the plugin instance (the old one flushes when Envoy is done with
+/// it), and `metrics_flush_ms: 0` updates Envoy on every request.
+#[test]
+fn counters_reach_envoy_on_flush_and_when_the_plugin_is_replaced() {
+    let with_flush = |ms: u64| {
+        let mut v: serde_json::Value = serde_json::from_str(&shop_config(50, 50, 65536)).unwrap();
+        v["metrics_flush_ms"] = json!(ms);
+        v.to_string()
+    };
+    let plan = Plan::from_json(with_flush(0).as_bytes()).unwrap();
+    let upstreams = upstreams_for(&plan, shop);
+    let pairs = addresses(&upstreams);
+    let cfg = |ms: u64| EnvoyConfig::for_test(&with_flush(ms), &pairs, "stable");
+    let envoy = Envoy::start_dynamic(&cfg(60_000)).unwrap_or_else(|f| panic!("{}", f.log));
+    let requests = |s: &Scrape| -> f64 {
+        s.with_prefix("canary_requests_total")
+            .filter(|x| x.labels.get("service").map(String::as_str) == Some("checkout"))
+            .map(|x| x.value)
+            .sum()
+    };
+    let send = |n: usize, from: usize| {
+        let mut c = Client::connect(envoy.listener()).unwrap();
+        for i in from..from + n {
+            let r = c
+                .send(&Request::get("/").header("x-user-id", &format!("user-{i}")))
+                .unwrap();
+            assert_eq!(r.status, 200);
+        }
+    };
+
+    // A one-minute interval: nothing has reached Envoy yet, the VM holds all 30.
+    send(30, 0);
+    assert_eq!(
+        requests(&envoy.scrape_now()),
+        0.0,
+        "counted before any flush"
+    );
+    // Replacing the plugin instance (a listener update) flushes what the old one held.
+    envoy.reload(&cfg(0)).unwrap();
+    let after_reload = envoy.scrape_until(|s| requests(s) >= 30.0);
+    assert_eq!(requests(&after_reload), 30.0, "lost or doubled on reload");
+    // Interval 0: every request is in Envoy's counters as soon as it is answered.
+    send(10, 30);
+    assert_eq!(requests(&envoy.scrape_now()), 40.0);
+    // A short interval: counters arrive by themselves, exactly.
+    envoy.reload(&cfg(100)).unwrap();
+    send(10, 40);
+    let s = envoy.scrape_until(|s| requests(s) >= 50.0);
+    assert_eq!(requests(&s), 50.0);
+    assert!(
+        envoy.log().contains("metrics_flush_ms=100"),
+        "the configure log line names the interval"
+    );
+}
