@@ -23,7 +23,7 @@ BENCH_SECONDS ?= 2
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix fuzz bench soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix fuzz bench bench-quick soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -116,6 +116,9 @@ $(BENCH_WRK):
 bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor, sticky-canary ×3, Lua (BENCH_ROUNDS, BENCH_SECONDS) → target/bench/
 	BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_SECONDS=$(BENCH_SECONDS) \
 	  cargo run --quiet -p sticky-canary-harness --bin sticky-canary-bench
+
+bench-quick: ## make bench in about a minute (3 rounds × 1 s, 1 start-up): a rough look while developing
+	$(MAKE) --no-print-directory bench BENCH_ROUNDS=3 BENCH_SECONDS=1 BENCH_STARTS=1
 
 soak: build fixtures envoy bench-tools ## 1 M requests through the filter: wasm memory and RSS must stay flat (target/bench/soak.json)
 	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-bench -- soak

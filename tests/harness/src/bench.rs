@@ -1810,6 +1810,106 @@ pub fn table(r: &Report) -> String {
     s
 }
 
+/// The Markdown summary (`target/bench/summary.md`): the machine, the command, the results table
+/// as the README shows it, module sizes and where the run stands against the targets.
+pub fn markdown(r: &Report) -> String {
+    let sums = r.summaries();
+    let o = &r.options;
+    let mut s = String::new();
+    let envoy = r.tools.versions()["envoy"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let _ = writeln!(s, "# make bench\n");
+    let _ = writeln!(
+        s,
+        "{}, {} cores, kernel {}; Envoy: `{envoy}`.  ",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+    );
+    let _ = writeln!(
+        s,
+        "`BENCH_ROUNDS={} BENCH_SECONDS={} make bench`: {} rounds × {} s, {} connections, \
+         Envoy on core {}, wrk + nginx on core {}; finished in {:.0} s. Medians of per-round \
+         ratios (same round, same mode), with min–max.\n",
+        o.rounds,
+        o.seconds,
+        o.rounds,
+        o.seconds,
+        o.connections,
+        r.tools.envoy_cpu,
+        r.tools.load_cpu,
+        r.elapsed.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "| variant | mode | CPU µs/req | × bare | × V8 floor | req/s | p50 / p99 (1 conn) | RSS |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---|---|---:|---|---:|");
+    for m in &o.modes {
+        for x in sums.iter().filter(|x| x.mode == m.as_str()) {
+            let ratio = |v: &Spread, is_ref: bool| {
+                if is_ref {
+                    "1.00".to_string()
+                } else {
+                    fmt_ratio(v)
+                }
+            };
+            let latency = match (&x.p50_ms, &x.p99_ms) {
+                (Some(a), Some(b)) => format!("{:.2} / {:.2} ms", a.median, b.median),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} | {} | {} | {:.0} | {} | {} |",
+                x.label,
+                x.mode,
+                x.cpu_us_per_request.median,
+                ratio(&x.vs_bare, x.variant == "bare"),
+                ratio(&x.vs_floor, x.variant == "floor"),
+                x.rps.median,
+                latency,
+                x.rss_kb
+                    .map_or(String::new(), |k| format!("{} MiB", fmt_kib(k))),
+            );
+        }
+    }
+    let _ = writeln!(s, "\n| module | raw | gzip -9 |\n|---|---:|---:|");
+    for m in &r.modules {
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} KiB | {} |",
+            m.name,
+            m.bytes as f64 / 1024.0,
+            m.gzip_bytes
+                .map_or("-".into(), |g| format!("{:.1} KiB", g as f64 / 1024.0)),
+        );
+    }
+    let _ = writeln!(s, "\n| target | this run | met |\n|---|---:|---|");
+    for t in r.targets(&sums) {
+        let value = t["value"].as_f64().unwrap_or(f64::NAN);
+        let shown = if value.fract() == 0.0 {
+            format!("{value:.0}")
+        } else {
+            format!("{value:.2}")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {shown} | {} |",
+            t["target"].as_str().unwrap_or(""),
+            if t["met"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    }
+    s
+}
+
 fn print_extras(r: &Report, out: &mut String) {
     let _ = writeln!(out, "\nModules:");
     for m in &r.modules {
@@ -2359,6 +2459,8 @@ pub fn finish(r: Report) -> Result<(PathBuf, PathBuf), String> {
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
     fs::write(&svg_path, chart_svg(&r)).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    let md_path = r.options.out_dir.join("summary.md");
+    fs::write(&md_path, markdown(&r)).map_err(|e| format!("{}: {e}", md_path.display()))?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -2376,6 +2478,7 @@ pub fn finish(r: Report) -> Result<(PathBuf, PathBuf), String> {
     );
     let _ = writeln!(out, "Raw numbers: {}", display_path(&json_path));
     let _ = writeln!(out, "Chart:       {}", display_path(&svg_path));
+    let _ = writeln!(out, "Summary:     {}", display_path(&md_path));
     print!("{out}");
     Ok((json_path, svg_path))
 }
