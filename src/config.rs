@@ -226,7 +226,10 @@ impl Plan {
     }
 }
 
-/// Parses JSON into [`RawConfig`], naming the field path of the first error.
+/// Parses JSON into [`RawConfig`], naming the field path of the first error. The reader is the
+/// crate's own (`crate::de`: serde over the JSON bytes, without serde_json, which the module
+/// cannot afford); its refusals read like serde_json's, e.g. `versions[1].weight` /
+/// ``invalid value: integer `-5`, expected u32 at line 6 column 36``.
 pub fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
     match bytes.iter().find(|c| !c.is_ascii_whitespace()) {
         None => {
@@ -243,36 +246,7 @@ pub fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
             ))
         }
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let raw = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = e.path().to_string();
-        // Decide from the segments: the rendered path is ambiguous (a member named "." renders
-        // like the root ".", a member named "" renders as nothing). Found by fuzzing.
-        let at_root = e.path().iter().next().is_none();
-        let unnamed_member = matches!(
-            e.path().iter().next_back(),
-            Some(serde_path_to_error::Segment::Map { key }) if key.is_empty()
-        );
-        let reason = e.inner().to_string();
-        // serde reports a missing field at its parent; name the field itself.
-        let path = match missing_field(&reason) {
-            Some(field) if at_root => field.to_string(),
-            Some(field) => format!("{path}.{field}"),
-            None if at_root => "(root)".to_string(),
-            // Spell a member named "" the way the document does.
-            None if unnamed_member => format!("{path}\"\""),
-            None => path,
-        };
-        ConfigError::new(path, reason)
-    })?;
-    de.end()
-        .map_err(|e| ConfigError::new("(root)", format!("after the JSON object: {e}")))?;
-    Ok(raw)
-}
-
-fn missing_field(reason: &str) -> Option<&str> {
-    let rest = reason.strip_prefix("missing field `")?;
-    rest.split('`').next()
+    crate::de::from_slice(bytes)
 }
 
 impl TryFrom<RawConfig> for Plan {
