@@ -3,7 +3,8 @@
 //!
 //! It replaces `serde_json` + `serde_path_to_error` in the module (together they were most of its
 //! code). Tokens are scanned by [`crate::json`]'s scanner, so strings, numbers and literals follow
-//! exactly the grammar the business rules accept; nesting deeper than [`MAX_DEPTH`] is refused.
+//! exactly the grammar the business rules accept; nesting deeper than
+//! [`MAX_DEPTH`](crate::json::MAX_DEPTH) is refused.
 //!
 //! Only what the configuration needs: objects, arrays, strings (every escape, surrogate pairs),
 //! integers, `true`, `false`, `null`. No field of the configuration is fractional, so a number
@@ -12,7 +13,7 @@
 //! them as floats). Messages follow `serde_json`'s wording, with `at line L column C`.
 
 use crate::config::ConfigError;
-use crate::json::{JsonError, Kind, Scanner, Value, MAX_DEPTH};
+use crate::json::{JsonError, Kind, Scanner, Value};
 use serde::de::{
     self, DeserializeSeed, EnumAccess, Expected, IntoDeserializer, MapAccess, SeqAccess,
     Unexpected, VariantAccess, Visitor,
@@ -222,20 +223,18 @@ impl<'de> Parser<'de> {
 
     /// The next byte after whitespace (not consumed).
     fn peek(&mut self) -> Result<u8, Error> {
-        self.peek_in("a value")
+        self.peek_in("EOF while parsing a value")
     }
 
-    /// The next byte after whitespace, inside `what` (for the message at the end of the input).
-    fn peek_in(&mut self, what: &str) -> Result<u8, Error> {
+    /// The next byte after whitespace; `eof` when the input ends.
+    fn peek_in(&mut self, eof: &str) -> Result<u8, Error> {
         self.s.skip_ws();
-        self.s
-            .peek()
-            .ok_or_else(|| Error::msg(&format!("EOF while parsing {what}")))
+        self.s.peek().ok_or_else(|| Error::msg(eof))
     }
 
     /// Consumes `byte` after whitespace (inside an object), or fails with `what`.
     fn expect(&mut self, byte: u8, what: &str) -> Result<(), Error> {
-        if self.peek_in("an object")? == byte {
+        if self.peek_in("EOF while parsing an object")? == byte {
             self.s.bump();
             Ok(())
         } else {
@@ -313,7 +312,11 @@ impl<'de> Parser<'de> {
     /// false at the closing `close` (not consumed).
     fn more(&mut self, close: u8, first: bool) -> Result<bool, Error> {
         let list = close == b']';
-        let next = self.peek_in(if list { "a list" } else { "an object" })?;
+        let next = self.peek_in(if list {
+            "EOF while parsing a list"
+        } else {
+            "EOF while parsing an object"
+        })?;
         if next == close {
             return Ok(false);
         }
@@ -341,20 +344,38 @@ impl<'de> Parser<'de> {
         Ok(())
     }
 
+    /// Consumes a `null` if one comes next.
+    fn null(&mut self) -> Result<bool, Error> {
+        if self.peek()? != b'n' {
+            return Ok(false);
+        }
+        self.token()?;
+        Ok(true)
+    }
+
+    /// Enters array element `index` in the path.
+    #[inline(never)]
+    fn enter(&mut self, index: usize) {
+        self.path.push(Segment::Index(index));
+    }
+
     /// Takes the last step off the path (its value has been read).
     #[inline(never)]
     fn leave(&mut self) {
         self.path.pop();
     }
 
-    /// Reads a member name and enters it in the path.
-    fn key(&mut self) -> Result<Cow<'de, str>, Error> {
+    /// Reads a member name and enters it in the path; returns it (from the path).
+    fn key(&mut self) -> Result<&str, Error> {
         if self.peek()? != b'"' {
             return Err(Error::msg("key must be a string"));
         }
-        let key = self.string()?;
-        self.path.push(Segment::Key(key.to_string()));
-        Ok(key)
+        let key = self.string()?.into_owned();
+        self.path.push(Segment::Key(key));
+        match self.path.last() {
+            Some(Segment::Key(key)) => Ok(key),
+            _ => Ok(""),
+        }
     }
 }
 
@@ -425,9 +446,10 @@ impl<'de> Parser<'de> {
 fn scan_error(e: JsonError, syntax: &str) -> Error {
     match e {
         JsonError::Truncated => Error::msg("EOF while parsing a value"),
-        JsonError::TooDeep => Error::msg(&format!(
-            "recursion limit exceeded (more than {MAX_DEPTH} nested arrays and objects)"
-        )),
+        // MAX_DEPTH (checked by a test).
+        JsonError::TooDeep => {
+            Error::msg("recursion limit exceeded (more than 128 nested arrays and objects)")
+        }
         JsonError::Syntax => Error::msg(syntax),
     }
 }
@@ -474,8 +496,7 @@ impl<'de> de::Deserializer<'de> for &mut Parser<'de> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        if self.peek()? == b'n' {
-            self.token()?;
+        if self.null()? {
             visitor.visit_none()
         } else {
             visitor.visit_some(self)
@@ -498,7 +519,10 @@ impl<'de> de::Deserializer<'de> for &mut Parser<'de> {
                 self.close(b'}')?;
                 Ok(value)
             }
-            _ => self.deserialize_any(visitor),
+            _ => {
+                let token = self.token()?;
+                Err(refuse(&token, &visitor))
+            }
         }
     }
 
@@ -600,7 +624,7 @@ impl<'de> SeqAccess<'de> for Seq<'_, 'de> {
         if !self.p.more(b']', self.index == 0)? {
             return Ok(None);
         }
-        self.p.path.push(Segment::Index(self.index));
+        self.p.enter(self.index);
         let value = seed.deserialize(&mut *self.p)?;
         self.p.leave();
         self.index += 1;
@@ -624,13 +648,15 @@ impl<'de> MapAccess<'de> for Map<'_, 'de> {
             return Ok(None);
         }
         self.first = false;
-        // The key stays in the path until its value has been read.
-        seed.deserialize(self.p.key()?.into_deserializer())
-            .map(Some)
+        // The key stays in the path until its value has been read. The `:` is checked after the
+        // key (so an unknown member is named as such first), here rather than in the more
+        // numerous `next_value_seed` instances.
+        let key = seed.deserialize(self.p.key()?.into_deserializer())?;
+        self.p.expect(b':', "expected `:`")?;
+        Ok(Some(key))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        self.p.expect(b':', "expected `:`")?;
         let value = seed.deserialize(&mut *self.p)?;
         self.p.leave();
         Ok(value)
@@ -684,6 +710,7 @@ mod tests {
     //! and refusals read the same.
 
     use crate::config::{parse, ConfigError, RawConfig};
+    use crate::json::MAX_DEPTH;
     use proptest::prelude::*;
 
     /// A valid document using every part of the configuration.
@@ -741,7 +768,6 @@ mod tests {
             (r#"{"service": 3}"#, "service"),
             (r#"{"service": null}"#, "service"),
             (r#"{"service": "a", "versoins": 1}"#, "versoins"),
-            (r#"{"service": "a", "service": "b"}"#, "service"),
             (
                 r#"{"service": "a", "versions": [{"name": "x"}]}"#,
                 "versions[0].weight",
@@ -780,6 +806,10 @@ mod tests {
             assert_eq!(err.path, path, "{doc}: {err}");
             assert_eq!(err.reason, want, "{doc}");
         }
+        // The `:` after a name is read with the name, so a duplicate is reported just after it.
+        let err = ours(r#"{"service": "a", "service": "b"}"#).unwrap_err();
+        assert_eq!(err.path, "service");
+        assert_eq!(err.reason, "duplicate field `service` at line 1 column 27");
         // Worded differently, placed the same.
         let cases: &[(&str, &str)] = &[
             (r#"{"max_body_bytes": 12x}"#, "max_body_bytes"),
@@ -908,8 +938,9 @@ mod tests {
                 Some("business_metrics"),
                 "{depth}"
             );
-            if depth > 128 {
-                assert!(err.reason.starts_with("recursion limit exceeded"), "{err}");
+            if depth > MAX_DEPTH {
+                let limit = format!("recursion limit exceeded (more than {MAX_DEPTH} nested");
+                assert!(err.reason.starts_with(&limit), "{err}");
             }
         }
     }
