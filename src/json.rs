@@ -262,36 +262,37 @@ fn name_matches(raw: &[u8], token: &[u8]) -> bool {
     rest.is_empty()
 }
 
-/// A cursor over the document.
-struct Scanner<'a> {
+/// A cursor over the document. Also the tokenizer of the configuration reader (`crate::de`), so
+/// that both accept the same strings, numbers and literals.
+pub(crate) struct Scanner<'a> {
     /// The whole document.
-    doc: &'a [u8],
+    pub(crate) doc: &'a [u8],
     /// The next byte to read.
-    pos: usize,
+    pub(crate) pos: usize,
     /// Containers currently open (on the path and in skipped subtrees).
-    depth: usize,
+    pub(crate) depth: usize,
 }
 
 impl Scanner<'_> {
     /// The next byte, if any.
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.doc.get(self.pos).copied()
     }
 
     /// Consumes one byte.
-    fn bump(&mut self) {
+    pub(crate) fn bump(&mut self) {
         self.pos = self.pos.saturating_add(1);
     }
 
     /// Consumes whitespace.
-    fn skip_ws(&mut self) {
+    pub(crate) fn skip_ws(&mut self) {
         while self.peek().is_some_and(is_ws) {
             self.bump();
         }
     }
 
     /// Consumes `{` or `[` and enters the container.
-    fn open(&mut self) -> Result<(), JsonError> {
+    pub(crate) fn open(&mut self) -> Result<(), JsonError> {
         self.bump();
         self.depth = self.depth.saturating_add(1);
         if self.depth > MAX_DEPTH {
@@ -301,7 +302,7 @@ impl Scanner<'_> {
     }
 
     /// Consumes `}` or `]` and leaves the container.
-    fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.bump();
         self.depth = self.depth.saturating_sub(1);
     }
@@ -471,7 +472,7 @@ impl Scanner<'_> {
 
     /// Just after an opening quote: scans to the closing quote (consumed) and returns the range
     /// of the body. Checks escapes syntactically (`\uXXXX` needs four hex digits).
-    fn string_body(&mut self) -> Result<(usize, usize), JsonError> {
+    pub(crate) fn string_body(&mut self) -> Result<(usize, usize), JsonError> {
         let from = self.pos;
         loop {
             let rest = self.doc.get(self.pos..).unwrap_or_default();
@@ -522,7 +523,7 @@ impl Scanner<'_> {
     }
 
     /// Consumes the literal `word` (`true`, `false`, `null`). Always a complete value.
-    fn literal(&mut self, word: &[u8]) -> Result<bool, JsonError> {
+    pub(crate) fn literal(&mut self, word: &[u8]) -> Result<bool, JsonError> {
         for &expected in word {
             match self.peek() {
                 Some(b) if b == expected => self.bump(),
@@ -535,7 +536,7 @@ impl Scanner<'_> {
     }
 
     /// Consumes a number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`. Always a complete value.
-    fn number(&mut self) -> Result<bool, JsonError> {
+    pub(crate) fn number(&mut self) -> Result<bool, JsonError> {
         if self.peek() == Some(b'-') {
             self.bump();
         }

@@ -1,7 +1,8 @@
 //! sticky-canary: sticky per-session canary routing for Envoy, as a proxy-wasm filter.
 //!
 //! The crate is a pure core plus a thin host shell:
-//! - [`config`]: JSON configuration → compiled [`config::Plan`] (refusals name the field path);
+//! - [`config`]: JSON configuration → compiled [`config::Plan`] (refusals name the field path),
+//!   read by `de`, a small serde deserializer that tracks that path;
 //! - [`decision`]: session key → version (MurmurHash3 bucketing, flagd `fractional`-compatible);
 //! - [`cookie`]: lenient `Cookie` header parsing;
 //! - [`headers`]: bounds-checked decoding of the proxy-wasm header-map wire format;
@@ -14,6 +15,7 @@ pub mod assign;
 pub mod business;
 pub mod config;
 pub mod cookie;
+mod de;
 pub mod decimal;
 pub mod decision;
 pub mod headers;

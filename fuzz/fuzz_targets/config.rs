@@ -13,10 +13,14 @@
 //! contains it; `bucket` stays in range. The environment never changes whether a document is
 //! accepted nor the error, and an environment that has nothing gives exactly `from_json`'s result.
 //! Tokens read from the environment are never echoed into the summary or warnings.
+//! serde_json (the reader before the crate's own `de`) is the model of `config::parse`: the same
+//! documents are accepted, into the same raw configuration; the deliberate differences are a
+//! struct written as an array of its fields and a unit variant written as `{"Name": null}`, which
+//! serde_json took and `parse` refuses.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sticky_canary::config::{ConfigError, Plan, Source, MAX_VERSIONS};
+use sticky_canary::config::{parse, ConfigError, Plan, RawConfig, Source, MAX_VERSIONS};
 
 fn check(plan: &Plan) {
     let n = plan.versions.len();
@@ -146,6 +150,24 @@ fuzz_target!(|data: &[u8]| {
         ),
         None => (data, None),
     };
+
+    let raw = parse(doc);
+    let model = if doc.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{') {
+        serde_json::from_slice::<RawConfig>(doc).ok()
+    } else {
+        None
+    };
+    match (&raw, &model) {
+        (Ok(got), Some(want)) => assert_eq!(format!("{got:?}"), format!("{want:?}")),
+        (Ok(_), None) => panic!("accepted a document serde_json refuses"),
+        (Err(e), Some(_)) => assert!(
+            e.reason
+                .starts_with("invalid type: sequence, expected struct")
+                || e.reason.starts_with("invalid type: map, expected enum"),
+            "refused a document serde_json accepts: {e:?}"
+        ),
+        (Err(_), None) => {}
+    }
 
     let plain = Plan::from_json(doc);
     if let Ok(plan) = &plain {
