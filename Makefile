@@ -11,6 +11,11 @@ ENVOY_OLDEST  ?= 1.36.4
 ENVOY_OLDEST_BIN := $(VENV)/envoy-$(ENVOY_OLDEST)/bin/envoy
 WASM          := target/wasm32-wasip1/release/sticky_canary.wasm
 WASM_TARGET   := wasm32-wasip1
+BINARYEN_VERSION := 132.0.0
+WASM_OPT      := $(VENV)/binaryen/node_modules/.bin/wasm-opt
+# The module's wasm features (rustc's wasm32-wasip1 defaults); the module does not list them.
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+                  --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 PROMTOOL      := $(VENV)/prometheus/usr/bin/promtool
 IMAGE         ?= localhost/sticky-canary
 IMAGE_TAG     ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -23,7 +28,7 @@ BENCH_SECONDS ?= 2
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build fixtures image test test-unit test-e2e test-matrix fuzz bench bench-quick soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit test-e2e test-matrix fuzz bench bench-quick soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,14 +84,36 @@ $(COMPOSE):
 	PIP_CONSTRAINT=$(VENV)/.compose-constraints.txt $(VENV)/bin/pip install --quiet --disable-pip-version-check docker-compose==1.29.2
 	@$(COMPOSE) version | head -n 1
 
-fixtures: toolchain ## Build the test-only wasm fixture modules under tests/fixtures (never shipped)
+fixtures: toolchain wasm-opt ## Build the test-only wasm fixture modules under tests/fixtures (never shipped)
 	@for m in tests/fixtures/*/Cargo.toml; do \
 	  cargo build --quiet --release --target $(WASM_TARGET) --manifest-path $$m || exit 1; \
 	done
+	@$(call optimise,tests/fixtures/*/target/$(WASM_TARGET)/release/*.wasm)
 
-build: toolchain ## Build the filter: target/wasm32-wasip1/release/sticky_canary.wasm
+build: toolchain wasm-opt ## Build the filter: target/wasm32-wasip1/release/sticky_canary.wasm (cargo, then wasm-opt -Oz)
 	cargo build --release --target $(WASM_TARGET) -p sticky-canary
+	@$(call optimise,$(WASM))
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+
+# wasm-opt over modules cargo has linked: target/.../release/<m>.wasm is cargo's hard link to
+# deps/<m>.wasm, re-made on every cargo build. The optimised module is kept next to it as
+# <m>.wasm-opt and redone only when deps/<m>.wasm is newer; the link is replaced (never written
+# through, which would change deps/).
+optimise = for w in $(1); do \
+	  src=$$(dirname $$w)/deps/$$(basename $$w); opt=$$w-opt; \
+	  if [ ! -f $$opt ] || [ $$src -nt $$opt ]; then \
+	    echo "wasm-opt $$w"; $(WASM_OPT) $(WASM_OPT_FLAGS) $$src -o $$opt.tmp && mv -f $$opt.tmp $$opt || exit 1; \
+	  fi; \
+	  rm -f $$w && cp $$opt $$w || exit 1; \
+	done
+
+wasm-opt: $(WASM_OPT) ## Install binaryen's wasm-opt (npm binaryen@$(BINARYEN_VERSION), pinned) into .venv/binaryen
+
+$(WASM_OPT):
+	@command -v npm >/dev/null || { echo "npm is missing: installing Debian's npm (needs root)"; \
+	  apt-get install -y --no-install-recommends npm; }
+	npm install --silent --no-save --no-fund --no-audit --prefix $(VENV)/binaryen binaryen@$(BINARYEN_VERSION)
+	@test -x $@
 
 test: build fixtures envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
 	cargo test --workspace --color=never

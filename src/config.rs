@@ -224,9 +224,9 @@ impl Plan {
             put(&[" reason_header=", h]);
         }
         if !self.business.rules.is_empty() {
-            line.push_str(&format!(" business_metrics={}", self.business.rules.len()));
+            put(&[" business_metrics=", &self.business.rules.len().to_string()]);
         }
-        line.push_str(&format!(" metrics_flush_ms={}", self.metrics_flush_ms));
+        put(&[" metrics_flush_ms=", &self.metrics_flush_ms.to_string()]);
         line
     }
 
@@ -797,7 +797,7 @@ mod tests {
             plan.summary(),
             "service=checkout versions=canary:5,stable:95 default=stable \
              sources=cookie:session_id,header:x-user-id route_header=x-canary-version \
-             response_header=x-canary-version"
+             response_header=x-canary-version metrics_flush_ms=1000"
         );
         let json = with(|v| {
             v["override"] = serde_json::json!({"tokens": ["0123456789abcdef"]});
@@ -807,6 +807,10 @@ mod tests {
             ]);
             v["session"]["assign_cookie"] = serde_json::json!({"name": "sc"});
             v["reason_header"] = "X-Reason".into();
+            v["business_metrics"] = serde_json::json!([
+                {"name": "orders", "kind": "counter", "header": "x-order-id"}
+            ]);
+            v["metrics_flush_ms"] = 0.into();
         });
         let plan = Plan::from_json(json.as_bytes()).unwrap();
         assert_eq!(
@@ -814,11 +818,14 @@ mod tests {
             "service=checkout versions=canary:5,stable:95 default=stable \
              sources=cookie:session_id,header:x-user-id,cookie:sc route_header=x-canary-version \
              response_header=x-canary-version override=enabled pin=x-tenant:2values->canary \
-             pin=x-m:1values->stable assign_cookie=sc reason_header=x-reason"
+             pin=x-m:1values->stable assign_cookie=sc reason_header=x-reason \
+             business_metrics=1 metrics_flush_ms=0"
         );
         let json = with(|v| v["override"] = serde_json::json!({}));
         let plan = Plan::from_json(json.as_bytes()).unwrap();
-        assert!(plan.summary().ends_with(" override=disabled"));
+        assert!(plan
+            .summary()
+            .ends_with(" override=disabled metrics_flush_ms=1000"));
     }
 
     #[test]

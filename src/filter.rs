@@ -351,11 +351,6 @@ impl HttpContext for Stream {
         self.decision = Some(decision);
         active.increment(active.metrics.request(decision.version, decision.reason), 1);
         let version = plan.version_name(decision.version);
-        log::debug!(
-            "sticky-canary: {} -> {version} ({})",
-            plan.service,
-            decision.reason.as_str()
-        );
         let request = MapType::HttpRequestHeaders;
         // The QA override headers never reach the upstream, whatever the outcome.
         if let Some(o) = &plan.override_ {
