@@ -14,7 +14,6 @@
 use crate::assign::{id_hex, ID_BYTES, ID_LEN};
 use crate::config::{Plan, Source};
 use crate::cookie;
-use std::io::Read;
 
 /// Why a version was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,11 +71,66 @@ impl Decision {
     }
 }
 
-/// MurmurHash3 x86_32 of `a` followed by `b`, without concatenating them.
+/// MurmurHash3 x86_32 of `a` followed by `b`, without concatenating them (no allocation).
+///
+/// Written out rather than taken from a crate: the `murmur3` crate reads through `std::io::Read`,
+/// which in the size-optimised module costs a call per block and pulls in `std::io`. The unit
+/// tests check it against the reference vectors, SMHasher's verification value and, on random
+/// inputs, the `murmur3` crate.
 pub fn murmur3_32_concat(a: &[u8], b: &[u8], seed: u32) -> u32 {
-    // Reading from two in-memory slices cannot fail; an Err would be a bug in std, and 0 is as
-    // good a bucket as any then (no panic in the VM).
-    murmur3::murmur3_32(&mut a.chain(b), seed).unwrap_or(0)
+    let mut m = Murmur3 {
+        h: seed,
+        block: 0,
+        filled: 0,
+    };
+    for &byte in a {
+        m.push(byte);
+    }
+    for &byte in b {
+        m.push(byte);
+    }
+    if m.filled > 0 {
+        m.h ^= murmur3_mix(m.block);
+    }
+    // The algorithm mixes in the length modulo 2^32.
+    let mut h = m.h ^ (a.len().wrapping_add(b.len()) as u32);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The running state of [`murmur3_32_concat`]: the hash and the current little-endian block.
+struct Murmur3 {
+    h: u32,
+    block: u32,
+    filled: u32,
+}
+
+impl Murmur3 {
+    #[inline(always)]
+    fn push(&mut self, byte: u8) {
+        self.block |= u32::from(byte) << (8 * self.filled);
+        self.filled += 1;
+        if self.filled == 4 {
+            self.h ^= murmur3_mix(self.block);
+            self.h = self
+                .h
+                .rotate_left(13)
+                .wrapping_mul(5)
+                .wrapping_add(0xe654_6b64);
+            self.block = 0;
+            self.filled = 0;
+        }
+    }
+}
+
+#[inline(always)]
+fn murmur3_mix(k: u32) -> u32 {
+    k.wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593)
 }
 
 /// Step 3: scales a 32-bit hash onto `0..total_weight`.
@@ -256,6 +310,23 @@ mod tests {
             assert_eq!(
                 murmur3_32_concat(&s[..i], &s[i..], 0x9747_B28C),
                 0x2488_4CBA
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The same hash as the `murmur3` crate (an independent implementation), for any split.
+        #[test]
+        fn murmur3_matches_the_murmur3_crate(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            split in 0usize..64,
+            seed in proptest::prelude::any::<u32>(),
+        ) {
+            let split = split.min(data.len());
+            let reference = murmur3::murmur3_32(&mut std::io::Cursor::new(&data), seed).unwrap();
+            proptest::prop_assert_eq!(
+                murmur3_32_concat(&data[..split], &data[split..], seed),
+                reference
             );
         }
     }

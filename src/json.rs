@@ -234,11 +234,13 @@ fn parse_index(token: &[u8]) -> Option<usize> {
 }
 
 /// JSON insignificant whitespace.
+#[inline(always)]
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// Bytes that may legally follow a number or a literal.
+#[inline(always)]
 fn is_delimiter(b: u8) -> bool {
     is_ws(b) || matches!(b, b',' | b']' | b'}')
 }
@@ -275,16 +277,19 @@ pub(crate) struct Scanner<'a> {
 
 impl Scanner<'_> {
     /// The next byte, if any.
+    #[inline(always)]
     pub(crate) fn peek(&self) -> Option<u8> {
         self.doc.get(self.pos).copied()
     }
 
     /// Consumes one byte.
+    #[inline(always)]
     pub(crate) fn bump(&mut self) {
         self.pos = self.pos.saturating_add(1);
     }
 
     /// Consumes whitespace.
+    #[inline(always)]
     pub(crate) fn skip_ws(&mut self) {
         while self.peek().is_some_and(is_ws) {
             self.bump();
@@ -475,16 +480,16 @@ impl Scanner<'_> {
     pub(crate) fn string_body(&mut self) -> Result<(usize, usize), JsonError> {
         let from = self.pos;
         loop {
-            let rest = self.doc.get(self.pos..).unwrap_or_default();
-            let Some(offset) = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            else {
-                self.pos = self.doc.len();
-                return Err(JsonError::Truncated);
-            };
-            self.pos = self.pos.saturating_add(offset);
-            match rest.get(offset) {
+            // A plain loop: under opt-level "z" an iterator adaptor here is a call per byte.
+            let mut end = self.pos;
+            while let Some(&b) = self.doc.get(end) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                end += 1;
+            }
+            self.pos = end;
+            match self.doc.get(end) {
                 Some(b'"') => {
                     let to = self.pos;
                     self.bump();
@@ -494,6 +499,7 @@ impl Scanner<'_> {
                     self.bump();
                     self.escape()?;
                 }
+                None => return Err(JsonError::Truncated),
                 _ => return Err(JsonError::Syntax),
             }
         }
@@ -566,6 +572,7 @@ impl Scanner<'_> {
     }
 
     /// Consumes `[0-9]*`.
+    #[inline(always)]
     fn digits(&mut self) {
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.bump();
