@@ -1816,10 +1816,9 @@ pub fn markdown(r: &Report) -> String {
     let sums = r.summaries();
     let o = &r.options;
     let mut s = String::new();
-    let envoy = r.tools.versions()["envoy"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let versions = r.tools.versions();
+    let envoy = versions["envoy"].as_str().unwrap_or("");
+    let envoy = envoy.split_once("version: ").map_or(envoy, |(_, v)| v);
     let _ = writeln!(s, "# make bench\n");
     let _ = writeln!(
         s,
@@ -1891,10 +1890,13 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "\n| target | this run | met |\n|---|---:|---|");
     for t in r.targets(&sums) {
         let value = t["value"].as_f64().unwrap_or(f64::NAN);
+        let limit = t["limit"].as_f64().unwrap_or(f64::NAN);
         let shown = if value.fract() == 0.0 {
-            format!("{value:.0}")
+            format!("{value:.0} B (limit {limit:.0})")
+        } else if limit > 2.0 {
+            format!("{value:.1} µs (Lua {limit:.1} µs)")
         } else {
-            format!("{value:.2}")
+            format!("{value:.2} (limit {limit:.2})")
         };
         let _ = writeln!(
             s,
