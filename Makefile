@@ -107,7 +107,7 @@ optimise = for w in $(1); do \
 	  rm -f $$w && cp $$opt $$w || exit 1; \
 	done
 
-wasm-opt: $(WASM_OPT) ## Install binaryen's wasm-opt (npm binaryen@$(BINARYEN_VERSION), pinned) into .venv/binaryen
+wasm-opt: $(WASM_OPT) ## Install binaryen's wasm-opt (npm binaryen, pinned: BINARYEN_VERSION) into .venv/binaryen
 
 $(WASM_OPT):
 	@command -v npm >/dev/null || { echo "npm is missing: installing Debian's npm (needs root)"; \

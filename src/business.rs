@@ -211,10 +211,18 @@ impl SkipReason {
 
 /// `application/json` or any `application/*+json`, with or without parameters, any case.
 pub fn is_json_content_type(value: &[u8]) -> bool {
+    // Compared case-insensitively in place: no lowercase copy per response.
     let media = value.split(|&c| c == b';').next().unwrap_or_default();
-    let media = media.trim_ascii().to_ascii_lowercase();
-    media == b"application/json"
-        || (media.starts_with(b"application/") && media.ends_with(b"+json"))
+    let media = media.trim_ascii();
+    let (prefix, suffix) = (b"application/".as_slice(), b"+json".as_slice());
+    media.eq_ignore_ascii_case(b"application/json")
+        || (media.len() >= prefix.len() + suffix.len()
+            && media
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            && media
+                .get(media.len() - suffix.len()..)
+                .is_some_and(|s| s.eq_ignore_ascii_case(suffix)))
 }
 
 /// Decides from the response headers whether a body can be examined.
@@ -582,5 +590,36 @@ mod tests {
             Err(SkipReason::NotJson)
         );
         assert_eq!(body_gate(None, None, None, max), Err(SkipReason::NotJson));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let yes: &[&[u8]] = &[
+            b"application/json",
+            b"APPLICATION/JSON",
+            b"  application/json ; charset=utf-8",
+            b"application/vnd.api+json",
+            b"Application/Problem+Json;q=1",
+            b"application/+json",
+        ];
+        let no: &[&[u8]] = &[
+            b"",
+            b"json",
+            b"text/json",
+            b"application/jsonx",
+            b"application/json+x",
+            b"application/xml",
+            b"application+json",
+            b"text/x+json",
+            b"application/",
+            b"+json",
+            b"\xff\xfe",
+        ];
+        for v in yes {
+            assert!(is_json_content_type(v), "{}", String::from_utf8_lossy(v));
+        }
+        for v in no {
+            assert!(!is_json_content_type(v), "{}", String::from_utf8_lossy(v));
+        }
     }
 }
