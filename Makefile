@@ -12,6 +12,9 @@ ENVOY_OLDEST_BIN := $(VENV)/envoy-$(ENVOY_OLDEST)/bin/envoy
 WASM          := target/wasm32-wasip1/release/sticky_canary.wasm
 WASM_TARGET   := wasm32-wasip1
 BINARYEN_VERSION := 132.0.0
+# Dependency sources sit under CARGO_HOME, and their paths end up in the module: the build maps
+# them to /cargo so that the same sources give the same module (and image digest) for any user.
+CARGO_HOME    ?= $(HOME)/.cargo
 WASM_OPT      := $(VENV)/binaryen/node_modules/.bin/wasm-opt
 # The module's wasm features (rustc's wasm32-wasip1 defaults); the module does not list them.
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
@@ -91,7 +94,8 @@ fixtures: toolchain wasm-opt ## Build the test-only wasm fixture modules under t
 	@$(call optimise,tests/fixtures/*/target/$(WASM_TARGET)/release/*.wasm)
 
 build: toolchain wasm-opt ## Build the filter: target/wasm32-wasip1/release/sticky_canary.wasm (cargo, then wasm-opt -Oz)
-	cargo build --release --target $(WASM_TARGET) -p sticky-canary
+	RUSTFLAGS="--remap-path-prefix=$(CARGO_HOME)=/cargo" \
+	  cargo build --release --target $(WASM_TARGET) -p sticky-canary
 	@$(call optimise,$(WASM))
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
