@@ -38,7 +38,7 @@
 //! [`Options`], [`Tools`] and [`soak`].
 
 use crate::envoy::{envoy_bin, wasm_path, workspace_root};
-use crate::envoy::{get, key, listener_address, HCM};
+use crate::envoy::{get, key, listener_address, set_free_ports_of, ENDPOINT_ADDRESS, HCM};
 use crate::http::{send_once, Client, Request, Response};
 use serde_json::{json, Value as Json};
 use serde_yaml::{Mapping, Value};
@@ -210,35 +210,14 @@ fn routes(doc: &mut Value) -> &mut Vec<Value> {
 }
 
 /// The plugin configuration (JSON) of the config's wasm filter, if it has one.
-pub fn plugin_config(doc: &Value) -> Option<String> {
-    let mut d = doc.clone();
-    http_filters(&mut d).iter().find_map(|f| {
-        f.get("typed_config")?
-            .get("config")?
-            .get("configuration")?
-            .get("value")?
-            .as_str()
-            .map(str::to_string)
-    })
-}
+pub use crate::envoy::wasm_plugin_config as plugin_config;
 
 /// Makes a checked-in config runnable anywhere: admin and listener on port 0 (Envoy picks free
 /// ones), module and script paths absolute (honouring `STICKY_CANARY_WASM` and `FLOOR_WASM`),
 /// every cluster endpoint at `upstream` when given, and in [`Mode::Direct`] every route answered
 /// by a `direct_response` with the upstream's headers and body.
 pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) {
-    *get(doc, &["admin", "address", "socket_address", "port_value"]) = Value::from(0);
-    *get(
-        doc,
-        &[
-            "static_resources",
-            "listeners",
-            "0",
-            "address",
-            "socket_address",
-            "port_value",
-        ],
-    ) = Value::from(0);
+    set_free_ports_of(doc);
     let root = workspace_root();
     for f in http_filters(doc).iter_mut() {
         if let Some(local) = f
@@ -303,19 +282,7 @@ fn header_option(name: &str, value: &str) -> Value {
 }
 
 fn set_endpoint(cluster: &mut Value, addr: SocketAddr) {
-    let sa = get(
-        cluster,
-        &[
-            "load_assignment",
-            "endpoints",
-            "0",
-            "lb_endpoints",
-            "0",
-            "endpoint",
-            "address",
-            "socket_address",
-        ],
-    );
+    let sa = get(cluster, ENDPOINT_ADDRESS);
     sa["address"] = key(&addr.ip().to_string());
     sa["port_value"] = Value::from(addr.port());
 }

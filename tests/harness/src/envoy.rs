@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sticky_canary::config::DEFAULT_METRICS_FLUSH_MS;
+use sticky_canary::config::{Plan, DEFAULT_METRICS_FLUSH_MS};
 
 /// How long Envoy may take to become ready (or to exit, for refused configs).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,6 +114,52 @@ fn cluster_like(template: &Value, name: &str, addr: SocketAddr) -> Value {
     c
 }
 
+/// The plugin configuration (JSON) of a bootstrap's wasm filter, if it has one.
+pub fn wasm_plugin_config(doc: &Value) -> Option<String> {
+    let filters = [HCM, &["http_filters"]]
+        .concat()
+        .into_iter()
+        .try_fold(doc, |v, p| match p.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(p),
+        })?;
+    filters.as_sequence()?.iter().find_map(|f| {
+        f.get("typed_config")?
+            .get("config")?
+            .get("configuration")?
+            .get("value")?
+            .as_str()
+            .map(str::to_string)
+    })
+}
+
+/// How long the filter of a bootstrap may keep counter increments before Envoy has them: its
+/// plugin config's `metrics_flush_ms` (the filter's default when absent or unreadable); zero
+/// without a sticky-canary filter.
+pub fn metrics_flush_of(doc: &Value) -> Duration {
+    wasm_plugin_config(doc).map_or(Duration::ZERO, |json| {
+        let ms = Plan::from_json(json.as_bytes())
+            .map_or(DEFAULT_METRICS_FLUSH_MS, |p| p.metrics_flush_ms);
+        Duration::from_millis(u64::from(ms))
+    })
+}
+
+/// Admin and listener on port 0 (Envoy picks; the harness asks the admin API).
+pub(crate) fn set_free_ports_of(doc: &mut Value) {
+    *get(doc, &["admin", "address", "socket_address", "port_value"]) = Value::from(0);
+    *get(
+        doc,
+        &[
+            "static_resources",
+            "listeners",
+            "0",
+            "address",
+            "socket_address",
+            "port_value",
+        ],
+    ) = Value::from(0);
+}
+
 /// An Envoy configuration for one test, derived from `envoy/envoy.yaml`.
 #[derive(Clone, Debug)]
 pub struct EnvoyConfig {
@@ -123,7 +169,7 @@ pub struct EnvoyConfig {
 }
 
 /// Where a cluster's first endpoint address sits.
-const ENDPOINT_ADDRESS: &[&str] = &[
+pub(crate) const ENDPOINT_ADDRESS: &[&str] = &[
     "load_assignment",
     "endpoints",
     "0",
@@ -256,28 +302,10 @@ impl EnvoyConfig {
             .to_string()
     }
 
-    /// How long the filter may keep counter increments before Envoy has them: the plugin
-    /// config's `metrics_flush_ms` (or its default); zero without a sticky-canary filter.
+    /// How long the filter may keep counter increments before Envoy has them (see
+    /// [`metrics_flush_of`]).
     pub fn metrics_flush(&self) -> Duration {
-        let mut doc = self.doc.clone();
-        let filters = get(&mut doc, &[HCM, &["http_filters"]].concat());
-        let Some(f) = filters.as_sequence().and_then(|seq| {
-            seq.iter()
-                .find(|f| f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm"))
-        }) else {
-            return Duration::ZERO;
-        };
-        let ms = ["typed_config", "config", "configuration", "value"]
-            .iter()
-            .try_fold(f, |v, k| v.get(k))
-            .and_then(Value::as_str)
-            .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
-            .map_or(u64::from(DEFAULT_METRICS_FLUSH_MS), |c| {
-                c.get("metrics_flush_ms")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(u64::from(DEFAULT_METRICS_FLUSH_MS))
-            });
-        Duration::from_millis(ms)
+        metrics_flush_of(&self.doc)
     }
 
     pub fn set_plugin_config(&mut self, json: &str) {
@@ -353,21 +381,7 @@ impl EnvoyConfig {
 
     /// Admin and listener on port 0 (Envoy picks; the harness asks the admin API).
     pub fn set_free_ports(&mut self) {
-        *get(
-            &mut self.doc,
-            &["admin", "address", "socket_address", "port_value"],
-        ) = Value::from(0);
-        *get(
-            &mut self.doc,
-            &[
-                "static_resources",
-                "listeners",
-                "0",
-                "address",
-                "socket_address",
-                "port_value",
-            ],
-        ) = Value::from(0);
+        set_free_ports_of(&mut self.doc);
     }
 
     /// Replaces the clusters with one per upstream and the routes with one per upstream matching
@@ -539,15 +553,17 @@ impl Envoy {
         let dir = tempdir();
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
-        let envoy = Envoy::start_in(&cfg_path, dir, &cfg.process_env)?;
-        envoy.metrics_flush.set(cfg.metrics_flush());
-        Ok(envoy)
+        Envoy::start_in(&cfg_path, dir, &cfg.process_env, cfg.metrics_flush())
     }
 
     /// Starts Envoy on a config file as it is (e.g. `envoy/envoy.yaml` for `make run`), from the
     /// repository root, and waits until it is ready to serve.
     pub fn start_file(cfg_path: &Path) -> Result<Envoy, StartFailure> {
-        Envoy::start_in(cfg_path, tempdir(), &[])
+        let flush = fs::read_to_string(cfg_path)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<Value>(&t).ok())
+            .map_or(Duration::ZERO, |doc| metrics_flush_of(&doc));
+        Envoy::start_in(cfg_path, tempdir(), &[], flush)
     }
 
     /// Starts Envoy with the config's listener delivered by file-based LDS (a watched
@@ -561,9 +577,8 @@ impl Envoy {
         write_atomically(&lds_file, &cfg.lds_resources(None));
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.dynamic_bootstrap(&lds_file, &lds_dir)).expect("write config");
-        let mut envoy = Envoy::start_in(&cfg_path, dir, &cfg.process_env)?;
+        let mut envoy = Envoy::start_in(&cfg_path, dir, &cfg.process_env, cfg.metrics_flush())?;
         envoy.lds_file = Some(lds_file);
-        envoy.metrics_flush.set(cfg.metrics_flush());
         Ok(envoy)
     }
 
@@ -624,6 +639,7 @@ impl Envoy {
         cfg_path: &Path,
         dir: tempfile::TempDir,
         env: &[(String, String)],
+        metrics_flush: Duration,
     ) -> Result<Envoy, StartFailure> {
         check_prerequisites();
         let mut child = spawn(cfg_path, dir.path(), env);
@@ -661,9 +677,7 @@ impl Envoy {
                             admin,
                             listener,
                             lds_file: None,
-                            metrics_flush: Cell::new(Duration::from_millis(u64::from(
-                                DEFAULT_METRICS_FLUSH_MS,
-                            ))),
+                            metrics_flush: Cell::new(metrics_flush),
                         });
                     }
                 }
