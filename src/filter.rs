@@ -109,6 +109,31 @@ impl Active {
             increment_now(id, by);
         }
     }
+
+    /// Applies a rule's outcome to the version's metrics.
+    fn apply(&self, version: usize, rule: usize, outcome: Outcome) {
+        let m = &self.metrics;
+        match outcome {
+            Outcome::Nothing => {}
+            Outcome::Count => self.increment(m.business(version, rule), 1),
+            Outcome::Add(n) => {
+                self.increment(m.business(version, rule), n);
+                // Saturating: a wrapped sum of squares would be a wrong variance.
+                let square = u64::try_from(u128::from(n) * u128::from(n)).unwrap_or(u64::MAX);
+                self.increment(m.squares(version, rule), square);
+            }
+            Outcome::Record(n) => {
+                if let Some(&id) = m.business(version, rule).and_then(|s| self.ids.get(*s)) {
+                    warn_on_error("record", "histogram", host::record_metric(id, n));
+                }
+            }
+            Outcome::Invalid => self.increment(m.invalid(version, rule), 1),
+        }
+    }
+
+    fn skipped(&self, version: usize, reason: SkipReason) {
+        self.increment(self.metrics.skipped(version, reason), 1);
+    }
 }
 
 impl RootContext for Root {
@@ -285,33 +310,6 @@ fn increment_now(id: u32, by: u64) {
             return;
         }
         left -= step;
-    }
-}
-
-impl Active {
-    /// Applies a rule's outcome to the version's metrics.
-    fn apply(&self, version: usize, rule: usize, outcome: Outcome) {
-        let m = &self.metrics;
-        match outcome {
-            Outcome::Nothing => {}
-            Outcome::Count => self.increment(m.business(version, rule), 1),
-            Outcome::Add(n) => {
-                self.increment(m.business(version, rule), n);
-                // Saturating: a wrapped sum of squares would be a wrong variance.
-                let square = u64::try_from(u128::from(n) * u128::from(n)).unwrap_or(u64::MAX);
-                self.increment(m.squares(version, rule), square);
-            }
-            Outcome::Record(n) => {
-                if let Some(&id) = m.business(version, rule).and_then(|s| self.ids.get(*s)) {
-                    warn_on_error("record", "histogram", host::record_metric(id, n));
-                }
-            }
-            Outcome::Invalid => self.increment(m.invalid(version, rule), 1),
-        }
-    }
-
-    fn skipped(&self, version: usize, reason: SkipReason) {
-        self.increment(self.metrics.skipped(version, reason), 1);
     }
 }
 
