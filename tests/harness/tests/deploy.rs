@@ -491,25 +491,19 @@ fn failure_policy(fail_strategy: &Value) -> String {
 
 fn carriers(all: &[Manifest]) -> Vec<Carrier> {
     let mut out = Vec::new();
-    for m in of_kind(all, "WasmPlugin") {
-        let spec = &m.doc["spec"];
-        out.push(Carrier {
-            what: m.at(),
-            json: spec["pluginConfig"].to_string(),
-            env: istio_env(&spec["vmConfig"]),
-            failure_policy: failure_policy(&spec["failStrategy"]),
-            envoy_filter: None,
-        });
-    }
-    for m in of_kind(all, "TrafficExtension") {
-        let wasm = &m.doc["spec"]["wasm"];
-        out.push(Carrier {
-            what: m.at(),
-            json: wasm["pluginConfig"].to_string(),
-            env: istio_env(&wasm["vmConfig"]),
-            failure_policy: failure_policy(&wasm["failStrategy"]),
-            envoy_filter: None,
-        });
+    // The module fields sit in `spec` of a WasmPlugin, in `spec.wasm` of a TrafficExtension.
+    for (kind, under) in [("WasmPlugin", None), ("TrafficExtension", Some("wasm"))] {
+        for m in of_kind(all, kind) {
+            let spec = &m.doc["spec"];
+            let module = under.map_or(spec, |k| &spec[k]);
+            out.push(Carrier {
+                what: m.at(),
+                json: module["pluginConfig"].to_string(),
+                env: istio_env(&module["vmConfig"]),
+                failure_policy: failure_policy(&module["failStrategy"]),
+                envoy_filter: None,
+            });
+        }
     }
     for m in of_kind(all, "EnvoyFilter") {
         for (i, p) in m.doc["spec"]["configPatches"]
