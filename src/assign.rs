@@ -4,7 +4,7 @@
 //! The `Set-Cookie` attributes are validated and serialized once at configure time; per request
 //! only `name=id` is prepended.
 
-use crate::config::{check_token, ConfigError};
+use crate::check::{check_token, ConfigError};
 use serde::Deserialize;
 
 /// Bytes of randomness in a minted id (128 bits).

@@ -7,7 +7,7 @@
 //! reported as [`Outcome::Invalid`], because silent rounding is the very bug class this exists to
 //! catch.
 
-use crate::config::{check_header_name, ConfigError};
+use crate::check::{check_header_name, ConfigError};
 use crate::decimal::{self, MAX_SCALE};
 use crate::json::{self, Kind as JsonKind, Pointer};
 use serde::Deserialize;

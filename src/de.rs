@@ -17,7 +17,7 @@
 //! for a version; it names no field) and a unit variant written as a one-member object
 //! (`{"Lax": null}` for `"Lax"`).
 
-use crate::config::ConfigError;
+use crate::check::ConfigError;
 use crate::json::{JsonError, Kind, Scanner, Value};
 use serde::de::{
     self, DeserializeSeed, Expected, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor,

@@ -11,9 +11,7 @@
 //! Precedence, first match wins: override (valid token) → pin → session key hash → assigned (a
 //! freshly minted anonymous id, hashed the same way) → default version.
 
-use crate::assign::{id_hex, ID_BYTES, ID_LEN};
-use crate::config::{Plan, Source};
-use crate::cookie;
+use crate::assign::{ID_BYTES, ID_LEN};
 
 /// Why a version was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,7 +60,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(version: usize, reason: Reason) -> Decision {
+    pub(crate) fn new(version: usize, reason: Reason) -> Decision {
         Decision {
             version,
             reason,
@@ -138,124 +136,6 @@ pub fn position(hash: u32, total_weight: u64) -> u64 {
     (u64::from(hash) * total_weight) >> 32
 }
 
-impl Plan {
-    /// Steps 1–4 for one session key.
-    pub fn bucket(&self, session_key: &[u8]) -> usize {
-        let h = murmur3_32_concat(&self.salt, session_key, 0);
-        self.pick(position(h, self.total_weight))
-    }
-
-    /// The version a cluster serves: a cluster named like a version (plain Envoy, one cluster per
-    /// version), or an Istio subset cluster `outbound|<port>|<subset>|<host>` whose subset is a
-    /// version. `None` for anything else (e.g. no cluster on a local reply).
-    pub fn version_of_cluster(&self, cluster: &[u8]) -> Option<usize> {
-        let find = |name: &[u8]| self.versions.iter().position(|v| v.name.as_bytes() == name);
-        find(cluster).or_else(|| {
-            let mut parts = cluster.split(|&c| c == b'|');
-            match (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-            ) {
-                (Some(b"outbound"), Some(_port), Some(subset), Some(_host), None) => find(subset),
-                _ => None,
-            }
-        })
-    }
-
-    /// Decides the version for a request.
-    pub fn decide<R: RequestView>(&self, request: &mut R) -> Decision {
-        if let Some(version) = self.override_version(request) {
-            return Decision::new(version, Reason::Override);
-        }
-        if let Some(version) = self.pinned_version(request) {
-            return Decision::new(version, Reason::Pin);
-        }
-        if let Some(version) = self.session_version(request) {
-            return Decision::new(version, Reason::Hash);
-        }
-        if self.assign.is_some() {
-            if let Some(random) = request.random_id() {
-                let id = id_hex(&random);
-                return Decision {
-                    version: self.bucket(&id),
-                    reason: Reason::Assigned,
-                    minted: Some(id),
-                };
-            }
-        }
-        Decision::new(self.default_version, Reason::Default)
-    }
-
-    /// The version a stage-zero override asks for, if its token is accepted and the version is
-    /// listed. Anything else (no token, wrong token, unknown version) is ignored silently.
-    fn override_version<R: RequestView>(&self, request: &mut R) -> Option<usize> {
-        let o = self.override_.as_ref().filter(|o| o.enabled())?;
-        let wanted = request.get(&o.header)?;
-        let version = self
-            .versions
-            .iter()
-            .position(|v| v.name.as_bytes() == wanted.as_ref())?;
-        let token = request.get(&o.token_header)?;
-        o.accepts(token.as_ref()).then_some(version)
-    }
-
-    /// The version of the first pin whose header value is allowlisted.
-    fn pinned_version<R: RequestView>(&self, request: &mut R) -> Option<usize> {
-        self.pins.iter().find_map(|pin| {
-            let value = request.get(&pin.header)?;
-            pin.values.contains(value.as_ref()).then_some(pin.version)
-        })
-    }
-
-    /// Sources are tried in config order; the first with a non-empty value gives the session key.
-    /// The first `Cookie` header is read at most once, whatever the number of cookie sources.
-    /// Only when a `Cookie` header exists but lacks a wanted cookie are the other `Cookie` headers
-    /// read (HTTP/1.1 clients may send several; Envoy joins them only for HTTP/2).
-    fn session_version<R: RequestView>(&self, lookup: &mut R) -> Option<usize> {
-        let mut first_cookie: Option<Option<R::Value>> = None;
-        let mut all_cookies: Option<Vec<R::Value>> = None;
-        for source in &self.sources {
-            let key = match source {
-                Source::Cookie(name) => {
-                    let first = first_cookie.get_or_insert_with(|| lookup.get("cookie"));
-                    match first.as_ref() {
-                        None => None,
-                        Some(h) => match cookie::find(h.as_ref(), name.as_bytes()) {
-                            Some(v) => Some(v),
-                            None => {
-                                let all =
-                                    all_cookies.get_or_insert_with(|| lookup.get_all("cookie"));
-                                cookie::find_in(
-                                    all.iter().skip(1).map(AsRef::as_ref),
-                                    name.as_bytes(),
-                                )
-                            }
-                        },
-                    }
-                    .filter(|k| !k.is_empty())
-                    .map(|k| self.bucket(k))
-                }
-                Source::Header(name) => lookup
-                    .get(name)
-                    .and_then(|v| trimmed_non_empty(v.as_ref()).map(|k| self.bucket(k))),
-            };
-            if key.is_some() {
-                return key;
-            }
-        }
-        None
-    }
-}
-
-fn trimmed_non_empty(v: &[u8]) -> Option<&[u8]> {
-    let start = v.iter().position(|c| !matches!(c, b' ' | b'\t'))?;
-    let end = v.iter().rposition(|c| !matches!(c, b' ' | b'\t'))?;
-    v.get(start..=end)
-}
-
 /// What the decision may read of a request: headers by lowercase name, and randomness for
 /// minting anonymous ids. The wasm shell implements it with host calls; tests with a list.
 pub trait RequestView {
@@ -291,7 +171,7 @@ impl<'a> RequestView for &'a [(&'a str, &'a [u8])] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Plan;
+    use crate::plan::{Plan, Source};
 
     fn murmur(data: &[u8], seed: u32) -> u32 {
         murmur3_32_concat(data, b"", seed)

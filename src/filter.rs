@@ -13,10 +13,10 @@
 
 use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
-use crate::config::Plan;
 use crate::decision::{Decision, RequestView};
 use crate::host;
 use crate::metrics::{Catalogue, Tally};
+use crate::plan::Plan;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::cell::Cell;

@@ -13,6 +13,7 @@
 
 pub mod assign;
 pub mod business;
+mod check;
 pub mod config;
 pub mod cookie;
 mod de;
@@ -21,6 +22,7 @@ pub mod decision;
 pub mod headers;
 pub mod json;
 pub mod metrics;
+pub mod plan;
 pub mod stage;
 
 #[cfg(target_arch = "wasm32")]

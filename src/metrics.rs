@@ -16,8 +16,8 @@
 //! from configure time on; the wasm shell defines each once and keeps the ids in the same layout.
 
 use crate::business::{RuleKind, SkipReason};
-use crate::config::Plan;
 use crate::decision::Reason;
+use crate::plan::Plan;
 use std::cell::Cell;
 
 /// Tag names, in the order Envoy must list them (it prints labels in `stats_tags` order).
@@ -300,32 +300,6 @@ impl Tally {
     }
 }
 
-/// Characters and substrings a label value must not contain so that Envoy's and Istio's tag
-/// extraction yields exactly our labels: `;` and `=` would break the delimiters, and Istio's
-/// bootstrap adds unanchored tags (`cache.`, `component.`, `tag.`, `wasm_filter.`, `rbac.allowed`,
-/// …) that would pull stray labels out of a value containing them.
-pub fn label_value_problem(value: &str) -> Option<&'static str> {
-    const ISTIO_TAG_PATTERNS: [&str; 10] = [
-        "cache.",
-        "component.",
-        "tag.",
-        "wasm_filter.",
-        "rbac.allowed",
-        "rbac.denied",
-        ".shadow_allowed",
-        ".shadow_denied",
-        ".istio_dry_run_allow_",
-        ".istio_dry_run_deny_",
-    ];
-    if value.contains("..") {
-        Some("contains \"..\"")
-    } else if ISTIO_TAG_PATTERNS.iter().any(|p| value.contains(p)) {
-        Some("contains a pattern Istio's stats tags extract (cache., component., tag., wasm_filter., rbac.…)")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,15 +432,5 @@ mod tests {
         let c = Catalogue::for_plan(&p);
         assert!(c.skipped.iter().all(Vec::is_empty));
         assert!(c.skipped(0, SkipReason::TooLarge).is_none());
-    }
-
-    #[test]
-    fn label_values_that_would_confuse_tag_extraction() {
-        for bad in ["v1..2", "tag.1", "cache.x", "a.rbac.allowed", "component.y"] {
-            assert!(label_value_problem(bad).is_some(), "{bad}");
-        }
-        for good in ["v1.2.3", "canary", "checkout-api", "stable_2"] {
-            assert!(label_value_problem(good).is_none(), "{good}");
-        }
     }
 }

@@ -2,7 +2,7 @@
 //! (allowlisted merchants/tenants go to a fixed version). Raw serde types, their compiled forms,
 //! and constant-time token comparison.
 
-use crate::config::{check_header_name, ConfigError};
+use crate::check::{check_header_name, ConfigError};
 use serde::Deserialize;
 use std::collections::HashSet;
 

@@ -20,7 +20,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sticky_canary::config::{parse, ConfigError, Plan, RawConfig, Source, MAX_VERSIONS};
+use sticky_canary::config::{parse, ConfigError, RawConfig, MAX_VERSIONS};
+use sticky_canary::plan::{Plan, Source};
 
 fn check(plan: &Plan) {
     let n = plan.versions.len();

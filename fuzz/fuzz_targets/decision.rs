@@ -16,7 +16,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 use sticky_canary::cookie;
 use sticky_canary::decision::Reason;
 

@@ -1410,7 +1410,7 @@ pub fn expected_version(key: &str) -> String {
         .expect("filter-route")
         .load();
     let cfg = plugin_config(&doc).expect("filter-route has a plugin config");
-    let plan = sticky_canary::config::Plan::from_json(cfg.as_bytes()).expect("valid plugin config");
+    let plan = sticky_canary::plan::Plan::from_json(cfg.as_bytes()).expect("valid plugin config");
     plan.version_name(plan.bucket(key.as_bytes())).to_string()
 }
 

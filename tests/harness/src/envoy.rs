@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sticky_canary::config::{Plan, DEFAULT_METRICS_FLUSH_MS};
+use sticky_canary::config::DEFAULT_METRICS_FLUSH_MS;
+use sticky_canary::plan::Plan;
 
 /// How long Envoy may take to become ready (or to exit, for refused configs).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);

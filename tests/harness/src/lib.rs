@@ -20,7 +20,7 @@ pub mod shop;
 
 use envoy::{Envoy, EnvoyConfig, StartFailure};
 use http::{Client, Request, Response, Upstream};
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 
 /// Upstreams for every version of a plugin config, and an Envoy routing to them.
 pub struct Fixture {

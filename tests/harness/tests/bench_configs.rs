@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::bench::{self, Mode, Variant, VARIANTS};
 use sticky_canary_harness::envoy::{self, Envoy};
 use sticky_canary_harness::http::{Client, Request, Upstream};

@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Client, Request, Response, Upstream};
 use sticky_canary_harness::prom::Scrape;

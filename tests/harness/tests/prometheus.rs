@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{workspace_root, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{send_once, Client, Request};
 use sticky_canary_harness::shop::shop;

@@ -305,7 +305,7 @@ fn upstream_version_tag_is_replaced() {
         "stable",
     );
     let envoy = Envoy::start(&cfg).unwrap_or_else(|f| panic!("{}", f.log));
-    let plan = sticky_canary::config::Plan::from_json(config(50, 50).as_bytes()).unwrap();
+    let plan = sticky_canary::plan::Plan::from_json(config(50, 50).as_bytes()).unwrap();
     for key in Keys::new(8).take(50) {
         let r = send_once(envoy.listener(), &with_session(&key)).unwrap();
         let want = plan.version_name(plan.bucket(key.as_bytes()));

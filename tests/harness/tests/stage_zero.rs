@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use std::collections::HashSet;
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{echo_handler, Client, Request, Response, Upstream};
 use sticky_canary_harness::Observed;

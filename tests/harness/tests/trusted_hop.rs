@@ -2,7 +2,7 @@
 //! only come from a verified JWT claim (header_mutation strips it, jwt_authn writes it).
 
 use hmac::{KeyInit, Mac};
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{echo_handler, Client, Request};
 use sticky_canary_harness::Observed;

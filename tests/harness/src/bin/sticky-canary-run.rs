@@ -3,7 +3,7 @@
 //! stickiness, then waits; Ctrl-C (or SIGTERM) stops Envoy and the upstreams.
 
 use std::sync::mpsc;
-use sticky_canary::config::Plan;
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{send_once, Request, Upstream};
 
