@@ -52,7 +52,7 @@ impl Reason {
 /// The outcome for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// Index into [`Plan::versions`].
+    /// Index into [`crate::plan::Plan::versions`].
     pub version: usize,
     pub reason: Reason,
     /// The minted anonymous id (lowercase hex) when `reason` is [`Reason::Assigned`].

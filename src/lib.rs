@@ -1,14 +1,24 @@
 //! sticky-canary: sticky per-session canary routing for Envoy, as a proxy-wasm filter.
 //!
-//! The crate is a pure core plus a thin host shell:
-//! - [`config`]: JSON configuration → compiled [`config::Plan`] (refusals name the field path),
-//!   read by `de`, a small serde deserializer that tracks that path;
-//! - [`decision`]: session key → version (MurmurHash3 bucketing, flagd `fractional`-compatible);
-//! - [`cookie`]: lenient `Cookie` header parsing;
-//! - [`headers`]: bounds-checked decoding of the proxy-wasm header-map wire format;
-//! - `filter` and `host` (wasm32 only): adapt the core to the proxy-wasm host ABI.
+//! A pure core plus a thin host shell. Every module but `host` builds and is tested on the host
+//! with `cargo test`; none but `host` imports `proxy_wasm`. The import graph is a DAG (a unit test
+//! below fails on a cycle); each line names what a module may import from the crate:
 //!
-//! Everything but `filter` builds and is tested on the host with `cargo test`.
+//! - `check` (private): [`config::ConfigError`] and the name/token checks every section shares — a leaf;
+//! - [`cookie`], [`decimal`], [`headers`], [`json`]: byte-level readers (Cookie header, exact
+//!   decimals, the proxy-wasm header-map wire format, JSON Pointer and the JSON scanner) — leaves;
+//! - [`stats`]: the statistical tests the gate (and later the filter) runs — a leaf;
+//! - [`assign`] (check): the anonymous-session cookie; [`stage`] (check): override and pins;
+//!   [`business`] (check, decimal, json): business rules and body gating;
+//! - `de` (check, json): the configuration's serde deserializer, which keeps the field path;
+//! - [`config`] (assign, business, check, de, stage): the JSON schema users write, parsed;
+//! - [`decision`] (assign): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
+//! - [`plan`] (assign, business, check, config, cookie, decision, stage): the compiled [`plan::Plan`]
+//!   and its routing decision;
+//! - [`metrics`] (business, decision, plan): metric names and the per-version catalogue;
+//! - [`filter`] (assign, business, decision, headers, metrics, plan): the request/response logic,
+//!   against the [`filter::Host`] trait (a fake host in its unit tests);
+//! - `host` (filter, metrics; wasm32 only): the one adapter to the proxy-wasm ABI.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod assign;

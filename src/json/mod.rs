@@ -1,0 +1,17 @@
+//! Lean JSON reading without a DOM: [`find`] extracts one value by JSON Pointer (RFC 6901) from a
+//! response body, and the `Scanner` under it is also the tokenizer of the configuration reader
+//! (`crate::de`), so both accept the same strings, numbers and literals.
+//!
+//! - `scanner`: the byte cursor (whitespace, strings, numbers, literals, skipping subtrees with a
+//!   128-bit stack, never recursing), [`Value`], [`Kind`], [`JsonError`] and string unescaping;
+//! - `pointer`: compiled pointers ([`Pointer`]) and [`find`], the walk along a pointer's path.
+
+mod pointer;
+mod scanner;
+
+pub use pointer::{find, Pointer, PointerError};
+pub(crate) use scanner::Scanner;
+pub use scanner::{JsonError, Kind, Value, MAX_DEPTH};
+
+#[cfg(test)]
+mod tests;
