@@ -96,8 +96,6 @@ fn split(text: &[u8]) -> Result<(&[u8], &[u8]), DecimalError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
     use super::*;
     use proptest::prelude::*;
 

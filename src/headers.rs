@@ -60,25 +60,27 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
+/// Serializes like the host does (for tests: the fake host of `crate::filter` and the decoder's
+/// own round trips).
+#[cfg(test)]
+pub(crate) fn serialize(map: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = (map.len() as u32).to_le_bytes().to_vec();
+    for (n, v) in map {
+        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (n, v) in map {
+        out.extend_from_slice(n);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Serializes like the host does.
-    pub fn serialize(map: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut out = (map.len() as u32).to_le_bytes().to_vec();
-        for (n, v) in map {
-            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (n, v) in map {
-            out.extend_from_slice(n);
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
-    }
 
     #[test]
     fn round_trip() {

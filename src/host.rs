@@ -1,4 +1,5 @@
-//! Panic-free bindings to the few proxy-wasm host calls the filter makes, and its randomness.
+//! The one adapter to the proxy-wasm ABI: Envoy's callbacks forwarded to [`crate::filter`], and
+//! [`Envoy`], the filter's [`Host`] made of panic-free bindings to the few host calls it makes.
 //!
 //! The SDK's `hostcalls` functions return `Result` yet `panic!` on any status they did not
 //! expect, and its header-pairs decoder unwraps. With `panic = "abort"` a panic traps the VM and
@@ -9,12 +10,148 @@
 //! takes ownership of them soundly.
 #![allow(unsafe_code)]
 
+use crate::assign::ID_BYTES;
+use crate::filter::{Host, HostError, Level, Map, Root, Stream};
 use crate::metrics::MetricKind;
-use proxy_wasm::types::{BufferType, MapType, MetricType};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
-/// A host call did not succeed; the raw proxy-wasm status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HostError(pub u32);
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(RootContextOf(Root::new(Envoy)))
+    });
+}}
+
+/// Envoy's root context callbacks, forwarded.
+struct RootContextOf(Root<Envoy>);
+
+impl Context for RootContextOf {
+    fn on_done(&mut self) -> bool {
+        self.0.on_done()
+    }
+}
+
+impl RootContext for RootContextOf {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        self.0.on_vm_start()
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        self.0.on_configure()
+    }
+
+    fn on_tick(&mut self) {
+        self.0.on_tick();
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never None: the SDK panics on None.
+        Some(Box::new(HttpContextOf(self.0.stream())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Envoy's HTTP stream callbacks, forwarded. The filter never pauses a stream.
+struct HttpContextOf(Stream<Envoy>);
+
+impl Context for HttpContextOf {}
+
+impl HttpContext for HttpContextOf {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.0.on_request_headers();
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.0.on_response_headers(end_of_stream);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.0.on_response_body(body_size, end_of_stream);
+        // Always stream on: the client gets the body exactly as the upstream sent it.
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.0.on_response_trailers();
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        self.0.on_log();
+    }
+}
+
+/// Envoy's `xds.cluster_name` attribute (the routed cluster), in the property ABI's encoding.
+const CLUSTER_NAME: &[u8] = b"xds\0cluster_name\0";
+
+/// The filter's host: the ABI calls below.
+#[derive(Clone, Copy)]
+pub struct Envoy;
+
+fn map_type(map: Map) -> MapType {
+    match map {
+        Map::Request => MapType::HttpRequestHeaders,
+        Map::Response => MapType::HttpResponseHeaders,
+    }
+}
+
+impl Host for Envoy {
+    fn header(&self, map: Map, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        header(map_type(map), name)
+    }
+    fn header_map(&self, map: Map) -> Result<Vec<u8>, HostError> {
+        header_map(map_type(map))
+    }
+    fn set_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError> {
+        set_header(map_type(map), name, value)
+    }
+    fn add_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError> {
+        add_header(map_type(map), name, value)
+    }
+    fn remove_header(&self, map: Map, name: &str) -> Result<(), HostError> {
+        remove_header(map_type(map), name)
+    }
+    fn cluster_name(&self) -> Result<Option<Vec<u8>>, HostError> {
+        property(CLUSTER_NAME)
+    }
+    fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        buffer_range(BufferType::HttpResponseBody, 0, size)
+    }
+    fn plugin_configuration(&self) -> Result<Vec<u8>, HostError> {
+        buffer_range(BufferType::PluginConfiguration, 0, usize::MAX)
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn random_id(&self) -> Option<[u8; ID_BYTES]> {
+        random_id()
+    }
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, offset: i64) -> Result<(), HostError> {
+        increment_metric(id, offset)
+    }
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        record_metric(id, value)
+    }
+    fn set_tick_period(&self, period_ms: u32) -> Result<(), HostError> {
+        set_tick_period(period_ms)
+    }
+    fn log(&self, level: Level, message: &str) {
+        match level {
+            Level::Info => log::info!("{message}"),
+            Level::Warn => log::warn!("{message}"),
+            Level::Error => log::error!("{message}"),
+        }
+    }
+}
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
@@ -90,7 +227,7 @@ unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
 }
 
 /// The first value of a header, `Ok(None)` when absent.
-pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
     // SAFETY: pointers to live locals; the host writes a buffer it allocated through us.
@@ -104,7 +241,7 @@ pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
 }
 
 /// Replaces every value of a header with one value.
-pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
     // SAFETY: the slices outlive the call.
     match unsafe {
         proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
@@ -115,7 +252,7 @@ pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostErro
 }
 
 /// Adds one more value to a header.
-pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
     // SAFETY: the slices outlive the call.
     match unsafe {
         proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
@@ -126,7 +263,7 @@ pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostErro
 }
 
 /// Removes every value of a header.
-pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
+fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
     // SAFETY: the slice outlives the call.
     match unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) } {
         OK | NOT_FOUND => Ok(()),
@@ -134,8 +271,8 @@ pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
     }
 }
 
-/// The whole header map in the proxy-wasm wire format (decode with [`crate::headers::pairs`]).
-pub fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
+/// The whole header map in the proxy-wasm wire format (decoded by the filter with `crate::headers::pairs`).
+fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
     // SAFETY: as in `header`.
@@ -145,13 +282,8 @@ pub fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
     }
 }
 
-/// A whole host buffer (e.g. the plugin configuration); empty when absent.
-pub fn buffer(buffer: BufferType) -> Result<Vec<u8>, HostError> {
-    buffer_range(buffer, 0, usize::MAX)
-}
-
 /// Up to `max` bytes of a host buffer from `start` (e.g. the current response body chunk).
-pub fn buffer_range(buffer: BufferType, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
+fn buffer_range(buffer: BufferType, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
     // SAFETY: as in `header`.
@@ -164,15 +296,15 @@ pub fn buffer_range(buffer: BufferType, start: usize, max: usize) -> Result<Vec<
 
 /// 128 bits from WASI `random_get`, which Envoy (proxy-wasm-cpp-host) serves from BoringSSL's
 /// `RAND_bytes`, a CSPRNG.
-pub fn random_id() -> Option<[u8; crate::assign::ID_BYTES]> {
-    let mut buf = [0u8; crate::assign::ID_BYTES];
+fn random_id() -> Option<[u8; ID_BYTES]> {
+    let mut buf = [0u8; ID_BYTES];
     getrandom::fill(&mut buf).ok()?;
     Some(buf)
 }
 
 /// A host property, `Ok(None)` when absent. `path` is already in the ABI's encoding: each
 /// segment followed by a NUL byte (e.g. `b"xds\0cluster_name\0"`), so callers keep it constant.
-pub fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
     // SAFETY: as in `header`.
@@ -184,7 +316,7 @@ pub fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
 }
 
 /// Defines (or finds) a metric; returns its id.
-pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, HostError> {
+fn define_metric(kind: MetricKind, name: &str) -> Result<u32, HostError> {
     let t = match kind {
         MetricKind::Counter => MetricType::Counter,
         MetricKind::Gauge => MetricType::Gauge,
@@ -199,7 +331,7 @@ pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, HostError> {
 }
 
 /// Adds to a counter.
-pub fn increment_metric(id: u32, offset: i64) -> Result<(), HostError> {
+fn increment_metric(id: u32, offset: i64) -> Result<(), HostError> {
     // SAFETY: plain values.
     match unsafe { proxy_increment_metric(id, offset) } {
         OK => Ok(()),
@@ -208,7 +340,7 @@ pub fn increment_metric(id: u32, offset: i64) -> Result<(), HostError> {
 }
 
 /// Sets a gauge or records a histogram value.
-pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
+fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
     // SAFETY: plain values.
     match unsafe { proxy_record_metric(id, value) } {
         OK => Ok(()),
@@ -217,7 +349,7 @@ pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
 }
 
 /// Calls the root context's `on_tick` every `period_ms` (0 stops the ticks).
-pub fn set_tick_period(period_ms: u32) -> Result<(), HostError> {
+fn set_tick_period(period_ms: u32) -> Result<(), HostError> {
     // SAFETY: a plain value.
     match unsafe { proxy_set_tick_period_milliseconds(period_ms) } {
         OK => Ok(()),

@@ -35,8 +35,7 @@ pub mod metrics;
 pub mod plan;
 pub mod stage;
 
-#[cfg(target_arch = "wasm32")]
-mod filter;
+pub mod filter;
 #[cfg(target_arch = "wasm32")]
 mod host;
 
@@ -64,8 +63,13 @@ mod module_graph {
 
     /// The modules a file's code names through `crate::`.
     fn imports(text: &str) -> BTreeSet<String> {
-        let code = match text.find("#[cfg(test)]\nmod ") {
-            Some(i) => &text[..i],
+        // `#[cfg(test)] mod tests {`, not `#[cfg(test)] mod fake;` (a file, checked on its own).
+        let inline_tests = text.match_indices("#[cfg(test)]\nmod ").find(|(i, m)| {
+            let rest = &text[i + m.len()..];
+            ident(rest).is_some_and(|id| rest[id.len()..].starts_with(" {"))
+        });
+        let code = match inline_tests {
+            Some((i, _)) => &text[..i],
             None => text,
         };
         let mut out = BTreeSet::new();
@@ -190,7 +194,7 @@ mod module_graph {
         };
         let g = graph(&files(&[
             ("a", "use crate::{b::X, c};\n"),
-            ("b", "fn f() { crate::c::g() }\n"),
+            ("b", "#[cfg(test)]\nmod fake;\nfn f() { crate::c::g() }\n"),
             (
                 "c",
                 "// crate::a in a comment\n#[cfg(test)]\nmod tests {\n use crate::a;\n}\n",

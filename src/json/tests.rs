@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-
 use super::*;
 use proptest::prelude::*;
 use std::borrow::Cow;

@@ -1,0 +1,550 @@
+//! The filter's request and response logic, against the [`Host`] trait.
+//!
+//! `crate::host` implements [`Host`] with the proxy-wasm ABI and forwards Envoy's callbacks to
+//! [`Root`] and [`Stream`]; the unit tests (`fake.rs`, `tests.rs`) run the same code against an
+//! in-memory host. Nothing here imports `proxy_wasm`.
+//!
+//! [`Root::on_configure`] compiles the configuration and defines every metric once; per request,
+//! [`Stream`] asks the plan for a decision, writes headers and counts. Failure policy on the
+//! request path: a header that cannot be read counts as absent (the request falls through to the
+//! next source, then to the default version); a header or metric that cannot be written is logged
+//! and the request continues.
+//!
+//! Counter increments are batched in the VM ([`Tally`]) and handed to the host every
+//! `metrics_flush_ms` (the root's tick), when the root is done, and when a new configuration
+//! replaces the plan; a stream that outlives its root then counts straight into the host.
+//!
+//! Response bodies are observed, never held: each chunk is copied (up to `max_body_bytes`) while
+//! Envoy streams it on unchanged, and JSON rules run on the copy once the body is complete.
+
+use crate::assign::{UpstreamCookie, ID_BYTES};
+use crate::business::{body_gate, Outcome, Place, SkipReason};
+use crate::decision::{Decision, RequestView};
+use crate::metrics::{Catalogue, MetricKind, Tally};
+use crate::plan::Plan;
+use std::cell::Cell;
+use std::rc::Rc;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+/// A host call did not succeed; the raw proxy-wasm status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+/// Which header map a call reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Map {
+    Request,
+    Response,
+}
+
+/// Severity of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// What the filter needs from its host: every call it makes, one method each. Envoy's
+/// implementation is `crate::host::Envoy` (one ABI call per method); the unit tests use an
+/// in-memory fake. Methods take `&self`: host state lives outside the VM.
+pub trait Host {
+    /// The first value of a header, `Ok(None)` when absent.
+    fn header(&self, map: Map, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// The whole header map in the proxy-wasm wire format (decode with [`crate::headers::pairs`]).
+    fn header_map(&self, map: Map) -> Result<Vec<u8>, HostError>;
+    /// Replaces every value of a header with one value.
+    fn set_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Adds one more value to a header.
+    fn add_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Removes every value of a header (absent is not an error).
+    fn remove_header(&self, map: Map, name: &str) -> Result<(), HostError>;
+    /// The cluster the router sent the request to (Envoy's `xds.cluster_name`), `Ok(None)` when
+    /// there is none (e.g. a local reply).
+    fn cluster_name(&self) -> Result<Option<Vec<u8>>, HostError>;
+    /// The first `size` bytes of the response body chunk being delivered.
+    fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
+    /// The plugin configuration, whole.
+    fn plugin_configuration(&self) -> Result<Vec<u8>, HostError>;
+    /// A VM environment variable (for `override.tokens_env`).
+    fn env(&self, name: &str) -> Option<String>;
+    /// 128 unpredictable bits, `None` when the host has no randomness.
+    fn random_id(&self) -> Option<[u8; ID_BYTES]>;
+    /// Defines (or finds) a metric; returns its id.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
+    /// Adds to a counter.
+    fn increment_metric(&self, id: u32, offset: i64) -> Result<(), HostError>;
+    /// Sets a gauge or records a histogram value.
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError>;
+    /// Calls the root's `on_tick` every `period_ms` (0 stops the ticks).
+    fn set_tick_period(&self, period_ms: u32) -> Result<(), HostError>;
+    /// Writes one log line.
+    fn log(&self, level: Level, message: &str);
+}
+
+/// A compiled plan and its metrics.
+struct Active<H: Host> {
+    host: H,
+    plan: Plan,
+    /// Every series of the plan as a slot: an index into `ids` and `tally`.
+    metrics: Catalogue<usize>,
+    /// The host's metric id of each slot.
+    ids: Vec<u32>,
+    /// Counter increments not yet handed to the host.
+    tally: Tally,
+    /// True while the root context flushes `tally` on its ticks; false when
+    /// `metrics_flush_ms` is 0 and once the root context is done (a stream that outlives its
+    /// root context then increments the host's counters itself).
+    batching: Cell<bool>,
+}
+
+impl<H: Host> Active<H> {
+    /// Defines every metric of the plan (created at zero) and sets the weight gauges.
+    fn new(host: H, plan: Plan) -> Result<Active<H>, String> {
+        let mut ids = Vec::new();
+        let metrics = Catalogue::for_plan(&plan).try_map(|m| {
+            let id = host
+                .define_metric(m.kind, &m.name)
+                .map_err(|e| format!("cannot define {}: {e:?}", m.name))?;
+            ids.push(id);
+            Ok::<usize, String>(ids.len() - 1)
+        })?;
+        for (slot, v) in metrics.weight.iter().zip(&plan.versions) {
+            let id = ids.get(*slot).copied().unwrap_or_default();
+            host.record_metric(id, u64::from(v.weight))
+                .map_err(|e| format!("cannot set the weight of {}: {e:?}", v.name))?;
+        }
+        Ok(Active {
+            batching: Cell::new(plan.metrics_flush_ms > 0),
+            tally: Tally::new(ids.len()),
+            host,
+            plan,
+            metrics,
+            ids,
+        })
+    }
+
+    /// Hands every pending increment to the host.
+    fn flush(&self) {
+        for (slot, n) in self.tally.drain() {
+            if let Some(&id) = self.ids.get(slot) {
+                self.increment_now(id, n);
+            }
+        }
+    }
+
+    /// Flushes, and sends every later increment straight to the host.
+    fn retire(&self) {
+        self.batching.set(false);
+        self.flush();
+    }
+
+    /// Adds to a counter: in the tally while batching, else at once.
+    fn increment(&self, slot: Option<&usize>, by: u64) {
+        let Some(&slot) = slot else { return };
+        if by == 0 || (self.batching.get() && self.tally.add(slot, by)) {
+            return;
+        }
+        if let Some(&id) = self.ids.get(slot) {
+            self.increment_now(id, by);
+        }
+    }
+
+    fn increment_now(&self, id: u32, by: u64) {
+        // The host takes an i64 offset; a u64 sum above i64::MAX is added in two steps.
+        let mut left = by;
+        while left > 0 {
+            let step = left.min(i64::MAX as u64);
+            if let Err(e) = self.host.increment_metric(id, step as i64) {
+                self.warn(format_args!("could not increment metric {id}: {e:?}"));
+                return;
+            }
+            left -= step;
+        }
+    }
+
+    /// Applies a rule's outcome to the version's metrics.
+    fn apply(&self, version: usize, rule: usize, outcome: Outcome) {
+        let m = &self.metrics;
+        match outcome {
+            Outcome::Nothing => {}
+            Outcome::Count => self.increment(m.business(version, rule), 1),
+            Outcome::Add(n) => {
+                self.increment(m.business(version, rule), n);
+                // Saturating: a wrapped sum of squares would be a wrong variance.
+                let square = u64::try_from(u128::from(n) * u128::from(n)).unwrap_or(u64::MAX);
+                self.increment(m.squares(version, rule), square);
+            }
+            Outcome::Record(n) => {
+                if let Some(&id) = m.business(version, rule).and_then(|s| self.ids.get(*s)) {
+                    let r = self.host.record_metric(id, n);
+                    self.warn_on_error("record", "histogram", r);
+                }
+            }
+            Outcome::Invalid => self.increment(m.invalid(version, rule), 1),
+        }
+    }
+
+    fn skipped(&self, version: usize, reason: SkipReason) {
+        self.increment(self.metrics.skipped(version, reason), 1);
+    }
+
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        self.host
+            .log(Level::Warn, &format!("sticky-canary: {message}"));
+    }
+
+    fn warn_on_error(&self, what: &str, name: &str, result: Result<(), HostError>) {
+        if let Err(e) = result {
+            self.warn(format_args!("could not {what} {name}: {e:?}"));
+        }
+    }
+
+    fn set_header(&self, map: Map, name: &str, value: &[u8]) {
+        self.warn_on_error("set", name, self.host.set_header(map, name, value));
+    }
+}
+
+/// The plugin instance: its configuration and the metrics it defined.
+pub struct Root<H: Host> {
+    host: H,
+    active: Option<Rc<Active<H>>>,
+}
+
+impl<H: Host + Clone> Root<H> {
+    pub fn new(host: H) -> Root<H> {
+        Root { host, active: None }
+    }
+
+    pub fn on_vm_start(&self) -> bool {
+        self.host.log(
+            Level::Info,
+            &format!("sticky-canary {} VM started", crate::VERSION),
+        );
+        true
+    }
+
+    /// Compiles the plugin configuration and defines its metrics; `false` refuses it (Envoy then
+    /// refuses the filter), with one log line naming the field path and the reason.
+    pub fn on_configure(&mut self) -> bool {
+        let host = &self.host;
+        let error = |message: String| {
+            host.log(Level::Error, &format!("sticky-canary: {message}"));
+            false
+        };
+        let bytes = match host.plugin_configuration() {
+            Ok(bytes) => bytes,
+            Err(e) => return error(format!("cannot read the plugin configuration: {e:?}")),
+        };
+        let plan = match Plan::from_json_with_env(&bytes, &|name| host.env(name)) {
+            Ok(plan) => plan,
+            Err(e) => return error(format!("invalid configuration: {e}")),
+        };
+        let active = match Active::new(host.clone(), plan) {
+            Ok(a) => a,
+            Err(e) => return error(e),
+        };
+        if let Err(e) = host.set_tick_period(active.plan.metrics_flush_ms) {
+            // Without ticks nothing would flush: count straight into the host instead.
+            active.warn(format_args!(
+                "no timer ({e:?}); counters are updated per request"
+            ));
+            active.batching.set(false);
+        }
+        host.log(
+            Level::Info,
+            &format!(
+                "sticky-canary {}: {}",
+                crate::VERSION,
+                active.plan.summary()
+            ),
+        );
+        for w in &active.plan.warnings {
+            active.warn(format_args!("{w}"));
+        }
+        // A reconfigured root context hands over what the previous plan counted.
+        if let Some(previous) = self.active.replace(Rc::new(active)) {
+            previous.retire();
+        }
+        true
+    }
+
+    /// The flush interval elapsed.
+    pub fn on_tick(&self) {
+        if let Some(a) = &self.active {
+            a.flush();
+        }
+    }
+
+    /// The host is done with this plugin instance (a new configuration replaced it, or the VM
+    /// stops): nothing pending may be lost, and streams still draining count on their own.
+    pub fn on_done(&self) -> bool {
+        if let Some(a) = &self.active {
+            a.retire();
+        }
+        true
+    }
+
+    /// A new HTTP stream on the current plan. Without a plan (cannot happen after a successful
+    /// configure) the stream passes through untouched.
+    pub fn stream(&self) -> Stream<H> {
+        Stream {
+            active: self.active.clone(),
+            decision: None,
+            served: 0,
+            status: 0,
+            body: Body::Off,
+        }
+    }
+}
+
+/// What happens to the response body of this stream.
+enum Body {
+    /// Not examined.
+    Off,
+    /// Copying chunks for JSON rules.
+    Capturing(Vec<u8>),
+    /// Examined or skipped; nothing more to do.
+    Done,
+}
+
+/// One HTTP stream. Every callback lets the stream continue: the filter never holds a request.
+pub struct Stream<H: Host> {
+    active: Option<Rc<Active<H>>>,
+    /// The decision for this request, for the response headers and metrics.
+    decision: Option<Decision>,
+    /// The version whose cluster served the response (see `on_response_headers`).
+    served: usize,
+    /// The response status.
+    status: u16,
+    body: Body,
+}
+
+/// Request headers through the host, read on demand. A failed read counts as an absent header.
+struct HostRequest<'a, H: Host>(&'a Active<H>);
+
+impl<H: Host> RequestView for HostRequest<'_, H> {
+    type Value = Vec<u8>;
+
+    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.0.host.header(Map::Request, name).ok().flatten()
+    }
+
+    fn get_all(&mut self, name: &str) -> Vec<Vec<u8>> {
+        let map = self.0.host.header_map(Map::Request).unwrap_or_default();
+        crate::headers::pairs(&map)
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.to_vec())
+            .collect()
+    }
+
+    fn random_id(&mut self) -> Option<[u8; ID_BYTES]> {
+        let id = self.0.host.random_id();
+        if id.is_none() {
+            self.0.warn(format_args!(
+                "no randomness for a new session id; using the default version"
+            ));
+        }
+        id
+    }
+}
+
+/// The response headers the filter reads. When rules need more than `:status`, the whole map is
+/// read with one host call (a host call costs more than scanning a dozen headers in the VM);
+/// otherwise, or if that read fails, each header is read on its own.
+struct ResponseHeaders<'a, H: Host> {
+    host: &'a H,
+    map: Option<Vec<u8>>,
+}
+
+impl<'a, H: Host> ResponseHeaders<'a, H> {
+    fn read(host: &'a H, whole_map: bool) -> Self {
+        let map = whole_map
+            .then(|| host.header_map(Map::Response).ok())
+            .flatten();
+        ResponseHeaders { host, map }
+    }
+
+    /// Calls `f` with the first value of `name` (lowercase), as the host's single-header read does.
+    fn with<R>(&self, name: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        match &self.map {
+            Some(map) => f(crate::headers::pairs(map)
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| v)),
+            None => f(self
+                .host
+                .header(Map::Response, name)
+                .ok()
+                .flatten()
+                .as_deref()),
+        }
+    }
+}
+
+impl<H: Host> Stream<H> {
+    /// Decides the version, strips the override headers, hands a minted session id to the
+    /// application, and writes the route header the router matches on.
+    pub fn on_request_headers(&mut self) {
+        let Some(active) = self.active.as_deref() else {
+            return;
+        };
+        let plan = &active.plan;
+        let decision = plan.decide(&mut HostRequest(active));
+        self.decision = Some(decision);
+        active.increment(active.metrics.request(decision.version, decision.reason), 1);
+        let version = plan.version_name(decision.version);
+        let host = &active.host;
+        // The QA override headers never reach the upstream, whatever the outcome.
+        if let Some(o) = &plan.override_ {
+            let r = host.remove_header(Map::Request, &o.header);
+            active.warn_on_error("remove", &o.header, r);
+            let r = host.remove_header(Map::Request, &o.token_header);
+            active.warn_on_error("remove", &o.token_header, r);
+        }
+        // The application sees the minted session id as if the client had sent it.
+        if let (Some(assign), Some(id)) = (&plan.assign, &decision.minted) {
+            let existing = HostRequest(active).get_all("cookie");
+            match assign.upstream_cookie(&existing, id) {
+                UpstreamCookie::Set(v) => active.set_header(Map::Request, "cookie", &v),
+                UpstreamCookie::Add(v) => {
+                    let r = host.add_header(Map::Request, "cookie", &v);
+                    active.warn_on_error("add", "cookie", r);
+                }
+            }
+        }
+        // Replaces every value the client sent; Envoy clears the route cache on this write, so
+        // the router matches the routes against the chosen version.
+        active.set_header(Map::Request, &plan.route_header, version.as_bytes());
+    }
+
+    /// Attributes the response to the version that served it, counts it, runs the header rules,
+    /// decides whether to copy the body, and tags the response.
+    pub fn on_response_headers(&mut self, end_of_stream: bool) {
+        let Some(active) = self.active.clone() else {
+            return;
+        };
+        let Some(decision) = self.decision else {
+            return;
+        };
+        let plan = &active.plan;
+        let host = &active.host;
+        // Attribute the response to the version whose cluster served it. It is the decision's
+        // version unless the route table sent the cohort elsewhere (e.g. a rollout controller
+        // dropping the canary header match sends it to stable).
+        let v = host
+            .cluster_name()
+            .ok()
+            .flatten()
+            .and_then(|c| plan.version_of_cluster(&c))
+            .unwrap_or(decision.version);
+        self.served = v;
+        let headers = ResponseHeaders::read(host, plan.business.reads_headers());
+        self.status = headers
+            .with(":status", |s| std::str::from_utf8(s?).ok()?.parse().ok())
+            .unwrap_or(0);
+        active.increment(active.metrics.response(v, self.status), 1);
+
+        for (i, rule) in plan.business.rules.iter().enumerate() {
+            if let Place::Header(name) = &rule.place {
+                if rule.status.matches(self.status) {
+                    active.apply(v, i, headers.with(name, |h| rule.evaluate(h)));
+                }
+            }
+        }
+        // Body rules: copy the body only when one applies, it is JSON, uncompressed, bounded.
+        if !end_of_stream && plan.business.wants_body(self.status) {
+            let max = plan.business.max_body_bytes;
+            let gate = headers.with("content-type", |t| {
+                headers.with("content-encoding", |e| {
+                    headers.with("content-length", |l| body_gate(t, e, l, max))
+                })
+            });
+            self.body = match gate {
+                Ok(()) => Body::Capturing(Vec::new()),
+                Err(reason) => {
+                    active.skipped(v, reason);
+                    Body::Done
+                }
+            };
+        }
+
+        active.set_header(
+            Map::Response,
+            &plan.response_header,
+            plan.version_name(v).as_bytes(),
+        );
+        if let Some(h) = &plan.reason_header {
+            active.set_header(Map::Response, h, decision.reason.as_str().as_bytes());
+        }
+        if let (Some(assign), Some(id)) = (&plan.assign, &decision.minted) {
+            let cookie = assign.set_cookie(id);
+            let r = host.add_header(Map::Response, "set-cookie", cookie.as_bytes());
+            active.warn_on_error("add", "set-cookie", r);
+        }
+    }
+
+    /// A response body chunk of `body_size` bytes; copied while a JSON rule wants the body.
+    pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) {
+        let v = self.served;
+        if let (Body::Capturing(buf), Some(active)) = (&mut self.body, &self.active) {
+            if buf.len().saturating_add(body_size) > active.plan.business.max_body_bytes {
+                active.skipped(v, SkipReason::TooLarge);
+                self.body = Body::Done;
+            } else if body_size > 0 {
+                match active.host.response_body(body_size) {
+                    // The first chunk (often the whole body) is kept as the host handed it.
+                    Ok(chunk) if buf.is_empty() => *buf = chunk,
+                    Ok(chunk) => buf.extend_from_slice(&chunk),
+                    Err(_) => {
+                        active.skipped(v, SkipReason::Incomplete);
+                        self.body = Body::Done;
+                    }
+                }
+            }
+        }
+        if end_of_stream {
+            self.finish_body();
+        }
+    }
+
+    /// Trailers end the body.
+    pub fn on_response_trailers(&mut self) {
+        self.finish_body();
+    }
+
+    /// The stream is over. A body still being copied never completed (reset, client abort).
+    pub fn on_log(&mut self) {
+        if let (Body::Capturing(_), Some(active)) = (&self.body, &self.active) {
+            active.skipped(self.served, SkipReason::Incomplete);
+            self.body = Body::Done;
+        }
+    }
+
+    /// Runs the JSON rules on a complete body copy.
+    fn finish_body(&mut self) {
+        let Body::Capturing(body) = std::mem::replace(&mut self.body, Body::Done) else {
+            return;
+        };
+        let Some(active) = &self.active else {
+            return;
+        };
+        let v = self.served;
+        let mut malformed = false;
+        for (i, rule) in active.plan.business.rules.iter().enumerate() {
+            if !matches!(rule.place, Place::Json(_)) || !rule.status.matches(self.status) {
+                continue;
+            }
+            match rule.evaluate_json(&body) {
+                Ok(outcome) => active.apply(v, i, outcome),
+                Err(_) => malformed = true,
+            }
+        }
+        if malformed {
+            active.skipped(v, SkipReason::Malformed);
+        }
+    }
+}
