@@ -8,8 +8,8 @@
 //! 3. position = (h as u64 × total_weight) >> 32;
 //! 4. the chosen version is the first, in config order, whose cumulative weight is > position.
 //!
-//! Precedence, first match wins: override (valid token) → pin → session key hash → assigned (a
-//! freshly minted anonymous id, hashed the same way) → default version.
+//! Steps 1–3 live here ([`murmur3_32_concat`], [`position`]); step 4 and the precedence between
+//! override, pin, session key, assigned id and default are [`crate::plan::Plan::decide`]'s.
 
 use crate::assign::{ID_BYTES, ID_LEN};
 
