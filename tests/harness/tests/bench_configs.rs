@@ -9,6 +9,7 @@
 //! - in direct-response mode every variant answers what the upstream would (status, headers, the
 //!   1 KiB JSON body), and the business rules count it;
 //! - nginx.conf and the direct-response routes serve the same response.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;

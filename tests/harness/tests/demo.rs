@@ -1,6 +1,7 @@
 //! End-to-end: a shortened `make demo` run. The canary answers 200 with normal latency but
 //! overcharges tax; the gate must roll it back for the money metric, with errors and latency
 //! healthy, and no session may flap between versions.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use sticky_canary_harness::demo;
 use sticky_canary_harness::gate::{Outcome, Verdict};
