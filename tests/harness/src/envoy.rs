@@ -86,12 +86,12 @@ pub fn validate(config: &Path, cwd: &Path) -> (bool, String) {
 }
 
 /// A YAML string value.
-pub(crate) fn key(k: &str) -> Value {
+pub fn key(k: &str) -> Value {
     Value::String(k.to_string())
 }
 
 /// The node at `path` (mapping keys, or list indexes as numbers); panics naming the path.
-pub(crate) fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
+pub fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
     let mut cur = v;
     for p in path {
         cur = match p.parse::<usize>() {
@@ -145,7 +145,7 @@ pub fn metrics_flush_of(doc: &Value) -> Duration {
 }
 
 /// Admin and listener on port 0 (Envoy picks; the harness asks the admin API).
-pub(crate) fn set_free_ports_of(doc: &mut Value) {
+pub fn set_free_ports_of(doc: &mut Value) {
     *get(doc, &["admin", "address", "socket_address", "port_value"]) = Value::from(0);
     *get(
         doc,
@@ -169,7 +169,7 @@ pub struct EnvoyConfig {
 }
 
 /// Where a cluster's first endpoint address sits.
-pub(crate) const ENDPOINT_ADDRESS: &[&str] = &[
+pub const ENDPOINT_ADDRESS: &[&str] = &[
     "load_assignment",
     "endpoints",
     "0",
@@ -181,7 +181,7 @@ pub(crate) const ENDPOINT_ADDRESS: &[&str] = &[
 ];
 
 /// Where the HTTP connection manager's config sits in the reference layout.
-pub(crate) const HCM: &[&str] = &[
+pub const HCM: &[&str] = &[
     "static_resources",
     "listeners",
     "0",
@@ -811,7 +811,7 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 /// The first listener's bound address, from the admin API.
-pub(crate) fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
+pub fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
     let body = admin_get(admin, "/listeners?format=json").ok()?.json();
     let sa = body
         .get("listener_statuses")?

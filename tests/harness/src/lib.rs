@@ -8,9 +8,6 @@
 //! - [`Fixture`]: one upstream per version of a plugin config, plus an Envoy in front of them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod bench;
-pub mod checkout;
-pub mod demo;
 pub mod envoy;
 pub mod gate;
 pub mod http;

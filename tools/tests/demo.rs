@@ -3,8 +3,8 @@
 //! healthy, and no session may flap between versions.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use sticky_canary_harness::demo;
 use sticky_canary_harness::gate::{Outcome, Verdict};
+use sticky_canary_tools::demo;
 
 #[test]
 fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {

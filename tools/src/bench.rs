@@ -37,9 +37,6 @@
 //! and nginx's CPU), so a noisy run says so. Knobs are environment variables, listed on
 //! [`Options`], [`Tools`] and [`soak`].
 
-use crate::envoy::{envoy_bin, wasm_path, workspace_root};
-use crate::envoy::{get, key, listener_address, set_free_ports_of, ENDPOINT_ADDRESS, HCM};
-use crate::http::{send_once, Client, Request, Response};
 use serde_json::{json, Value as Json};
 use serde_yaml::{Mapping, Value};
 use std::fmt::Write as _;
@@ -50,6 +47,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use sticky_canary_harness::envoy::{envoy_bin, wasm_path, workspace_root};
+use sticky_canary_harness::envoy::{
+    get, key, listener_address, set_free_ports_of, ENDPOINT_ADDRESS, HCM,
+};
+use sticky_canary_harness::http::{send_once, Client, Request, Response};
 
 // ---------------------------------------------------------------------------------------------
 // Variants and their configs
@@ -210,7 +212,7 @@ fn routes(doc: &mut Value) -> &mut Vec<Value> {
 }
 
 /// The plugin configuration (JSON) of the config's wasm filter, if it has one.
-pub use crate::envoy::wasm_plugin_config as plugin_config;
+pub use sticky_canary_harness::envoy::wasm_plugin_config as plugin_config;
 
 /// Makes a checked-in config runnable anywhere: admin and listener on port 0 (Envoy picks free
 /// ones), module and script paths absolute (honouring `STICKY_CANARY_WASM` and `FLOOR_WASM`),
@@ -366,7 +368,9 @@ pub fn request(session: &str) -> Request {
 
 /// The session keys of the benchmark's requests (deterministic).
 pub fn session_keys(n: usize) -> Vec<String> {
-    crate::Keys::new(0x5eed_be4c).take(n).collect()
+    sticky_canary_harness::Keys::new(0x5eed_be4c)
+        .take(n)
+        .collect()
 }
 
 /// The wrk script: `n` pre-built requests with distinct session cookies, sent in turn, and a

@@ -8,16 +8,16 @@
 //! the stickiness check and a chart.
 
 use crate::checkout::{self, Build};
-use crate::envoy::{Envoy, EnvoyConfig};
-use crate::gate::{self, Check, Policy};
-use crate::http::{Client, Request, Upstream};
-use crate::prom::Scrape;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
+use sticky_canary_harness::gate::{self, Check, Policy};
+use sticky_canary_harness::http::{Client, Request, Upstream};
+use sticky_canary_harness::prom::Scrape;
 
 /// The QA token the demo gives Envoy's VM (never a real secret).
 const QA_TOKEN: &str = "demo-qa-token-0123456789abcdef";
@@ -587,7 +587,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
 
 /// The default chart location.
 pub fn default_chart_path() -> PathBuf {
-    crate::envoy::workspace_root().join("target/demo/tax-per-order.svg")
+    sticky_canary_harness::envoy::workspace_root().join("target/demo/tax-per-order.svg")
 }
 
 /// Prints the outcome as `make demo` shows it.
@@ -623,7 +623,7 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 fn display_path(p: &Path) -> String {
-    let root = crate::envoy::workspace_root();
+    let root = sticky_canary_harness::envoy::workspace_root();
     p.strip_prefix(&root)
         .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
 }

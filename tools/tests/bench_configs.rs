@@ -14,10 +14,10 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use sticky_canary::config::Plan;
-use sticky_canary_harness::bench::{self, Mode, Variant, VARIANTS};
 use sticky_canary_harness::envoy::{self, Envoy};
 use sticky_canary_harness::http::{Client, Request, Upstream};
 use sticky_canary_harness::{Keys, Observed};
+use sticky_canary_tools::bench::{self, Mode, Variant, VARIANTS};
 
 fn prerequisites() {
     envoy::check_prerequisites();

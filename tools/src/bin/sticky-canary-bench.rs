@@ -4,7 +4,7 @@
 //! config a variant runs with. A benchmark: it never fails on speed; it exits
 //! 1 only when it cannot run.
 
-use sticky_canary_harness::bench;
+use sticky_canary_tools::bench;
 
 fn main() {
     let stop = bench::interrupt_flag();
