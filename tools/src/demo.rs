@@ -8,9 +8,10 @@
 //! the stickiness check and a chart.
 
 use crate::checkout::{self, Build};
+use crate::display_path;
 use serde_json::json;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -620,12 +621,6 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
         "Finished in {:.1} s; Envoy and both shops stopped.",
         o.elapsed.as_secs_f64()
     )
-}
-
-fn display_path(p: &Path) -> String {
-    let root = sticky_canary_harness::envoy::workspace_root();
-    p.strip_prefix(&root)
-        .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
 }
 
 /// For tests: a short, quiet run.

@@ -10,3 +10,12 @@
 pub mod bench;
 pub mod checkout;
 pub mod demo;
+
+use std::path::Path;
+
+/// A path relative to the repository root when it is inside it (for what the tools print).
+pub fn display_path(p: &Path) -> String {
+    let root = sticky_canary_harness::envoy::workspace_root();
+    p.strip_prefix(&root)
+        .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
+}

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use sticky_canary::config::Plan;
-use sticky_canary_harness::envoy::{self, Envoy};
+use sticky_canary_harness::envoy::{self, Envoy, Launch};
 use sticky_canary_harness::http::{Client, Request, Upstream};
 use sticky_canary_harness::{Keys, Observed};
 use sticky_canary_tools::bench::{self, Mode, Variant, VARIANTS};
@@ -26,16 +26,10 @@ fn prerequisites() {
     }
 }
 
-/// Starts Envoy on a prepared bench config (kept in `dir` while Envoy starts).
-fn start(doc: &serde_yaml::Value, dir: &tempfile::TempDir, name: &str) -> Envoy {
-    let path = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, serde_yaml::to_string(doc).unwrap()).unwrap();
-    Envoy::start_file(&path).unwrap_or_else(|f| {
-        panic!(
-            "{name}: Envoy did not start (exit {:?}); log:\n{}",
-            f.exit_code, f.log
-        )
-    })
+/// Starts Envoy on a prepared bench config.
+fn start(doc: &serde_yaml::Value, name: &str) -> Envoy {
+    let yaml = serde_yaml::to_string(doc).unwrap();
+    Envoy::start_yaml(&yaml, &Launch::default()).unwrap_or_else(|f| panic!("{name}: {f}"))
 }
 
 fn filter_plan() -> Plan {
@@ -162,7 +156,6 @@ fn lua_routes_like_the_filter() {
         .iter()
         .map(|n| Upstream::start(n).unwrap())
         .collect();
-    let dir = tempfile::tempdir().unwrap();
     let envoys: Vec<Envoy> = ["filter-route", "lua"]
         .iter()
         .map(|k| {
@@ -171,7 +164,7 @@ fn lua_routes_like_the_filter() {
             for u in &upstreams {
                 bench::set_cluster(&mut doc, u.name(), u.addr());
             }
-            start(&doc, &dir, k)
+            start(&doc, k)
         })
         .collect();
     let mut clients: Vec<Client> = envoys
@@ -245,7 +238,7 @@ fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
         &script_path.to_string_lossy(),
     );
     let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
-    let e = start(&doc, &dir, "lua-16");
+    let e = start(&doc, "lua-16");
     let mut c = Client::connect(e.listener()).unwrap();
     let mut buckets = HashSet::new();
     for (i, k) in Keys::new(11).take(400).enumerate() {
@@ -261,12 +254,11 @@ fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
 #[test]
 fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
     prerequisites();
-    let dir = tempfile::tempdir().unwrap();
     let key = bench::session_keys(1)[0].clone();
     for v in VARIANTS {
         let mut doc = v.load();
         bench::prepare(&mut doc, Mode::Direct, None);
-        let e = start(&doc, &dir, v.key);
+        let e = start(&doc, v.key);
         let problems = bench::preflight(v, e.listener(), &key);
         assert!(problems.is_empty(), "{}: {problems:?}", v.key);
         // The filter hands its counters to Envoy every metrics_flush_ms (zero without it).

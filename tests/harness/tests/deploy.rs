@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use sticky_canary::config::Plan;
 use sticky_canary::metrics::{Catalogue, MetricKind, TAGS};
-use sticky_canary_harness::envoy::{self, workspace_root, Envoy, EnvoyConfig};
+use sticky_canary_harness::envoy::{self, key, workspace_root, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
 use sticky_canary_harness::schema::{self, Crds};
-use sticky_canary_harness::{addresses, upstreams_for};
+use sticky_canary_harness::{addresses, find_tool, upstreams_for};
 use sticky_canary_harness::{Keys, Observed};
 
 // ---------------------------------------------------------------------------------------------
@@ -628,10 +628,6 @@ fn every_plugin_configuration_compiles_and_decides_alike() {
 // ---------------------------------------------------------------------------------------------
 
 const QA_TOKEN: &str = "qa-token-for-the-deploy-tests-0123";
-
-fn key(k: &str) -> serde_yaml::Value {
-    serde_yaml::Value::String(k.to_string())
-}
 
 /// A `serde_json::Value` as YAML.
 fn to_yaml(v: &Value) -> serde_yaml::Value {
@@ -1323,24 +1319,14 @@ fn analysis_queries() -> Vec<Query> {
 
 /// `PROMTOOL_BIN`, else `.venv/prometheus/usr/bin/promtool`, else `promtool` on PATH.
 fn promtool() -> PathBuf {
-    if let Some(p) = std::env::var_os("PROMTOOL_BIN") {
-        return PathBuf::from(p);
-    }
-    let venv = workspace_root().join(".venv/prometheus/usr/bin/promtool");
-    if venv.is_file() {
-        return venv;
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("promtool"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "promtool not found (PROMTOOL_BIN, {}, PATH) — run `make prometheus`",
-                venv.display()
-            )
-        })
+    find_tool("PROMTOOL_BIN", "prometheus/usr/bin/promtool", "promtool").unwrap_or_else(|| {
+        panic!(
+            "promtool not found (PROMTOOL_BIN, {}, PATH) — run `make prometheus`",
+            workspace_root()
+                .join(".venv/prometheus/usr/bin/promtool")
+                .display()
+        )
+    })
 }
 
 fn run_promtool(args: &[&str], file: &Path) -> (bool, String) {

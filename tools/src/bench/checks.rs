@@ -1,6 +1,7 @@
 //! What every variant must answer (before the runs) and count (after them): a figure from a
 //! config that does not route, tag or count is a warning in the report, not a result.
 
+use super::procs::EnvoyProbe;
 use super::requests::request;
 use super::variants::{plugin_config, Filter, Variant, UPSTREAM_HEADERS};
 use super::Entry;

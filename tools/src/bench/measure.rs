@@ -1,12 +1,13 @@
 //! One measurement: a wrk run against one Envoy with Envoy's CPU and request counters around it;
 //! spreads of samples; module sizes; Envoy's own start-up time.
 
-use super::procs::{children_ticks, core_ticks, cpu_ticks, run_wrk, BenchEnvoy, Tools, WrkRun};
+use super::procs::{children_ticks, core_ticks, cpu_ticks, run_wrk, EnvoyProbe, Tools, WrkRun};
+use crate::display_path;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use sticky_canary_harness::envoy::workspace_root;
+use sticky_canary_harness::envoy::Envoy;
 
 /// One wrk run against one Envoy, with Envoy's CPU and request counters around it.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -38,14 +39,14 @@ pub struct Sample {
 
 pub fn measure(
     tools: &Tools,
-    envoy: &BenchEnvoy,
+    envoy: &Envoy,
     script: &Path,
     connections: u32,
     seconds: f64,
     ticks_per_s: f64,
     upstream: Option<u32>,
 ) -> Result<Sample, String> {
-    let url = format!("http://{}/", envoy.listener);
+    let url = format!("http://{}/", envoy.listener());
     let (rq0, ok0) = envoy.request_counters()?;
     let t0 = envoy.cpu_ticks()?;
     let w0 = children_ticks();
@@ -122,29 +123,6 @@ impl Spread {
     }
 }
 
-/// A small seeded PRNG (xorshift64*), for the shuffled order of each round.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Size of a module, raw and gzip -9.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModuleSize {
@@ -169,13 +147,6 @@ pub fn module_size(name: &str, path: &Path) -> Option<ModuleSize> {
         bytes,
         gzip_bytes,
     })
-}
-
-/// A path relative to the repository root when it is inside it.
-pub fn display_path(p: &Path) -> String {
-    let root = workspace_root();
-    p.strip_prefix(&root)
-        .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
 }
 
 /// Milliseconds since midnight of an Envoy log line (`[2026-11-22 02:38:24.492]...`).

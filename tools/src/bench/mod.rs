@@ -70,15 +70,16 @@ pub use variants::{
 };
 
 use checks::counter_check;
-use measure::{measure, module_size, startup_from_log, ModuleSize, Rng, Sample, Spread};
-use procs::{clock_ticks_per_second, machine_state, BenchEnvoy, Nginx};
+use measure::{measure, module_size, startup_from_log, ModuleSize, Sample, Spread};
+use procs::{clock_ticks_per_second, machine_state, start_envoy, EnvoyProbe, Nginx};
 use report::Startup;
 use requests::write_script;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use sticky_canary_harness::envoy::{wasm_path, workspace_root};
+use sticky_canary_harness::envoy::{wasm_path, workspace_root, Envoy};
+use sticky_canary_harness::Rng;
 
 pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -212,7 +213,7 @@ pub struct Entry {
     pub mode: Mode,
     /// Runs this `BENCH_CANDIDATE_WASM` module instead of the built one.
     pub candidate: Option<PathBuf>,
-    pub envoy: BenchEnvoy,
+    pub envoy: Envoy,
     pub samples: Vec<Sample>,
     pub latency: Vec<Sample>,
     pub check: Vec<String>,
@@ -261,6 +262,14 @@ pub(crate) fn check_interrupt(flag: &AtomicBool) -> Result<(), String> {
         Err("interrupted".into())
     } else {
         Ok(())
+    }
+}
+
+/// Shuffles `v` in place (Fisher–Yates), for the order of each round.
+fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
     }
 }
 
@@ -320,7 +329,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
     if opts.starts > 0 {
         // One unmeasured start first: the binary and the modules into the page cache.
         let warm = config_yaml(&VARIANTS[1], Mode::Proxy, Some(nginx.addr));
-        drop(BenchEnvoy::start(&tools, &warm, Some(&tools.envoy_cpu))?);
+        drop(start_envoy(&tools, &warm)?);
         print!("start-up:");
         for v in &opts.variants {
             let mut st = Startup {
@@ -330,8 +339,8 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
             let yaml = config_yaml(v, Mode::Proxy, Some(nginx.addr));
             for _ in 0..opts.starts {
                 check_interrupt(stop)?;
-                let e = BenchEnvoy::start(&tools, &yaml, Some(&tools.envoy_cpu))?;
-                st.ready_ms.push(e.ready_after.as_secs_f64() * 1000.0);
+                let e = start_envoy(&tools, &yaml)?;
+                st.ready_ms.push(e.ready_after().as_secs_f64() * 1000.0);
                 if let Some(ms) = startup_from_log(&e.log()) {
                     st.log_startup_ms.push(ms);
                 }
@@ -359,12 +368,8 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
                 check_interrupt(stop)?;
                 let upstream = (*m == Mode::Proxy).then_some(nginx.addr);
                 let module = candidate.as_deref();
-                let envoy = BenchEnvoy::start(
-                    &tools,
-                    &config_yaml_with(v, *m, upstream, module),
-                    Some(&tools.envoy_cpu),
-                )?;
-                let check = preflight(v, envoy.listener, &probe);
+                let envoy = start_envoy(&tools, &config_yaml_with(v, *m, upstream, module))?;
+                let check = preflight(v, envoy.listener(), &probe);
                 let entry = Entry {
                     variant: v,
                     mode: *m,
@@ -419,7 +424,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
     let n = entries.len();
     for round in 0..opts.rounds {
         let mut order: Vec<usize> = (0..n).collect();
-        rng.shuffle(&mut order);
+        shuffle(&mut rng, &mut order);
         for (k, &i) in order.iter().enumerate() {
             check_interrupt(stop)?;
             let e = &entries[i];

@@ -3,33 +3,15 @@
 
 use super::variants::{bench_dir, order_body};
 use serde_json::{json, Value as Json};
+use std::ffi::OsString;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sticky_canary_harness::envoy::{envoy_bin, listener_address, workspace_root};
-use sticky_canary_harness::http::{send_once, Request, Response};
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
-}
-
-/// `env`, else `.venv/bench/<rel>` (envoy/bench/install-tools.sh), else `name` on PATH.
-fn find_tool(env: &str, rel: &str, name: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
-    }
-    let local = workspace_root().join(".venv/bench").join(rel);
-    if local.is_file() {
-        return Some(local);
-    }
-    on_path(name)
-}
+use sticky_canary_harness::envoy::{envoy_bin, workspace_root, Envoy, Launch};
+use sticky_canary_harness::http::free_port;
+use sticky_canary_harness::{find_tool, on_path, tempdir};
 
 /// The programs the benchmark runs: Envoy (`ENVOY_BIN`, else `.venv/bin/envoy`), wrk
 /// (`WRK_BIN`) and nginx (`NGINX_BIN`), else from `.venv/bench`, else on PATH.
@@ -60,9 +42,9 @@ impl Tools {
             ));
         }
         let hint = "run `make bench-tools` (bash envoy/bench/install-tools.sh)";
-        let wrk = find_tool("WRK_BIN", "usr/bin/wrk", "wrk")
+        let wrk = find_tool("WRK_BIN", "bench/usr/bin/wrk", "wrk")
             .ok_or_else(|| format!("wrk not found — {hint}, or set WRK_BIN"))?;
-        let nginx = find_tool("NGINX_BIN", "usr/sbin/nginx", "nginx")
+        let nginx = find_tool("NGINX_BIN", "bench/usr/sbin/nginx", "nginx")
             .ok_or_else(|| format!("nginx not found — {hint}, or set NGINX_BIN"))?;
         let lib_dir = fs::read_dir(workspace_root().join(".venv/bench/usr/lib"))
             .ok()
@@ -91,34 +73,33 @@ impl Tools {
         })
     }
 
-    /// A command for `program`, pinned to `cpu` with taskset when available. taskset execs the
-    /// program, so the child's pid is the program's.
-    fn pinned(&self, cpu: &str, program: &Path) -> Command {
+    /// The command line that pins a program to `cpu` (`taskset -c <cpu>`; empty without
+    /// taskset). taskset execs the program, so the child's pid is the program's.
+    pub fn pin(&self, cpu: &str) -> Vec<OsString> {
         if self.taskset {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpu).arg(program);
-            c
+            vec!["taskset".into(), "-c".into(), cpu.into()]
         } else {
-            Command::new(program)
+            Vec::new()
         }
     }
 
-    /// Like [`Tools::pinned`] for the load generator and the upstream, under `nice -n
+    /// A command for the load generator or the upstream: pinned to the load core, under `nice -n
     /// <load_nice>` when `BENCH_LOAD_NICE` is set (a negative value needs root): on a shared
     /// machine it keeps other work on the load core from starving wrk, which would leave Envoy
     /// idle part of the time. nice execs, so the child's pid is the program's.
     fn load(&self, program: &Path) -> Command {
-        match &self.load_nice {
-            Some(n) => {
-                let mut c = Command::new("nice");
-                c.arg("-n").arg(n);
-                if self.taskset {
-                    c.arg("taskset").arg("-c").arg(&self.load_cpu);
-                }
-                c.arg(program);
+        let mut line: Vec<OsString> = match &self.load_nice {
+            Some(n) => vec!["nice".into(), "-n".into(), n.into()],
+            None => Vec::new(),
+        };
+        line.extend(self.pin(&self.load_cpu));
+        match line.split_first() {
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(program);
                 c
             }
-            None => self.pinned(&self.load_cpu, program),
+            None => Command::new(program),
         }
     }
 
@@ -177,124 +158,51 @@ impl Drop for Owned {
     }
 }
 
-fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("tempdir")
+/// Starts Envoy on `yaml` for the benchmark: pinned to Envoy's core (`BENCH_ENVOY_CPU`), one
+/// worker, readiness polled every 5 ms so that [`Envoy::ready_after`] times the start-up.
+pub fn start_envoy(tools: &Tools, yaml: &str) -> Result<Envoy, String> {
+    let launch = Launch {
+        wrapper: tools.pin(&tools.envoy_cpu),
+        concurrency: 1,
+        poll: Duration::from_millis(5),
+        timeout: Duration::from_secs(60),
+    };
+    Envoy::start_yaml(yaml, &launch).map_err(|f| f.to_string())
 }
 
-fn admin_get(admin: SocketAddr, path: &str) -> Result<Response, String> {
-    send_once(admin, &Request::get(path)).map_err(|e| format!("admin {path}: {e}"))
-}
-
-/// An Envoy started for the benchmark (pinned, `--concurrency 1`), killed on drop.
-pub struct BenchEnvoy {
-    child: Owned,
-    dir: tempfile::TempDir,
-    pub admin: SocketAddr,
-    pub listener: SocketAddr,
-    /// From spawn to the admin `/ready` answering 200 (polled every 5 ms).
-    pub ready_after: Duration,
-}
-
-impl BenchEnvoy {
-    /// Starts Envoy on `yaml` from the repository root, pinned to `cpu` (if given), and waits
-    /// until it is ready.
-    pub fn start(tools: &Tools, yaml: &str, cpu: Option<&str>) -> Result<BenchEnvoy, String> {
-        let dir = tempdir("sticky-canary-bench-envoy-");
-        let cfg = dir.path().join("envoy.yaml");
-        fs::write(&cfg, yaml).map_err(|e| format!("write {}: {e}", cfg.display()))?;
-        let log = fs::File::create(dir.path().join("envoy.log")).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = match cpu {
-            Some(cpu) => tools.pinned(cpu, &tools.envoy),
-            None => Command::new(&tools.envoy),
-        };
-        cmd.arg("-c")
-            .arg(&cfg)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-            .arg("--admin-address-path")
-            .arg(dir.path().join("admin.addr"))
-            .current_dir(workspace_root())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        let started = Instant::now();
-        let mut child =
-            Owned(Some(cmd.spawn().map_err(|e| {
-                format!("spawn {}: {e}", tools.envoy.display())
-            })?));
-        let deadline = started + Duration::from_secs(60);
-        let log_of = |dir: &Path| {
-            fs::read(dir.join("envoy.log"))
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default()
-        };
-        loop {
-            if !child.running() {
-                return Err(format!(
-                    "Envoy exited during start-up; log:\n{}",
-                    log_of(dir.path())
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "Envoy not ready in 60 s; log:\n{}",
-                    log_of(dir.path())
-                ));
-            }
-            if let Some(admin) = fs::read_to_string(dir.path().join("admin.addr"))
-                .ok()
-                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
-            {
-                if admin_get(admin, "/ready").is_ok_and(|r| r.status == 200) {
-                    let ready_after = started.elapsed();
-                    let listener = listener_address(admin)
-                        .ok_or_else(|| "no listener address in the admin API".to_string())?;
-                    return Ok(BenchEnvoy {
-                        child,
-                        dir,
-                        admin,
-                        listener,
-                        ready_after,
-                    });
-                }
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
-    pub fn log(&self) -> String {
-        fs::read(self.dir.path().join("envoy.log"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("envoy.log")
-    }
-
+/// What the benchmark reads from a running Envoy: its process (`/proc/<pid>`) and its admin
+/// counters.
+pub trait EnvoyProbe {
     /// utime + stime of the whole process, in clock ticks.
-    pub fn cpu_ticks(&self) -> Result<u64, String> {
+    fn cpu_ticks(&self) -> Result<u64, String>;
+    fn rss_kb(&self) -> Option<u64>;
+    fn wasm_memories(&self) -> Vec<LinearMemory>;
+    /// Counters and gauges whose names match the admin `filter` regex.
+    fn stats(&self, filter: &str) -> Result<Vec<(String, u64)>, String>;
+    /// `http.ingress.downstream_rq_total` and `http.ingress.downstream_rq_2xx`.
+    fn request_counters(&self) -> Result<(u64, u64), String>;
+    /// The sum of every stat whose name contains `part` (e.g. a filter metric across versions).
+    fn sum_of(&self, part: &str) -> u64;
+}
+
+impl EnvoyProbe for Envoy {
+    fn cpu_ticks(&self) -> Result<u64, String> {
         cpu_ticks(self.pid())
     }
 
-    pub fn rss_kb(&self) -> Option<u64> {
+    fn rss_kb(&self) -> Option<u64> {
         rss_kb(self.pid())
     }
 
-    pub fn wasm_memories(&self) -> Vec<LinearMemory> {
+    fn wasm_memories(&self) -> Vec<LinearMemory> {
         wasm_memories(self.pid())
     }
 
-    /// Counters and gauges whose names match the admin `filter` regex.
-    pub fn stats(&self, filter: &str) -> Result<Vec<(String, u64)>, String> {
-        let r = admin_get(self.admin, &format!("/stats?format=json&filter={filter}"))?;
+    fn stats(&self, filter: &str) -> Result<Vec<(String, u64)>, String> {
+        let path = format!("/stats?format=json&filter={filter}");
+        let r = self
+            .try_admin_get(&path)
+            .map_err(|e| format!("admin {path}: {e}"))?;
         let j = r.json();
         Ok(j.get("stats")
             .and_then(Json::as_array)
@@ -311,8 +219,7 @@ impl BenchEnvoy {
             .unwrap_or_default())
     }
 
-    /// `http.ingress.downstream_rq_total` and `http.ingress.downstream_rq_2xx`.
-    pub fn request_counters(&self) -> Result<(u64, u64), String> {
+    fn request_counters(&self) -> Result<(u64, u64), String> {
         let s = self.stats("^http\\.ingress\\.downstream_rq_(total|2xx)$")?;
         let get = |n: &str| s.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
         Ok((
@@ -321,8 +228,7 @@ impl BenchEnvoy {
         ))
     }
 
-    /// The sum of every stat whose name contains `part` (e.g. a filter metric across versions).
-    pub fn sum_of(&self, part: &str) -> u64 {
+    fn sum_of(&self, part: &str) -> u64 {
         self.stats(part)
             .map(|s| s.iter().map(|(_, v)| v).sum())
             .unwrap_or(0)
@@ -458,11 +364,6 @@ pub struct Nginx {
     pub addr: SocketAddr,
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 impl Nginx {
     pub fn start(tools: &Tools) -> Result<Nginx, String> {
         let dir = tempdir("sticky-canary-bench-nginx-");
@@ -470,7 +371,7 @@ impl Nginx {
             .map_err(|e| format!("envoy/bench/nginx.conf: {e}"))?;
         let body = order_body();
         for attempt in 0..5 {
-            let port = free_port()?;
+            let port = free_port().map_err(|e| format!("free port: {e}"))?;
             let conf = template
                 .replace("@PORT@", &port.to_string())
                 .replace("@DIR@", &dir.path().to_string_lossy())

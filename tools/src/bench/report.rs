@@ -2,11 +2,12 @@
 //! the targets, the results table, `summary.md` and `bench.json`.
 
 use super::chart::chart_svg;
-use super::measure::{display_path, ModuleSize, Sample, Spread};
-use super::procs::{cpu_model, WrkRun};
+use super::measure::{ModuleSize, Sample, Spread};
+use super::procs::{cpu_model, EnvoyProbe, WrkRun};
 use super::requests::{cookie_header, session_keys, sessions, REQUEST_PATH};
 use super::variants::{order_body, UPSTREAM_HEADERS};
 use super::{Entry, Mode, Options, Tools};
+use crate::display_path;
 use serde_json::{json, Value as Json};
 use std::fmt::Write as _;
 use std::fs;

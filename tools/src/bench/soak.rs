@@ -2,16 +2,17 @@
 //! memory are sampled; both must stay flat.
 
 use super::checks::preflight;
-use super::measure::{display_path, measure};
-use super::procs::{clock_ticks_per_second, machine_state, BenchEnvoy, Nginx, Tools};
+use super::measure::measure;
+use super::procs::{clock_ticks_per_second, machine_state, start_envoy, EnvoyProbe, Nginx, Tools};
 use super::report::fmt_kib;
 use super::requests::{session_keys, write_script};
 use super::variants::{check_modules, config_yaml, Filter, Mode, Variant};
 use super::{check_interrupt, env_num, now_unix};
+use crate::display_path;
 use serde_json::json;
 use std::fs;
 use std::sync::atomic::AtomicBool;
-use sticky_canary_harness::envoy::workspace_root;
+use sticky_canary_harness::envoy::{workspace_root, Envoy};
 
 /// One soak measurement point.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -38,7 +39,7 @@ pub struct Soak {
     pub problems: Vec<String>,
 }
 
-fn soak_point(e: &BenchEnvoy, requests: u64) -> SoakPoint {
+fn soak_point(e: &Envoy, requests: u64) -> SoakPoint {
     let mem = e.wasm_memories();
     SoakPoint {
         requests,
@@ -81,8 +82,8 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
     let mut soaks = Vec::new();
     for v in variants {
         let yaml = config_yaml(v, mode, nginx.as_ref().map(|n| n.addr));
-        let envoy = BenchEnvoy::start(&tools, &yaml, Some(&tools.envoy_cpu))?;
-        let mut problems = preflight(v, envoy.listener, &session_keys(1)[0]);
+        let envoy = start_envoy(&tools, &yaml)?;
+        let mut problems = preflight(v, envoy.listener(), &session_keys(1)[0]);
         // Warm-up: the allocator and V8 reach their steady state.
         let (mut warm, mut rate) = (0, 5_000.0f64);
         while warm < 20_000 {

@@ -162,6 +162,16 @@ fn routes(doc: &mut Value) -> &mut Vec<Value> {
     ))
 }
 
+/// Where a wasm filter loads its module from a file (`vm_config.code.local`), if it does.
+fn local_code(filter: &mut Value) -> Option<&mut Value> {
+    filter
+        .get_mut("typed_config")?
+        .get_mut("config")?
+        .get_mut("vm_config")?
+        .get_mut("code")?
+        .get_mut("local")
+}
+
 /// The plugin configuration (JSON) of the config's wasm filter, if it has one.
 pub use sticky_canary_harness::envoy::wasm_plugin_config as plugin_config;
 
@@ -173,13 +183,7 @@ pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) {
     set_free_ports_of(doc);
     let root = workspace_root();
     for f in http_filters(doc).iter_mut() {
-        if let Some(local) = f
-            .get_mut("typed_config")
-            .and_then(|t| t.get_mut("config"))
-            .and_then(|c| c.get_mut("vm_config"))
-            .and_then(|v| v.get_mut("code"))
-            .and_then(|c| c.get_mut("local"))
-        {
+        if let Some(local) = local_code(f) {
             let file = local["filename"].as_str().unwrap_or_default().to_string();
             let path = if file.ends_with("sticky_canary.wasm") {
                 wasm_path()
@@ -266,13 +270,7 @@ pub fn config_yaml_with(
     prepare(&mut doc, mode, upstream);
     if let Some(m) = module {
         for f in http_filters(&mut doc).iter_mut() {
-            if let Some(local) = f
-                .get_mut("typed_config")
-                .and_then(|t| t.get_mut("config"))
-                .and_then(|c| c.get_mut("vm_config"))
-                .and_then(|v| v.get_mut("code"))
-                .and_then(|c| c.get_mut("local"))
-            {
+            if let Some(local) = local_code(f) {
                 if local["filename"]
                     .as_str()
                     .is_some_and(|f| f.ends_with(".wasm") && !f.ends_with("floor_filter.wasm"))
