@@ -33,7 +33,7 @@ fn start(doc: &serde_yaml::Value, name: &str) -> Envoy {
 }
 
 fn filter_plan() -> Plan {
-    let doc = Variant::by_key("filter-route").unwrap().load();
+    let doc = Variant::by_key("filter-route").unwrap().load().unwrap();
     Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap()
 }
 
@@ -47,7 +47,7 @@ fn every_bench_config_passes_envoy_validate() {
     for v in VARIANTS {
         jobs.push((format!("{} (as checked in)", v.key), v.config_path()));
         let path = dir.path().join(format!("{}-direct.yaml", v.key));
-        std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None)).unwrap();
+        std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None).unwrap()).unwrap();
         jobs.push((format!("{} (direct response)", v.key), path));
     }
     // Two at a time: a wasm config takes about a second to validate (V8 compiles the module).
@@ -159,10 +159,10 @@ fn lua_routes_like_the_filter() {
     let envoys: Vec<Envoy> = ["filter-route", "lua"]
         .iter()
         .map(|k| {
-            let mut doc = Variant::by_key(k).unwrap().load();
-            bench::prepare(&mut doc, Mode::Proxy, None);
+            let mut doc = Variant::by_key(k).unwrap().load().unwrap();
+            bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
             for u in &upstreams {
-                bench::set_cluster(&mut doc, u.name(), u.addr());
+                bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
             }
             start(&doc, k)
         })
@@ -228,8 +228,8 @@ fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
     )
     .unwrap();
 
-    let mut doc = Variant::by_key("lua").unwrap().load();
-    bench::prepare(&mut doc, Mode::Direct, None);
+    let mut doc = Variant::by_key("lua").unwrap().load().unwrap();
+    bench::prepare(&mut doc, Mode::Direct, None).unwrap();
     let yaml = serde_yaml::to_string(&doc).unwrap().replace(
         &bench::bench_dir()
             .join("sticky_canary.lua")
@@ -256,8 +256,8 @@ fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
     prerequisites();
     let key = bench::session_keys(1)[0].clone();
     for v in VARIANTS {
-        let mut doc = v.load();
-        bench::prepare(&mut doc, Mode::Direct, None);
+        let mut doc = v.load().unwrap();
+        bench::prepare(&mut doc, Mode::Direct, None).unwrap();
         let e = start(&doc, v.key);
         let problems = bench::preflight(v, e.listener(), &key);
         assert!(problems.is_empty(), "{}: {problems:?}", v.key);
@@ -300,7 +300,7 @@ fn nginx_and_direct_response_serve_the_same_response() {
     }
     assert!(conf.contains("default_type application/json;"));
     assert!(conf.contains("return 200 '@BODY@';"));
-    let body = bench::order_body();
+    let body = bench::order_body().unwrap();
     assert_eq!(body.len(), 1024, "order.json is 1 KiB");
     assert!(
         !body.contains('\'') && !body.contains('$'),

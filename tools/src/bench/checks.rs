@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use sticky_canary_harness::http::Client;
 
 /// The version the published algorithm gives `key` under the filter-route plugin config.
-pub fn expected_version(key: &str) -> String {
+pub fn expected_version(key: &str) -> Result<String, String> {
     let doc = Variant::by_key("filter-route")
-        .expect("filter-route")
-        .load();
-    let cfg = plugin_config(&doc).expect("filter-route has a plugin config");
-    let plan = sticky_canary::config::Plan::from_json(cfg.as_bytes()).expect("valid plugin config");
-    plan.version_name(plan.bucket(key.as_bytes())).to_string()
+        .ok_or("no filter-route variant")?
+        .load()?;
+    let cfg = plugin_config(&doc).ok_or("filter-route has no plugin config")?;
+    let plan = sticky_canary::config::Plan::from_json(cfg.as_bytes())
+        .map_err(|e| format!("filter-route's plugin config: {e}"))?;
+    Ok(plan.version_name(plan.bucket(key.as_bytes())).to_string())
 }
 
 /// One request through a freshly started bench Envoy: the response every variant must give.
@@ -59,12 +60,13 @@ pub fn preflight(variant: &Variant, listener: SocketAddr, session: &str) -> Vec<
                 problems.push(format!("x-floor: {floor:?} (want 1)"));
             }
         }
-        Filter::StickyCanary | Filter::Lua => {
-            let want = expected_version(session);
-            if tag.as_deref() != Some(want.as_str()) {
+        Filter::StickyCanary | Filter::Lua => match expected_version(session) {
+            Ok(want) if tag.as_deref() != Some(want.as_str()) => {
                 problems.push(format!("x-canary-version: {tag:?} (want {want})"));
             }
-        }
+            Ok(_) => {}
+            Err(e) => problems.push(e),
+        },
     }
     problems
 }

@@ -157,8 +157,9 @@ impl Options {
                 }
                 // Ratios need their references.
                 for r in ["bare", "floor"] {
-                    if !out.iter().any(|v| v.key == r) {
-                        out.insert(0, Variant::by_key(r).expect("reference variant"));
+                    if let Some(v) = Variant::by_key(r).filter(|_| !out.iter().any(|v| v.key == r))
+                    {
+                        out.insert(0, v);
                     }
                 }
                 out.sort_by_key(|v| VARIANTS.iter().position(|x| x.key == v.key));
@@ -328,7 +329,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
     let mut startups = Vec::new();
     if opts.starts > 0 {
         // One unmeasured start first: the binary and the modules into the page cache.
-        let warm = config_yaml(&VARIANTS[1], Mode::Proxy, Some(nginx.addr));
+        let warm = config_yaml(&VARIANTS[1], Mode::Proxy, Some(nginx.addr))?;
         drop(start_envoy(&tools, &warm)?);
         print!("start-up:");
         for v in &opts.variants {
@@ -336,7 +337,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
                 variant: v.key.to_string(),
                 ..Startup::default()
             };
-            let yaml = config_yaml(v, Mode::Proxy, Some(nginx.addr));
+            let yaml = config_yaml(v, Mode::Proxy, Some(nginx.addr))?;
             for _ in 0..opts.starts {
                 check_interrupt(stop)?;
                 let e = start_envoy(&tools, &yaml)?;
@@ -368,7 +369,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
                 check_interrupt(stop)?;
                 let upstream = (*m == Mode::Proxy).then_some(nginx.addr);
                 let module = candidate.as_deref();
-                let envoy = start_envoy(&tools, &config_yaml_with(v, *m, upstream, module))?;
+                let envoy = start_envoy(&tools, &config_yaml_with(v, *m, upstream, module)?)?;
                 let check = preflight(v, envoy.listener(), &probe);
                 let entry = Entry {
                     variant: v,

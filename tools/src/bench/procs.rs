@@ -369,7 +369,7 @@ impl Nginx {
         let dir = tempdir("sticky-canary-bench-nginx-");
         let template = fs::read_to_string(bench_dir().join("nginx.conf"))
             .map_err(|e| format!("envoy/bench/nginx.conf: {e}"))?;
-        let body = order_body();
+        let body = order_body()?;
         for attempt in 0..5 {
             let port = free_port().map_err(|e| format!("free port: {e}"))?;
             let conf = template
@@ -461,13 +461,7 @@ pub fn run_wrk(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn {}: {e}", tools.wrk.display()))?;
-    let mut owned = Owned(Some(child));
-    let out = owned
-        .0
-        .take()
-        .expect("child")
-        .wait_with_output()
-        .map_err(|e| format!("wrk: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("wrk: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()

@@ -205,7 +205,7 @@ impl Report {
                     "cookie_bytes": cookie_header(&session_keys(1)[0]).len(),
                     "distinct_sessions": sessions(),
                 },
-                "response": { "body_bytes": order_body().len(), "headers": UPSTREAM_HEADERS.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>() },
+                "response": { "body_bytes": order_body().map_or(0, |b| b.len()), "headers": UPSTREAM_HEADERS.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>() },
             },
             "machine": {
                 "cpu": cpu_model(),
@@ -522,7 +522,7 @@ pub fn finish(r: Report) -> Result<(PathBuf, PathBuf), String> {
     let j = r.to_json();
     fs::write(
         &json_path,
-        serde_json::to_string_pretty(&j).expect("json") + "\n",
+        serde_json::to_string_pretty(&j).map_err(|e| format!("bench.json: {e}"))? + "\n",
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
     fs::write(&svg_path, chart_svg(&r)).map_err(|e| format!("{}: {e}", svg_path.display()))?;

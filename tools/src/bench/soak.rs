@@ -81,7 +81,7 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
     );
     let mut soaks = Vec::new();
     for v in variants {
-        let yaml = config_yaml(v, mode, nginx.as_ref().map(|n| n.addr));
+        let yaml = config_yaml(v, mode, nginx.as_ref().map(|n| n.addr))?;
         let envoy = start_envoy(&tools, &yaml)?;
         let mut problems = preflight(v, envoy.listener(), &session_keys(1)[0]);
         // Warm-up: the allocator and V8 reach their steady state.
@@ -128,7 +128,7 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
             problems.push(format!("{non_2xx} non-2xx responses"));
         }
         let first = &points[0];
-        let last = points.last().expect("points");
+        let last = points.last().unwrap_or(first);
         let wasm_growth_kb = first
             .wasm_memory_kb
             .iter()
@@ -171,7 +171,7 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
     });
     fs::write(
         &path,
-        serde_json::to_string_pretty(&j).expect("json") + "\n",
+        serde_json::to_string_pretty(&j).map_err(|e| format!("soak.json: {e}"))? + "\n",
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("Raw numbers: {}", display_path(&path));

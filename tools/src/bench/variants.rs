@@ -72,11 +72,11 @@ impl Variant {
     }
 
     /// The checked-in config, parsed.
-    pub fn load(&self) -> Value {
+    pub fn load(&self) -> Result<Value, String> {
         let path = self.config_path();
         let text =
-            fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+            fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        serde_yaml::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
     }
 }
 
@@ -126,7 +126,7 @@ pub fn check_modules() -> Result<(), String> {
     let floor = floor_wasm_path();
     if !floor.exists() {
         return Err(format!(
-            "V8-floor fixture not built at {} — run `make bench-fixtures` ({FLOOR_BUILD})",
+            "V8-floor fixture not built at {} — run `make fixtures` ({FLOOR_BUILD})",
             floor.display()
         ));
     }
@@ -134,9 +134,9 @@ pub fn check_modules() -> Result<(), String> {
 }
 
 /// The upstream's response body: 1 KiB of JSON (`envoy/bench/order.json`).
-pub fn order_body() -> String {
+pub fn order_body() -> Result<String, String> {
     let path = bench_dir().join("order.json");
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))
 }
 
 /// The headers the upstream adds to every response (nginx.conf `add_header`, and the
@@ -147,19 +147,26 @@ pub const UPSTREAM_HEADERS: &[(&str, &str)] = &[
     ("x-payment-status", "approved"),
 ];
 
-fn seq(v: &mut Value) -> &mut Vec<Value> {
-    v.as_sequence_mut().expect("a YAML list")
+/// The list at `path` of a bench config.
+fn seq<'a>(doc: &'a mut Value, path: &[&str]) -> Result<&'a mut Vec<Value>, String> {
+    get(doc, path)
+        .as_sequence_mut()
+        .ok_or_else(|| format!("bench config: {path:?} is not a list"))
 }
 
-fn http_filters(doc: &mut Value) -> &mut Vec<Value> {
-    seq(get(doc, &[HCM, &["http_filters"]].concat()))
+fn http_filters(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
+    seq(doc, &[HCM, &["http_filters"]].concat())
 }
 
-fn routes(doc: &mut Value) -> &mut Vec<Value> {
-    seq(get(
+fn routes(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
+    seq(
         doc,
         &[HCM, &["route_config", "virtual_hosts", "0", "routes"]].concat(),
-    ))
+    )
+}
+
+fn clusters(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
+    seq(doc, &["static_resources", "clusters"])
 }
 
 /// Where a wasm filter loads its module from a file (`vm_config.code.local`), if it does.
@@ -179,10 +186,10 @@ pub use sticky_canary_harness::envoy::wasm_plugin_config as plugin_config;
 /// ones), module and script paths absolute (honouring `STICKY_CANARY_WASM` and `FLOOR_WASM`),
 /// every cluster endpoint at `upstream` when given, and in [`Mode::Direct`] every route answered
 /// by a `direct_response` with the upstream's headers and body.
-pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) {
+pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) -> Result<(), String> {
     set_free_ports_of(doc);
     let root = workspace_root();
-    for f in http_filters(doc).iter_mut() {
+    for f in http_filters(doc)?.iter_mut() {
         if let Some(local) = local_code(f) {
             let file = local["filename"].as_str().unwrap_or_default().to_string();
             let path = if file.ends_with("sticky_canary.wasm") {
@@ -205,27 +212,28 @@ pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) {
         }
     }
     if let Some(addr) = upstream {
-        let clusters = seq(get(doc, &["static_resources", "clusters"]));
-        for c in clusters.iter_mut() {
+        for c in clusters(doc)?.iter_mut() {
             set_endpoint(c, addr);
         }
     }
     if mode == Mode::Direct {
-        let body = order_body();
-        for r in routes(doc).iter_mut() {
-            let m = r.as_mapping_mut().expect("route is a mapping");
+        let mut body = Mapping::new();
+        body.insert(key("inline_string"), key(&order_body()?));
+        let mut direct = Mapping::new();
+        direct.insert(key("status"), Value::from(200));
+        direct.insert(key("body"), Value::Mapping(body));
+        for r in routes(doc)?.iter_mut() {
+            let m = r
+                .as_mapping_mut()
+                .ok_or("bench config: a route is not a mapping")?;
             m.remove("route");
-            let direct: Value = serde_yaml::from_str(&format!(
-                "{{ status: 200, body: {{ inline_string: {} }} }}",
-                serde_json::to_string(&body).expect("body as a YAML string")
-            ))
-            .expect("direct_response yaml");
-            m.insert(key("direct_response"), direct);
+            m.insert(key("direct_response"), Value::Mapping(direct.clone()));
             let mut add = vec![header_option("content-type", "application/json")];
             add.extend(UPSTREAM_HEADERS.iter().map(|(n, v)| header_option(n, v)));
             m.insert(key("response_headers_to_add"), Value::Sequence(add));
         }
     }
+    Ok(())
 }
 
 fn header_option(name: &str, value: &str) -> Value {
@@ -245,17 +253,21 @@ fn set_endpoint(cluster: &mut Value, addr: SocketAddr) {
 }
 
 /// Points the cluster called `name` at `addr` (e.g. one echo upstream per version in tests).
-pub fn set_cluster(doc: &mut Value, name: &str, addr: SocketAddr) {
-    let clusters = seq(get(doc, &["static_resources", "clusters"]));
-    let c = clusters
+pub fn set_cluster(doc: &mut Value, name: &str, addr: SocketAddr) -> Result<(), String> {
+    let c = clusters(doc)?
         .iter_mut()
         .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
-        .unwrap_or_else(|| panic!("bench config has no cluster {name}"));
+        .ok_or_else(|| format!("bench config has no cluster {name}"))?;
     set_endpoint(c, addr);
+    Ok(())
 }
 
 /// A variant's config, ready to run (see [`prepare`]), as YAML.
-pub fn config_yaml(v: &Variant, mode: Mode, upstream: Option<SocketAddr>) -> String {
+pub fn config_yaml(
+    v: &Variant,
+    mode: Mode,
+    upstream: Option<SocketAddr>,
+) -> Result<String, String> {
     config_yaml_with(v, mode, upstream, None)
 }
 
@@ -265,11 +277,11 @@ pub fn config_yaml_with(
     mode: Mode,
     upstream: Option<SocketAddr>,
     module: Option<&Path>,
-) -> String {
-    let mut doc = v.load();
-    prepare(&mut doc, mode, upstream);
+) -> Result<String, String> {
+    let mut doc = v.load()?;
+    prepare(&mut doc, mode, upstream)?;
     if let Some(m) = module {
-        for f in http_filters(&mut doc).iter_mut() {
+        for f in http_filters(&mut doc)?.iter_mut() {
             if let Some(local) = local_code(f) {
                 if local["filename"]
                     .as_str()
@@ -280,5 +292,5 @@ pub fn config_yaml_with(
             }
         }
     }
-    serde_yaml::to_string(&doc).expect("serialize config")
+    serde_yaml::to_string(&doc).map_err(|e| format!("serialize the {} config: {e}", v.key))
 }

@@ -42,6 +42,6 @@ fn print_config(args: Vec<String>) -> Result<(), String> {
         Some(a) => Some(a.parse().map_err(|e| format!("{a}: {e}"))?),
         None => None,
     };
-    print!("{}", bench::config_yaml(v, mode, upstream));
+    print!("{}", bench::config_yaml(v, mode, upstream)?);
     Ok(())
 }
