@@ -3,7 +3,7 @@
 //! upstreams, the HTTP client) and read the filter's own configuration with the core crate.
 //!
 //! - [`demo`]: `make demo`, the whole story in one run, with [`checkout`], its two shops;
-//! - [`bench`]: `make bench` and `make soak`.
+//! - [`bench`](mod@bench): `make bench` and `make soak`.
 //!
 //! The binaries (`src/bin/`): `sticky-canary-demo`, `sticky-canary-run`, `sticky-canary-bench`.
 

@@ -1,11 +1,19 @@
-//! Host-side harness: drives the sticky-canary wasm filter under a real Envoy.
+//! Host-side test harness: drives the sticky-canary wasm filter under a real Envoy. Test code
+//! only: nothing shipped depends on it; the developer tools (`tools/`: demo, run, bench) use it.
 //!
+//! - [`envoy`]: configs derived from the shipped `envoy/envoy.yaml`, Envoy's lifecycle (one
+//!   launcher: [`envoy::Launch`] says how, e.g. pinned to a core for the bench);
 //! - [`http`]: in-process HTTP/1.1 upstreams (one per version, echoing what they saw) and a raw
 //!   HTTP/1.1 client able to send hostile requests;
-//! - [`envoy`]: configs derived from the shipped `envoy/envoy.yaml`, Envoy's lifecycle;
-//! - [`prom`]: reading Envoy's Prometheus output;
+//! - [`schema`]: validation of manifests against Kubernetes CRD schemas;
 //! - [`shop`]: an upstream answering known business traffic (order headers, JSON bodies);
-//! - [`Fixture`]: one upstream per version of a plugin config, plus an Envoy in front of them.
+//! - [`prom`]: reading Envoy's Prometheus output;
+//! - [`gate`] (and `src/bin/sticky-canary-gate.rs`): the rollout gate, until it moves to its own
+//!   crate;
+//! - here: [`Fixture`] (one upstream per version of a plugin config, plus an Envoy in front of
+//!   them), [`Observed`] (what one request showed), [`Keys`] and [`Rng`] (reproducible
+//!   pseudo-random draws), and the small helpers tests and tools share ([`tempdir`],
+//!   [`read_text`], [`find_tool`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod envoy;

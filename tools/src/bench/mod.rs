@@ -41,11 +41,11 @@
 //! - [`requests`]: the benchmark's requests (cookies, headers) and the wrk script that sends them;
 //! - [`procs`]: the programs (wrk, nginx, a pinned Envoy) and what `/proc` says about them (CPU
 //!   ticks, RSS, wasm linear memories, the machine);
-//! - [`measure`]: one measured wrk run, spreads, module sizes, start-up times;
+//! - [`measure`](mod@measure): one measured wrk run, spreads, module sizes, start-up times;
 //! - [`checks`]: what every variant must answer and count, so that no figure comes from a broken
 //!   config;
 //! - [`report`]: the summaries, the table, `summary.md` and `bench.json`; [`chart`]: the SVG;
-//! - [`soak`]: `make soak`;
+//! - [`soak`](mod@soak): `make soak`;
 //! - here: the knobs ([`Options`]) and the run itself ([`run`]).
 
 pub mod chart;
