@@ -136,23 +136,15 @@ fn routes_in_envoy(what: &str) {
     // The QA override, with the token from the proxy's environment (Istio valueFrom: HOST).
     let stable_key = Keys::new(12).find(|k| expected(k) != "canary").unwrap();
     let with_session = Request::get("/").header("cookie", &format!("session_id={stable_key}"));
-    let (o, _) = observe(
-        &plan,
-        &mut client,
-        &with_session
+    let overriding = |token: &str| {
+        with_session
             .clone()
             .header("x-canary-override", "canary")
-            .header("x-canary-token", QA_TOKEN),
-    );
+            .header("x-canary-token", token)
+    };
+    let (o, _) = observe(&plan, &mut client, &overriding(QA_TOKEN));
     assert!(o.is_served_by("canary"), "{}: override: {o:?}", c.what);
-    let (o, _) = observe(
-        &plan,
-        &mut client,
-        &with_session
-            .clone()
-            .header("x-canary-override", "canary")
-            .header("x-canary-token", &QA_TOKEN[1..]),
-    );
+    let (o, _) = observe(&plan, &mut client, &overriding(&QA_TOKEN[1..]));
     assert!(
         o.is_served_by(&expected(&stable_key)),
         "{}: near-miss token: {o:?}",
