@@ -13,6 +13,7 @@
 //!   to time the start-up ([`Envoy::ready_after`]).
 
 use crate::http::{send_once, Request, Response};
+use crate::wrapped;
 use serde_yaml::{Mapping, Value};
 use std::cell::Cell;
 use std::ffi::OsString;
@@ -538,8 +539,8 @@ impl fmt::Display for StartFailure {
 /// `--concurrency 1`, readiness polled every 50 ms for at most [`START_TIMEOUT`].
 #[derive(Clone, Debug)]
 pub struct Launch {
-    /// A command line Envoy's is appended to, e.g. `taskset -c 1` to pin it to a core. It must
-    /// exec Envoy, so that the child's pid ([`Envoy::pid`]) is Envoy's.
+    /// A command Envoy runs under, e.g. `taskset -c 1` to pin it to a core (see [`wrapped`]). It
+    /// must exec Envoy, so that the child's pid ([`Envoy::pid`]) is Envoy's.
     pub wrapper: Vec<OsString>,
     /// `--concurrency`: worker threads.
     pub concurrency: u32,
@@ -563,15 +564,8 @@ impl Default for Launch {
 fn spawn(cfg_path: &Path, dir: &Path, env: &[(String, String)], launch: &Launch) -> Child {
     let log = fs::File::create(dir.join("envoy.log")).expect("create log");
     let log2 = log.try_clone().expect("clone log handle");
-    let mut cmd = match launch.wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(envoy_bin());
-            c
-        }
-        None => Command::new(envoy_bin()),
-    };
-    cmd.arg("-c")
+    wrapped(&launch.wrapper, &envoy_bin())
+        .arg("-c")
         .arg(cfg_path)
         .arg("--disable-hot-restart")
         .arg("--concurrency")

@@ -13,7 +13,7 @@
 //! - here: [`Fixture`] (one upstream per version of a plugin config, plus an Envoy in front of
 //!   them), [`Observed`] (what one request showed), [`Keys`] and [`Rng`] (reproducible
 //!   pseudo-random draws), and the small helpers tests and tools share ([`tempdir`],
-//!   [`read_text`], [`find_tool`]).
+//!   [`read_text`], [`find_tool`], [`wrapped`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod envoy;
@@ -25,8 +25,10 @@ pub mod shop;
 
 use envoy::{Envoy, EnvoyConfig, StartFailure};
 use http::{Client, Request, Response, Upstream};
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use sticky_canary::config::Plan;
 
 /// Upstreams for every version of a plugin config, and an Envoy routing to them.
@@ -221,6 +223,19 @@ pub fn read_text(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+/// A command running `program` under `wrapper` (e.g. `taskset -c 1`, `nice -n 5`), or `program`
+/// itself when `wrapper` is empty.
+pub fn wrapped(wrapper: &[OsString], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 /// A program on `PATH`.

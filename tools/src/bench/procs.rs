@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sticky_canary_harness::envoy::{envoy_bin, workspace_root, Envoy, Launch};
 use sticky_canary_harness::http::free_port;
-use sticky_canary_harness::{find_tool, on_path, tempdir};
+use sticky_canary_harness::{find_tool, on_path, tempdir, wrapped};
 
 /// The programs the benchmark runs: Envoy (`ENVOY_BIN`, else `.venv/bin/envoy`), wrk
 /// (`WRK_BIN`) and nginx (`NGINX_BIN`), else from `.venv/bench`, else on PATH.
@@ -93,14 +93,7 @@ impl Tools {
             None => Vec::new(),
         };
         line.extend(self.pin(&self.load_cpu));
-        match line.split_first() {
-            Some((wrapper, args)) => {
-                let mut c = Command::new(wrapper);
-                c.args(args).arg(program);
-                c
-            }
-            None => Command::new(program),
-        }
+        wrapped(&line, program)
     }
 
     pub fn versions(&self) -> Json {
