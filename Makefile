@@ -37,7 +37,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 demo: build envoy ## The whole story: ramp 5→20→50 %, a silent money bug caught per version, gate verdict, chart
-	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-demo
+	cargo run --quiet -p sticky-canary-tools --bin sticky-canary-demo
 
 toolchain: ## Install the Rust wasm32-wasip1 target, rustfmt and clippy (idempotent)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -126,12 +126,12 @@ test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
 	cargo test -p sticky-canary
 
 test-e2e: build fixtures envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
-	cargo test -p sticky-canary-harness
+	cargo test -p sticky-canary-harness -p sticky-canary-tools
 
 test-matrix: build fixtures envoy prometheus image compose-tool $(ENVOY_OLDEST_BIN) ## The e2e suites on the oldest (ENVOY_OLDEST=1.36.4) and the pinned Envoy
 	@for bin in $(ENVOY_OLDEST_BIN) $(VENV)/bin/envoy; do \
 	  echo "== e2e suites on $$($$bin --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/Envoy \1/p')"; \
-	  ENVOY_BIN=$$PWD/$$bin cargo test -p sticky-canary-harness --no-fail-fast 2>&1 | grep -E '^(test result|error|failures)|FAILED|panicked' ; \
+	  ENVOY_BIN=$$PWD/$$bin cargo test -p sticky-canary-harness -p sticky-canary-tools --no-fail-fast 2>&1 | grep -E '^(test result|error|failures)|FAILED|panicked' ; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
@@ -146,13 +146,13 @@ $(BENCH_WRK):
 
 bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor, sticky-canary ×3, Lua (BENCH_ROUNDS, BENCH_SECONDS) → target/bench/
 	BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_SECONDS=$(BENCH_SECONDS) \
-	  cargo run --quiet -p sticky-canary-harness --bin sticky-canary-bench
+	  cargo run --quiet -p sticky-canary-tools --bin sticky-canary-bench
 
 bench-quick: ## make bench in about a minute (3 rounds × 1 s, 1 start-up): a rough look while developing
 	$(MAKE) --no-print-directory bench BENCH_ROUNDS=3 BENCH_SECONDS=1 BENCH_STARTS=1
 
 soak: build fixtures envoy bench-tools ## 1 M requests through the filter: wasm memory and RSS must stay flat (target/bench/soak.json)
-	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-bench -- soak
+	cargo run --quiet -p sticky-canary-tools --bin sticky-canary-bench -- soak
 
 FUZZ_RUNS ?= 10000000
 
@@ -165,7 +165,7 @@ lint: toolchain ## rustfmt check + clippy -D warnings (filter for wasm32, and ho
 	cargo clippy --workspace --all-targets -- -D warnings
 
 run: build envoy ## Start Envoy (envoy/envoy.yaml) + two sample upstreams, print curl commands; Ctrl-C stops
-	cargo run --quiet -p sticky-canary-harness --bin sticky-canary-run
+	cargo run --quiet -p sticky-canary-tools --bin sticky-canary-run
 
 clean: ## Remove build output and the .venv
 	cargo clean

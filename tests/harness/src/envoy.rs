@@ -8,10 +8,16 @@
 //!   `--disable-hot-restart --concurrency 1`, waits for the admin `/ready`, finds the listener's
 //!   port through the admin API, and on drop kills the process and waits for it. If the test is
 //!   panicking, the drop prints Envoy's log.
+//! - [`Launch`]: how it is started. Tests take the default; the bench (`tools/`) pins Envoy to a
+//!   core through a wrapper command, may ask for more workers, and polls readiness finely enough
+//!   to time the start-up ([`Envoy::ready_after`]).
 
 use crate::http::{send_once, Request, Response};
+use crate::wrapped;
 use serde_yaml::{Mapping, Value};
 use std::cell::Cell;
+use std::ffi::OsString;
+use std::fmt;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,12 +93,12 @@ pub fn validate(config: &Path, cwd: &Path) -> (bool, String) {
 }
 
 /// A YAML string value.
-pub(crate) fn key(k: &str) -> Value {
+pub fn key(k: &str) -> Value {
     Value::String(k.to_string())
 }
 
 /// The node at `path` (mapping keys, or list indexes as numbers); panics naming the path.
-pub(crate) fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
+pub fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
     let mut cur = v;
     for p in path {
         cur = match p.parse::<usize>() {
@@ -146,7 +152,7 @@ pub fn metrics_flush_of(doc: &Value) -> Duration {
 }
 
 /// Admin and listener on port 0 (Envoy picks; the harness asks the admin API).
-pub(crate) fn set_free_ports_of(doc: &mut Value) {
+pub fn set_free_ports_of(doc: &mut Value) {
     *get(doc, &["admin", "address", "socket_address", "port_value"]) = Value::from(0);
     *get(
         doc,
@@ -170,7 +176,7 @@ pub struct EnvoyConfig {
 }
 
 /// Where a cluster's first endpoint address sits.
-pub(crate) const ENDPOINT_ADDRESS: &[&str] = &[
+pub const ENDPOINT_ADDRESS: &[&str] = &[
     "load_assignment",
     "endpoints",
     "0",
@@ -182,7 +188,7 @@ pub(crate) const ENDPOINT_ADDRESS: &[&str] = &[
 ];
 
 /// Where the HTTP connection manager's config sits in the reference layout.
-pub(crate) const HCM: &[&str] = &[
+pub const HCM: &[&str] = &[
     "static_resources",
     "listeners",
     "0",
@@ -509,6 +515,8 @@ pub struct Envoy {
     lds_file: Option<PathBuf>,
     /// The plugin's counter flush interval (see [`Envoy::scrape`]).
     metrics_flush: Cell<Duration>,
+    /// From spawn to the admin `/ready` answering 200.
+    ready_after: Duration,
 }
 
 /// Envoy did not become ready: why, and its log.
@@ -518,13 +526,52 @@ pub struct StartFailure {
     pub log: String,
 }
 
-fn spawn(cfg_path: &Path, dir: &Path, env: &[(String, String)]) -> Child {
+impl fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Envoy did not start (exit {:?}); log:\n{}",
+            self.exit_code, self.log
+        )
+    }
+}
+
+/// How Envoy is started. [`Launch::default`] is what every test gets: Envoy itself,
+/// `--concurrency 1`, readiness polled every 50 ms for at most [`START_TIMEOUT`].
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// A command Envoy runs under, e.g. `taskset -c 1` to pin it to a core (see [`wrapped`]). It
+    /// must exec Envoy, so that the child's pid ([`Envoy::pid`]) is Envoy's.
+    pub wrapper: Vec<OsString>,
+    /// `--concurrency`: worker threads.
+    pub concurrency: u32,
+    /// How often the admin `/ready` is asked (the resolution of [`Envoy::ready_after`]).
+    pub poll: Duration,
+    /// How long Envoy may take to become ready.
+    pub timeout: Duration,
+}
+
+impl Default for Launch {
+    fn default() -> Launch {
+        Launch {
+            wrapper: Vec::new(),
+            concurrency: 1,
+            poll: Duration::from_millis(50),
+            timeout: START_TIMEOUT,
+        }
+    }
+}
+
+fn spawn(cfg_path: &Path, dir: &Path, env: &[(String, String)], launch: &Launch) -> Child {
     let log = fs::File::create(dir.join("envoy.log")).expect("create log");
     let log2 = log.try_clone().expect("clone log handle");
-    Command::new(envoy_bin())
+    wrapped(&launch.wrapper, &envoy_bin())
         .arg("-c")
         .arg(cfg_path)
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+        .arg("--disable-hot-restart")
+        .arg("--concurrency")
+        .arg(launch.concurrency.to_string())
+        .args(["-l", "info"])
         // Listener updates drain the old filter chain in 1 s rather than 10 min.
         .args(["--drain-time-s", "1"])
         .arg("--admin-address-path")
@@ -539,9 +586,7 @@ fn spawn(cfg_path: &Path, dir: &Path, env: &[(String, String)]) -> Child {
 }
 
 fn read_log(dir: &Path) -> String {
-    fs::read(dir.join("envoy.log"))
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    crate::read_text(&dir.join("envoy.log"))
 }
 
 fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<Response> {
@@ -554,7 +599,25 @@ impl Envoy {
         let dir = tempdir();
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
-        Envoy::start_in(&cfg_path, dir, &cfg.process_env, cfg.metrics_flush())
+        let launch = Launch::default();
+        Envoy::start_in(
+            &cfg_path,
+            dir,
+            &cfg.process_env,
+            cfg.metrics_flush(),
+            &launch,
+        )
+    }
+
+    /// Starts Envoy on a bootstrap given as YAML text (e.g. a bench config), from the repository
+    /// root, as `launch` says, and waits until it is ready to serve.
+    pub fn start_yaml(yaml: &str, launch: &Launch) -> Result<Envoy, StartFailure> {
+        let dir = tempdir();
+        let cfg_path = dir.path().join("envoy.yaml");
+        fs::write(&cfg_path, yaml).expect("write config");
+        let flush = serde_yaml::from_str::<Value>(yaml)
+            .map_or(Duration::ZERO, |doc| metrics_flush_of(&doc));
+        Envoy::start_in(&cfg_path, dir, &[], flush, launch)
     }
 
     /// Starts Envoy on a config file as it is (e.g. `envoy/envoy.yaml` for `make run`), from the
@@ -564,7 +627,7 @@ impl Envoy {
             .ok()
             .and_then(|t| serde_yaml::from_str::<Value>(&t).ok())
             .map_or(Duration::ZERO, |doc| metrics_flush_of(&doc));
-        Envoy::start_in(cfg_path, tempdir(), &[], flush)
+        Envoy::start_in(cfg_path, tempdir(), &[], flush, &Launch::default())
     }
 
     /// Starts Envoy with the config's listener delivered by file-based LDS (a watched
@@ -578,7 +641,14 @@ impl Envoy {
         write_atomically(&lds_file, &cfg.lds_resources(None));
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.dynamic_bootstrap(&lds_file, &lds_dir)).expect("write config");
-        let mut envoy = Envoy::start_in(&cfg_path, dir, &cfg.process_env, cfg.metrics_flush())?;
+        let launch = Launch::default();
+        let mut envoy = Envoy::start_in(
+            &cfg_path,
+            dir,
+            &cfg.process_env,
+            cfg.metrics_flush(),
+            &launch,
+        )?;
         envoy.lds_file = Some(lds_file);
         Ok(envoy)
     }
@@ -641,10 +711,12 @@ impl Envoy {
         dir: tempfile::TempDir,
         env: &[(String, String)],
         metrics_flush: Duration,
+        launch: &Launch,
     ) -> Result<Envoy, StartFailure> {
         check_prerequisites();
-        let mut child = spawn(cfg_path, dir.path(), env);
-        let deadline = Instant::now() + START_TIMEOUT;
+        let started = Instant::now();
+        let mut child = spawn(cfg_path, dir.path(), env, launch);
+        let deadline = started + launch.timeout;
         let fail = |child: &mut Child, dir: &Path| {
             let _ = child.kill();
             let status = child.wait().ok();
@@ -671,6 +743,7 @@ impl Envoy {
                     .map(|r| r.status == 200)
                     .unwrap_or(false)
                 {
+                    let ready_after = started.elapsed();
                     if let Some(listener) = listener_address(admin) {
                         return Ok(Envoy {
                             child: Some(child),
@@ -679,11 +752,12 @@ impl Envoy {
                             listener,
                             lds_file: None,
                             metrics_flush: Cell::new(metrics_flush),
+                            ready_after,
                         });
                     }
                 }
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(launch.poll);
         }
     }
 
@@ -711,6 +785,11 @@ impl Envoy {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// From spawn to the admin `/ready` answering 200 (to within [`Launch::poll`]).
+    pub fn ready_after(&self) -> Duration {
+        self.ready_after
+    }
+
     /// Envoy's log so far.
     pub fn log(&self) -> String {
         read_log(self.dir.path())
@@ -730,7 +809,12 @@ impl Envoy {
 
     /// A GET on the admin API (e.g. `/stats?format=json`).
     pub fn admin_get(&self, path: &str) -> Response {
-        admin_get(self.admin, path).expect("admin request")
+        self.try_admin_get(path).expect("admin request")
+    }
+
+    /// A GET on the admin API, or why it failed.
+    pub fn try_admin_get(&self, path: &str) -> std::io::Result<Response> {
+        admin_get(self.admin, path)
     }
 
     /// `/stats/prometheus`, parsed, once the counters of every request answered so far have
@@ -805,14 +889,11 @@ fn write_atomically(path: &Path, content: &str) {
 }
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("sticky-canary-envoy-")
-        .tempdir()
-        .expect("tempdir")
+    crate::tempdir("sticky-canary-envoy-")
 }
 
 /// The first listener's bound address, from the admin API.
-pub(crate) fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
+pub fn listener_address(admin: SocketAddr) -> Option<SocketAddr> {
     let body = admin_get(admin, "/listeners?format=json").ok()?.json();
     let sa = body
         .get("listener_statuses")?

@@ -846,6 +846,14 @@ fn read_response_head(conn: &mut Conn<TcpStream>) -> io::Result<(u16, u8, Header
     }
 }
 
+/// A loopback port that was free a moment ago, for a program that cannot be told to pick one
+/// itself (Envoy can: the harness gives it port 0).
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
 /// Sends one request on a fresh connection with `connection: close`
 /// (unless the request already has a `connection` header).
 pub fn send_once(addr: SocketAddr, req: &Request) -> io::Result<Response> {

@@ -1,16 +1,21 @@
-//! Host-side harness: drives the sticky-canary wasm filter under a real Envoy.
+//! Host-side test harness: drives the sticky-canary wasm filter under a real Envoy. Test code
+//! only: nothing shipped depends on it; the developer tools (`tools/`: demo, run, bench) use it.
 //!
+//! - [`envoy`]: configs derived from the shipped `envoy/envoy.yaml`, Envoy's lifecycle (one
+//!   launcher: [`envoy::Launch`] says how, e.g. pinned to a core for the bench);
 //! - [`http`]: in-process HTTP/1.1 upstreams (one per version, echoing what they saw) and a raw
 //!   HTTP/1.1 client able to send hostile requests;
-//! - [`envoy`]: configs derived from the shipped `envoy/envoy.yaml`, Envoy's lifecycle;
-//! - [`prom`]: reading Envoy's Prometheus output;
+//! - [`schema`]: validation of manifests against Kubernetes CRD schemas;
 //! - [`shop`]: an upstream answering known business traffic (order headers, JSON bodies);
-//! - [`Fixture`]: one upstream per version of a plugin config, plus an Envoy in front of them.
+//! - [`prom`]: reading Envoy's Prometheus output;
+//! - [`gate`] (and `src/bin/sticky-canary-gate.rs`): the rollout gate, until it moves to its own
+//!   crate;
+//! - here: [`Fixture`] (one upstream per version of a plugin config, plus an Envoy in front of
+//!   them), [`Observed`] (what one request showed), [`Keys`] and [`Rng`] (reproducible
+//!   pseudo-random draws), and the small helpers tests and tools share ([`tempdir`],
+//!   [`read_text`], [`find_tool`], [`wrapped`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod bench;
-pub mod checkout;
-pub mod demo;
 pub mod envoy;
 pub mod gate;
 pub mod http;
@@ -20,6 +25,10 @@ pub mod shop;
 
 use envoy::{Envoy, EnvoyConfig, StartFailure};
 use http::{Client, Request, Response, Upstream};
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use sticky_canary::plan::Plan;
 
 /// Upstreams for every version of a plugin config, and an Envoy routing to them.
@@ -168,24 +177,85 @@ impl Fixture {
     }
 }
 
-/// A deterministic pseudo-random key generator (xorshift64*), so failures reproduce.
-pub struct Keys(u64);
+/// A small seeded pseudo-random generator (xorshift64*), so that what tests and the bench draw
+/// reproduces.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Deterministic pseudo-random session keys (16 hex digits from [`Rng`]), so failures reproduce.
+pub struct Keys(Rng);
 
 impl Keys {
     pub fn new(seed: u64) -> Keys {
-        Keys(seed | 1)
+        Keys(Rng::new(seed))
     }
 }
 
 impl Iterator for Keys {
     type Item = String;
     fn next(&mut self) -> Option<String> {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        Some(format!(
-            "{:016x}",
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        ))
+        Some(format!("{:016x}", self.0.next_u64()))
     }
+}
+
+/// A fresh temporary directory named `<prefix>…`, removed on drop.
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// A file's text (lossy UTF-8, e.g. a process's log), empty when it cannot be read.
+pub fn read_text(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// A command running `program` under `wrapper` (e.g. `taskset -c 1`, `nice -n 5`), or `program`
+/// itself when `wrapper` is empty.
+pub fn wrapped(wrapper: &[OsString], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A program on `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+/// A tool the Makefile installs: `$env` when set, else `.venv/<venv_path>` when it is there, else
+/// `name` on `PATH`.
+pub fn find_tool(env: &str, venv_path: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let local = envoy::workspace_root().join(".venv").join(venv_path);
+    if local.is_file() {
+        return Some(local);
+    }
+    on_path(name)
 }

@@ -8,19 +8,20 @@
 //! Prometheus and promtool come from `PROMETHEUS_BIN` / `PROMTOOL_BIN`, else from
 //! `.venv/prometheus/usr/bin` (installed by `make prometheus`, i.e. `prometheus/install.sh`). A
 //! missing binary fails the test: a skipped test proves nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{workspace_root, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{send_once, Client, Request};
+use sticky_canary_harness::http::{free_port, send_once, Client, Request};
 use sticky_canary_harness::shop::shop;
-use sticky_canary_harness::{addresses, upstreams_for};
+use sticky_canary_harness::{addresses, read_text, tempdir, upstreams_for};
 
 /// The whole e2e test must finish well within a minute.
 const TEST_BUDGET: Duration = Duration::from_secs(50);
@@ -86,14 +87,6 @@ struct Prometheus {
     addr: SocketAddr,
 }
 
-/// A port that was free a moment ago (Prometheus cannot be told to pick one itself).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 fn yaml_str(s: &str) -> String {
     // A JSON string is a YAML scalar.
     serde_json::to_string(s).expect("quote")
@@ -105,7 +98,9 @@ impl Prometheus {
     /// one was taken in the meantime.
     fn start(target: SocketAddr, deadline: Instant) -> Prometheus {
         for _attempt in 0..5 {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port().expect("bind 127.0.0.1:0"))
+                .parse()
+                .unwrap();
             let mut p = Prometheus::spawn(target, addr);
             match p.wait_ready(deadline) {
                 Ok(()) => return p,
@@ -121,10 +116,7 @@ impl Prometheus {
     }
 
     fn spawn(target: SocketAddr, addr: SocketAddr) -> Prometheus {
-        let dir = tempfile::Builder::new()
-            .prefix("sticky-canary-prometheus-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempdir("sticky-canary-prometheus-");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
@@ -173,9 +165,7 @@ impl Prometheus {
     }
 
     fn log(&self) -> String {
-        fs::read(self.dir.path().join("prometheus.log"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_text(&self.dir.path().join("prometheus.log"))
     }
 
     fn kill(&mut self) {

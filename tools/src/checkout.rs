@@ -9,9 +9,9 @@
 //! - `POST /checkout` → `x-order-id`, `x-order-total`, `x-order-tax` headers and the order as JSON;
 //! - `POST /pay` → `{"authorization": {"status": "approved" | "declined"}}`, or a 503 for a few.
 
-use crate::http::{Handler, Request, Response};
 use serde_json::json;
 use std::sync::Arc;
+use sticky_canary_harness::http::{Handler, Request, Response};
 
 /// Sales tax rate, per 100 000 (8.875 %).
 pub const TAX_RATE_PER_100K: u64 = 8_875;

@@ -1,9 +1,10 @@
 //! End-to-end: a shortened `make demo` run. The canary answers 200 with normal latency but
 //! overcharges tax; the gate must roll it back for the money metric, with errors and latency
 //! healthy, and no session may flap between versions.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
-use sticky_canary_harness::demo;
 use sticky_canary_harness::gate::{Outcome, Verdict};
+use sticky_canary_tools::demo;
 
 #[test]
 fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {

@@ -9,14 +9,15 @@
 //! - in direct-response mode every variant answers what the upstream would (status, headers, the
 //!   1 KiB JSON body), and the business rules count it;
 //! - nginx.conf and the direct-response routes serve the same response.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use sticky_canary::plan::Plan;
-use sticky_canary_harness::bench::{self, Mode, Variant, VARIANTS};
-use sticky_canary_harness::envoy::{self, Envoy};
+use sticky_canary_harness::envoy::{self, Envoy, Launch};
 use sticky_canary_harness::http::{Client, Request, Upstream};
 use sticky_canary_harness::{Keys, Observed};
+use sticky_canary_tools::bench::{self, Mode, Variant, VARIANTS};
 
 fn prerequisites() {
     envoy::check_prerequisites();
@@ -25,20 +26,14 @@ fn prerequisites() {
     }
 }
 
-/// Starts Envoy on a prepared bench config (kept in `dir` while Envoy starts).
-fn start(doc: &serde_yaml::Value, dir: &tempfile::TempDir, name: &str) -> Envoy {
-    let path = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, serde_yaml::to_string(doc).unwrap()).unwrap();
-    Envoy::start_file(&path).unwrap_or_else(|f| {
-        panic!(
-            "{name}: Envoy did not start (exit {:?}); log:\n{}",
-            f.exit_code, f.log
-        )
-    })
+/// Starts Envoy on a prepared bench config.
+fn start(doc: &serde_yaml::Value, name: &str) -> Envoy {
+    let yaml = serde_yaml::to_string(doc).unwrap();
+    Envoy::start_yaml(&yaml, &Launch::default()).unwrap_or_else(|f| panic!("{name}: {f}"))
 }
 
 fn filter_plan() -> Plan {
-    let doc = Variant::by_key("filter-route").unwrap().load();
+    let doc = Variant::by_key("filter-route").unwrap().load().unwrap();
     Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap()
 }
 
@@ -52,7 +47,7 @@ fn every_bench_config_passes_envoy_validate() {
     for v in VARIANTS {
         jobs.push((format!("{} (as checked in)", v.key), v.config_path()));
         let path = dir.path().join(format!("{}-direct.yaml", v.key));
-        std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None)).unwrap();
+        std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None).unwrap()).unwrap();
         jobs.push((format!("{} (direct response)", v.key), path));
     }
     // Two at a time: a wasm config takes about a second to validate (V8 compiles the module).
@@ -161,16 +156,15 @@ fn lua_routes_like_the_filter() {
         .iter()
         .map(|n| Upstream::start(n).unwrap())
         .collect();
-    let dir = tempfile::tempdir().unwrap();
     let envoys: Vec<Envoy> = ["filter-route", "lua"]
         .iter()
         .map(|k| {
-            let mut doc = Variant::by_key(k).unwrap().load();
-            bench::prepare(&mut doc, Mode::Proxy, None);
+            let mut doc = Variant::by_key(k).unwrap().load().unwrap();
+            bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
             for u in &upstreams {
-                bench::set_cluster(&mut doc, u.name(), u.addr());
+                bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
             }
-            start(&doc, &dir, k)
+            start(&doc, k)
         })
         .collect();
     let mut clients: Vec<Client> = envoys
@@ -234,8 +228,8 @@ fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
     )
     .unwrap();
 
-    let mut doc = Variant::by_key("lua").unwrap().load();
-    bench::prepare(&mut doc, Mode::Direct, None);
+    let mut doc = Variant::by_key("lua").unwrap().load().unwrap();
+    bench::prepare(&mut doc, Mode::Direct, None).unwrap();
     let yaml = serde_yaml::to_string(&doc).unwrap().replace(
         &bench::bench_dir()
             .join("sticky_canary.lua")
@@ -244,7 +238,7 @@ fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
         &script_path.to_string_lossy(),
     );
     let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
-    let e = start(&doc, &dir, "lua-16");
+    let e = start(&doc, "lua-16");
     let mut c = Client::connect(e.listener()).unwrap();
     let mut buckets = HashSet::new();
     for (i, k) in Keys::new(11).take(400).enumerate() {
@@ -260,12 +254,11 @@ fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
 #[test]
 fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
     prerequisites();
-    let dir = tempfile::tempdir().unwrap();
     let key = bench::session_keys(1)[0].clone();
     for v in VARIANTS {
-        let mut doc = v.load();
-        bench::prepare(&mut doc, Mode::Direct, None);
-        let e = start(&doc, &dir, v.key);
+        let mut doc = v.load().unwrap();
+        bench::prepare(&mut doc, Mode::Direct, None).unwrap();
+        let e = start(&doc, v.key);
         let problems = bench::preflight(v, e.listener(), &key);
         assert!(problems.is_empty(), "{}: {problems:?}", v.key);
         // The filter hands its counters to Envoy every metrics_flush_ms (zero without it).
@@ -307,7 +300,7 @@ fn nginx_and_direct_response_serve_the_same_response() {
     }
     assert!(conf.contains("default_type application/json;"));
     assert!(conf.contains("return 200 '@BODY@';"));
-    let body = bench::order_body();
+    let body = bench::order_body().unwrap();
     assert_eq!(body.len(), 1024, "order.json is 1 KiB");
     assert!(
         !body.contains('\'') && !body.contains('$'),

@@ -1,7 +1,7 @@
 //! `make demo`: a canary that answers 200 with normal latency but overcharges tax, caught by
 //! per-version business counters, while every session stays on one version.
 
-use sticky_canary_harness::demo;
+use sticky_canary_tools::demo;
 
 fn main() {
     let opts = demo::Options {

@@ -8,16 +8,17 @@
 //! the stickiness check and a chart.
 
 use crate::checkout::{self, Build};
-use crate::envoy::{Envoy, EnvoyConfig};
-use crate::gate::{self, Check, Policy};
-use crate::http::{Client, Request, Upstream};
-use crate::prom::Scrape;
+use crate::display_path;
 use serde_json::json;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
+use sticky_canary_harness::gate::{self, Check, Policy};
+use sticky_canary_harness::http::{Client, Request, Upstream};
+use sticky_canary_harness::prom::Scrape;
 
 /// The QA token the demo gives Envoy's VM (never a real secret).
 const QA_TOKEN: &str = "demo-qa-token-0123456789abcdef";
@@ -77,9 +78,9 @@ pub struct Outcome {
 }
 
 /// The demo's plugin configuration: the reference one, with the demo's rules and stage zero.
-pub fn plugin_config(canary_weight: u32) -> String {
+pub fn plugin_config(canary_weight: u32) -> Result<String, String> {
     let mut v: serde_json::Value = serde_json::from_str(&EnvoyConfig::reference().plugin_config())
-        .expect("reference plugin config");
+        .map_err(|e| format!("envoy/envoy.yaml: the plugin configuration: {e}"))?;
     v["versions"] = json!([
         {"name": "canary", "weight": canary_weight},
         {"name": "stable", "weight": 100 - canary_weight}
@@ -93,7 +94,7 @@ pub fn plugin_config(canary_weight: u32) -> String {
         {"name": "payments", "kind": "counter", "json": "/authorization/status"},
         {"name": "auth_approved", "kind": "counter", "json": "/authorization/status", "equals": "approved"}
     ]);
-    v.to_string()
+    Ok(v.to_string())
 }
 
 /// The gate policy the demo judges with: the gate's defaults (5xx, approval ratio, average order
@@ -454,17 +455,17 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     )
     .map_err(|e| format!("start canary shop: {e}"))?;
     let upstreams = [("canary", canary.addr()), ("stable", stable.addr())];
-    let config_for = |weight: u32| {
-        let mut cfg = EnvoyConfig::for_test(&plugin_config(weight), &upstreams, "stable");
+    let config_for = |weight: u32| -> Result<EnvoyConfig, String> {
+        let mut cfg = EnvoyConfig::for_test(&plugin_config(weight)?, &upstreams, "stable");
         cfg.set_vm_env("CANARY_OVERRIDE_TOKENS", QA_TOKEN);
         cfg.set_top_level(
             "stats_flush_interval",
             serde_yaml::Value::String("1s".into()),
         );
-        cfg
+        Ok(cfg)
     };
     let first = *opts.steps.first().ok_or("no ramp steps")?;
-    let envoy = Envoy::start_dynamic(&config_for(first))
+    let envoy = Envoy::start_dynamic(&config_for(first)?)
         .map_err(|f| format!("Envoy did not start:\n{}", f.log))?;
 
     let failed = Arc::new(AtomicUsize::new(0));
@@ -475,7 +476,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let mut requests_done = 0usize;
     for (k, &weight) in opts.steps.iter().enumerate() {
         if k > 0 {
-            envoy.reload(&config_for(weight))?;
+            envoy.reload(&config_for(weight)?)?;
         }
         step_marks.push((requests_done as f64, weight));
         let seen: Arc<Mutex<Vec<Option<Seen>>>> = Arc::new(Mutex::new(vec![None; opts.sessions]));
@@ -587,7 +588,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
 
 /// The default chart location.
 pub fn default_chart_path() -> PathBuf {
-    crate::envoy::workspace_root().join("target/demo/tax-per-order.svg")
+    sticky_canary_harness::envoy::workspace_root().join("target/demo/tax-per-order.svg")
 }
 
 /// Prints the outcome as `make demo` shows it.
@@ -620,12 +621,6 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
         "Finished in {:.1} s; Envoy and both shops stopped.",
         o.elapsed.as_secs_f64()
     )
-}
-
-fn display_path(p: &Path) -> String {
-    let root = crate::envoy::workspace_root();
-    p.strip_prefix(&root)
-        .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
 }
 
 /// For tests: a short, quiet run.

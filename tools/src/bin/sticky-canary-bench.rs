@@ -1,10 +1,10 @@
 //! `make bench` (no argument) and `make soak` (`soak`): what sticky-canary costs per request in a
-//! real Envoy, next to bare Envoy, the V8 floor and a Lua filter. See `bench.rs` for the method
-//! and the knobs (BENCH_ROUNDS, BENCH_SECONDS, …); `config VARIANT MODE` prints the exact Envoy
-//! config a variant runs with. A benchmark: it never fails on speed; it exits
-//! 1 only when it cannot run.
+//! real Envoy, next to bare Envoy, the V8 floor and a Lua filter. See `tools/src/bench/mod.rs` for
+//! the method and the knobs (BENCH_ROUNDS, BENCH_SECONDS, …); `config VARIANT MODE` prints the
+//! exact Envoy config a variant runs with. A benchmark: it never fails on speed; it exits 1 only
+//! when it cannot run.
 
-use sticky_canary_harness::bench;
+use sticky_canary_tools::bench;
 
 fn main() {
     let stop = bench::interrupt_flag();
@@ -42,6 +42,6 @@ fn print_config(args: Vec<String>) -> Result<(), String> {
         Some(a) => Some(a.parse().map_err(|e| format!("{a}: {e}"))?),
         None => None,
     };
-    print!("{}", bench::config_yaml(v, mode, upstream));
+    print!("{}", bench::config_yaml(v, mode, upstream)?);
     Ok(())
 }

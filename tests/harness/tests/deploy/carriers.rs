@@ -1,0 +1,185 @@
+//! The filter configuration every manifest carries (WasmPlugin, TrafficExtension, EnvoyFilter):
+//! each compiles, and all decide alike.
+
+use super::manifests::{manifests, of_kind, Manifest};
+use serde_json::Value;
+use sticky_canary::plan::Plan;
+
+/// How an entry of the VM environment gets its value.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum VmEnv {
+    /// Envoy's own environment (`host_env_keys`; Istio `valueFrom: HOST`).
+    Host(String),
+    /// A literal (`key_values`; Istio `INLINE`).
+    Inline(String, String),
+}
+
+/// One shipped carrier of the filter configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Carrier {
+    pub(crate) what: String,
+    pub(crate) json: String,
+    pub(crate) env: Vec<VmEnv>,
+    /// Envoy's `failure_policy` the carrier asks for.
+    pub(crate) failure_policy: String,
+    /// For the EnvoyFilter: the HTTP filter entry as shipped.
+    pub(crate) envoy_filter: Option<Value>,
+}
+
+fn istio_env(vm_config: &Value) -> Vec<VmEnv> {
+    vm_config["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_string();
+            match e["valueFrom"].as_str() {
+                Some("HOST") => VmEnv::Host(name),
+                _ => VmEnv::Inline(name, e["value"].as_str().unwrap_or("").to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Istio's FailStrategy → Envoy's FailurePolicy (pilot's mapping; unset is FAIL_CLOSE).
+fn failure_policy(fail_strategy: &Value) -> String {
+    match fail_strategy.as_str() {
+        Some("FAIL_OPEN") => "FAIL_OPEN",
+        Some("FAIL_RELOAD") => "FAIL_RELOAD",
+        _ => "FAIL_CLOSED",
+    }
+    .to_string()
+}
+
+pub(crate) fn carriers(all: &[Manifest]) -> Vec<Carrier> {
+    let mut out = Vec::new();
+    // The module fields sit in `spec` of a WasmPlugin, in `spec.wasm` of a TrafficExtension.
+    for (kind, under) in [("WasmPlugin", None), ("TrafficExtension", Some("wasm"))] {
+        for m in of_kind(all, kind) {
+            let spec = &m.doc["spec"];
+            let module = under.map_or(spec, |k| &spec[k]);
+            out.push(Carrier {
+                what: m.at(),
+                json: module["pluginConfig"].to_string(),
+                env: istio_env(&module["vmConfig"]),
+                failure_policy: failure_policy(&module["failStrategy"]),
+                envoy_filter: None,
+            });
+        }
+    }
+    for m in of_kind(all, "EnvoyFilter") {
+        for (i, p) in m.doc["spec"]["configPatches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let value = &p["patch"]["value"];
+            if value["typed_config"]["@type"]
+                != "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+            {
+                continue;
+            }
+            let config = &value["typed_config"]["config"];
+            let vm_env = &config["vm_config"]["environment_variables"];
+            let mut env: Vec<VmEnv> = vm_env["host_env_keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| VmEnv::Host(k.as_str().unwrap().to_string()))
+                .collect();
+            for (k, v) in vm_env["key_values"].as_object().into_iter().flatten() {
+                env.push(VmEnv::Inline(k.clone(), v.as_str().unwrap().to_string()));
+            }
+            out.push(Carrier {
+                what: format!("{} configPatches[{i}]", m.at()),
+                json: config["configuration"]["value"]
+                    .as_str()
+                    .expect("configuration.value is the JSON string")
+                    .to_string(),
+                env,
+                failure_policy: config["failure_policy"]
+                    .as_str()
+                    .unwrap_or("FAIL_CLOSED")
+                    .to_string(),
+                envoy_filter: Some(value.clone()),
+            });
+        }
+    }
+    out
+}
+
+pub(crate) fn carrier(what_contains: &str) -> Carrier {
+    let all = manifests();
+    let found: Vec<Carrier> = carriers(&all)
+        .into_iter()
+        .filter(|c| c.what.contains(what_contains))
+        .collect();
+    assert_eq!(found.len(), 1, "one carrier matching {what_contains:?}");
+    found[0].clone()
+}
+
+pub(crate) fn plan(c: &Carrier) -> Plan {
+    Plan::from_json(c.json.as_bytes())
+        .unwrap_or_else(|e| panic!("{}: the filter refuses its configuration: {e}", c.what))
+}
+
+#[test]
+fn every_plugin_configuration_compiles_and_decides_alike() {
+    let all = manifests();
+    let cs = carriers(&all);
+    let names: Vec<&str> = cs.iter().map(|c| c.what.as_str()).collect();
+    assert_eq!(
+        cs.len(),
+        4,
+        "WasmPlugin ×2, TrafficExtension, EnvoyFilter: {names:?}"
+    );
+    // What decides the version of a request: equal everywhere, so a session gets the same
+    // version through the gateway and through a caller's sidecar, whichever API carries it.
+    let decision = |p: &Plan| {
+        format!(
+            "service={} salt={:?} versions={:?} default={} sources={:?} route={} response={} \
+             override={:?} pins={:?}",
+            p.service,
+            String::from_utf8_lossy(&p.salt),
+            p.versions,
+            p.version_name(p.default_version),
+            p.sources,
+            p.route_header,
+            p.response_header,
+            p.override_.is_some(),
+            p.pins
+                .iter()
+                .map(|pin| (
+                    pin.header.clone(),
+                    pin.values.len(),
+                    p.version_name(pin.version)
+                ))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let reference = decision(&plan(&cs[0]));
+    for c in &cs {
+        assert_eq!(
+            decision(&plan(c)),
+            reference,
+            "{} decides differently",
+            c.what
+        );
+        assert_eq!(c.failure_policy, "FAIL_OPEN", "{}", c.what);
+        assert!(
+            c.env
+                .contains(&VmEnv::Host("CANARY_OVERRIDE_TOKENS".into())),
+            "{}: the override tokens come from the proxy's environment",
+            c.what
+        );
+    }
+    // The north-south carriers are alternatives for the same gateway: identical configuration.
+    let gateway: Vec<Value> = cs
+        .iter()
+        .filter(|c| !c.what.contains("east-west"))
+        .map(|c| serde_json::from_str(&c.json).unwrap())
+        .collect();
+    assert_eq!(gateway.len(), 3);
+    assert!(gateway.windows(2).all(|w| w[0] == w[1]), "{gateway:#?}");
+}

@@ -1,0 +1,129 @@
+//! `docker-compose config` accepts `envoy/docker-compose.yaml`, which runs the tested envoy.yaml
+//! unchanged in the tested Envoy version.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use sticky_canary_harness::envoy::{self, workspace_root, EnvoyConfig};
+
+/// The Envoy version `make test` pins (`ENVOY_VERSION` in the Makefile): the one the compose
+/// stack must run. A matrix run against another Envoy (`make test-matrix`) keeps this pin.
+fn tested_envoy_version() -> String {
+    let makefile = std::fs::read_to_string(workspace_root().join("Makefile")).unwrap();
+    let re = regex::Regex::new(r"(?m)^ENVOY_VERSION\s*\?=\s*(\d+\.\d+\.\d+)\s*$").unwrap();
+    re.captures(&makefile)
+        .unwrap_or_else(|| panic!("no ENVOY_VERSION in the Makefile"))[1]
+        .to_string()
+}
+
+#[test]
+fn docker_compose_runs_the_tested_config_in_the_tested_envoy() {
+    let root = workspace_root();
+    let bin = std::env::var_os("COMPOSE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/docker-compose"));
+    assert!(
+        bin.is_file(),
+        "docker-compose not found at {} — run `make compose-tool` (or set COMPOSE_BIN)",
+        bin.display()
+    );
+    let file = root.join("envoy/docker-compose.yaml");
+    let out = Command::new(&bin)
+        .arg("-f")
+        .arg(&file)
+        .arg("config")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "docker-compose config failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_yaml::from_str(&text).unwrap();
+    let services = &config["services"];
+    let envoy_svc = &services["envoy"];
+
+    assert_eq!(
+        envoy_svc["image"],
+        format!("envoyproxy/envoy:v{}", tested_envoy_version()),
+        "the official image of the Envoy version the tests run"
+    );
+    // The very envoy/envoy.yaml, unchanged, where the command reads it.
+    let wd = envoy_svc["working_dir"].as_str().unwrap();
+    let mounts: BTreeMap<String, String> = envoy_svc["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
+            (parts[1].to_string(), parts[0].to_string())
+        })
+        .collect();
+    let cfg_target = format!("{wd}/envoy/envoy.yaml");
+    assert_eq!(
+        Path::new(&mounts[&cfg_target]),
+        root.join("envoy/envoy.yaml"),
+        "{mounts:?}"
+    );
+    let command: Vec<&str> = envoy_svc["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let c = command.iter().position(|a| *a == "-c").expect("-c");
+    assert_eq!(format!("{wd}/{}", command[c + 1]), cfg_target);
+    // The module at the path envoy.yaml names relative to the working directory.
+    let mut reference = EnvoyConfig::reference();
+    let text = fs::read_to_string(envoy::reference_config_path()).unwrap();
+    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    let http_filters = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"];
+    let wasm_file = http_filters
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .unwrap()["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        Path::new(&mounts[&format!("{wd}/{wasm_file}")]),
+        root.join(wasm_file)
+    );
+    // envoy.yaml binds and routes to 127.0.0.1: every service shares the host's network.
+    for (name, s) in services.as_object().unwrap() {
+        assert_eq!(s["network_mode"], "host", "{name}");
+    }
+    // The demo upstreams listen where the clusters point.
+    for (cluster, addr) in reference.cluster_addresses() {
+        let cmd = services[&cluster]["command"].to_string();
+        assert!(
+            cmd.contains(&format!("listen {addr};")),
+            "service {cluster} must listen on {addr}: {cmd}"
+        );
+    }
+    // Prometheus scrapes the admin endpoint of envoy.yaml.
+    let admin = &doc["admin"]["address"]["socket_address"];
+    let prom_cfg_src = services["prometheus"]["volumes"][0]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let prom: Value = serde_yaml::from_str(&fs::read_to_string(prom_cfg_src).unwrap()).unwrap();
+    let job = &prom["scrape_configs"][0];
+    assert_eq!(job["metrics_path"], "/stats/prometheus");
+    assert_eq!(
+        job["static_configs"][0]["targets"][0],
+        format!(
+            "{}:{}",
+            admin["address"].as_str().unwrap(),
+            admin["port_value"]
+        )
+    );
+}

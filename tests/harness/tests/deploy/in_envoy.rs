@@ -1,0 +1,296 @@
+//! The configuration each manifest carries starts in a real Envoy with the built module and routes
+//! sessions, overrides and pins; the EnvoyFilter patches pass `envoy --mode validate` as shipped and
+//! with the local module.
+
+use super::carriers::{carrier, plan, Carrier, VmEnv};
+use super::manifests::{find, manifests};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use sticky_canary::plan::Plan;
+use sticky_canary_harness::envoy::{self, key, workspace_root, Envoy, EnvoyConfig};
+use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
+use sticky_canary_harness::{addresses, upstreams_for};
+use sticky_canary_harness::{Keys, Observed};
+
+const QA_TOKEN: &str = "qa-token-for-the-deploy-tests-0123";
+
+/// A `serde_json::Value` as YAML.
+fn to_yaml(v: &Value) -> serde_yaml::Value {
+    serde_yaml::to_value(v).unwrap()
+}
+
+/// The reference envoy.yaml with its wasm filter entry replaced by `filter` (named
+/// `envoy.filters.http.wasm` so that the harness finds it; Envoy picks the extension by the
+/// typed_config's type), optionally with more HTTP filters first and more clusters.
+fn reference_with(filter: &Value, first: Option<&Value>, clusters: &[Value]) -> serde_yaml::Value {
+    let text = fs::read_to_string(envoy::reference_config_path()).unwrap();
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_sequence_mut()
+        .unwrap();
+    let i = filters
+        .iter()
+        .position(|f| f["name"] == key("envoy.filters.http.wasm"))
+        .expect("envoy.yaml has the wasm filter");
+    filters[i] = to_yaml(filter);
+    if let Some(f) = first {
+        filters.insert(0, to_yaml(f));
+    }
+    let cs = doc["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .unwrap();
+    cs.extend(clusters.iter().map(to_yaml));
+    doc
+}
+
+fn load(doc: &serde_yaml::Value) -> EnvoyConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    fs::write(&path, serde_yaml::to_string(doc).unwrap()).unwrap();
+    EnvoyConfig::load(&path)
+}
+
+/// The filter entry Istio would render for a WasmPlugin / TrafficExtension carrier (local
+/// module instead of the agent-fetched one), or the EnvoyFilter's, with the local module.
+fn filter_entry(c: &Carrier) -> Value {
+    let mut f = match &c.envoy_filter {
+        Some(v) => v.clone(),
+        None => {
+            let text = fs::read_to_string(envoy::reference_config_path()).unwrap();
+            let doc: Value = serde_yaml::from_str(&text).unwrap();
+            let f = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["http_filters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == "envoy.filters.http.wasm")
+                .unwrap()
+                .clone();
+            let mut f = f;
+            let config = &mut f["typed_config"]["config"];
+            config["configuration"]["value"] = json!(c.json);
+            config["failure_policy"] = json!(c.failure_policy);
+            let mut hosts = Vec::new();
+            let mut kv = serde_json::Map::new();
+            for e in &c.env {
+                match e {
+                    VmEnv::Host(n) => hosts.push(json!(n)),
+                    VmEnv::Inline(n, v) => {
+                        kv.insert(n.clone(), json!(v));
+                    }
+                }
+            }
+            let mut env = serde_json::Map::new();
+            if !hosts.is_empty() {
+                env.insert("host_env_keys".into(), Value::Array(hosts));
+            }
+            if !kv.is_empty() {
+                env.insert("key_values".into(), Value::Object(kv));
+            }
+            config["vm_config"]["environment_variables"] = Value::Object(env);
+            f
+        }
+    };
+    f["name"] = json!("envoy.filters.http.wasm");
+    f["typed_config"]["config"]["vm_config"]["code"] =
+        json!({"local": {"filename": envoy::wasm_path().display().to_string()}});
+    f
+}
+
+fn observe(plan: &Plan, c: &mut Client, req: &Request) -> (Observed, Response) {
+    let r = c.send(req).expect("request through Envoy");
+    (Observed::from_response(plan, &r), r)
+}
+
+/// Starts Envoy with a carrier's configuration and checks sessions, the override token from
+/// the proxy's environment, a pin and a request without a session key.
+fn routes_in_envoy(what: &str) {
+    let c = carrier(what);
+    let plan = plan(&c);
+    let upstreams = upstreams_for(&plan, echo_handler);
+    let pairs = addresses(&upstreams);
+    let default = plan.version_name(plan.default_version).to_string();
+    let mut cfg =
+        load(&reference_with(&filter_entry(&c), None, &[])).for_upstreams(&pairs, &default);
+    for e in &c.env {
+        if let VmEnv::Host(n) = e {
+            cfg.set_process_env(n, QA_TOKEN);
+        }
+    }
+    let envoy = Envoy::start(&cfg)
+        .unwrap_or_else(|f| panic!("{}: Envoy did not start:\n{}", c.what, f.log));
+    let mut client = Client::connect(envoy.listener()).unwrap();
+    let expected = |k: &str| plan.version_name(plan.bucket(k.as_bytes())).to_string();
+
+    let mut served = BTreeMap::<String, u32>::new();
+    for k in Keys::new(11).take(300) {
+        let req = Request::get("/cart").header("cookie", &format!("session_id={k}"));
+        let (o, _) = observe(&plan, &mut client, &req);
+        assert!(o.is_served_by(&expected(&k)), "{}: {k}: {o:?}", c.what);
+        *served.entry(o.served_by.unwrap()).or_default() += 1;
+    }
+    assert_eq!(served.len(), plan.versions.len(), "{}: {served:?}", c.what);
+
+    // The QA override, with the token from the proxy's environment (Istio valueFrom: HOST).
+    let stable_key = Keys::new(12).find(|k| expected(k) != "canary").unwrap();
+    let with_session = Request::get("/").header("cookie", &format!("session_id={stable_key}"));
+    let overriding = |token: &str| {
+        with_session
+            .clone()
+            .header("x-canary-override", "canary")
+            .header("x-canary-token", token)
+    };
+    let (o, _) = observe(&plan, &mut client, &overriding(QA_TOKEN));
+    assert!(o.is_served_by("canary"), "{}: override: {o:?}", c.what);
+    let (o, _) = observe(&plan, &mut client, &overriding(&QA_TOKEN[1..]));
+    assert!(
+        o.is_served_by(&expected(&stable_key)),
+        "{}: near-miss token: {o:?}",
+        c.what
+    );
+
+    // A pinned merchant.
+    let (o, _) = observe(
+        &plan,
+        &mut client,
+        &with_session.clone().header("x-merchant-id", "m_test_1"),
+    );
+    assert!(o.is_served_by("canary"), "{}: pin: {o:?}", c.what);
+
+    // No session key: a fresh sticky id at the edge; the assigned cookie honoured everywhere.
+    let (o, r) = observe(&plan, &mut client, &Request::get("/"));
+    match &plan.assign {
+        Some(a) => {
+            let set = r
+                .header_str("set-cookie")
+                .unwrap_or_else(|| panic!("{}: no Set-Cookie", c.what));
+            let id = set
+                .strip_prefix(&format!("{}=", a.name))
+                .and_then(|s| s.split(';').next())
+                .unwrap_or_else(|| panic!("{}: {set}", c.what));
+            assert_eq!(id.len(), 32, "{set}");
+            assert!(
+                o.is_served_by(&expected(id)),
+                "{}: assigned {id}: {o:?}",
+                c.what
+            );
+        }
+        None => {
+            assert!(o.is_served_by(&default), "{}: no key: {o:?}", c.what);
+            assert!(r.header_str("set-cookie").is_none(), "{}", c.what);
+        }
+    }
+    let sc = Keys::new(13).find(|k| expected(k) == "canary").unwrap();
+    let (o, _) = observe(
+        &plan,
+        &mut client,
+        &Request::get("/").header("cookie", &format!("sc_session={sc}")),
+    );
+    assert!(
+        o.is_served_by("canary"),
+        "{}: sc_session {sc}: {o:?}",
+        c.what
+    );
+    eprintln!(
+        "{}: {served:?}, override, pin and anonymous session OK",
+        c.what
+    );
+}
+
+#[test]
+fn wasmplugin_north_south_configuration_routes_in_envoy() {
+    routes_in_envoy("WasmPlugin sticky-canary)");
+}
+
+#[test]
+fn wasmplugin_east_west_configuration_routes_in_envoy() {
+    routes_in_envoy("WasmPlugin sticky-canary-east-west");
+}
+
+#[test]
+fn trafficextension_configuration_routes_in_envoy() {
+    routes_in_envoy("TrafficExtension sticky-canary");
+}
+
+#[test]
+fn envoyfilter_patch_routes_in_envoy() {
+    routes_in_envoy("EnvoyFilter sticky-canary)");
+}
+
+/// A STATIC cluster, for names the patches reference (`outbound|…` in a mesh).
+fn stub_cluster(name: &str) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}}}}]}]}
+    })
+}
+
+#[test]
+fn envoyfilter_patches_pass_envoy_validate() {
+    envoy::check_prerequisites();
+    let all = manifests();
+    let ef = find(&all, "EnvoyFilter", "sticky-canary");
+    let patch = &ef.doc["spec"]["configPatches"][0];
+    assert_eq!(patch["applyTo"], "HTTP_FILTER");
+    assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(
+        patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router",
+        "the filter must run before the router"
+    );
+    let value = &patch["patch"]["value"];
+    let strip = find(&all, "EnvoyFilter", "strip-pin-header");
+    let strip_patch = &strip.doc["spec"]["configPatches"][0];
+    assert_eq!(strip_patch["patch"]["operation"], "INSERT_FIRST");
+    let strip_value = &strip_patch["patch"]["value"];
+
+    // 1. As shipped (remote module, sha256, retries), beside the trusted hop's header_mutation:
+    //    the remote fetch needs its cluster, a stub here (in the mesh, Istio's outbound cluster).
+    let remote = &value["typed_config"]["config"]["vm_config"]["code"]["remote"];
+    let cluster = remote["http_uri"]["cluster"]
+        .as_str()
+        .expect("remote cluster");
+    assert!(
+        remote["sha256"].as_str().is_some_and(|s| s.len() == 64),
+        "the remote module is pinned"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = dir.path().join("shipped.yaml");
+    let doc = reference_with(value, Some(strip_value), &[stub_cluster(cluster)]);
+    fs::write(&shipped, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let (ok, out) = envoy::validate(&shipped, &workspace_root());
+    assert!(
+        ok,
+        "envoy --mode validate (patch as shipped) failed:\n{out}"
+    );
+
+    // 2. With the local build instead of the download, so that validate also runs the
+    //    plugin's on_configure on the shipped configuration.
+    let mut local = value.clone();
+    local["typed_config"]["config"]["vm_config"]["code"] =
+        json!({"local": {"filename": envoy::wasm_path().display().to_string()}});
+    let path = dir.path().join("local.yaml");
+    let doc = reference_with(&local, Some(strip_value), &[]);
+    fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let (ok, out) = envoy::validate(&path, &workspace_root());
+    assert!(ok, "envoy --mode validate (local module) failed:\n{out}");
+    assert!(out.contains("OK"), "{out}");
+
+    // ...and a broken plugin configuration in the same patch is refused there.
+    let mut broken = local.clone();
+    let json = broken["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap()
+        .replace("\"versions\"", "\"versoins\"");
+    broken["typed_config"]["config"]["configuration"]["value"] = json!(json);
+    let doc = reference_with(&broken, Some(strip_value), &[]);
+    fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let (ok, out) = envoy::validate(&path, &workspace_root());
+    assert!(
+        !ok && out.contains("versoins"),
+        "a typo must be refused:\n{out}"
+    );
+}

@@ -1,0 +1,30 @@
+//! Deployment artifacts: the Istio / Flagger / Argo Rollouts manifests under `istio/`, the OCI
+//! image `make image` builds, and `envoy/docker-compose.yaml`. One test binary
+//! (`cargo test -p sticky-canary-harness --test deploy`), one module per concern:
+//!
+//! - `manifests`: every YAML document under `istio/`, found by kind and name (used by the rest);
+//! - `crds`: every manifest validates against its CRD's OpenAPI schema (`schema.rs`), from
+//!   `${CRD_DIR:-../shared/crds}`; without that folder this test (only this one) says it skipped;
+//! - `carriers`: the filter configuration every manifest carries (WasmPlugin, TrafficExtension,
+//!   EnvoyFilter) compiles and decides alike;
+//! - `in_envoy`: each of them starts in a real Envoy with the built module and routes sessions,
+//!   overrides and pins; the EnvoyFilter patch passes `envoy --mode validate` as shipped and with
+//!   the local module;
+//! - `agreement`: routing, rollout and mesh manifests agree with the plugin configuration;
+//! - `analysis`: the PromQL of the Flagger MetricTemplates and Argo AnalysisTemplates parses
+//!   (promtool), reads only metrics the filter (or Envoy/Istio) publishes, and judges known traffic
+//!   like the `sticky-canary-gate` rule (promtool unit tests);
+//! - `compose`: `docker-compose config` accepts the compose file, which runs the tested envoy.yaml
+//!   unchanged in the tested Envoy version;
+//! - `image`: the OCI layout of `make image` holds exactly `plugin.wasm`, byte-identical to the
+//!   build.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod agreement;
+mod analysis;
+mod carriers;
+mod compose;
+mod crds;
+mod image;
+mod in_envoy;
+mod manifests;

@@ -1,0 +1,296 @@
+//! The variants (one checked-in config under `envoy/bench/` each) and how a config is made
+//! runnable anywhere: ports, module paths, upstream, and the direct-response mode.
+
+use serde_yaml::{Mapping, Value};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use sticky_canary_harness::envoy::{get, key, set_free_ports_of, wasm_path, workspace_root};
+use sticky_canary_harness::envoy::{ENDPOINT_ADDRESS, HCM};
+
+/// Which filter a variant puts before the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    None,
+    /// `tests/fixtures/floor-filter`: adds one response header.
+    Floor,
+    StickyCanary,
+    Lua,
+}
+
+/// One benchmark variant: a config file under `envoy/bench/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// File stem under `envoy/bench/`, and the variant's name in the output.
+    pub key: &'static str,
+    pub label: &'static str,
+    pub filter: Filter,
+}
+
+/// Every variant, in the order of the report.
+pub const VARIANTS: &[Variant] = &[
+    Variant {
+        key: "bare",
+        label: "bare Envoy (router only)",
+        filter: Filter::None,
+    },
+    Variant {
+        key: "floor",
+        label: "V8 floor (wasm, adds 1 header)",
+        filter: Filter::Floor,
+    },
+    Variant {
+        key: "filter-route",
+        label: "sticky-canary: routing + tag",
+        filter: Filter::StickyCanary,
+    },
+    Variant {
+        key: "filter-headers",
+        label: "sticky-canary: + 3 header rules",
+        filter: Filter::StickyCanary,
+    },
+    Variant {
+        key: "filter-json",
+        label: "sticky-canary: + 1 JSON rule",
+        filter: Filter::StickyCanary,
+    },
+    Variant {
+        key: "lua",
+        label: "Lua filter: same routing",
+        filter: Filter::Lua,
+    },
+];
+
+impl Variant {
+    pub fn by_key(key: &str) -> Option<&'static Variant> {
+        VARIANTS.iter().find(|v| v.key == key)
+    }
+
+    /// The checked-in config, `envoy/bench/<key>.yaml`.
+    pub fn config_path(&self) -> PathBuf {
+        bench_dir().join(format!("{}.yaml", self.key))
+    }
+
+    /// The checked-in config, parsed.
+    pub fn load(&self) -> Result<Value, String> {
+        let path = self.config_path();
+        let text =
+            fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        serde_yaml::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
+    }
+}
+
+/// Proxying to the upstream, or answering from the route (`direct_response`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Proxy,
+    Direct,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Proxy => "proxy",
+            Mode::Direct => "direct",
+        }
+    }
+}
+
+/// `envoy/bench`.
+pub fn bench_dir() -> PathBuf {
+    workspace_root().join("envoy/bench")
+}
+
+/// `FLOOR_WASM`, else the release build of `tests/fixtures/floor-filter`.
+pub fn floor_wasm_path() -> PathBuf {
+    std::env::var_os("FLOOR_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join("tests/fixtures/floor-filter/target/wasm32-wasip1/release/floor_filter.wasm")
+        })
+}
+
+/// The command that builds the floor module.
+pub const FLOOR_BUILD: &str = "cargo build --release --target wasm32-wasip1 --manifest-path tests/fixtures/floor-filter/Cargo.toml";
+
+/// Fails loudly when a module the bench configs load is missing.
+pub fn check_modules() -> Result<(), String> {
+    let sc = wasm_path();
+    if !sc.exists() {
+        return Err(format!(
+            "filter not built at {} — run `make build`",
+            sc.display()
+        ));
+    }
+    let floor = floor_wasm_path();
+    if !floor.exists() {
+        return Err(format!(
+            "V8-floor fixture not built at {} — run `make fixtures` ({FLOOR_BUILD})",
+            floor.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The upstream's response body: 1 KiB of JSON (`envoy/bench/order.json`).
+pub fn order_body() -> Result<String, String> {
+    let path = bench_dir().join("order.json");
+    fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))
+}
+
+/// The headers the upstream adds to every response (nginx.conf `add_header`, and the
+/// direct-response routes): the three the header business rules read.
+pub const UPSTREAM_HEADERS: &[(&str, &str)] = &[
+    ("x-order-id", "ord_7f3a9c2e41b8"),
+    ("x-order-total", "41.41"),
+    ("x-payment-status", "approved"),
+];
+
+/// The list at `path` of a bench config.
+fn seq<'a>(doc: &'a mut Value, path: &[&str]) -> Result<&'a mut Vec<Value>, String> {
+    get(doc, path)
+        .as_sequence_mut()
+        .ok_or_else(|| format!("bench config: {path:?} is not a list"))
+}
+
+fn http_filters(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
+    seq(doc, &[HCM, &["http_filters"]].concat())
+}
+
+fn routes(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
+    seq(
+        doc,
+        &[HCM, &["route_config", "virtual_hosts", "0", "routes"]].concat(),
+    )
+}
+
+fn clusters(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
+    seq(doc, &["static_resources", "clusters"])
+}
+
+/// Where a wasm filter loads its module from a file (`vm_config.code.local`), if it does.
+fn local_code(filter: &mut Value) -> Option<&mut Value> {
+    filter
+        .get_mut("typed_config")?
+        .get_mut("config")?
+        .get_mut("vm_config")?
+        .get_mut("code")?
+        .get_mut("local")
+}
+
+/// The plugin configuration (JSON) of the config's wasm filter, if it has one.
+pub use sticky_canary_harness::envoy::wasm_plugin_config as plugin_config;
+
+/// Makes a checked-in config runnable anywhere: admin and listener on port 0 (Envoy picks free
+/// ones), module and script paths absolute (honouring `STICKY_CANARY_WASM` and `FLOOR_WASM`),
+/// every cluster endpoint at `upstream` when given, and in [`Mode::Direct`] every route answered
+/// by a `direct_response` with the upstream's headers and body.
+pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) -> Result<(), String> {
+    set_free_ports_of(doc);
+    let root = workspace_root();
+    for f in http_filters(doc)?.iter_mut() {
+        if let Some(local) = local_code(f) {
+            let file = local["filename"].as_str().unwrap_or_default().to_string();
+            let path = if file.ends_with("sticky_canary.wasm") {
+                wasm_path()
+            } else if file.ends_with("floor_filter.wasm") {
+                floor_wasm_path()
+            } else {
+                root.join(&file)
+            };
+            local["filename"] = key(&path.to_string_lossy());
+        }
+        if let Some(src) = f
+            .get_mut("typed_config")
+            .and_then(|t| t.get_mut("default_source_code"))
+        {
+            if let Some(file) = src.get("filename").and_then(Value::as_str) {
+                let abs = root.join(file);
+                src["filename"] = key(&abs.to_string_lossy());
+            }
+        }
+    }
+    if let Some(addr) = upstream {
+        for c in clusters(doc)?.iter_mut() {
+            set_endpoint(c, addr);
+        }
+    }
+    if mode == Mode::Direct {
+        let mut body = Mapping::new();
+        body.insert(key("inline_string"), key(&order_body()?));
+        let mut direct = Mapping::new();
+        direct.insert(key("status"), Value::from(200));
+        direct.insert(key("body"), Value::Mapping(body));
+        for r in routes(doc)?.iter_mut() {
+            let m = r
+                .as_mapping_mut()
+                .ok_or("bench config: a route is not a mapping")?;
+            m.remove("route");
+            m.insert(key("direct_response"), Value::Mapping(direct.clone()));
+            let mut add = vec![header_option("content-type", "application/json")];
+            add.extend(UPSTREAM_HEADERS.iter().map(|(n, v)| header_option(n, v)));
+            m.insert(key("response_headers_to_add"), Value::Sequence(add));
+        }
+    }
+    Ok(())
+}
+
+fn header_option(name: &str, value: &str) -> Value {
+    let mut h = Mapping::new();
+    h.insert(key("key"), key(name));
+    h.insert(key("value"), key(value));
+    let mut o = Mapping::new();
+    o.insert(key("header"), Value::Mapping(h));
+    o.insert(key("append_action"), key("OVERWRITE_IF_EXISTS_OR_ADD"));
+    Value::Mapping(o)
+}
+
+fn set_endpoint(cluster: &mut Value, addr: SocketAddr) {
+    let sa = get(cluster, ENDPOINT_ADDRESS);
+    sa["address"] = key(&addr.ip().to_string());
+    sa["port_value"] = Value::from(addr.port());
+}
+
+/// Points the cluster called `name` at `addr` (e.g. one echo upstream per version in tests).
+pub fn set_cluster(doc: &mut Value, name: &str, addr: SocketAddr) -> Result<(), String> {
+    let c = clusters(doc)?
+        .iter_mut()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        .ok_or_else(|| format!("bench config has no cluster {name}"))?;
+    set_endpoint(c, addr);
+    Ok(())
+}
+
+/// A variant's config, ready to run (see [`prepare`]), as YAML.
+pub fn config_yaml(
+    v: &Variant,
+    mode: Mode,
+    upstream: Option<SocketAddr>,
+) -> Result<String, String> {
+    config_yaml_with(v, mode, upstream, None)
+}
+
+/// Like [`config_yaml`], loading another sticky-canary module (`BENCH_CANDIDATE_WASM`).
+pub fn config_yaml_with(
+    v: &Variant,
+    mode: Mode,
+    upstream: Option<SocketAddr>,
+    module: Option<&Path>,
+) -> Result<String, String> {
+    let mut doc = v.load()?;
+    prepare(&mut doc, mode, upstream)?;
+    if let Some(m) = module {
+        for f in http_filters(&mut doc)?.iter_mut() {
+            if let Some(local) = local_code(f) {
+                if local["filename"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with(".wasm") && !f.ends_with("floor_filter.wasm"))
+                {
+                    local["filename"] = key(&m.to_string_lossy());
+                }
+            }
+        }
+    }
+    serde_yaml::to_string(&doc).map_err(|e| format!("serialize the {} config: {e}", v.key))
+}
