@@ -4,8 +4,8 @@ use super::carriers::{carrier, plan};
 use super::manifests::{find, manifests, of_kind, Manifest};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use sticky_canary::plan::Plan;
 use sticky_canary::metrics::TAGS;
+use sticky_canary::plan::Plan;
 
 pub(crate) fn gateway_plan() -> Plan {
     plan(&carrier("WasmPlugin sticky-canary)"))

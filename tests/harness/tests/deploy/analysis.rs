@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use sticky_canary::plan::Plan;
 use sticky_canary::metrics::{Catalogue, MetricKind};
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::workspace_root;
 use sticky_canary_harness::find_tool;
 
