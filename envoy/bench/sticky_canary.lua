@@ -13,7 +13,7 @@
 --
 -- Same configuration as the sticky-canary bench variants (envoy/bench/filter-*.yaml). `make test`
 -- checks that this script and the filter route a set of keys identically under Envoy
--- (tests/harness/tests/bench_configs.rs).
+-- (tools/tests/bench_configs.rs).
 
 local CONFIG = {
   salt = "checkout-2026-11",
