@@ -22,6 +22,7 @@ pub mod headers;
 pub mod json;
 pub mod metrics;
 pub mod stage;
+pub mod stats;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
