@@ -9,7 +9,6 @@
 
 use crate::checkout::{self, Build};
 use crate::envoy::{Envoy, EnvoyConfig};
-use crate::gate::{self, Check, Policy};
 use crate::http::{Client, Request, Upstream};
 use crate::prom::Scrape;
 use serde_json::json;
@@ -18,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sticky_canary_cli::gate::{self, Check, Policy};
 
 /// The QA token the demo gives Envoy's VM (never a real secret).
 const QA_TOKEN: &str = "demo-qa-token-0123456789abcdef";

@@ -12,9 +12,8 @@ pub mod bench;
 pub mod checkout;
 pub mod demo;
 pub mod envoy;
-pub mod gate;
 pub mod http;
-pub mod prom;
+pub use sticky_canary_cli::prom;
 pub mod schema;
 pub mod shop;
 

@@ -2,8 +2,8 @@
 //! overcharges tax; the gate must roll it back for the money metric, with errors and latency
 //! healthy, and no session may flap between versions.
 
+use sticky_canary_cli::gate::{Outcome, Verdict};
 use sticky_canary_harness::demo;
-use sticky_canary_harness::gate::{Outcome, Verdict};
 
 #[test]
 fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {
