@@ -37,7 +37,8 @@ pub enum Command {
     #[command(
         long_about = GATE_ABOUT,
         override_usage = GATE_USAGE,
-        after_long_help = GATE_AFTER_HELP
+        after_long_help = GATE_AFTER_HELP,
+        disable_help_flag = true
     )]
     Gate(GateArgs),
 }
@@ -167,6 +168,10 @@ pub struct GateArgs {
     #[arg(long, value_name = "CODE", default_value = "3", value_parser = wait_exit_arg,
           allow_negative_numbers = true, help_heading = "Output")]
     pub wait_exit: i32,
+
+    /// Print help (-h: a summary, --help: all of it)
+    #[arg(short = 'h', long, action = ArgAction::Help, help_heading = "Output")]
+    pub help: Option<bool>,
 }
 
 fn timeout_arg(s: &str) -> Result<Duration, String> {
