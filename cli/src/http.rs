@@ -247,6 +247,7 @@ impl Default for Timeouts {
 pub struct Client {
     agent: ureq::Agent,
     token: Option<Token>,
+    timeouts: Timeouts,
 }
 
 impl Client {
@@ -265,6 +266,7 @@ impl Client {
         Client {
             agent: config.into(),
             token,
+            timeouts,
         }
     }
 
@@ -285,13 +287,7 @@ impl Client {
                 format!("Basic {}", base64(pair.as_bytes())),
             );
         }
-        let mut response = req.call().map_err(|e| match e {
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                format!("{target}: unreachable: {io}")
-            }
-            ureq::Error::Timeout(t) => format!("{target}: timed out ({t})"),
-            e => format!("{target}: {e}"),
-        })?;
+        let mut response = req.call().map_err(|e| self.describe(&target, e))?;
         let status = response.status();
         let body = response
             .body_mut()
@@ -299,7 +295,7 @@ impl Client {
             .limit(MAX_BODY)
             .lossy_utf8(true)
             .read_to_string()
-            .map_err(|e| format!("{target}: reading the answer: {e}"))?;
+            .map_err(|e| self.describe(&format!("{target}: reading the answer"), e))?;
         if !status.is_success() {
             let head: String = body.chars().take(300).collect();
             return Err(format!(
@@ -309,6 +305,24 @@ impl Client {
             ));
         }
         Ok(body)
+    }
+
+    /// An error of a request to `what`, in words.
+    fn describe(&self, what: &str, e: ureq::Error) -> String {
+        match e {
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                format!("{what}: unreachable: {io}")
+            }
+            ureq::Error::Timeout(ureq::Timeout::Connect) => format!(
+                "{what}: timed out: no connection within {:?} (--connect-timeout)",
+                self.timeouts.connect
+            ),
+            ureq::Error::Timeout(_) => format!(
+                "{what}: timed out: no complete answer within {:?} (--timeout)",
+                self.timeouts.request
+            ),
+            e => format!("{what}: {e}"),
+        }
     }
 }
 

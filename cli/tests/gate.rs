@@ -569,7 +569,7 @@ fn a_source_that_never_answers_times_out() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr
-            .contains(&format!("http://{addr}/stats/prometheus: timed out")),
+            .contains(&format!("http://{addr}/stats/prometheus: timed out: no complete answer within 300ms (--timeout)")),
         "{r:?}"
     );
     assert!(r.took < Duration::from_secs(5), "took {:?}", r.took);
@@ -579,6 +579,29 @@ fn a_source_that_never_answers_times_out() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("timed out"), "{r:?}");
     drop(silent);
+}
+
+#[test]
+fn a_source_that_never_accepts_hits_the_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so connecting
+    // hangs (loopback only, bounded: at most 1 000 connections of 100 ms each).
+    let full = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+        queued.push(c);
+        assert!(queued.len() < 1000, "the accept queue never filled");
+    }
+    let r = gate(&format!(
+        "--service checkout --envoy http://{addr} --connect-timeout 300ms --timeout 5s"
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("timed out: no connection within 300ms (--connect-timeout)"),
+        "{r:?}"
+    );
+    assert!(r.took < Duration::from_secs(4), "took {:?}", r.took);
 }
 
 #[test]
