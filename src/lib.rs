@@ -34,6 +34,7 @@ pub mod json;
 pub mod metrics;
 pub mod plan;
 pub mod stage;
+pub mod stats;
 
 pub mod filter;
 #[cfg(target_arch = "wasm32")]

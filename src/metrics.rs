@@ -20,6 +20,40 @@ use crate::decision::Reason;
 use crate::plan::Plan;
 use std::cell::Cell;
 
+/// The base names of every metric the filter publishes: the one catalogue that the
+/// [`Catalogue`] below and the `sticky-canary` command line read.
+pub mod names {
+    /// The prefix of every metric of the filter.
+    pub const PREFIX: &str = "canary_";
+    /// The prefix of every business metric.
+    pub const BUSINESS_PREFIX: &str = "canary_business_";
+    /// Requests per version and reason (`reason`).
+    pub const REQUESTS: &str = "canary_requests_total";
+    /// Responses per version and code class (`code_class`).
+    pub const RESPONSES: &str = "canary_responses_total";
+    /// A version's configured weight (gauge).
+    pub const VERSION_WEIGHT: &str = "canary_version_weight";
+    /// Values a decimal rule could not read (`metric`: the rule).
+    pub const BUSINESS_INVALID: &str = "canary_business_invalid_total";
+    /// Bodies the JSON rules skipped (`reason`).
+    pub const BUSINESS_SKIPPED: &str = "canary_business_skipped_total";
+
+    /// `canary_business_<rule>`: a histogram rule's base name.
+    pub fn business(rule: &str) -> String {
+        format!("{BUSINESS_PREFIX}{rule}")
+    }
+
+    /// `canary_business_<rule>_total`: a counter's count, or a sum rule's sum of scaled values.
+    pub fn business_total(rule: &str) -> String {
+        format!("{BUSINESS_PREFIX}{rule}_total")
+    }
+
+    /// `canary_business_<rule>_squares_total`: a sum rule's sum of squared scaled values.
+    pub fn business_squares(rule: &str) -> String {
+        format!("{BUSINESS_PREFIX}{rule}_squares_total")
+    }
+}
+
 /// Tag names, in the order Envoy must list them (it prints labels in `stats_tags` order).
 pub const TAGS: [&str; 5] = ["service", "version", "reason", "code_class", "metric"];
 
@@ -220,13 +254,13 @@ impl Catalogue<MetricName> {
             Vec::new()
         };
         Catalogue {
-            requests: dense("canary_requests_total", "reason", &reasons),
-            responses: dense("canary_responses_total", "code_class", &CODE_CLASSES),
+            requests: dense(names::REQUESTS, "reason", &reasons),
+            responses: dense(names::RESPONSES, "code_class", &CODE_CLASSES),
             weight: versions
                 .iter()
                 .map(|v| MetricName {
                     kind: MetricKind::Gauge,
-                    name: encode("canary_version_weight", &[("service", svc), ("version", v)]),
+                    name: encode(names::VERSION_WEIGHT, &[("service", svc), ("version", v)]),
                 })
                 .collect(),
             business: per_rule(&|v, r| {
@@ -234,17 +268,17 @@ impl Catalogue<MetricName> {
                 Some(match r.kind {
                     RuleKind::Histogram => MetricName {
                         kind: MetricKind::Histogram,
-                        name: encode(&format!("canary_business_{}", r.name), &tags),
+                        name: encode(&names::business(&r.name), &tags),
                     },
                     RuleKind::Counter | RuleKind::Sum => {
-                        counter(encode(&format!("canary_business_{}_total", r.name), &tags))
+                        counter(encode(&names::business_total(&r.name), &tags))
                     }
                 })
             }),
             squares: per_rule(&|v, r| {
                 (r.kind == RuleKind::Sum).then(|| {
                     counter(encode(
-                        &format!("canary_business_{}_squares_total", r.name),
+                        &names::business_squares(&r.name),
                         &[("service", svc), ("version", v)],
                     ))
                 })
@@ -252,12 +286,12 @@ impl Catalogue<MetricName> {
             invalid: per_rule(&|v, r| {
                 r.takes_decimals().then(|| {
                     counter(encode(
-                        "canary_business_invalid_total",
+                        names::BUSINESS_INVALID,
                         &[("service", svc), ("version", v), ("metric", &r.name)],
                     ))
                 })
             }),
-            skipped: dense("canary_business_skipped_total", "reason", &skip_reasons),
+            skipped: dense(names::BUSINESS_SKIPPED, "reason", &skip_reasons),
         }
     }
 }

@@ -15,10 +15,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sticky_canary_cli::gate::{self, Check, Policy};
+use sticky_canary_cli::prom::Scrape;
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
-use sticky_canary_harness::gate::{self, Check, Policy};
 use sticky_canary_harness::http::{Client, Request, Upstream};
-use sticky_canary_harness::prom::Scrape;
 
 /// The QA token the demo gives Envoy's VM (never a real secret).
 const QA_TOKEN: &str = "demo-qa-token-0123456789abcdef";
@@ -611,7 +611,7 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
         "  requests: {} ({} failed outside the shop's own 503s)",
         o.requests, o.failed_requests
     )?;
-    writeln!(out, "\nGate (sticky-canary-gate, baseline stable):\n")?;
+    writeln!(out, "\nGate (sticky-canary gate, baseline stable):\n")?;
     write!(out, "{}", o.gate.table())?;
     if let Some(c) = &o.chart {
         writeln!(out, "\nChart: {}", display_path(c))?;

@@ -3,7 +3,7 @@
 //! healthy, and no session may flap between versions.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use sticky_canary_harness::gate::{Outcome, Verdict};
+use sticky_canary_cli::gate::{Outcome, Verdict};
 use sticky_canary_tools::demo;
 
 #[test]

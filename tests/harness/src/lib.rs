@@ -7,9 +7,8 @@
 //!   HTTP/1.1 client able to send hostile requests;
 //! - [`schema`]: validation of manifests against Kubernetes CRD schemas;
 //! - [`shop`]: an upstream answering known business traffic (order headers, JSON bodies);
-//! - [`prom`]: reading Envoy's Prometheus output;
-//! - [`gate`] (and `src/bin/sticky-canary-gate.rs`): the rollout gate, until it moves to its own
-//!   crate;
+//! - [`prom`]: reading Envoy's Prometheus output — the product CLI's parser
+//!   (`sticky_canary_cli::prom`), re-exported;
 //! - here: [`Fixture`] (one upstream per version of a plugin config, plus an Envoy in front of
 //!   them), [`Observed`] (what one request showed), [`Keys`] and [`Rng`] (reproducible
 //!   pseudo-random draws), and the small helpers tests and tools share ([`tempdir`],
@@ -17,9 +16,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod envoy;
-pub mod gate;
 pub mod http;
-pub mod prom;
+pub use sticky_canary_cli::prom;
 pub mod schema;
 pub mod shop;
 

@@ -1,6 +1,6 @@
 //! The analysis queries: the PromQL of the Flagger MetricTemplates and Argo AnalysisTemplates
 //! parses (promtool), reads only metrics the filter (or Envoy/Istio) publishes, and judges known
-//! traffic like the `sticky-canary-gate` rule (promtool unit tests).
+//! traffic like the `sticky-canary gate` rule (promtool unit tests).
 
 use super::agreement::gateway_plan;
 use super::manifests::{find, manifests, of_kind};
@@ -459,7 +459,7 @@ enum Verdict {
 /// (name, canary cohort, stable cohort, [(gate, what it must conclude)]).
 type Scenario<'a> = (&'a str, Cohort, Cohort, Vec<(&'a str, Verdict)>);
 
-/// The sticky-canary-gate rule, computed here independently of the PromQL: the value the query
+/// The `sticky-canary gate` rule, computed here independently of the PromQL: the value the query
 /// must return, or None for NaN.
 fn expected_value(gate: &str, c: &Cohort, s: &Cohort) -> Option<f64> {
     let min = 200.0;

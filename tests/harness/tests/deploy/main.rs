@@ -13,7 +13,7 @@
 //! - `agreement`: routing, rollout and mesh manifests agree with the plugin configuration;
 //! - `analysis`: the PromQL of the Flagger MetricTemplates and Argo AnalysisTemplates parses
 //!   (promtool), reads only metrics the filter (or Envoy/Istio) publishes, and judges known traffic
-//!   like the `sticky-canary-gate` rule (promtool unit tests);
+//!   like the `sticky-canary gate` rule (promtool unit tests);
 //! - `compose`: `docker-compose config` accepts the compose file, which runs the tested envoy.yaml
 //!   unchanged in the tested Envoy version;
 //! - `image`: the OCI layout of `make image` holds exactly `plugin.wasm`, byte-identical to the

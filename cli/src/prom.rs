@@ -1,4 +1,5 @@
-//! Reading Envoy's `/stats/prometheus` (Prometheus text format 0.0.4).
+//! Reading Envoy's `/stats/prometheus` (Prometheus text format 0.0.4): what `sticky-canary gate
+//! --envoy` sums, and what the end-to-end tests assert on.
 
 use std::collections::BTreeMap;
 
@@ -86,7 +87,10 @@ impl Scrape {
             .map(|s| s.value)
     }
 
-    /// Like [`Scrape::value`], but a missing series is a test failure.
+    /// Like [`Scrape::value`], but a missing series is a test failure (feature `testing`, for
+    /// the test harness; the command line never calls it).
+    #[cfg(any(test, feature = "testing"))]
+    #[allow(clippy::panic)]
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.value(name, labels).unwrap_or_else(|| {
             let lines: Vec<&str> = self.text.lines().filter(|l| l.contains(name)).collect();
@@ -106,6 +110,7 @@ impl Scrape {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

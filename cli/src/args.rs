@@ -1,0 +1,593 @@
+//! The command line, defined once with clap's derive: `sticky-canary <COMMAND>`, today `gate`.
+//!
+//! Every flag's help comes from its doc comment (first paragraph for `-h`, all of it for
+//! `--help`). clap refuses unknown flags (with a suggestion) and a single-value flag given twice;
+//! [`GateArgs::into_config`] then checks what clap cannot (one source kind, `--window` only with
+//! Prometheus, …) and builds the gate's [`Config`].
+
+use crate::gate::{Config, Source};
+use crate::http::{HttpUrl, Timeouts};
+use crate::policy::{default_business_checks, parse_mean, parse_ratio, Check, Policy};
+use crate::sources::{check_window, parse_duration};
+use clap::error::ErrorKind;
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `sticky-canary`: the command line of the sticky-canary filter.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sticky-canary",
+    version,
+    about = "The command line of sticky-canary, the sticky per-session canary filter for Envoy",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// PROMOTE, ROLLBACK or WAIT for a rollout, from the filter's per-version counters
+    #[command(
+        long_about = GATE_ABOUT,
+        override_usage = GATE_USAGE,
+        after_long_help = GATE_AFTER_HELP,
+        disable_help_flag = true
+    )]
+    Gate(GateArgs),
+}
+
+const GATE_ABOUT: &str = "\
+PROMOTE, ROLLBACK or WAIT for a sticky-canary rollout, from the per-version counters the filter
+publishes. Every canary version is compared with the baseline version: a check judges only when
+both sides reach --min-samples, and rolls back only when the change is harmful, beyond its limit
+and significant at --alpha.";
+
+const GATE_USAGE: &str = "\
+sticky-canary gate --service NAME --envoy URL [--envoy URL]... [OPTIONS]
+       sticky-canary gate --service NAME --prometheus URL [--window DURATION] [OPTIONS]";
+
+const GATE_AFTER_HELP: &str = "\
+NUM, DEN, SUM and COUNT are business rule names (canary_business_<name>_total). Without any
+--ratio or --mean, the checks are --ratio approval=auth_approved/payments:0.3 and
+--mean aov=order_value/orders:1.
+
+Outcomes, per check and canary:
+  rollback      a harmful change beyond the limit, significant at alpha
+  inconclusive  a harmful change beyond the limit, not significant yet
+  insufficient  a denominator below --min-samples
+  pass          otherwise (a significant change within the limit passes)
+
+HTTP: URLs are http[s]://host[:port][/prefix] (https: rustls with Mozilla's root certificates).
+Credentials in a URL (https://USER:PASSWORD@host) are sent as basic auth; --prometheus-token-file
+sends a bearer token instead. Neither is ever printed; prefer https:// for both. The first of
+ALL_PROXY, HTTPS_PROXY and HTTP_PROXY that is set (upper or lower case) proxies every request,
+except to the hosts in NO_PROXY. Redirects are not followed: an answer other than 2xx is an error.
+
+Exit status:
+  0 PROMOTE   every check passed for every canary
+  2 ROLLBACK  some check is `rollback`
+  3 WAIT      not enough data yet: some check is `insufficient` or `inconclusive` (--wait-exit)
+  1           usage error, unreachable source, HTTP error or timeout, or a metric missing from
+              the data";
+
+/// The flags of `sticky-canary gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Envoy admin endpoint; repeatable
+    ///
+    /// Reads URL/stats/prometheus of each and sums every series across proxies (counts since
+    /// each proxy started).
+    #[arg(long, value_name = "URL", action = ArgAction::Append, help_heading = "Source")]
+    pub envoy: Vec<String>,
+
+    /// Prometheus; instant queries sum by (version) (...{service="NAME"})
+    #[arg(long, value_name = "URL", help_heading = "Source")]
+    pub prometheus: Option<String>,
+
+    /// With --prometheus: only the last DURATION (30m, 2h, 1h30m)
+    ///
+    /// Queries increase(...[DURATION]). Without it: the counters' current totals.
+    #[arg(long, value_name = "DURATION", help_heading = "Source")]
+    pub window: Option<String>,
+
+    /// Bearer token for Prometheus, read once from FILE (trimmed, never printed)
+    #[arg(long, value_name = "FILE", help_heading = "Source")]
+    pub prometheus_token_file: Option<PathBuf>,
+
+    /// Time limit for connecting to a source (TCP, proxy and TLS handshakes)
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = timeout_arg,
+          help_heading = "Source")]
+    pub connect_timeout: Duration,
+
+    /// Time limit of each HTTP request, from connecting to the last byte of the answer
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = timeout_arg,
+          help_heading = "Source")]
+    pub timeout: Duration,
+
+    /// The `service` label (required)
+    #[arg(long, value_name = "NAME", help_heading = "Versions")]
+    pub service: String,
+
+    /// The version to compare with
+    #[arg(
+        long,
+        value_name = "VERSION",
+        default_value = "stable",
+        help_heading = "Versions"
+    )]
+    pub baseline: String,
+
+    /// A version to judge; repeatable (default: every other version with a non-zero series)
+    #[arg(long, value_name = "VERSION", action = ArgAction::Append, help_heading = "Versions")]
+    pub canary: Vec<String>,
+
+    /// 5xx / responses may rise by at most MAX_POINTS percentage points
+    ///
+    /// One-sided pooled two-proportion z-test.
+    #[arg(long, value_name = "MAX_POINTS", default_value = "1.0", value_parser = limit_arg,
+          allow_negative_numbers = true, help_heading = "Checks")]
+    pub error_ratio: f64,
+
+    /// NUM / DEN, higher is better, may drop by at most MAX_DROP points; repeatable
+    ///
+    /// One-sided pooled two-proportion z-test.
+    #[arg(long, value_name = "LABEL=NUM/DEN:MAX_DROP", value_parser = parse_ratio,
+          action = ArgAction::Append, help_heading = "Checks")]
+    pub ratio: Vec<Check>,
+
+    /// SUM / COUNT may drift by at most MAX_DRIFT percent, either way; repeatable
+    ///
+    /// SUM is a `sum` rule (the variance comes from its _squares_total). Two-sided Welch test,
+    /// normal approximation.
+    #[arg(long, value_name = "LABEL=SUM/COUNT:MAX_DRIFT", value_parser = parse_mean,
+          action = ArgAction::Append, help_heading = "Checks")]
+    pub mean: Vec<Check>,
+
+    /// Each side's denominator (responses, DEN, COUNT) must reach N before a check judges
+    #[arg(long, value_name = "N", default_value = "200", value_parser = whole_arg,
+          allow_negative_numbers = true, help_heading = "Checks")]
+    pub min_samples: u64,
+
+    /// Significance level of every test
+    #[arg(long, value_name = "A", default_value = "0.05", value_parser = alpha_arg,
+          allow_negative_numbers = true, help_heading = "Checks")]
+    pub alpha: f64,
+
+    /// One JSON document: the inputs, every check, the verdict and the exit code
+    #[arg(long, overrides_with = "json", help_heading = "Output")]
+    pub json: bool,
+
+    /// Exit code for WAIT, for runners that only know pass and fail
+    #[arg(long, value_name = "CODE", default_value = "3", value_parser = wait_exit_arg,
+          allow_negative_numbers = true, help_heading = "Output")]
+    pub wait_exit: i32,
+
+    /// Print help (-h: a summary, --help: all of it)
+    #[arg(short = 'h', long, action = ArgAction::Help, help_heading = "Output")]
+    pub help: Option<bool>,
+}
+
+fn timeout_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).ok_or_else(|| "expected a duration such as 500ms, 10s or 1m".into())
+}
+
+fn limit_arg(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| "expected a non-negative number".into())
+}
+
+fn whole_arg(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| "expected a whole number".into())
+}
+
+fn alpha_arg(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|a| *a > 0.0 && *a < 1.0)
+        .ok_or_else(|| "expected a number in (0, 1)".into())
+}
+
+fn wait_exit_arg(s: &str) -> Result<i32, String> {
+    s.parse::<i32>()
+        .ok()
+        .filter(|c| (0..=255).contains(c))
+        .ok_or_else(|| "expected 0..255".into())
+}
+
+impl GateArgs {
+    /// Checks what clap cannot and builds the gate's configuration. `business` holds the
+    /// `--ratio` and `--mean` checks in command-line order.
+    pub fn into_config(self, business: Vec<Check>) -> Result<Config, String> {
+        if self.service.is_empty() {
+            return Err("--service NAME is required".into());
+        }
+        let source = match (self.envoy.is_empty(), self.prometheus) {
+            (false, Some(_)) => return Err("give --envoy or --prometheus, not both".into()),
+            (true, None) => {
+                return Err("a source is required: --envoy URL or --prometheus URL".into())
+            }
+            (false, None) => {
+                if self.window.is_some() {
+                    return Err(
+                        "--window needs --prometheus (Envoy counters have no history)".into(),
+                    );
+                }
+                if self.prometheus_token_file.is_some() {
+                    return Err("--prometheus-token-file needs --prometheus".into());
+                }
+                let urls = self
+                    .envoy
+                    .iter()
+                    .map(|u| HttpUrl::parse(u))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Source::Envoy(urls)
+            }
+            (true, Some(url)) => {
+                let url = HttpUrl::parse(&url)?;
+                if let Some(w) = &self.window {
+                    check_window(w)?;
+                }
+                if self.prometheus_token_file.is_some() && url.user.is_some() {
+                    return Err("give credentials in the --prometheus URL or \
+                                --prometheus-token-file, not both"
+                        .into());
+                }
+                Source::Prometheus {
+                    url,
+                    window: self.window,
+                    token_file: self.prometheus_token_file,
+                }
+            }
+        };
+        if self.baseline.is_empty() || self.canary.iter().any(String::is_empty) {
+            return Err("version names cannot be empty".into());
+        }
+        let mut seen = BTreeSet::new();
+        if let Some(c) = self.canary.iter().find(|c| !seen.insert(*c)) {
+            return Err(format!("--canary {c:?} given twice"));
+        }
+        let business = if business.is_empty() {
+            default_business_checks()
+        } else {
+            business
+        };
+        let mut checks = vec![Check::ErrorRatio {
+            max_points: self.error_ratio,
+        }];
+        checks.extend(business);
+        let policy = Policy {
+            baseline: self.baseline,
+            canaries: self.canary,
+            min_samples: self.min_samples,
+            alpha: self.alpha,
+            checks,
+        };
+        policy.validate()?;
+        Ok(Config {
+            service: self.service,
+            source,
+            policy,
+            json: self.json,
+            wait_exit_code: self.wait_exit,
+            timeouts: Timeouts {
+                connect: self.connect_timeout,
+                request: self.timeout,
+            },
+        })
+    }
+}
+
+/// A parsed command line.
+#[derive(Debug)]
+pub enum Parsed {
+    Gate(Config),
+}
+
+/// Parses a whole command line (program name first). Errors are clap's, ready to print: usage
+/// errors, and `--help` / `--version` (kinds `DisplayHelp`, `DisplayVersion`).
+pub fn parse<I, T>(args: I) -> Result<Parsed, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    match cli.command {
+        Command::Gate(mut gate) => {
+            // --ratio and --mean in the order given, as the report lists them.
+            let mut business: Vec<(usize, Check)> = Vec::new();
+            if let Some(m) = matches.subcommand_matches("gate") {
+                for (id, checks) in [("ratio", &mut gate.ratio), ("mean", &mut gate.mean)] {
+                    let at = m.indices_of(id).into_iter().flatten();
+                    business.extend(at.zip(checks.drain(..)));
+                }
+            }
+            business.sort_by_key(|(at, _)| *at);
+            let business = business.into_iter().map(|(_, c)| c).collect();
+            gate.into_config(business).map(Parsed::Gate).map_err(|e| {
+                let sub = cmd.find_subcommand_mut("gate");
+                match sub {
+                    Some(sub) => sub.error(ErrorKind::ValueValidation, e),
+                    None => cmd.error(ErrorKind::ValueValidation, e),
+                }
+            })
+        }
+    }
+}
+
+/// Parses the flags of `sticky-canary gate` (without the program and subcommand names).
+pub fn parse_gate<I, T>(args: I) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv = ["sticky-canary", "gate"]
+        .into_iter()
+        .map(OsString::from)
+        .chain(args.into_iter().map(Into::into));
+    match parse(argv)? {
+        Parsed::Gate(config) => Ok(config),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::sources::responses_5xx;
+    use sticky_canary::metrics::names;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn parse_args(s: &str) -> Result<Config, String> {
+        parse_gate(args(s)).map_err(|e| e.to_string())
+    }
+
+    fn url(s: &str) -> HttpUrl {
+        HttpUrl::parse(s).unwrap()
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parse_args_defaults_and_options() {
+        let c = parse_args("--service checkout --envoy http://127.0.0.1:9901").unwrap();
+        assert_eq!(c.service, "checkout");
+        assert_eq!(c.source, Source::Envoy(vec![url("http://127.0.0.1:9901")]));
+        assert_eq!(c.policy, Policy::default_for("stable"));
+        assert!(!c.json);
+        assert_eq!(c.wait_exit_code, 3);
+        assert_eq!(c.timeouts, Timeouts::default());
+        assert_eq!(
+            (c.timeouts.connect, c.timeouts.request),
+            (Duration::from_secs(3), Duration::from_secs(10))
+        );
+
+        let c = parse_args(
+            "--service=checkout --prometheus http://prom:9090 --window 1h --baseline v1 \
+             --canary v2 --canary=v3 --min-samples 500 --alpha 0.01 --error-ratio 0.5 \
+             --mean aov=order_value/orders:2 --mean tax_per_order=tax/orders:1 --json \
+             --wait-exit 0 --connect-timeout 500ms --timeout 1m",
+        )
+        .unwrap();
+        assert_eq!(
+            c.source,
+            Source::Prometheus {
+                url: url("http://prom:9090"),
+                window: Some("1h".into()),
+                token_file: None,
+            }
+        );
+        assert_eq!(c.policy.baseline, "v1");
+        assert_eq!(c.policy.canaries, ["v2", "v3"]);
+        assert_eq!((c.policy.min_samples, c.policy.alpha), (500, 0.01));
+        let labels: Vec<&str> = c.policy.checks.iter().map(Check::label).collect();
+        // Only --mean given: no default approval ratio.
+        assert_eq!(labels, ["error_ratio", "aov", "tax_per_order"]);
+        assert_eq!(c.policy.checks[0], Check::ErrorRatio { max_points: 0.5 });
+        assert!(c.json);
+        assert_eq!(c.wait_exit_code, 0);
+        assert_eq!(
+            (c.timeouts.connect, c.timeouts.request),
+            (Duration::from_millis(500), Duration::from_secs(60))
+        );
+        assert_eq!(
+            c.policy.keys(),
+            [
+                names::RESPONSES.to_string(),
+                responses_5xx(),
+                "canary_business_order_value_total".into(),
+                "canary_business_order_value_squares_total".into(),
+                "canary_business_orders_total".into(),
+                "canary_business_tax_total".into(),
+                "canary_business_tax_squares_total".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn ratio_and_mean_keep_their_order() {
+        let c = parse_args(
+            "--service s --envoy http://a:1 --mean m1=v/n:1 --ratio r1=a/b:1 --mean m2=v/n:1 \
+             --ratio r2=a/b:1",
+        )
+        .unwrap();
+        let labels: Vec<&str> = c.policy.checks.iter().map(Check::label).collect();
+        assert_eq!(labels, ["error_ratio", "m1", "r1", "m2", "r2"]);
+    }
+
+    #[test]
+    fn https_credentials_and_tokens() {
+        let c = parse_args("--service s --prometheus https://gate:pw@prom.example/p --json --json")
+            .unwrap();
+        let Source::Prometheus { url, .. } = &c.source else {
+            panic!("{:?}", c.source)
+        };
+        assert!(url.https && url.user.is_some());
+        let c = parse_args("--service s --prometheus https://prom:9090 --prometheus-token-file /t")
+            .unwrap();
+        assert!(matches!(
+            c.source,
+            Source::Prometheus { token_file: Some(ref f), .. } if f == std::path::Path::new("/t")
+        ));
+    }
+
+    #[test]
+    fn parse_args_usage_errors() {
+        let env = "--service s --envoy http://127.0.0.1:9901";
+        for (bad, says) in [
+            ("--envoy http://127.0.0.1:9901", "--service"),
+            (
+                "--service= --envoy http://127.0.0.1:9901",
+                "--service NAME is required",
+            ),
+            ("--service s", "source is required"),
+            (
+                "--service s --envoy http://a:1 --prometheus http://b:2",
+                "not both",
+            ),
+            (
+                "--service s --envoy http://a:1 --window 5m",
+                "--window needs --prometheus",
+            ),
+            ("--service s --prometheus http://b:2 --window 5", "--window"),
+            ("--service s --prometheus ftp://b:2", "http://"),
+            ("--service s --envoy b:2", "http://"),
+            (
+                "--service s --envoy http://a:1 --prometheus-token-file /t",
+                "--prometheus-token-file needs --prometheus",
+            ),
+            (
+                "--service s --prometheus https://u:p@b --prometheus-token-file /t",
+                "not both",
+            ),
+            // Single-value flags given twice are refused (clap); repeatable ones are not.
+            (
+                "--service s --service t --envoy http://a:1",
+                "cannot be used multiple times",
+            ),
+            (
+                &format!("{env} --alpha 0.1 --alpha 0.2"),
+                "cannot be used multiple times",
+            ),
+            (
+                "--service s --prometheus http://a:1 --prometheus http://b:1",
+                "cannot be used multiple times",
+            ),
+            (&format!("{env} --min-samples -3"), "--min-samples"),
+            (&format!("{env} --min-samples 1.5"), "--min-samples"),
+            (&format!("{env} --alpha 1"), "--alpha"),
+            (&format!("{env} --alpha 0"), "--alpha"),
+            (&format!("{env} --error-ratio -1"), "--error-ratio"),
+            (&format!("{env} --error-ratio inf"), "--error-ratio"),
+            (&format!("{env} --ratio approval"), "LABEL=NAME/NAME:LIMIT"),
+            (
+                &format!("{env} --mean aov=order_value/orders"),
+                "LABEL=NAME/NAME:LIMIT",
+            ),
+            (
+                &format!("{env} --ratio a=x/y:1 --mean a=x/y:1"),
+                "two checks",
+            ),
+            (
+                &format!("{env} --canary stable"),
+                "both the baseline and a canary",
+            ),
+            (
+                &format!("{env} --baseline="),
+                "version names cannot be empty",
+            ),
+            (&format!("{env} --canary v2 --canary v2"), "twice"),
+            (&format!("{env} --bogus"), "unexpected argument '--bogus'"),
+            (
+                &format!("{env} --canary"),
+                "a value is required for '--canary",
+            ),
+            (
+                &format!("{env} --json=yes"),
+                "unexpected value 'yes' for '--json'",
+            ),
+            (&format!("{env} --wait-exit 300"), "--wait-exit"),
+            (&format!("{env} --wait-exit -1"), "--wait-exit"),
+            (&format!("{env} --timeout 0s"), "--timeout"),
+            (&format!("{env} --connect-timeout 3"), "--connect-timeout"),
+        ] {
+            let e = parse_args(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad:?} → {e:?}, expected {says:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_flags_get_a_suggestion() {
+        let e = parse_gate(args("--servce checkout --envoy http://a:1")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnknownArgument);
+        let text = e.to_string();
+        assert!(
+            text.contains("a similar argument exists: '--service'"),
+            "{text}"
+        );
+        let e = parse(["sticky-canary", "gat"]).unwrap_err();
+        assert!(e.to_string().contains("gate"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_read_like_clap_errors() {
+        let e = parse_gate(args("--service s")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        let text = e.to_string();
+        assert!(text.starts_with("error: a source is required"), "{text}");
+        assert!(
+            text.contains("Usage: sticky-canary gate --service NAME"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        let mut cmd = Cli::command();
+        let gate = cmd.find_subcommand_mut("gate").unwrap();
+        let long = gate.render_long_help().to_string();
+        let short = gate.render_help().to_string();
+        for arg in gate.get_arguments() {
+            let flag = format!("--{}", arg.get_long().unwrap());
+            assert!(long.contains(&flag), "{flag} undocumented");
+            assert!(short.contains(&flag), "{flag} not in -h");
+            assert!(arg.get_help().is_some(), "{flag} has no help");
+        }
+        for text in [
+            "Exit status:",
+            "3 WAIT",
+            "2 ROLLBACK",
+            "inconclusive",
+            "NO_PROXY",
+        ] {
+            assert!(long.contains(text), "{text:?} missing from --help");
+        }
+        for line in long.lines().chain(short.lines()) {
+            assert!(line.chars().count() <= 100, "too wide: {line:?}");
+        }
+        // -h and --help are answered (exit 0), whatever else is on the line.
+        for h in ["-h", "--help"] {
+            let e = parse_gate(args(&format!("--service x {h}"))).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp);
+        }
+        let e = parse(["sticky-canary", "--version"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DisplayVersion);
+    }
+}

@@ -1,0 +1,100 @@
+//! `sticky-canary gate`: reads the per-version counters sticky-canary publishes and decides
+//! PROMOTE, ROLLBACK or WAIT, for a CI step, a Flagger webhook or an Argo Job.
+//!
+//! The gate's API in one place: [`Config`] (from [`crate::args`]), [`run`] (sources →
+//! [`evaluate`] → [`Report`]) and [`execute`] (the report printed, the exit code). The parts
+//! live in [`crate::sources`], [`crate::policy`] and [`crate::report`]; the statistics in the
+//! core's `sticky_canary::stats`.
+
+pub use crate::policy::{evaluate, parse_mean, parse_ratio, verdict_of, Check, Policy};
+pub use crate::report::{Kind, Outcome, Report, Row, Side, Verdict};
+pub use crate::sources::{prometheus_query, responses_5xx, scrape_envoy, Totals};
+
+use crate::http::{Client, HttpUrl, Timeouts, Token};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Where the numbers come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// Envoy admin endpoints, summed.
+    Envoy(Vec<HttpUrl>),
+    Prometheus {
+        url: HttpUrl,
+        window: Option<String>,
+        /// `--prometheus-token-file`: read once, when the gate runs.
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// A parsed `sticky-canary gate` command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub service: String,
+    pub source: Source,
+    pub policy: Policy,
+    pub json: bool,
+    pub wait_exit_code: i32,
+    pub timeouts: Timeouts,
+}
+
+/// Reads the source, evaluates the policy. Errors are exit-1 errors.
+pub fn run(config: &Config) -> Result<Report, String> {
+    let (totals, sources, window) = match &config.source {
+        Source::Envoy(urls) => {
+            let client = Client::new(config.timeouts, None);
+            let scrapes = urls
+                .iter()
+                .map(|u| scrape_envoy(&client, u))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sources = urls
+                .iter()
+                .map(|u| format!("envoy {}", u.shown()))
+                .collect();
+            (
+                Totals::from_scrapes(&config.service, &scrapes),
+                sources,
+                None,
+            )
+        }
+        Source::Prometheus {
+            url,
+            window,
+            token_file,
+        } => {
+            let token = token_file.as_deref().map(Token::from_file).transpose()?;
+            let client = Client::new(config.timeouts, token);
+            let keys = config.policy.keys();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let totals =
+                Totals::from_prometheus(&client, url, &config.service, window.as_deref(), &keys)?;
+            (
+                totals,
+                vec![format!("prometheus {}", url.shown())],
+                window.clone(),
+            )
+        }
+    };
+    let mut report = evaluate(&totals, &config.policy)?;
+    report.sources = sources;
+    report.window = window;
+    report.wait_exit_code = config.wait_exit_code;
+    Ok(report)
+}
+
+/// Runs the gate and writes its report to `out` (the table, or JSON with `--json`); the exit
+/// code of the verdict. Errors are exit-1 errors.
+pub fn execute(config: &Config, out: &mut dyn Write) -> Result<i32, String> {
+    let report = run(config)?;
+    let text = if config.json {
+        let json = serde_json::to_string_pretty(&report.to_json())
+            .map_err(|e| format!("cannot write JSON: {e}"))?;
+        format!("{json}\n")
+    } else {
+        report.table()
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the report: {e}"))?;
+    Ok(report.exit_code())
+}

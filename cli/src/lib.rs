@@ -1,0 +1,59 @@
+//! The sticky-canary command line: one binary, `sticky-canary`, with subcommands.
+//!
+//! - [`args`]: the command line (clap derive), `sticky-canary gate` today;
+//! - [`gate`]: the gate subcommand: [`gate::run`] and [`gate::execute`];
+//! - [`sources`]: per-version totals from Envoy scrapes or Prometheus queries;
+//! - [`policy`]: the checks, their specs, and the evaluation into a report;
+//! - [`report`]: the report, its table and its JSON;
+//! - [`http`]: the HTTP client (timeouts, https, basic/bearer auth, proxies from the environment);
+//! - [`prom`]: the Prometheus text-format parser (also used by the end-to-end tests).
+//!
+//! Metric names come from the core's catalogue (`sticky_canary::metrics::names`) and the
+//! statistics from the core's `sticky_canary::stats`.
+
+pub mod args;
+pub mod gate;
+pub mod http;
+pub mod policy;
+pub mod prom;
+pub mod report;
+pub mod sources;
+#[cfg(test)]
+mod testdata;
+
+use std::ffi::OsString;
+use std::io::Write;
+
+/// Exit status of a usage error, an unreachable source or a missing metric. clap's own usage
+/// errors would exit 2, which reads as ROLLBACK: they exit 1 too.
+pub const EXIT_ERROR: u8 = 1;
+
+/// Runs the command line `args` (program name first) and gives the process's exit status:
+/// help and version 0, usage errors 1, then the subcommand's (the gate: 0 PROMOTE, 2 ROLLBACK,
+/// 3 or `--wait-exit` WAIT, 1 for errors).
+pub fn main_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let parsed = match args::parse(args) {
+        Ok(p) => p,
+        Err(e) => {
+            // Help and version go to stdout, errors to stderr; nothing to do if that fails.
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => EXIT_ERROR,
+            };
+        }
+    };
+    match parsed {
+        args::Parsed::Gate(config) => match gate::execute(&config, &mut std::io::stdout().lock()) {
+            Ok(code) => u8::try_from(code).unwrap_or(EXIT_ERROR),
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "sticky-canary gate: {e}");
+                EXIT_ERROR
+            }
+        },
+    }
+}

@@ -1,0 +1,981 @@
+//! What the gate checks and how it judges: a [`Policy`] of [`Check`]s, [`evaluate`]d over
+//! [`Totals`] into a [`Report`].
+//!
+//! Every check compares one canary version with the baseline version. A check only judges when
+//! both sides' denominators reach `min_samples`; it rolls back only when the change is harmful,
+//! beyond its limit AND statistically significant at `alpha`. The statistics are the core's
+//! (`sticky_canary::stats`).
+
+use crate::report::{fmt_n, fmt_p, Kind, Outcome, Report, Row, Side, Verdict};
+use crate::sources::{responses_5xx, Totals};
+use std::collections::BTreeSet;
+use sticky_canary::metrics::names::{self, business_squares, business_total};
+use sticky_canary::stats::{
+    drift_percent, mean_and_variance, normal_cdf, two_proportion_z, welch_z,
+};
+
+/// One comparison of a canary with the baseline.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Check {
+    /// 5xx / responses; rollback when the canary's is more than `max_points` percentage points
+    /// higher (one-sided pooled two-proportion z-test).
+    ErrorRatio { max_points: f64 },
+    /// NUM / DEN of two business counters, higher is better; rollback when the canary's drops by
+    /// more than `max_drop_points` percentage points (one-sided pooled two-proportion z-test).
+    Ratio {
+        label: String,
+        num: String,
+        den: String,
+        max_drop_points: f64,
+    },
+    /// SUM / COUNT (a `sum` rule per counted item); rollback when the canary's mean differs by
+    /// more than `max_drift_percent` percent, either way (two-sided Welch test, normal approx.).
+    Mean {
+        label: String,
+        sum: String,
+        count: String,
+        max_drift_percent: f64,
+    },
+}
+
+impl Check {
+    /// The name of the check in reports.
+    pub fn label(&self) -> &str {
+        match self {
+            Check::ErrorRatio { .. } => "error_ratio",
+            Check::Ratio { label, .. } | Check::Mean { label, .. } => label,
+        }
+    }
+
+    /// The metric names this check reads.
+    pub fn metrics(&self) -> Vec<String> {
+        match self {
+            Check::ErrorRatio { .. } => vec![names::RESPONSES.to_string()],
+            Check::Ratio { num, den, .. } => vec![business_total(num), business_total(den)],
+            Check::Mean { sum, count, .. } => vec![
+                business_total(sum),
+                business_squares(sum),
+                business_total(count),
+            ],
+        }
+    }
+
+    /// The keys this check reads (what [`Totals::from_prometheus`] must query).
+    pub fn keys(&self) -> Vec<String> {
+        match self {
+            Check::ErrorRatio { .. } => vec![names::RESPONSES.to_string(), responses_5xx()],
+            _ => self.metrics(),
+        }
+    }
+}
+
+/// What the gate checks, for which versions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub baseline: String,
+    /// Empty: every other version with a non-zero series in the data.
+    pub canaries: Vec<String>,
+    pub min_samples: u64,
+    pub alpha: f64,
+    pub checks: Vec<Check>,
+}
+
+impl Policy {
+    /// min 200 samples, alpha 0.05, error ratio +1 point, approval −0.3 point, AOV ±1 %.
+    pub fn default_for(baseline: &str) -> Policy {
+        let mut checks = vec![Check::ErrorRatio { max_points: 1.0 }];
+        checks.extend(default_business_checks());
+        Policy {
+            baseline: baseline.to_string(),
+            canaries: Vec::new(),
+            min_samples: 200,
+            alpha: 0.05,
+            checks,
+        }
+    }
+
+    /// Every key the checks read, deduplicated, in order.
+    pub fn keys(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        self.checks
+            .iter()
+            .flat_map(Check::keys)
+            .filter(|k| seen.insert(k.clone()))
+            .collect()
+    }
+
+    /// Refuses a policy the gate cannot judge with.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(format!("alpha {} must be between 0 and 1", self.alpha));
+        }
+        if self.checks.is_empty() {
+            return Err("no checks".into());
+        }
+        let mut labels = BTreeSet::new();
+        for c in &self.checks {
+            if !labels.insert(c.label()) {
+                return Err(format!("two checks are named {:?}", c.label()));
+            }
+        }
+        if self.canaries.contains(&self.baseline) {
+            return Err(format!(
+                "version {:?} is both the baseline and a canary",
+                self.baseline
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The business checks without any `--ratio` or `--mean`: approval ratio and average order
+/// value.
+pub fn default_business_checks() -> Vec<Check> {
+    vec![
+        Check::Ratio {
+            label: "approval".into(),
+            num: "auth_approved".into(),
+            den: "payments".into(),
+            max_drop_points: 0.3,
+        },
+        Check::Mean {
+            label: "aov".into(),
+            sum: "order_value".into(),
+            count: "orders".into(),
+            max_drift_percent: 1.0,
+        },
+    ]
+}
+
+/// A limit: a finite non-negative number.
+pub fn threshold(spec: &str, s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{spec:?}: limit {s:?} is not a number"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!(
+            "{spec:?}: limit {s:?} must be a non-negative number"
+        ));
+    }
+    Ok(v)
+}
+
+fn rule_name(spec: &str, s: &str) -> Result<String, String> {
+    let ok = s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{spec:?}: {s:?} is not a business rule name ([a-z][a-z0-9_]*, at most 64)"
+        ))
+    }
+}
+
+/// Parses `LABEL=A/B:LIMIT` into (label, a, b, limit).
+fn parse_spec(flag: &str, spec: &str) -> Result<(String, String, String, f64), String> {
+    let shape = || format!("{flag} {spec:?}: expected LABEL=NAME/NAME:LIMIT");
+    let (label, rest) = spec.split_once('=').ok_or_else(shape)?;
+    let (names, limit) = rest.rsplit_once(':').ok_or_else(shape)?;
+    let (a, b) = names.split_once('/').ok_or_else(shape)?;
+    let label_ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !label_ok {
+        return Err(format!(
+            "{flag} {spec:?}: label {label:?} must be letters, digits, _ . - (at most 64)"
+        ));
+    }
+    Ok((
+        label.to_string(),
+        rule_name(spec, a)?,
+        rule_name(spec, b)?,
+        threshold(spec, limit)?,
+    ))
+}
+
+/// Parses `--ratio LABEL=NUM/DEN:MAX_DROP_POINTS`.
+pub fn parse_ratio(spec: &str) -> Result<Check, String> {
+    let (label, num, den, max_drop_points) = parse_spec("--ratio", spec)?;
+    Ok(Check::Ratio {
+        label,
+        num,
+        den,
+        max_drop_points,
+    })
+}
+
+/// Parses `--mean LABEL=SUM/COUNT:MAX_DRIFT_PERCENT`.
+pub fn parse_mean(spec: &str) -> Result<Check, String> {
+    let (label, sum, count, max_drift_percent) = parse_spec("--mean", spec)?;
+    Ok(Check::Mean {
+        label,
+        sum,
+        count,
+        max_drift_percent,
+    })
+}
+
+/// Judges every canary against the baseline with every check of `policy`.
+///
+/// Errors (exit 1): an invalid policy, no data for the service, a missing baseline or named
+/// canary, a metric a check reads missing from the data, or a "ratio" whose numerator exceeds
+/// its denominator.
+pub fn evaluate(totals: &Totals, policy: &Policy) -> Result<Report, String> {
+    policy.validate()?;
+    let service = totals.service();
+    let versions = totals.versions();
+    if versions.is_empty() {
+        let others: Vec<&str> = totals.other_services().collect();
+        return Err(if others.is_empty() {
+            format!("no sticky-canary series for service {service:?}")
+        } else {
+            format!(
+                "no sticky-canary series for service {service:?} (services in the data: {})",
+                others.join(", ")
+            )
+        });
+    }
+    for check in &policy.checks {
+        for metric in check.metrics() {
+            if !totals.has_metric(&metric) {
+                return Err(missing_metric(totals, check, &metric));
+            }
+        }
+    }
+    if !versions.contains(&policy.baseline) {
+        return Err(format!(
+            "baseline version {:?} not in the data for service {service:?} (versions: {})",
+            policy.baseline,
+            versions.join(", ")
+        ));
+    }
+    let canaries: Vec<String> = if policy.canaries.is_empty() {
+        versions
+            .iter()
+            .filter(|v| **v != policy.baseline && totals.has_data(v))
+            .cloned()
+            .collect()
+    } else {
+        for c in &policy.canaries {
+            if !versions.contains(c) {
+                return Err(format!(
+                    "canary version {c:?} not in the data for service {service:?} (versions: {})",
+                    versions.join(", ")
+                ));
+            }
+        }
+        policy.canaries.clone()
+    };
+    let mut rows = Vec::new();
+    for canary in &canaries {
+        for check in &policy.checks {
+            rows.push(judge(totals, policy, canary, check)?);
+        }
+    }
+    let (verdict, reasons) = if canaries.is_empty() {
+        (
+            Verdict::Wait,
+            vec![format!(
+                "no version other than the baseline {:?} has data yet",
+                policy.baseline
+            )],
+        )
+    } else {
+        verdict_of(&rows)
+    };
+    Ok(Report {
+        service: service.to_string(),
+        baseline: policy.baseline.clone(),
+        canaries,
+        min_samples: policy.min_samples,
+        alpha: policy.alpha,
+        rows,
+        verdict,
+        reasons,
+        sources: Vec::new(),
+        window: None,
+        wait_exit_code: 3,
+    })
+}
+
+fn missing_metric(totals: &Totals, check: &Check, metric: &str) -> String {
+    let mut msg = format!(
+        "check {:?}: metric {metric} not found for service {:?}",
+        check.label(),
+        totals.service()
+    );
+    if let Check::Mean { sum, .. } = check {
+        if *metric == business_squares(sum) && totals.has_metric(&business_total(sum)) {
+            msg.push_str(&format!(
+                " ({sum:?} must be a `sum` rule: only sum rules publish squares)"
+            ));
+            return msg;
+        }
+    }
+    if metric.starts_with(names::BUSINESS_PREFIX) {
+        msg.push_str(" (is there a business rule of that name in the plugin config?)");
+    }
+    msg
+}
+
+/// The verdict over rows: any rollback → ROLLBACK; else any insufficient or inconclusive →
+/// WAIT; else PROMOTE. The reasons name the deciding rows.
+pub fn verdict_of(rows: &[Row]) -> (Verdict, Vec<String>) {
+    let pick = |o: Outcome| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.outcome == o)
+            .map(|r| format!("{} {}: {}", r.canary, r.check, r.note))
+            .collect()
+    };
+    let rollback = pick(Outcome::Rollback);
+    if !rollback.is_empty() {
+        return (Verdict::Rollback, rollback);
+    }
+    let mut wait = pick(Outcome::Insufficient);
+    wait.extend(pick(Outcome::Inconclusive));
+    if !wait.is_empty() {
+        return (Verdict::Wait, wait);
+    }
+    let canaries: BTreeSet<&str> = rows.iter().map(|r| r.canary.as_str()).collect();
+    (
+        Verdict::Promote,
+        vec![format!(
+            "all {} checks passed for {}",
+            rows.len(),
+            canaries.into_iter().collect::<Vec<_>>().join(", ")
+        )],
+    )
+}
+
+fn judge(totals: &Totals, policy: &Policy, canary: &str, check: &Check) -> Result<Row, String> {
+    let b = policy.baseline.as_str();
+    match check {
+        Check::ErrorRatio { max_points } => {
+            let (num, den) = (responses_5xx(), names::RESPONSES);
+            Ok(proportion_row(
+                policy,
+                canary,
+                check,
+                (&num, den),
+                (totals.get(b, &num), totals.get(b, den)),
+                (totals.get(canary, &num), totals.get(canary, den)),
+                *max_points,
+                false,
+            ))
+        }
+        Check::Ratio {
+            num,
+            den,
+            max_drop_points,
+            ..
+        } => {
+            let (num, den) = (business_total(num), business_total(den));
+            let mut sides = [(b, 0.0, 0.0), (canary, 0.0, 0.0)];
+            for (version, x, n) in &mut sides {
+                (*x, *n) = (totals.get(version, &num), totals.get(version, &den));
+                // Prometheus' increase() extrapolates each series on its own: allow 1 % + 1.
+                if *x > *n * 1.01 + 1.0 {
+                    return Err(format!(
+                        "check {:?}: {num} ({x}) exceeds {den} ({n}) for version {version:?}; \
+                         the numerator must count a subset of the denominator",
+                        check.label()
+                    ));
+                }
+                *x = x.min(*n);
+            }
+            let [(_, xb, nb), (_, xc, nc)] = sides;
+            Ok(proportion_row(
+                policy,
+                canary,
+                check,
+                (&num, &den),
+                (xb, nb),
+                (xc, nc),
+                *max_drop_points,
+                true,
+            ))
+        }
+        Check::Mean {
+            sum,
+            count,
+            max_drift_percent,
+            ..
+        } => Ok(mean_row(
+            totals,
+            policy,
+            canary,
+            check,
+            sum,
+            count,
+            *max_drift_percent,
+        )),
+    }
+}
+
+fn insufficient_note(policy: &Policy, what: &str, nb: f64, nc: f64) -> String {
+    format!(
+        "needs {} {what} per side, has {} (baseline) and {} (canary)",
+        policy.min_samples,
+        fmt_n(nb),
+        fmt_n(nc)
+    )
+}
+
+/// A change exactly at the limit is within it: floating point must not turn 94 % − 97 % into a
+/// drop of 3.000000000000003 points beyond a 3-point limit.
+const LIMIT_EPSILON: f64 = 1e-9;
+
+/// The outcome rule shared by every check.
+fn decide(beyond: bool, p: f64, alpha: f64) -> Outcome {
+    match (beyond, p < alpha) {
+        (true, true) => Outcome::Rollback,
+        (true, false) => Outcome::Inconclusive,
+        (false, _) => Outcome::Pass,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn proportion_row(
+    policy: &Policy,
+    canary: &str,
+    check: &Check,
+    (num, den): (&str, &str),
+    (xb, nb): (f64, f64),
+    (xc, nc): (f64, f64),
+    max_points: f64,
+    higher_is_better: bool,
+) -> Row {
+    let ratio = |x: f64, n: f64| (n > 0.0).then(|| x / n);
+    let (vb, vc) = (ratio(xb, nb), ratio(xc, nc));
+    let delta = vb.zip(vc).map(|(b, c)| (c - b) * 100.0);
+    let test = if higher_is_better {
+        "one-sided (lower is worse)"
+    } else {
+        "one-sided (higher is worse)"
+    };
+    let mut row = Row {
+        canary: canary.to_string(),
+        check: check.label().to_string(),
+        kind_name: if higher_is_better {
+            "ratio"
+        } else {
+            "error_ratio"
+        },
+        kind: Kind::Proportion,
+        numerator: num.to_string(),
+        denominator: den.to_string(),
+        baseline: Side {
+            n: nb,
+            x: xb,
+            value: vb,
+            sd: None,
+        },
+        candidate: Side {
+            n: nc,
+            x: xc,
+            value: vc,
+            sd: None,
+        },
+        delta,
+        z: None,
+        p: None,
+        test,
+        threshold: max_points,
+        outcome: Outcome::Insufficient,
+        note: String::new(),
+    };
+    let min = (policy.min_samples as f64).max(1.0);
+    let (Some(d), true) = (delta, nb >= min && nc >= min) else {
+        let what = match check {
+            Check::Ratio { den, .. } => den.as_str(),
+            _ => "responses",
+        };
+        row.note = insufficient_note(policy, what, nb, nc);
+        return row;
+    };
+    let z = two_proportion_z(xc, nc, xb, nb);
+    let p = if higher_is_better {
+        normal_cdf(z)
+    } else {
+        normal_cdf(-z)
+    };
+    let beyond = if higher_is_better {
+        d < -(max_points + LIMIT_EPSILON)
+    } else {
+        d > max_points + LIMIT_EPSILON
+    };
+    let outcome = decide(beyond, p, policy.alpha);
+    let limit = if higher_is_better {
+        format!("-{max_points}")
+    } else {
+        format!("+{max_points}")
+    };
+    let favourable = if higher_is_better { d > 0.0 } else { d < 0.0 };
+    let change = format!("{d:+.2} points");
+    row.note = note(outcome, &change, &limit, "points", favourable, p, policy);
+    (row.z, row.p, row.outcome) = (Some(z), Some(p), outcome);
+    row
+}
+
+fn note(
+    outcome: Outcome,
+    change: &str,
+    limit: &str,
+    unit: &str,
+    favourable: bool,
+    p: f64,
+    policy: &Policy,
+) -> String {
+    let p = fmt_p(p);
+    match outcome {
+        Outcome::Rollback => {
+            format!("{change}, beyond the limit {limit} {unit}, significant (p {p})")
+        }
+        Outcome::Inconclusive => format!(
+            "{change}, beyond the limit {limit} {unit} but not significant (p {p}, alpha {})",
+            policy.alpha
+        ),
+        _ if favourable => format!("{change}, favourable (p {p})"),
+        _ => format!("{change}, within the limit {limit} {unit} (p {p})"),
+    }
+}
+
+fn mean_row(
+    totals: &Totals,
+    policy: &Policy,
+    canary: &str,
+    check: &Check,
+    sum: &str,
+    count: &str,
+    max_drift_percent: f64,
+) -> Row {
+    let (sum_key, sq_key, count_key) = (
+        business_total(sum),
+        business_squares(sum),
+        business_total(count),
+    );
+    let side = |v: &str| {
+        let (s, q, n) = (
+            totals.get(v, &sum_key),
+            totals.get(v, &sq_key),
+            totals.get(v, &count_key),
+        );
+        let mv = mean_and_variance(s, q, n);
+        let side = Side {
+            n,
+            x: s,
+            value: if n > 0.0 { Some(s / n) } else { None },
+            sd: mv.map(|(_, var)| var.sqrt()),
+        };
+        (side, mv)
+    };
+    let (bs, bmv) = side(&policy.baseline);
+    let (cs, cmv) = side(canary);
+    let delta = bs.value.zip(cs.value).map(|(b, c)| drift_percent(b, c));
+    let mut row = Row {
+        canary: canary.to_string(),
+        check: check.label().to_string(),
+        kind_name: "mean",
+        kind: Kind::Mean,
+        numerator: sum_key,
+        denominator: count_key,
+        baseline: bs,
+        candidate: cs,
+        delta,
+        z: None,
+        p: None,
+        test: "two-sided",
+        threshold: max_drift_percent,
+        outcome: Outcome::Insufficient,
+        note: String::new(),
+    };
+    let min = (policy.min_samples as f64).max(2.0);
+    let (nb, nc) = (row.baseline.n, row.candidate.n);
+    let (Some(d), Some((mb, vb)), Some((mc, vc)), true) = (delta, bmv, cmv, nb >= min && nc >= min)
+    else {
+        row.note = insufficient_note(policy, count, nb, nc);
+        return row;
+    };
+    let z = welch_z(mc, vc, nc, mb, vb, nb);
+    let p = 2.0 * normal_cdf(-z.abs());
+    let outcome = decide(d.abs() > max_drift_percent + LIMIT_EPSILON, p, policy.alpha);
+    let limit = format!("±{max_drift_percent}");
+    row.note = note(
+        outcome,
+        &format!("{d:+.2} %"),
+        &limit,
+        "%",
+        false,
+        p,
+        policy,
+    );
+    (row.z, row.p, row.outcome) = (Some(z), Some(p), outcome);
+    row
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testdata::*;
+
+    // ---- checks -------------------------------------------------------------------------------
+
+    #[test]
+    fn approval_drop_significance_grows_with_samples() {
+        // The same 3-point drop (97 % → 94 %) at growing sample sizes.
+        let at = |n: f64| {
+            let t = totals(&[
+                payments("stable", n, 0.97 * n),
+                payments("canary", n, 0.94 * n),
+            ]);
+            one_row(&t, approval())
+        };
+        let r = at(50.0);
+        assert_eq!(r.outcome, Outcome::Insufficient);
+        assert_eq!((r.z, r.p), (None, None), "no test below min samples");
+        assert!(
+            close(r.delta.unwrap(), -3.0, 1e-9),
+            "the delta is still shown"
+        );
+        // n = 200: z = -1.447, p = 0.074: beyond the limit, not significant.
+        let r = at(200.0);
+        assert_eq!(r.outcome, Outcome::Inconclusive, "{}", r.note);
+        assert!(close(r.p.unwrap(), 0.073_927_57, 1e-6), "{:?}", r.p);
+        // n = 300: z = -1.772, p = 0.038.
+        let r = at(300.0);
+        assert_eq!(r.outcome, Outcome::Rollback, "{}", r.note);
+        assert!(close(r.z.unwrap(), -1.772_388_57, 1e-6));
+        // n = 2000: z = -4.58, p = 2.4e-6.
+        let r = at(2000.0);
+        assert_eq!(r.outcome, Outcome::Rollback);
+        assert!(close(r.p.unwrap(), 2.366_5e-6, 1e-9), "{:?}", r.p);
+        assert_eq!(r.test, "one-sided (lower is worse)");
+    }
+
+    #[test]
+    fn small_drop_at_300_is_inconclusive() {
+        // 97 % → 96 %, n = 300 each: 1 point > 0.3, but p = 0.253.
+        let t = totals(&[
+            payments("stable", 300.0, 291.0),
+            payments("canary", 300.0, 288.0),
+        ]);
+        let r = one_row(&t, approval());
+        assert_eq!(r.outcome, Outcome::Inconclusive);
+        assert!(close(r.p.unwrap(), 0.252_571_4, 1e-6));
+    }
+
+    #[test]
+    fn fifteen_transactions_are_insufficient_two_hundred_are_judged() {
+        // 15 of 15 approved vs 10 of 15: a 33-point drop, but 15 transactions judge nothing.
+        let t = totals(&[
+            payments("stable", 15.0, 15.0),
+            payments("canary", 15.0, 10.0),
+        ]);
+        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        assert_eq!(r.rows[0].outcome, Outcome::Insufficient);
+        assert_eq!(r.verdict, Verdict::Wait);
+        assert!(
+            r.rows[0].note.contains("needs 200 payments"),
+            "{}",
+            r.rows[0].note
+        );
+        // One side short is enough to wait.
+        let t = totals(&[
+            payments("stable", 5000.0, 4850.0),
+            payments("canary", 199.0, 100.0),
+        ]);
+        assert_eq!(one_row(&t, approval()).outcome, Outcome::Insufficient);
+        // At exactly 200 each the same collapse is judged.
+        let t = totals(&[
+            payments("stable", 200.0, 200.0),
+            payments("canary", 200.0, 133.0),
+        ]);
+        assert_eq!(one_row(&t, approval()).outcome, Outcome::Rollback);
+    }
+
+    #[test]
+    fn a_change_exactly_at_the_limit_is_within_it() {
+        // 94 % − 97 % is -3.000000000000003 in floating point; the limit is 3 points.
+        let t = totals(&[
+            payments("stable", 3000.0, 2910.0),
+            payments("canary", 3000.0, 2820.0),
+        ]);
+        let r = one_row(
+            &t,
+            parse_ratio("approval=auth_approved/payments:3").unwrap(),
+        );
+        assert!(r.p.unwrap() < 1e-6);
+        assert_eq!(r.outcome, Outcome::Pass, "{}", r.note);
+        let r = one_row(
+            &t,
+            parse_ratio("approval=auth_approved/payments:2.99").unwrap(),
+        );
+        assert_eq!(r.outcome, Outcome::Rollback);
+    }
+
+    #[test]
+    fn favourable_ratio_change_passes() {
+        let t = totals(&[
+            payments("stable", 2000.0, 1880.0),
+            payments("canary", 2000.0, 1980.0),
+        ]);
+        let r = one_row(&t, approval());
+        assert_eq!(r.outcome, Outcome::Pass);
+        assert!(r.delta.unwrap() > 4.9 && r.p.unwrap() > 0.99);
+        assert!(r.note.ends_with("favourable (p 1.0000)"), "{}", r.note);
+    }
+
+    #[test]
+    fn significant_ratio_drop_within_limit_passes() {
+        // 0.2-point drop with a million payments each: significant, but within 0.3.
+        let n = 1.0e6;
+        let t = totals(&[
+            payments("stable", n, 0.970 * n),
+            payments("canary", n, 0.968 * n),
+        ]);
+        let r = one_row(&t, approval());
+        assert!(r.p.unwrap() < 1e-6);
+        assert_eq!(r.outcome, Outcome::Pass);
+        assert_eq!(
+            r.note,
+            "-0.20 points, within the limit -0.3 points (p <1e-4)"
+        );
+    }
+
+    #[test]
+    fn error_ratio_rise_rolls_back_fall_passes() {
+        let fivexx = responses_5xx();
+        let t = |b5: f64, c5: f64| {
+            Totals::from_series(
+                "checkout",
+                &[
+                    (names::RESPONSES, "stable", 2000.0),
+                    (&fivexx, "stable", b5),
+                    (names::RESPONSES, "canary", 2000.0),
+                    (&fivexx, "canary", c5),
+                ],
+            )
+        };
+        let check = Check::ErrorRatio { max_points: 1.0 };
+        let r = one_row(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
+        assert_eq!(r.outcome, Outcome::Rollback);
+        assert!(close(r.delta.unwrap(), 2.5, 1e-9));
+        assert_eq!(r.test, "one-sided (higher is worse)");
+        assert_eq!(
+            one_row(&t(60.0, 10.0), check.clone()).outcome,
+            Outcome::Pass
+        );
+        // 0.5 % → 1.2 %: significant-ish but within one point.
+        assert_eq!(
+            one_row(&t(10.0, 24.0), check.clone()).outcome,
+            Outcome::Pass
+        );
+        // No errors anywhere.
+        let r = one_row(&t(0.0, 0.0), check);
+        assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
+    }
+
+    #[test]
+    fn order_value_drift() {
+        let at = |n: f64, mean_c: f64, sd: f64| {
+            let t = totals(&[
+                orders("stable", n, 2000.0, sd),
+                orders("canary", n, mean_c, sd),
+            ]);
+            one_row(&t, aov())
+        };
+        // 3 % down, sd 100 cents, 1000 orders each: z ≈ -13.4.
+        let r = at(1000.0, 1940.0, 100.0);
+        assert_eq!(r.outcome, Outcome::Rollback);
+        assert!(close(r.delta.unwrap(), -3.0, 1e-9));
+        assert!(close(r.z.unwrap(), -60.0 / 20f64.sqrt(), 1e-6), "{:?}", r.z);
+        assert!(close(r.baseline.sd.unwrap(), 100.0, 1e-6));
+        // 3 % UP is a bug too: money drift is two-sided.
+        let r = at(1000.0, 2060.0, 100.0);
+        assert_eq!(r.outcome, Outcome::Rollback);
+        assert_eq!(r.test, "two-sided");
+        // 0.2 %: within the limit, z ≈ 0.894, p ≈ 0.371.
+        let r = at(1000.0, 2004.0, 100.0);
+        assert_eq!(r.outcome, Outcome::Pass);
+        assert!(close(r.p.unwrap(), 0.371_093, 1e-5), "{:?}", r.p);
+        // 0.5 % with 100 000 orders: significant, within the limit.
+        let r = at(1.0e5, 2010.0, 100.0);
+        assert!(r.p.unwrap() < 1e-9);
+        assert_eq!(r.outcome, Outcome::Pass);
+        // 3 % with a wide spread (sd 20 €) at 200 orders: z = 0.3, not significant.
+        let r = at(200.0, 2060.0, 2000.0);
+        assert_eq!(r.outcome, Outcome::Inconclusive);
+        // Below min samples.
+        assert_eq!(at(150.0, 2600.0, 1.0).outcome, Outcome::Insufficient);
+    }
+
+    // ---- verdict ------------------------------------------------------------------------------
+
+    #[test]
+    fn verdict_aggregation_and_exit_codes() {
+        let n = 2000.0;
+        let good = || payments("good", n, 0.97 * n);
+        let bad = || payments("bad", n, 0.90 * n);
+        let young = || payments("young", 20.0, 19.0);
+        let base = || payments("stable", n, 0.97 * n);
+        let p = policy(vec![Check::ErrorRatio { max_points: 1.0 }, approval()]);
+
+        let r = evaluate(&totals(&[base(), good()]), &p).unwrap();
+        assert_eq!((r.verdict, r.exit_code()), (Verdict::Promote, 0));
+        assert_eq!(r.canaries, ["good"]);
+        assert_eq!(r.rows.len(), 2);
+
+        let r = evaluate(&totals(&[base(), good(), young()]), &p).unwrap();
+        assert_eq!((r.verdict, r.exit_code()), (Verdict::Wait, 3));
+        assert!(
+            r.reasons.iter().all(|x| x.starts_with("young ")),
+            "{:?}",
+            r.reasons
+        );
+
+        let r = evaluate(&totals(&[base(), good(), young(), bad()]), &p).unwrap();
+        assert_eq!((r.verdict, r.exit_code()), (Verdict::Rollback, 2));
+        assert_eq!(r.reasons.len(), 1);
+        assert!(
+            r.reasons[0].starts_with("bad approval: -7.00 points"),
+            "{:?}",
+            r.reasons
+        );
+        assert_eq!(r.canaries, ["bad", "good", "young"]);
+        assert_eq!(r.rows.len(), 6);
+
+        // Explicit canaries restrict the judgement.
+        let mut only_good = p.clone();
+        only_good.canaries = vec!["good".into()];
+        let r = evaluate(&totals(&[base(), good(), bad()]), &only_good).unwrap();
+        assert_eq!(r.verdict, Verdict::Promote);
+
+        // --wait-exit.
+        let mut r = evaluate(&totals(&[base(), young()]), &p).unwrap();
+        r.wait_exit_code = 0;
+        assert_eq!((r.verdict, r.exit_code()), (Verdict::Wait, 0));
+    }
+
+    #[test]
+    fn default_canaries_skip_versions_without_data() {
+        // "retired" has every series at 0: not a canary by default.
+        let t = totals(&[
+            payments("stable", 2000.0, 1940.0),
+            payments("canary", 2000.0, 1940.0),
+            payments("retired", 0.0, 0.0),
+        ]);
+        assert_eq!(t.versions(), ["canary", "retired", "stable"]);
+        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        assert_eq!(r.canaries, ["canary"]);
+        // Only the baseline has data: WAIT, not an error.
+        let t = totals(&[
+            payments("stable", 2000.0, 1940.0),
+            payments("canary", 0.0, 0.0),
+        ]);
+        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        assert_eq!((r.verdict, r.rows.len()), (Verdict::Wait, 0));
+        assert!(r.reasons[0].contains("no version other than the baseline"));
+    }
+
+    #[test]
+    fn evaluation_errors_name_what_is_wrong() {
+        let t = totals(&[
+            payments("stable", 2000.0, 1940.0),
+            payments("canary", 2000.0, 1900.0),
+        ]);
+        let err = |p: &Policy| evaluate(&t, p).unwrap_err();
+        let e = err(&policy(vec![parse_ratio("x=refunds/payments:1").unwrap()]));
+        assert!(e.contains("canary_business_refunds_total"), "{e}");
+        let e = err(&policy(vec![aov()]));
+        assert!(e.contains("canary_business_order_value_total"), "{e}");
+        let mut p = policy(vec![approval()]);
+        p.baseline = "stabel".into();
+        let e = err(&p);
+        assert!(
+            e.contains("\"stabel\"") && e.contains("canary, stable"),
+            "{e}"
+        );
+        let mut p = policy(vec![approval()]);
+        p.canaries = vec!["v3".into()];
+        assert!(err(&p).contains("\"v3\""));
+        // A counter used as the SUM of a mean: no squares.
+        let e = err(&policy(vec![
+            parse_mean("m=auth_approved/payments:1").unwrap()
+        ]));
+        assert!(e.contains("squares") && e.contains("`sum` rule"), "{e}");
+        // A numerator that is not a subset of the denominator.
+        let e = err(&policy(vec![
+            parse_ratio("r=payments/auth_approved:1").unwrap()
+        ]));
+        assert!(e.contains("exceeds"), "{e}");
+        // The wrong service.
+        let e = evaluate(&Totals::new("nope"), &policy(vec![approval()])).unwrap_err();
+        assert!(e.contains("\"nope\""), "{e}");
+        // Duplicate labels.
+        assert!(err(&policy(vec![approval(), approval()])).contains("two checks"));
+    }
+
+    #[test]
+    fn the_wrong_service_names_the_services_in_the_data() {
+        use crate::prom::Scrape;
+        let scrape = Scrape::parse(
+            "canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"2xx\"} 9\n\
+             canary_business_orders_total{service=\"search\",version=\"stable\"} 7777\n",
+        );
+        let e = evaluate(
+            &Totals::from_scrapes("chekout", &[scrape]),
+            &policy(vec![Check::ErrorRatio { max_points: 1.0 }]),
+        )
+        .unwrap_err();
+        assert!(e.contains("checkout, search"), "{e}");
+    }
+
+    // ---- check specs --------------------------------------------------------------------------
+
+    #[test]
+    fn check_specs() {
+        assert_eq!(
+            parse_ratio("approval=auth_approved/payments:0.3").unwrap(),
+            Check::Ratio {
+                label: "approval".into(),
+                num: "auth_approved".into(),
+                den: "payments".into(),
+                max_drop_points: 0.3
+            }
+        );
+        assert_eq!(
+            parse_mean("tax_per_order=tax/orders:1").unwrap(),
+            Check::Mean {
+                label: "tax_per_order".into(),
+                sum: "tax".into(),
+                count: "orders".into(),
+                max_drift_percent: 1.0
+            }
+        );
+        for bad in [
+            "",
+            "approval",
+            "approval=auth_approved/payments",
+            "approval=auth_approved:0.3",
+            "=auth_approved/payments:0.3",
+            "approval=Auth/payments:0.3",
+            "approval=auth_approved/9p:0.3",
+            "approval=auth_approved/:0.3",
+            "approval=auth_approved/payments:-1",
+            "approval=auth_approved/payments:NaN",
+            "approval=auth_approved/payments:inf",
+            "approval=auth_approved/payments:x",
+            "appr oval=auth_approved/payments:0.3",
+        ] {
+            assert!(parse_ratio(bad).is_err(), "{bad:?}");
+            assert!(parse_mean(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Test data of the unit tests: the counters of a payment service and of an order service.
+#![allow(clippy::unwrap_used)]
+
+use crate::policy::{evaluate, parse_mean, parse_ratio, Check, Policy};
+use crate::report::Row;
+use crate::sources::{responses_5xx, Totals};
+use sticky_canary::metrics::names::{self, business_squares, business_total};
+
+pub fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
+/// Counters of a payment service: responses (with 5xx), payments, approvals.
+pub fn payments(version: &str, n: f64, approved: f64) -> Vec<(String, String, f64)> {
+    vec![
+        (names::RESPONSES.into(), version.into(), n),
+        (responses_5xx(), version.into(), 0.0),
+        (business_total("payments"), version.into(), n),
+        (business_total("auth_approved"), version.into(), approved),
+    ]
+}
+
+/// Sum and sum of squares of n values with this mean and sample standard deviation.
+pub fn sums(n: f64, mean: f64, sd: f64) -> (f64, f64) {
+    let s = n * mean;
+    (s, (n - 1.0) * sd * sd + s * s / n)
+}
+
+/// Counters of an order service: orders, order_value and its squares.
+pub fn orders(version: &str, n: f64, mean: f64, sd: f64) -> Vec<(String, String, f64)> {
+    let (s, q) = sums(n, mean, sd);
+    vec![
+        (names::RESPONSES.into(), version.into(), n),
+        (responses_5xx(), version.into(), 0.0),
+        (business_total("orders"), version.into(), n),
+        (business_total("order_value"), version.into(), s),
+        (business_squares("order_value"), version.into(), q),
+    ]
+}
+
+pub fn totals(parts: &[Vec<(String, String, f64)>]) -> Totals {
+    let series: Vec<(&str, &str, f64)> = parts
+        .iter()
+        .flatten()
+        .map(|(k, v, x)| (k.as_str(), v.as_str(), *x))
+        .collect();
+    Totals::from_series("checkout", &series)
+}
+
+pub fn policy(checks: Vec<Check>) -> Policy {
+    Policy {
+        checks,
+        ..Policy::default_for("stable")
+    }
+}
+
+pub fn approval() -> Check {
+    parse_ratio("approval=auth_approved/payments:0.3").unwrap()
+}
+
+pub fn aov() -> Check {
+    parse_mean("aov=order_value/orders:1").unwrap()
+}
+
+/// The single row of a one-check, one-canary evaluation.
+pub fn one_row(t: &Totals, check: Check) -> Row {
+    let r = evaluate(t, &policy(vec![check])).unwrap();
+    assert_eq!(r.rows.len(), 1, "{r:?}");
+    r.rows[0].clone()
+}

@@ -1,0 +1,706 @@
+//! `sticky-canary gate` against fake sources: in-process runs ([`run`]) and the built binary
+//! (exit codes, usage errors, credentials, timeouts, proxies). The fakes are the harness's
+//! in-process upstream (`sticky_canary_harness::http::Upstream`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use sticky_canary::metrics::names;
+use sticky_canary_cli::args::parse_gate;
+use sticky_canary_cli::gate::{run, Outcome, Verdict};
+use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// What a fake saw of one request: the decoded query (Prometheus) or path, and the
+/// `Authorization` header.
+#[derive(Clone, Debug)]
+struct Seen {
+    query: String,
+    authorization: Option<String>,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+fn seen(log: &Log) -> Vec<Seen> {
+    log.lock().unwrap().clone() // not held: the fake logs every request
+}
+
+/// A fake Prometheus under `/prom`: answers the query containing a selector with that
+/// selector's vector elements (none for an unknown selector), and records every query.
+fn fake_prometheus(answers: Vec<(String, String)>) -> (Upstream, Log) {
+    let log: Log = Arc::default();
+    let record = log.clone();
+    let handler: Handler = Arc::new(move |req: &Request| {
+        let Some(q) = req.path.strip_prefix("/prom/api/v1/query?query=") else {
+            return Response::new(404).body("no such path");
+        };
+        let q = percent_decode(q);
+        record.lock().unwrap().push(Seen {
+            query: q.clone(),
+            authorization: req.header_str("authorization").map(str::to_string),
+        });
+        let series = answers
+            .iter()
+            .find(|(selector, _)| q.contains(selector.as_str()))
+            .map_or("", |(_, r)| r.as_str());
+        Response::new(200).body(format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#
+        ))
+    });
+    (
+        Upstream::start_with("prometheus", None, handler).unwrap(),
+        log,
+    )
+}
+
+/// Stable and canary both at `(stable, canary)` for every selector of an approval-ratio gate.
+fn approval_answers(approved_canary: f64) -> Vec<(String, String)> {
+    let v = |s: f64, c: f64| -> String {
+        format!(
+            r#"{{"metric":{{"version":"stable"}},"value":[1,"{s}"]}},
+               {{"metric":{{"version":"canary"}},"value":[1,"{c}"]}}"#
+        )
+    };
+    let sel = |name: &str, extra: &str| format!("{name}{{service=\"checkout\"{extra}}}");
+    vec![
+        (sel(names::RESPONSES, ",code_class=\"5xx\""), v(3.0, 4.0)),
+        (sel(names::RESPONSES, ""), v(3000.0, 3000.0)),
+        (
+            sel(&names::business_total("payments"), ""),
+            v(2000.0, 2000.0),
+        ),
+        (
+            sel(&names::business_total("auth_approved"), ""),
+            v(1940.0, approved_canary),
+        ),
+    ]
+}
+
+/// A fake Envoy admin answering `/stats/prometheus` with `text`, recording every request.
+fn fake_admin(text: String) -> (Upstream, Log) {
+    let log: Log = Arc::default();
+    let record = log.clone();
+    let handler: Handler = Arc::new(move |req: &Request| {
+        record.lock().unwrap().push(Seen {
+            query: format!("{} {}", req.method, req.path),
+            authorization: req.header_str("authorization").map(str::to_string),
+        });
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/stats/prometheus") => Response::new(200).body(text.clone()),
+            _ => Response::new(404),
+        }
+    });
+    (Upstream::start_with("admin", None, handler).unwrap(), log)
+}
+
+/// One proxy's scrape: `checkout` responses (3 ‰ errors) and payments, approvals per version.
+fn scrape(versions: &[(&str, f64, f64)]) -> String {
+    let mut out = String::from("# TYPE canary_responses_total counter\n");
+    for (v, payments, approved) in versions {
+        let l = format!("service=\"checkout\",version=\"{v}\"");
+        let ok = (payments * 0.997).round();
+        out.push_str(&format!(
+            "{r}{{{l},code_class=\"2xx\"}} {ok}\n{r}{{{l},code_class=\"5xx\"}} {}\n\
+             {p}{{{l}}} {payments}\n{a}{{{l}}} {approved}\n",
+            payments - ok,
+            r = names::RESPONSES,
+            p = names::business_total("payments"),
+            a = names::business_total("auth_approved"),
+        ));
+    }
+    out.push_str("envoy_server_live 1\n");
+    out
+}
+
+const APPROVAL: &str = "--ratio approval=auth_approved/payments:0.3";
+
+/// Nothing listens on a port just released.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A file of the test's own, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, content: &str) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("sc-gate-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        // The directory goes with the test's last file.
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+// ---- in-process runs ----------------------------------------------------------------------
+
+#[test]
+fn run_against_fake_prometheus() {
+    let (prom, seen_queries) = fake_prometheus(approval_answers(1939.0));
+    let cli = format!(
+        "--service checkout --prometheus http://{}/prom --window 30m {APPROVAL}",
+        prom.addr()
+    );
+    let config = parse_gate(args(&cli)).unwrap();
+    let r = run(&config).unwrap();
+    assert_eq!(r.verdict, Verdict::Promote, "{}", r.table());
+    assert_eq!(r.window.as_deref(), Some("30m"));
+    assert_eq!(
+        r.sources,
+        [format!("prometheus http://{}/prom", prom.addr())]
+    );
+    let seen: Vec<String> = seen(&seen_queries).into_iter().map(|s| s.query).collect();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen
+        .iter()
+        .all(|q| q.contains("increase(") && q.ends_with("[30m]))")));
+    assert!(seen.contains(
+        &"sum by (version) (increase(canary_business_payments_total{service=\"checkout\"}[30m]))"
+            .to_string()
+    ));
+    // A metric Prometheus does not know: exit-1 error naming it.
+    let cli = format!(
+        "--service checkout --prometheus http://{}/prom --mean aov=order_value/orders:1",
+        prom.addr()
+    );
+    let e = run(&parse_gate(args(&cli)).unwrap()).unwrap_err();
+    assert!(e.contains("canary_business_order_value_total"), "{e}");
+    // A wrong path prefix: the HTTP status is reported, with the URL.
+    let cli = format!(
+        "--service checkout --prometheus http://{}/nope",
+        prom.addr()
+    );
+    let e = run(&parse_gate(args(&cli)).unwrap()).unwrap_err();
+    assert!(e.contains("HTTP 404"), "{e}");
+    assert!(
+        e.contains(&format!("http://{}/nope/api/v1/query?query=", prom.addr())),
+        "{e}"
+    );
+}
+
+#[test]
+fn run_against_fake_envoys_and_unreachable_source() {
+    const PROXY_A: &str = "\
+# TYPE canary_responses_total counter
+canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"2xx\"} 900
+canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"5xx\"} 10
+canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"2xx\"} 90
+canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"5xx\"} 5
+canary_business_orders_total{service=\"checkout\",version=\"stable\"} 400
+canary_business_orders_total{service=\"search\",version=\"stable\"} 7777
+envoy_cluster_upstream_rq_total{envoy_cluster_name=\"stable\"} 123
+";
+    const PROXY_B: &str = "\
+canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"2xx\"} 100
+canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"5xx\"} 0
+canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"2xx\"} 10
+canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"5xx\"} 1
+canary_business_orders_total{service=\"checkout\",version=\"stable\"} 100
+canary_business_orders_total{service=\"checkout\",version=\"canary\"} 60
+";
+    let (a, _) = fake_admin(PROXY_A.into());
+    let (b, _) = fake_admin(PROXY_B.into());
+    let cli = format!(
+        "--service checkout --envoy http://{} --envoy http://{} --min-samples 50 \
+         --ratio r=orders/orders:1",
+        a.addr(),
+        b.addr()
+    );
+    let r = run(&parse_gate(args(&cli)).unwrap()).unwrap();
+    let err = &r.rows[0];
+    assert_eq!(err.check, "error_ratio");
+    assert_eq!((err.baseline.n, err.candidate.n), (1010.0, 106.0));
+    assert_eq!((err.baseline.x, err.candidate.x), (10.0, 6.0));
+    // 1 % vs 5.7 %, 106 responses: significant and beyond one point.
+    assert_eq!(err.outcome, Outcome::Rollback, "{}", r.table());
+    assert_eq!(r.exit_code(), 2);
+    assert_eq!(r.sources.len(), 2);
+
+    let port = closed_port();
+    let cli = format!("--service checkout --envoy http://127.0.0.1:{port}");
+    let e = run(&parse_gate(args(&cli)).unwrap()).unwrap_err();
+    assert!(
+        e.contains(&format!("http://127.0.0.1:{port}/stats/prometheus")),
+        "{e}"
+    );
+    assert!(e.contains("unreachable"), "{e}");
+}
+
+// ---- the binary ---------------------------------------------------------------------------
+
+/// What one run of `sticky-canary` gave.
+#[derive(Debug)]
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+/// Runs the built `sticky-canary` with `args` (proxy variables removed, then `env` set),
+/// killed after 30 s.
+fn sticky_canary(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sticky-canary"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_lowercase());
+    }
+    cmd.envs(env.iter().copied());
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            r.read_to_string(&mut s).unwrap();
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("sticky-canary {args:?} still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ran {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        took: start.elapsed(),
+    }
+}
+
+/// `sticky-canary gate ARGS` (ARGS split at spaces).
+fn gate(line: &str) -> Ran {
+    let mut argv = vec!["gate"];
+    argv.extend(line.split_whitespace());
+    sticky_canary(&argv, &[])
+}
+
+#[test]
+fn binary_exit_codes_promote_rollback_wait() {
+    let promote = fake_admin(scrape(&[
+        ("stable", 2000.0, 1940.0),
+        ("canary", 2000.0, 1939.0),
+    ]));
+    let rollback = fake_admin(scrape(&[
+        ("stable", 2000.0, 1940.0),
+        ("canary", 2000.0, 1880.0),
+    ]));
+    let wait = fake_admin(scrape(&[
+        ("stable", 2000.0, 1940.0),
+        ("canary", 20.0, 19.0),
+    ]));
+    let line = |u: &Upstream| format!("--service checkout --envoy http://{} {APPROVAL}", u.addr());
+
+    let r = gate(&line(&promote.0));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("verdict: PROMOTE (exit 0)"), "{r:?}");
+    assert!(r
+        .stdout
+        .contains(&format!("from envoy http://{}", promote.0.addr())));
+    assert_eq!(r.stderr, "");
+
+    let r = gate(&line(&rollback.0));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.contains("verdict: ROLLBACK (exit 2)"), "{r:?}");
+    assert!(r.stdout.contains("canary approval: -3.00 points"), "{r:?}");
+
+    let r = gate(&line(&wait.0));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r
+        .stdout
+        .contains("verdict: WAIT (exit 3), not enough data yet"));
+    let r = gate(&format!("{} --wait-exit 0", line(&wait.0)));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("verdict: WAIT (exit 0)"), "{r:?}");
+
+    // --json: one document, the same exit code.
+    let r = gate(&format!("{} --json", line(&rollback.0)));
+    assert_eq!(r.code, 2, "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (j["verdict"].as_str(), j["exit_code"].as_i64()),
+        (Some("ROLLBACK"), Some(2))
+    );
+    assert_eq!(j["checks"][1]["outcome"], "rollback");
+
+    // Both proxies summed: each side's counts double.
+    let r = gate(&format!(
+        "{} --envoy http://{} --json",
+        line(&promote.0),
+        promote.0.addr()
+    ));
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["checks"][1]["baseline"]["n"], 4000, "{}", r.stdout);
+}
+
+#[test]
+fn binary_errors_exit_1_never_2() {
+    let (admin, _) = fake_admin(scrape(&[
+        ("stable", 2000.0, 1940.0),
+        ("canary", 2000.0, 1939.0),
+    ]));
+    let env = format!("--service checkout --envoy http://{}", admin.addr());
+    for (line, says) in [
+        // Usage errors: clap's own (which would exit 2) and the gate's checks.
+        ("--service checkout".to_string(), "a source is required"),
+        (
+            format!("{env} --service other"),
+            "cannot be used multiple times",
+        ),
+        (
+            format!("{env} --alpha 0.1 --alpha 0.2"),
+            "cannot be used multiple times",
+        ),
+        (
+            format!("{env} --servce x"),
+            "a similar argument exists: '--service'",
+        ),
+        (format!("{env} --canary"), "a value is required"),
+        (format!("{env} --alpha 2"), "--alpha"),
+        (format!("{env} --window 5m"), "--window needs --prometheus"),
+        ("--envoy http://127.0.0.1:1".to_string(), "--service"),
+        // A metric missing from the data.
+        (
+            format!("{env} --mean aov=order_value/orders:1"),
+            "canary_business_order_value_total",
+        ),
+        // An unreachable source.
+        (
+            format!(
+                "--service checkout --envoy http://127.0.0.1:{}",
+                closed_port()
+            ),
+            "unreachable",
+        ),
+    ] {
+        let r = gate(&line);
+        assert_eq!(r.code, 1, "{line}: {r:?}");
+        assert!(
+            r.stderr.contains(says),
+            "{line}: expected {says:?} in {}",
+            r.stderr
+        );
+        assert_eq!(r.stdout, "", "{line}");
+    }
+    // Repeatable flags stay repeatable.
+    let r = gate(&format!(
+        "{env} --envoy http://{} --canary canary --ratio a=auth_approved/payments:1 \
+         --ratio b=auth_approved/payments:2 --mean m=payments/payments:5",
+        admin.addr()
+    ));
+    // (payments has no squares: an exit-1 error about the mean, not a usage error)
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("`sum` rule"), "{r:?}");
+
+    // An unknown subcommand, no subcommand: usage errors too.
+    for argv in [&["gat"][..], &[]] {
+        let r = sticky_canary(argv, &[]);
+        assert_eq!(r.code, 1, "{argv:?}: {r:?}");
+    }
+    // Help and version exit 0 on stdout.
+    for argv in [
+        &["gate", "--help"][..],
+        &["gate", "-h"],
+        &["--version"],
+        &["help", "gate"],
+    ] {
+        let r = sticky_canary(argv, &[]);
+        assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{argv:?}");
+        assert!(!r.stdout.is_empty(), "{argv:?}");
+    }
+    let r = sticky_canary(&["gate", "--help"], &[]);
+    assert!(r.stdout.contains("Exit status:") && r.stdout.contains("--prometheus-token-file"));
+}
+
+#[test]
+fn bearer_token_from_file_is_sent_and_never_printed() {
+    let token = "s3cr3t.t0ken-value";
+    let file = TempFile::new("token", &format!("\n  {token}\n"));
+    let (prom, log) = fake_prometheus(approval_answers(1939.0));
+    let r = gate(&format!(
+        "--service checkout --prometheus http://{}/prom --prometheus-token-file {} {APPROVAL} \
+         --json",
+        prom.addr(),
+        file.0.display()
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let seen = seen(&log);
+    assert_eq!(seen.len(), 4);
+    for s in &seen {
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some(&*format!("Bearer {token}"))
+        );
+    }
+    assert!(!r.stdout.contains(token) && !r.stderr.contains(token));
+
+    // A Prometheus that refuses: exit 1, naming the URL, not the token.
+    let handler: Handler = Arc::new(|_: &Request| {
+        Response::new(401).body(r#"{"status":"error","error":"unauthorized"}"#)
+    });
+    let refusing = Upstream::start_with("prometheus", None, handler).unwrap();
+    let r = gate(&format!(
+        "--service checkout --prometheus http://{}/p --prometheus-token-file {}",
+        refusing.addr(),
+        file.0.display()
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("http://{}/p/api/v1/query?query=", refusing.addr())),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("HTTP 401") && r.stderr.contains("unauthorized"));
+    assert!(!r.stderr.contains(token));
+
+    // Prometheus' own `status: error` with a 200: exit 1, naming the URL.
+    let handler: Handler = Arc::new(|_: &Request| {
+        Response::new(200).body(r#"{"status":"error","errorType":"bad_data","error":"no"}"#)
+    });
+    let erring = Upstream::start_with("prometheus", None, handler).unwrap();
+    let r = gate(&format!(
+        "--service checkout --prometheus http://{}",
+        erring.addr()
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r
+        .stderr
+        .contains(&format!("Prometheus http://{}", erring.addr())));
+    assert!(r.stderr.contains("status \"error\": no"), "{r:?}");
+
+    // A missing or empty token file is an error before any request.
+    let empty = TempFile::new("empty", " \n");
+    let r = gate(&format!(
+        "--service checkout --prometheus http://{}/prom --prometheus-token-file {}",
+        prom.addr(),
+        empty.0.display()
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is empty"), "{r:?}");
+    assert_eq!(self::seen(&log).len(), 4, "no request without a token");
+}
+
+#[test]
+fn basic_auth_from_the_url_is_sent_and_never_printed() {
+    let (prom, log) = fake_prometheus(approval_answers(1939.0));
+    let r = gate(&format!(
+        "--service checkout --prometheus http://gate:p%40ss@{}/prom {APPROVAL}",
+        prom.addr()
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    // base64("gate:p@ss")
+    for s in seen(&log) {
+        assert_eq!(s.authorization.as_deref(), Some("Basic Z2F0ZTpwQHNz"));
+    }
+    assert!(
+        r.stdout
+            .contains(&format!("from prometheus http://{}/prom", prom.addr())),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("p%40ss") && !r.stdout.contains("p@ss"));
+    // Envoy admin endpoints behind an authenticating proxy take credentials too.
+    let (admin, log) = fake_admin(scrape(&[
+        ("stable", 2000.0, 1940.0),
+        ("canary", 2000.0, 1939.0),
+    ]));
+    let r = gate(&format!(
+        "--service checkout --envoy http://ops:pw@{} {APPROVAL}",
+        admin.addr()
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        seen(&log)[0].authorization.as_deref(),
+        Some("Basic b3BzOnB3")
+    );
+}
+
+#[test]
+fn a_source_that_never_answers_times_out() {
+    // Connections complete in the kernel's backlog; nothing ever reads or answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let r = gate(&format!(
+        "--service checkout --envoy http://{addr} --timeout 300ms"
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("http://{addr}/stats/prometheus: timed out: no complete answer within 300ms (--timeout)")),
+        "{r:?}"
+    );
+    assert!(r.took < Duration::from_secs(5), "took {:?}", r.took);
+    let r = gate(&format!(
+        "--service checkout --prometheus http://{addr} --timeout 200ms"
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("timed out"), "{r:?}");
+    drop(silent);
+}
+
+#[test]
+fn a_source_that_never_accepts_hits_the_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so connecting
+    // hangs (loopback only, bounded: at most 1 000 connections of 100 ms each).
+    let full = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+        queued.push(c);
+        assert!(queued.len() < 1000, "the accept queue never filled");
+    }
+    let r = gate(&format!(
+        "--service checkout --envoy http://{addr} --connect-timeout 300ms --timeout 5s"
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("timed out: no connection within 300ms (--connect-timeout)"),
+        "{r:?}"
+    );
+    assert!(r.took < Duration::from_secs(4), "took {:?}", r.took);
+}
+
+#[test]
+fn https_urls_are_spoken_to_in_tls() {
+    // A plain-HTTP server behind an https:// URL: the TLS handshake fails, exit 1, URL named.
+    let (admin, _) = fake_admin(String::new());
+    let r = gate(&format!(
+        "--service checkout --envoy https://{} --timeout 2s",
+        admin.addr()
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("https://{}/stats/prometheus:", admin.addr())),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn proxy_variables_are_honoured() {
+    // The fake proxy accepts CONNECT and then answers the tunnelled request itself, as the
+    // Envoy admin of a host only it can reach.
+    let scrape_text = scrape(&[("stable", 2000.0, 1940.0), ("canary", 2000.0, 1939.0)]);
+    let log: Log = Arc::default();
+    let via_proxy: Handler = {
+        let log = log.clone();
+        Arc::new(move |req: &Request| {
+            log.lock().unwrap().push(Seen {
+                query: format!(
+                    "{} {} host={}",
+                    req.method,
+                    req.path,
+                    req.header_str("host").unwrap_or("")
+                ),
+                authorization: None,
+            });
+            match req.method.as_str() {
+                "CONNECT" => Response::new(200),
+                _ if req.path == "/stats/prometheus" => {
+                    Response::new(200).body(scrape_text.clone())
+                }
+                _ => Response::new(404),
+            }
+        })
+    };
+    let proxy = Upstream::start_with("proxy", None, via_proxy).unwrap();
+    let proxy_url = format!("http://{}", proxy.addr());
+    for var in ["HTTP_PROXY", "https_proxy", "ALL_PROXY"] {
+        log.lock().unwrap().clear();
+        let r = sticky_canary(
+            &[
+                "gate",
+                "--service",
+                "checkout",
+                "--envoy",
+                "http://envoy.invalid:9901",
+                "--ratio",
+                "approval=auth_approved/payments:0.3",
+            ],
+            &[(var, &proxy_url)],
+        );
+        assert_eq!(r.code, 0, "{var}: {r:?}");
+        let seen: Vec<String> = seen(&log).into_iter().map(|s| s.query).collect();
+        assert_eq!(
+            seen,
+            [
+                "CONNECT envoy.invalid:9901 host=envoy.invalid:9901",
+                "GET /stats/prometheus host=envoy.invalid:9901"
+            ],
+            "{var}"
+        );
+    }
+    // NO_PROXY: straight to the source, the proxy sees nothing.
+    log.lock().unwrap().clear();
+    let (admin, admin_log) = fake_admin(scrape(&[
+        ("stable", 2000.0, 1940.0),
+        ("canary", 2000.0, 1939.0),
+    ]));
+    let envoy = format!("http://{}", admin.addr());
+    let r = sticky_canary(
+        &[
+            "gate",
+            "--service",
+            "checkout",
+            "--envoy",
+            &envoy,
+            "--ratio",
+            "a=auth_approved/payments:1",
+        ],
+        &[
+            ("HTTP_PROXY", &proxy_url),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(seen(&log).is_empty());
+    assert_eq!(seen(&admin_log).len(), 1);
+}
