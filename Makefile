@@ -31,7 +31,7 @@ BENCH_SECONDS ?= 2
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit test-e2e test-matrix fuzz bench bench-quick soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit install test-e2e test-matrix fuzz bench bench-quick soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -122,8 +122,11 @@ $(WASM_OPT):
 test: build fixtures envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
 	cargo test --workspace --color=never
 
-test-unit: ## Only the pure core's unit and property tests (no Envoy needed)
-	cargo test -p sticky-canary
+test-unit: ## Only the unit and property tests of the core and the CLI (no Envoy needed)
+	cargo test -p sticky-canary -p sticky-canary-cli
+
+install: ## Install the sticky-canary command line (cargo install --path cli; PREFIX=DIR for another root)
+	cargo install --locked --path cli $(if $(PREFIX),--root $(PREFIX))
 
 test-e2e: build fixtures envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
 	cargo test -p sticky-canary-harness -p sticky-canary-tools

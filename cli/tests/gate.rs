@@ -217,24 +217,8 @@ fn run_against_fake_prometheus() {
 
 #[test]
 fn run_against_fake_envoys_and_unreachable_source() {
-    const PROXY_A: &str = "\
-# TYPE canary_responses_total counter
-canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"2xx\"} 900
-canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"5xx\"} 10
-canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"2xx\"} 90
-canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"5xx\"} 5
-canary_business_orders_total{service=\"checkout\",version=\"stable\"} 400
-canary_business_orders_total{service=\"search\",version=\"stable\"} 7777
-envoy_cluster_upstream_rq_total{envoy_cluster_name=\"stable\"} 123
-";
-    const PROXY_B: &str = "\
-canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"2xx\"} 100
-canary_responses_total{service=\"checkout\",version=\"stable\",code_class=\"5xx\"} 0
-canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"2xx\"} 10
-canary_responses_total{service=\"checkout\",version=\"canary\",code_class=\"5xx\"} 1
-canary_business_orders_total{service=\"checkout\",version=\"stable\"} 100
-canary_business_orders_total{service=\"checkout\",version=\"canary\"} 60
-";
+    const PROXY_A: &str = include_str!("data/proxy-a.prom");
+    const PROXY_B: &str = include_str!("data/proxy-b.prom");
     let (a, _) = fake_admin(PROXY_A.into());
     let (b, _) = fake_admin(PROXY_B.into());
     let cli = format!(
