@@ -136,6 +136,30 @@ pub fn position(hash: u32, total_weight: u64) -> u64 {
     (u64::from(hash) * total_weight) >> 32
 }
 
+/// How many cohort buckets there are: a session's bucket is flagd's `fractional` position for a
+/// total weight of 10 000, so "bucket < 100·p" selects exactly the sessions that weights
+/// `canary p / stable 100−p` (canary listed first) send to the canary.
+pub const BUCKETS: u64 = 10_000;
+
+/// A session's cohort bucket, `0..BUCKETS`: `(h × 10 000) >> 32` with `h` the MurmurHash3 of
+/// salt ‖ key (steps 1–3 with a total weight of 10 000).
+pub fn bucket(salt: &[u8], session_key: &[u8]) -> u16 {
+    // Below 10 000 by construction: (h × 10 000) >> 32 < 10 000.
+    position(murmur3_32_concat(salt, session_key, 0), BUCKETS) as u16
+}
+
+/// A bucket as the four zero-padded ASCII digits a header carries (`0000`–`9999`); buckets
+/// above 9999 (never produced by [`bucket`]) are clamped.
+pub fn bucket_digits(bucket: u16) -> [u8; 4] {
+    let b = bucket.min(9999);
+    [
+        b'0' + (b / 1000) as u8,
+        b'0' + (b / 100 % 10) as u8,
+        b'0' + (b / 10 % 10) as u8,
+        b'0' + (b % 10) as u8,
+    ]
+}
+
 /// What the decision may read of a request: headers by lowercase name, and randomness for
 /// minting anonymous ids. The wasm shell implements it with host calls; tests with a list.
 pub trait RequestView {
@@ -172,6 +196,42 @@ impl<'a> RequestView for &'a [(&'a str, &'a [u8])] {
 mod tests {
     use super::*;
     use crate::plan::{Plan, Source};
+
+    #[test]
+    fn buckets_are_four_digits_and_cover_the_range() {
+        assert_eq!(&bucket_digits(0), b"0000");
+        assert_eq!(&bucket_digits(42), b"0042");
+        assert_eq!(&bucket_digits(9999), b"9999");
+        assert_eq!(&bucket_digits(12345), b"9999");
+        let mut seen = [false; BUCKETS as usize];
+        for i in 0..200_000u32 {
+            let b = bucket(b"checkout", format!("k{i}").as_bytes());
+            seen[usize::from(b)] = true;
+        }
+        assert!(seen.iter().all(|s| *s), "every bucket is reachable");
+    }
+
+    proptest::proptest! {
+        /// "bucket < 100·p" selects exactly the sessions that weights canary p / stable 100−p
+        /// (canary first) send to the canary, for every whole and hundredth percentage.
+        #[test]
+        fn bucket_threshold_equals_weighted_split(
+            salt in proptest::collection::vec(proptest::num::u8::ANY, 0..24),
+            key in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            hundredths in 0u64..=10_000,
+        ) {
+            let h = murmur3_32_concat(&salt, &key, 0);
+            let canary_by_weights = position(h, BUCKETS) < hundredths;
+            let canary_by_bucket = u64::from(bucket(&salt, &key)) < hundredths;
+            proptest::prop_assert_eq!(canary_by_weights, canary_by_bucket);
+            // Whole percentages through the plan's own weights (total 100).
+            if hundredths % 100 == 0 {
+                let p = hundredths / 100;
+                let by_plan = position(h, 100) < p;
+                proptest::prop_assert_eq!(by_plan, canary_by_bucket);
+            }
+        }
+    }
 
     fn murmur(data: &[u8], seed: u32) -> u32 {
         murmur3_32_concat(data, b"", seed)
