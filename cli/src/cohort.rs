@@ -108,6 +108,7 @@ pub fn format_percent(hundredths: u32) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -183,6 +184,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod exhaustive {
     use super::*;
     use regex::bytes::Regex;
