@@ -343,3 +343,33 @@ fn assign_command_line() {
         std::fs::remove_file(f).unwrap();
     }
 }
+
+/// The README ships what the command prints: the table of common sizes, the Argo step of 5 %,
+/// and the `assign` lines of its example (the Configuration section's config, whose salt and
+/// weights `CONFIG` repeats).
+#[test]
+fn the_readme_shows_real_output() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&cohort::table()),
+        "README: the cohort table is stale"
+    );
+    let step = Cohort {
+        hundredths: 500,
+        header: cohort::DEFAULT_HEADER.into(),
+        route: cohort::DEFAULT_ROUTE.into(),
+    };
+    assert!(
+        readme.contains(&format!("```yaml\n{}```", step.render(Format::Argo))),
+        "README: the Argo step of 5 % is stale"
+    );
+    assert!(readme.contains(r#""salt": "checkout-2026-11""#));
+    let plan = Plan::from_json(CONFIG.as_bytes()).unwrap();
+    for key in ["alice", "bob"] {
+        let a = sticky_canary_cli::assign::assign(&plan, key).unwrap();
+        assert!(
+            readme.contains(&format!("# {}\n", a.line())),
+            "README: assign {key} is stale"
+        );
+    }
+}
