@@ -139,26 +139,25 @@ pub const DEFAULT_ROUTE: &str = "cohort";
 /// The percentages the README's table lists.
 pub const COMMON: [u32; 10] = [100, 200, 500, 1000, 2000, 2500, 3333, 5000, 7500, 10_000];
 
-/// A header name as the filter sets it: an RFC 9110 token, lowercased.
-pub fn parse_header(text: &str) -> Result<String, String> {
-    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if text.is_empty() || !text.chars().all(tchar) {
-        return Err(format!(
-            "{text:?} is not a header name (RFC 9110 token characters)"
-        ));
-    }
-    Ok(text.to_ascii_lowercase())
-}
-
-/// An Argo managed route name: letters, digits, `-`, `_` and `.`.
-pub fn parse_route(text: &str) -> Result<String, String> {
+/// A name printed unquoted in YAML: ASCII letters, digits, `-`, `_` and `.`.
+fn plain_name(text: &str, what: &str) -> Result<String, String> {
     let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
     if text.is_empty() || !text.chars().all(ok) {
         return Err(format!(
-            "{text:?} is not a route name (letters, digits, '-', '_' and '.')"
+            "{text:?} is not a {what} (letters, digits, '-', '_' and '.')"
         ));
     }
     Ok(text.to_string())
+}
+
+/// A header name, lowercased as the filter sets it and Istio matches it.
+pub fn parse_header(text: &str) -> Result<String, String> {
+    plain_name(text, "header name").map(|h| h.to_ascii_lowercase())
+}
+
+/// An Argo managed route name.
+pub fn parse_route(text: &str) -> Result<String, String> {
+    plain_name(text, "route name")
 }
 
 /// `buckets 0000–1249 (1250 of 10000)`, or `no bucket` for 0.
