@@ -50,14 +50,16 @@ impl Assignment {
         )
     }
 
-    /// `{"key":…,"version":…,"bucket":…,"reason":…}`.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "key": self.key,
-            "version": self.version,
-            "bucket": self.bucket,
-            "reason": self.reason.as_str(),
-        })
+    /// `{"key":…,"version":…,"bucket":…,"reason":…}`, in that order.
+    pub fn json(&self) -> String {
+        let q = |s: &str| serde_json::Value::from(s).to_string();
+        format!(
+            "{{\"key\":{},\"version\":{},\"bucket\":{},\"reason\":{}}}",
+            q(&self.key),
+            q(&self.version),
+            q(&self.bucket),
+            q(self.reason.as_str())
+        )
     }
 }
 
@@ -72,7 +74,8 @@ pub fn load_plan(bytes: &[u8]) -> Result<Plan, String> {
 
 /// Why the plan's first session source cannot carry `key` unchanged, if it cannot: a cookie
 /// value is RFC 6265 cookie-octets (no whitespace, `"`, `,`, `;`, `\` or control characters), a
-/// header value has no control characters and no surrounding whitespace (Envoy trims it).
+/// header value has no control characters (nor tabs, for the tab-separated output) and no
+/// surrounding whitespace (Envoy trims it).
 fn unusable(source: &Source, key: &str) -> Option<String> {
     if key.is_empty() {
         return Some("an empty key is no session key".into());
@@ -88,11 +91,12 @@ fn unusable(source: &Source, key: &str) -> Option<String> {
                 )
             }),
         Source::Header(name) => {
-            let bad =
-                key.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) || key.trim() != key;
+            // A tab is a valid header character, but not in a tab-separated line.
+            let bad = key.bytes().any(|b| b < b' ' || b == 0x7f) || key.trim() != key;
             bad.then(|| {
                 format!(
-                    "header {name} cannot carry it: control characters or surrounding whitespace"
+                    "header {name} cannot carry it here: a tab, a control character or \
+                     surrounding whitespace"
                 )
             })
         }
@@ -164,7 +168,7 @@ pub fn execute(
     let mut all = true;
     for key in &keys {
         let text = match assign(&plan, key) {
-            Ok(a) if config.json => a.json().to_string(),
+            Ok(a) if config.json => a.json(),
             Ok(a) => a.line(),
             Err(e) => {
                 all = false;
@@ -220,11 +224,26 @@ mod tests {
             let e = assign(&cookie, key).unwrap_err();
             assert!(e.contains("key"), "{key:?}: {e}");
         }
-        for key in ["", " ab", "ab ", "a\u{1}b"] {
+        for key in ["", " ab", "ab ", "a\u{1}b", "a\tb"] {
             assert!(assign(&header, key).is_err(), "{key:?}");
         }
         // A header carries what a cookie cannot.
         assert_eq!(assign(&header, "a b;c").unwrap().reason, Reason::Hash);
+    }
+
+    #[test]
+    fn json_lines() {
+        let plan = load_plan(HEADER.as_bytes()).unwrap();
+        let a = assign(&plan, "say \"hi\"").unwrap();
+        let line = a.json();
+        assert!(
+            line.starts_with(r#"{"key":"say \"hi\"","version":""#),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["bucket"], a.bucket.as_str());
+        assert_eq!(v["reason"], "hash");
+        assert_eq!(v["version"], a.version.as_str());
     }
 
     #[test]

@@ -372,4 +372,9 @@ fn the_readme_shows_real_output() {
             "README: assign {key} is stale"
         );
     }
+    let alice = sticky_canary_cli::assign::assign(&plan, "alice").unwrap();
+    assert!(
+        readme.contains(&format!("# {}\n", alice.json())),
+        "README: assign --json is stale"
+    );
 }
