@@ -378,3 +378,32 @@ fn the_readme_shows_real_output() {
         "README: assign --json is stale"
     );
 }
+
+/// The point of the cohort: for every whole percentage p, the regex `cohort p` prints matches
+/// the bucket `assign` reports exactly for the sessions that weights canary p / stable 100−p
+/// send to the canary.
+#[test]
+fn the_regex_selects_the_sessions_the_weights_select() {
+    use sticky_canary_cli::assign::assign;
+    let keys: Vec<String> = (0..300).map(|i| format!("session-{i}")).collect();
+    let mut agreed = 0;
+    for p in 1..100 {
+        let versions = format!(
+            r#""versions":[{{"name":"canary","weight":{p}}},{{"name":"stable","weight":{}}}]"#,
+            100 - p
+        );
+        let config = CONFIG.replace(
+            r#""versions":[{"name":"canary","weight":5},{"name":"stable","weight":95}]"#,
+            &versions,
+        );
+        let plan = Plan::from_json(config.as_bytes()).unwrap();
+        assert_eq!(plan.versions[0].weight, p);
+        let re = regex::Regex::new(&format!("^(?:{})$", regex(p * 100))).unwrap();
+        for key in &keys {
+            let a = assign(&plan, key).unwrap();
+            assert_eq!(re.is_match(&a.bucket), a.version == "canary", "{p}% {key}");
+            agreed += 1;
+        }
+    }
+    assert_eq!(agreed, 99 * keys.len());
+}
