@@ -44,7 +44,7 @@ pub enum Command {
     )]
     Gate(GateArgs),
 
-    /// The bucket regex of a cohort size, as Argo Rollouts steps, a Flagger match or an Envoy route
+    /// The bucket regex of a cohort size, as Argo Rollouts steps, a Flagger or an Envoy match
     #[command(long_about = COHORT_ABOUT, after_long_help = COHORT_AFTER_HELP)]
     Cohort(CohortArgs),
 
