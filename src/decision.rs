@@ -20,6 +20,8 @@ pub enum Reason {
     Override,
     /// A pin matched.
     Pin,
+    /// The request carries the idle-hold cookie: the default version.
+    Hold,
     /// Bucketed from the session key.
     Hash,
     /// Bucketed from a freshly minted anonymous session id.
@@ -30,9 +32,10 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in precedence order.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Override,
         Reason::Pin,
+        Reason::Hold,
         Reason::Hash,
         Reason::Assigned,
         Reason::Default,
@@ -42,6 +45,7 @@ impl Reason {
         match self {
             Reason::Override => "override",
             Reason::Pin => "pin",
+            Reason::Hold => "hold",
             Reason::Hash => "hash",
             Reason::Assigned => "assigned",
             Reason::Default => "default",
@@ -57,14 +61,24 @@ pub struct Decision {
     pub reason: Reason,
     /// The minted anonymous id (lowercase hex) when `reason` is [`Reason::Assigned`].
     pub minted: Option<[u8; ID_LEN]>,
+    /// The session's cohort bucket ([`bucket`]), from the same hash as the version: set for
+    /// [`Reason::Hash`] and [`Reason::Assigned`], never otherwise (override, pin and hold are
+    /// explicit choices the controller's bucket routes must not undo).
+    pub bucket: Option<u16>,
+    /// The request has a session key (read or minted). Known for hold, hash and assigned
+    /// decisions; false for override and pin, which do not read the session sources.
+    pub session: bool,
 }
 
 impl Decision {
+    /// A decision that is not from a session key: no bucket.
     pub(crate) fn new(version: usize, reason: Reason) -> Decision {
         Decision {
             version,
             reason,
             minted: None,
+            bucket: None,
+            session: false,
         }
     }
 }
@@ -408,6 +422,17 @@ mod tests {
         p.decide(&mut h)
     }
 
+    /// The decision for session key `k`, written out with the published functions.
+    fn hashed(p: &Plan, k: &str) -> Decision {
+        Decision {
+            version: p.bucket(k.as_bytes()),
+            reason: Reason::Hash,
+            minted: None,
+            bucket: Some(bucket(&p.salt, k.as_bytes())),
+            session: true,
+        }
+    }
+
     fn cookie_then_header() -> Plan {
         Plan::from_json(
             br#"{"service":"checkout","versions":[{"name":"canary","weight":50},{"name":"stable","weight":50}],
@@ -419,7 +444,7 @@ mod tests {
     #[test]
     fn source_order_and_fall_through() {
         let p = cookie_then_header();
-        let by_key = |k: &str| Decision::new(p.bucket(k.as_bytes()), Reason::Hash);
+        let by_key = |k: &str| hashed(&p, k);
         let default = Decision::new(1, Reason::Default);
         let cases: &[(Headers, Decision)] = &[
             (
@@ -459,7 +484,7 @@ mod tests {
     #[test]
     fn several_cookie_headers() {
         let p = cookie_then_header();
-        let key = |k: &str| Decision::new(p.bucket(k.as_bytes()), Reason::Hash);
+        let key = |k: &str| hashed(&p, k);
         let cases: &[(Headers, Decision)] = &[
             (
                 &[("cookie", b"a=1"), ("cookie", b"session_id=two")],
