@@ -597,6 +597,139 @@ mod tests {
         assert_eq!(c.0, 1);
     }
 
+    /// A plan with the hold, a pin, an override and both kinds of session source.
+    fn held() -> Plan {
+        Plan::from_json(
+            br#"{"service":"checkout","versions":[{"name":"canary","weight":50},{"name":"stable","weight":50}],
+                 "session":{"sources":[{"cookie":"session_id"},{"header":"x-user-id"}],
+                            "hold":{"cookie":"sc_hold","idle_seconds":900}},
+                 "override":{"tokens":["0123456789abcdef"]},
+                 "pins":[{"header":"x-merchant","values":["m1"],"version":"canary"}],
+                 "bucket_header":"x-canary-bucket"}"#,
+        )
+        .unwrap()
+    }
+
+    /// Override → pin → hold → hash → default, and only hash (and assigned) decisions carry a
+    /// bucket.
+    #[test]
+    fn hold_precedence_and_buckets() {
+        let p = held();
+        let canary_key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| p.bucket(k.as_bytes()) == 0)
+            .unwrap();
+        let held_cookie = format!("session_id={canary_key}; sc_hold=1");
+        let session_cookie = format!("session_id={canary_key}");
+        let keyed_hold = Decision {
+            session: true,
+            ..Decision::new(1, Reason::Hold)
+        };
+        let cases: Vec<(Vec<(&str, &[u8])>, Decision)> = vec![
+            (vec![("cookie", held_cookie.as_bytes())], keyed_hold),
+            // The hold cookie with any value but an empty one; in a header source session too.
+            (
+                vec![
+                    ("cookie", b"sc_hold=forged"),
+                    ("x-user-id", canary_key.as_bytes()),
+                ],
+                keyed_hold,
+            ),
+            (
+                vec![("cookie", b"sc_hold=")],
+                Decision::new(1, Reason::Default),
+            ),
+            // Held without a session key: the default version, nothing to refresh.
+            (
+                vec![("cookie", b"sc_hold=1")],
+                Decision::new(1, Reason::Hold),
+            ),
+            // A pin and an override still win over the hold.
+            (
+                vec![("cookie", held_cookie.as_bytes()), ("x-merchant", b"m1")],
+                Decision::new(0, Reason::Pin),
+            ),
+            (
+                vec![
+                    ("cookie", held_cookie.as_bytes()),
+                    ("x-canary-override", b"canary"),
+                    ("x-canary-token", b"0123456789abcdef"),
+                ],
+                Decision::new(0, Reason::Override),
+            ),
+            // The hold beats the hash.
+            (
+                vec![("cookie", session_cookie.as_bytes())],
+                hashed(&p, &canary_key),
+            ),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(decide(&p, &headers), want, "{headers:?}");
+        }
+        assert_eq!(hashed(&p, &canary_key).version, 0, "a canary session");
+    }
+
+    /// The bucket comes from the same hash as the version: it equals [`bucket`], and with
+    /// weights canary p / stable 100−p the version is the canary exactly when bucket < 100·p.
+    #[test]
+    fn the_decision_carries_the_published_bucket() {
+        for p_canary in [0u32, 1, 5, 25, 50, 99, 100] {
+            let p = plan(
+                "checkout-2026-11",
+                &[("canary", p_canary), ("stable", 100 - p_canary)],
+            );
+            for i in 0..2000 {
+                let key = format!("user-{i}");
+                let d = decide(&p, &[("x-key", key.as_bytes())]);
+                let b = bucket(b"checkout-2026-11", key.as_bytes());
+                assert_eq!(d.bucket, Some(b), "{key}");
+                assert_eq!(
+                    d.version == 0,
+                    u32::from(b) < 100 * p_canary,
+                    "{key} {p_canary}"
+                );
+            }
+        }
+    }
+
+    /// The hold lookup costs no host call of its own when the session key is a cookie: it shares
+    /// the first `Cookie` header read and never scans the others for itself.
+    #[test]
+    fn the_hold_reads_no_more_cookie_headers() {
+        struct Counting {
+            first: u32,
+            all: u32,
+        }
+        impl RequestView for Counting {
+            type Value = Vec<u8>;
+            fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+                if name == "cookie" {
+                    self.first += 1;
+                    return Some(b"session_id=s1".to_vec());
+                }
+                None
+            }
+            fn get_all(&mut self, _name: &str) -> Vec<Vec<u8>> {
+                self.all += 1;
+                vec![b"session_id=s1".to_vec()]
+            }
+        }
+        let mut c = Counting { first: 0, all: 0 };
+        assert_eq!(held().decide(&mut c).reason, Reason::Hash);
+        assert_eq!((c.first, c.all), (1, 0));
+        // A hold cookie in a later Cookie header counts when those were read for the session.
+        let mut several: &[(&str, &[u8])] = &[
+            ("cookie", b"theme=dark"),
+            ("cookie", b"session_id=s1"),
+            ("cookie", b"sc_hold=1"),
+        ];
+        assert_eq!(held().decide(&mut several).reason, Reason::Hold);
+        // …and is not looked for there otherwise (browsers send one header; HTTP/2 joins them).
+        let mut several: &[(&str, &[u8])] =
+            &[("cookie", b"session_id=s1"), ("cookie", b"sc_hold=1")];
+        assert_eq!(held().decide(&mut several).reason, Reason::Hash);
+    }
+
     /// Weight 0 gets nobody; the split of 10 000 random keys is within 4 standard deviations.
     #[test]
     fn split_of_random_keys() {

@@ -407,8 +407,10 @@ impl Plan {
         };
         let hash = self.session_hash(request, &mut cookies);
         if let Some(hold) = &self.hold {
+            // Looked for without reading the other `Cookie` headers unless the session lookup
+            // already did (browsers send one; HTTP/2 joins them): no host call for the hold alone.
             if cookies
-                .find(request, &hold.cookie)
+                .find(request, &hold.cookie, false)
                 .is_some_and(|v| !v.is_empty())
             {
                 return Decision {
@@ -474,7 +476,7 @@ impl Plan {
         let hash = |k: &[u8]| murmur3_32_concat(&self.salt, k, 0);
         self.sources.iter().find_map(|source| match source {
             Source::Cookie(name) => cookies
-                .find(lookup, name)
+                .find(lookup, name, true)
                 .filter(|k| !k.is_empty())
                 .map(hash),
             Source::Header(name) => lookup
@@ -494,14 +496,23 @@ struct Cookies<V> {
 }
 
 impl<V: AsRef<[u8]>> Cookies<V> {
-    /// The value of the first cookie called `name`.
-    fn find<R: RequestView<Value = V>>(&mut self, lookup: &mut R, name: &str) -> Option<&[u8]> {
+    /// The value of the first cookie called `name`. The other `Cookie` headers are read when
+    /// the first lacks it and `read_all` is set; otherwise only if they were already read.
+    fn find<R: RequestView<Value = V>>(
+        &mut self,
+        lookup: &mut R,
+        name: &str,
+        read_all: bool,
+    ) -> Option<&[u8]> {
         let first = self.first.get_or_insert_with(|| lookup.get("cookie"));
         let header = first.as_ref()?;
         match cookie::find(header.as_ref(), name.as_bytes()) {
             Some(v) => Some(v),
             None => {
-                let all = self.all.get_or_insert_with(|| lookup.get_all("cookie"));
+                if read_all && self.all.is_none() {
+                    self.all = Some(lookup.get_all("cookie"));
+                }
+                let all = self.all.as_deref().unwrap_or_default();
                 cookie::find_in(all.iter().skip(1).map(AsRef::as_ref), name.as_bytes())
             }
         }
