@@ -625,7 +625,8 @@ mod tests {
             session: true,
             ..Decision::new(1, Reason::Hold)
         };
-        let cases: Vec<(Vec<(&str, &[u8])>, Decision)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a [u8])>, Decision);
+        let cases: Vec<Case> = vec![
             (vec![("cookie", held_cookie.as_bytes())], keyed_hold),
             // The hold cookie with any value but an empty one; in a header source session too.
             (
