@@ -517,30 +517,33 @@ mod tests {
         }
     }
 
+    /// One `Cookie` header (or none), counting the reads of the first and of all of them.
+    struct Counting {
+        cookie: Option<&'static [u8]>,
+        first: u32,
+        all: u32,
+    }
+
+    impl RequestView for Counting {
+        type Value = Vec<u8>;
+        fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+            if name == "cookie" {
+                self.first += 1;
+                return self.cookie.map(<[u8]>::to_vec);
+            }
+            None
+        }
+        fn get_all(&mut self, name: &str) -> Vec<Vec<u8>> {
+            if name == "cookie" {
+                self.all += 1;
+            }
+            self.cookie.map(<[u8]>::to_vec).into_iter().collect()
+        }
+    }
+
     /// The first `Cookie` header is fetched once; all of them only when it lacks a wanted cookie.
     #[test]
     fn cookie_header_reads_are_bounded() {
-        struct Counting {
-            cookie: Option<&'static [u8]>,
-            first: u32,
-            all: u32,
-        }
-        impl RequestView for Counting {
-            type Value = Vec<u8>;
-            fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-                if name == "cookie" {
-                    self.first += 1;
-                    return self.cookie.map(<[u8]>::to_vec);
-                }
-                None
-            }
-            fn get_all(&mut self, name: &str) -> Vec<Vec<u8>> {
-                if name == "cookie" {
-                    self.all += 1;
-                }
-                self.cookie.map(<[u8]>::to_vec).into_iter().collect()
-            }
-        }
         let p = Plan::from_json(
             br#"{"service":"s","versions":[{"name":"a","weight":1}],
                  "session":{"sources":[{"cookie":"a"},{"header":"h"},{"cookie":"b"},{"cookie":"c"}]}}"#,
@@ -697,25 +700,11 @@ mod tests {
     /// the first `Cookie` header read and never scans the others for itself.
     #[test]
     fn the_hold_reads_no_more_cookie_headers() {
-        struct Counting {
-            first: u32,
-            all: u32,
-        }
-        impl RequestView for Counting {
-            type Value = Vec<u8>;
-            fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-                if name == "cookie" {
-                    self.first += 1;
-                    return Some(b"session_id=s1".to_vec());
-                }
-                None
-            }
-            fn get_all(&mut self, _name: &str) -> Vec<Vec<u8>> {
-                self.all += 1;
-                vec![b"session_id=s1".to_vec()]
-            }
-        }
-        let mut c = Counting { first: 0, all: 0 };
+        let mut c = Counting {
+            cookie: Some(b"session_id=s1"),
+            first: 0,
+            all: 0,
+        };
         assert_eq!(held().decide(&mut c).reason, Reason::Hash);
         assert_eq!((c.first, c.all), (1, 0));
         // A hold cookie in a later Cookie header counts when those were read for the session.
