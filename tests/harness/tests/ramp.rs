@@ -251,7 +251,10 @@ fn four_workers_write_the_same_buckets() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
-    assert!((120..280).contains(&canary), "{canary} of 400 on the canary");
+    assert!(
+        (120..280).contains(&canary),
+        "{canary} of 400 on the canary"
+    );
 }
 
 /// Each refusal of issue 13 under Envoy: the filter is refused and the log names the field.
