@@ -318,3 +318,93 @@ fn ramp_refusals_name_the_field_in_envoys_log() {
         );
     }
 }
+
+/// `cfg` with, when `regex` is given, a first route sending the bucket header's matches to the
+/// canary: the managed route a rollout controller puts ahead of the version routes.
+fn with_bucket_route(cfg: &EnvoyConfig, regex: Option<&str>) -> EnvoyConfig {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&cfg.to_yaml()).unwrap();
+    let mut routes = envoy::get(&mut doc, &[envoy::HCM, &["route_config"]].concat()).clone();
+    if let Some(regex) = regex {
+        let route = json!({
+            "match": {"prefix": "/", "headers": [
+                {"name": BUCKET, "string_match": {"safe_regex": {"regex": regex}}}
+            ]},
+            "route": {"cluster": "canary"}
+        });
+        envoy::get(&mut routes, &["virtual_hosts", "0", "routes"])
+            .as_sequence_mut()
+            .unwrap()
+            .insert(0, serde_yaml::to_value(route).unwrap());
+    }
+    let mut out = cfg.clone();
+    out.set_hcm_field("route_config", routes);
+    out
+}
+
+/// The controller's model: the plugin at canary 0 / stable 100, a bucket route sizing the cohort
+/// (5 %, then 25 %), then abort. Per key, the canary serves exactly the sessions whose bucket is
+/// below the step; a session returning mid-flow with its hold cookie finishes on stable when the
+/// step lands, and one that was idle moves; abort sends everyone to stable.
+#[test]
+fn a_bucket_route_sizes_the_cohort_and_the_hold_keeps_flows_whole() {
+    let mut config: serde_json::Value = serde_json::from_str(&ramp_config(true, false)).unwrap();
+    config["versions"] =
+        json!([{"name": "canary", "weight": 0}, {"name": "stable", "weight": 100}]);
+    let text = config.to_string();
+    let plan = Plan::from_json(text.as_bytes()).unwrap();
+    let upstreams = upstreams_for(&plan, echo_handler);
+    let base = EnvoyConfig::for_test(&text, &addresses(&upstreams), "stable");
+    // Buckets 0000–0499 and 0000–2499.
+    let (five, twenty_five) = ("0[0-4][0-9]{2}", "[01][0-9]{3}|2[0-4][0-9]{2}");
+    let envoy = Envoy::start_dynamic(&with_bucket_route(&base, Some(five)))
+        .unwrap_or_else(|f| panic!("Envoy did not start:\n{}", f.log));
+    let keys: Vec<String> = Keys::new(31).take(300).collect();
+    let b = |k: &str| bucket(SALT.as_bytes(), k.as_bytes());
+    let send = |cookie: String| {
+        let mut c = Client::connect(envoy.listener()).unwrap();
+        let r = c
+            .send(&Request::get("/").header("cookie", &cookie))
+            .unwrap();
+        let served = r.header_str("x-upstream").unwrap_or_default().to_string();
+        (served, r)
+    };
+
+    // 5 %: the cohort on the canary (never held), everyone else on stable, and held.
+    for k in &keys {
+        let (served, r) = send(format!("session_id={k}"));
+        let cohort = b(k) < 500;
+        assert_eq!(served, if cohort { "canary" } else { "stable" }, "{k}");
+        assert_eq!(set_cookies(&r).is_empty(), cohort, "{k}: {r:?}");
+    }
+
+    // 25 %: mid-flow sessions (with their hold cookie) finish on stable; idle ones move.
+    envoy
+        .reload(&with_bucket_route(&base, Some(twenty_five)))
+        .unwrap();
+    let (mut kept, mut moved) = (0, 0);
+    for k in keys.iter().filter(|k| b(k) >= 500) {
+        let (served, r) = send(format!("session_id={k}; sc_hold=1"));
+        assert_eq!((served.as_str(), reason(&r)), ("stable", "hold"), "{k}");
+        kept += usize::from(b(k) < 2500);
+        let (served, _) = send(format!("session_id={k}"));
+        assert_eq!(served == "canary", b(k) < 2500, "{k}");
+        moved += usize::from(served == "canary");
+    }
+    assert_eq!(kept, moved);
+    assert!(moved > 20, "the step moved {moved} idle sessions");
+    let cohort = keys.iter().filter(|k| b(k) < 500).count();
+    eprintln!(
+        "5 %: {cohort}/{} sessions on the canary; 25 %: {moved} idle sessions moved, \
+         {kept} mid-flow sessions finished on stable",
+        keys.len()
+    );
+    for k in keys.iter().filter(|k| b(k) < 500) {
+        assert_eq!(send(format!("session_id={k}")).0, "canary", "{k}");
+    }
+
+    // Abort: no bucket route, everyone on stable at the next request, held or not.
+    envoy.reload(&with_bucket_route(&base, None)).unwrap();
+    for k in &keys {
+        assert_eq!(send(format!("session_id={k}")).0, "stable", "{k}");
+    }
+}
