@@ -59,7 +59,8 @@ pub struct Decision {
     /// Index into [`crate::plan::Plan::versions`].
     pub version: usize,
     pub reason: Reason,
-    /// The minted anonymous id (lowercase hex) when `reason` is [`Reason::Assigned`].
+    /// The minted anonymous id (lowercase hex): for [`Reason::Assigned`], and for
+    /// [`Reason::Hold`] when a held request has no session key.
     pub minted: Option<[u8; ID_LEN]>,
     /// The session's cohort bucket ([`bucket`]), from the same hash as the version: set for
     /// [`Reason::Hash`] and [`Reason::Assigned`], never otherwise (override, pin and hold are

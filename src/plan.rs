@@ -413,8 +413,12 @@ impl Plan {
                 .find(request, &hold.cookie, false)
                 .is_some_and(|v| !v.is_empty())
             {
+                // A held visitor without a key still gets one (the application sees a session
+                // id as usual); the hold, not its hash, decides.
+                let minted = hash.is_none().then(|| self.mint(request)).flatten();
                 return Decision {
-                    session: hash.is_some(),
+                    session: hash.is_some() || minted.is_some(),
+                    minted,
                     ..Decision::new(self.default_version, Reason::Hold)
                 };
             }
@@ -422,14 +426,17 @@ impl Plan {
         if let Some(h) = hash {
             return self.hashed(h, Reason::Hash, None);
         }
-        if self.assign.is_some() {
-            if let Some(random) = request.random_id() {
-                let id = id_hex(&random);
-                let h = murmur3_32_concat(&self.salt, &id, 0);
-                return self.hashed(h, Reason::Assigned, Some(id));
-            }
+        if let Some(id) = self.mint(request) {
+            let h = murmur3_32_concat(&self.salt, &id, 0);
+            return self.hashed(h, Reason::Assigned, Some(id));
         }
         Decision::new(self.default_version, Reason::Default)
+    }
+
+    /// A new anonymous session id, when `assign_cookie` is on and the host has randomness.
+    fn mint<R: RequestView>(&self, request: &mut R) -> Option<[u8; ID_LEN]> {
+        self.assign.as_ref()?;
+        request.random_id().map(|random| id_hex(&random))
     }
 
     /// Steps 3–4 for the hash `h` of salt ‖ key, and the key's cohort bucket from the same hash

@@ -802,7 +802,29 @@ fn the_hold_keeps_a_session_on_the_default_version_and_never_on_a_canary() {
             HOLD_SET_COOKIE.into()
         ]
     );
-    // No session key at all: nothing to hold, held or not.
+    // Held without a key: an id is minted as usual (the application sees it), the hold decides
+    // (no bucket), and the hold is refreshed.
+    t.host.state().random = Some([0x02; 16]);
+    let id = "02".repeat(16);
+    t.exchange(
+        &[("cookie", "sc_hold=1")],
+        Some("stable"),
+        &[(":status", "200")],
+    );
+    assert_eq!(reason(), ["hold"]);
+    assert!(t.host.values(Map::Request, "x-canary-bucket").is_empty());
+    assert_eq!(
+        t.host.values(Map::Request, "cookie"),
+        [format!("sc_hold=1; sc_session={id}")]
+    );
+    assert_eq!(
+        set_cookies(),
+        [
+            format!("sc_session={id}; Path=/; Secure; HttpOnly; SameSite=Lax"),
+            HOLD_SET_COOKIE.into()
+        ]
+    );
+    // No session key at all (no randomness): nothing to hold, held or not.
     t.host.state().random = None;
     t.host.fail("random_id");
     t.exchange(&[], Some("stable"), &[(":status", "200")]);
@@ -820,7 +842,7 @@ fn the_hold_keeps_a_session_on_the_default_version_and_never_on_a_canary() {
         (vec!["hold".to_string()], vec![])
     );
     t.root.on_tick();
-    assert_eq!(t.requests("stable", Reason::Hold), 3);
+    assert_eq!(t.requests("stable", Reason::Hold), 4);
     assert_eq!(t.requests("canary", Reason::Hold), 0);
 }
 

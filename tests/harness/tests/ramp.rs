@@ -215,12 +215,17 @@ fn the_hold_keeps_a_session_on_stable_and_never_on_a_canary() {
     assert_eq!(reason(&r), "pin");
     assert!(set_cookies(&r).is_empty(), "{r:?}");
 
-    // Held without a session key: stable, nothing minted, nothing to refresh.
+    // Held without a session key: stable with no bucket; an id is minted as usual (the upstream
+    // sees it) and the hold refreshed.
     let r = send(&mut c, Request::get("/").header("cookie", "sc_hold=1"));
     assert!(Observed::from_response(&f.plan, &r).is_served_by("stable"));
     assert_eq!(reason(&r), "hold");
     assert!(seen(&r, BUCKET).is_empty());
-    assert!(set_cookies(&r).is_empty(), "{r:?}");
+    let cookies = set_cookies(&r);
+    let id = cookies[0].strip_prefix("sc_session=").unwrap();
+    let id = id.split(';').next().unwrap();
+    assert_eq!(seen(&r, "cookie"), [format!("sc_hold=1; sc_session={id}")]);
+    assert_eq!(cookies[1..], [HOLD], "{cookies:?}");
 }
 
 /// The same under four worker threads (one VM each), over several connections at once.
