@@ -1,8 +1,12 @@
-//! Anonymous sessions: a request without any session key gets a fresh random id, is routed by
-//! hashing it like any other key, and the response sets it as a cookie so the visitor sticks.
+//! The cookies the filter sets. Anonymous sessions: a request without any session key gets a
+//! fresh random id, is routed by hashing it like any other key, and the response sets it as a
+//! cookie so the visitor sticks. The idle hold (`session.hold`): responses served by the default
+//! version refresh a cookie that keeps the session on the default version until it has been idle
+//! `idle_seconds` (so no flow splits when a ramp step moves its bucket).
 //!
-//! The `Set-Cookie` attributes are validated and serialized once at configure time; per request
-//! only `name=id` is prepended.
+//! The `Set-Cookie` attributes are validated and serialized once at configure time
+//! ([`Attributes`], one copy for both cookies); per request only `name=id` is prepended, and the
+//! hold's whole `Set-Cookie` value is constant.
 
 use crate::check::{check_token, ConfigError};
 use serde::Deserialize;
@@ -39,13 +43,13 @@ pub struct RawAssignCookie {
     pub domain: Option<String>,
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
-fn lax() -> SameSite {
+pub(crate) fn lax() -> SameSite {
     SameSite::Lax
 }
-fn root_path() -> String {
+pub(crate) fn root_path() -> String {
     "/".to_string()
 }
 
@@ -73,40 +77,72 @@ fn check_attribute(path: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
-impl AssignCookie {
-    pub fn compile(raw: RawAssignCookie) -> Result<AssignCookie, ConfigError> {
-        let p = "session.assign_cookie";
-        check_token(&format!("{p}.name"), &raw.name)?;
-        check_attribute(&format!("{p}.path"), &raw.path)?;
-        if !raw.path.starts_with('/') {
+/// The `Set-Cookie` attributes both configured cookies (`session.assign_cookie`,
+/// `session.hold`) share, as written. Each raw type holds these fields itself (the JSON reader
+/// has no `flatten`) and hands them here, so they are checked and serialized in one place.
+pub(crate) struct Attributes<'a> {
+    pub max_age: Option<u64>,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+    pub path: &'a str,
+    pub domain: Option<&'a str>,
+}
+
+impl Attributes<'_> {
+    /// Checks the attributes (refusals under `p`, the cookie's field path) and serializes them:
+    /// `; Max-Age=…; Path=…; Domain=…; Secure; HttpOnly; SameSite=…`.
+    pub(crate) fn compile(&self, p: &str) -> Result<String, ConfigError> {
+        check_attribute(&format!("{p}.path"), self.path)?;
+        if !self.path.starts_with('/') {
             return Err(ConfigError::new(format!("{p}.path"), "must start with '/'"));
         }
-        if raw.same_site == SameSite::None && !raw.secure {
+        if self.same_site == SameSite::None && !self.secure {
             return Err(ConfigError::new(
                 format!("{p}.same_site"),
                 "SameSite=None requires \"secure\": true (browsers reject it otherwise)",
             ));
         }
         let mut attributes = String::new();
-        if let Some(age) = raw.max_age_seconds {
-            attributes.push_str(&format!("; Max-Age={age}"));
+        if let Some(age) = self.max_age {
+            attributes.push_str("; Max-Age=");
+            attributes.push_str(&age.to_string());
         }
-        attributes.push_str(&format!("; Path={}", raw.path));
-        if let Some(domain) = &raw.domain {
+        attributes.push_str("; Path=");
+        attributes.push_str(self.path);
+        if let Some(domain) = self.domain {
             check_attribute(&format!("{p}.domain"), domain)?;
-            attributes.push_str(&format!("; Domain={domain}"));
+            attributes.push_str("; Domain=");
+            attributes.push_str(domain);
         }
-        if raw.secure {
+        if self.secure {
             attributes.push_str("; Secure");
         }
-        if raw.http_only {
+        if self.http_only {
             attributes.push_str("; HttpOnly");
         }
-        attributes.push_str(match raw.same_site {
+        attributes.push_str(match self.same_site {
             SameSite::Strict => "; SameSite=Strict",
             SameSite::Lax => "; SameSite=Lax",
             SameSite::None => "; SameSite=None",
         });
+        Ok(attributes)
+    }
+}
+
+impl AssignCookie {
+    pub fn compile(raw: RawAssignCookie) -> Result<AssignCookie, ConfigError> {
+        let p = "session.assign_cookie";
+        check_token(&format!("{p}.name"), &raw.name)?;
+        let attributes = Attributes {
+            max_age: raw.max_age_seconds,
+            secure: raw.secure,
+            http_only: raw.http_only,
+            same_site: raw.same_site,
+            path: &raw.path,
+            domain: raw.domain.as_deref(),
+        }
+        .compile(p)?;
         Ok(AssignCookie {
             name: raw.name,
             attributes,
@@ -121,6 +157,72 @@ impl AssignCookie {
         s.push_str(&String::from_utf8_lossy(id));
         s.push_str(&self.attributes);
         s
+    }
+}
+
+/// Longest `session.hold.idle_seconds`: a day.
+pub const MAX_HOLD_SECONDS: u64 = 86_400;
+
+/// `session.hold` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHold {
+    pub cookie: String,
+    pub idle_seconds: u64,
+    #[serde(default = "yes")]
+    pub secure: bool,
+    #[serde(default = "yes")]
+    pub http_only: bool,
+    #[serde(default = "lax")]
+    pub same_site: SameSite,
+    #[serde(default = "root_path")]
+    pub path: String,
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// The compiled hold: the cookie that keeps a session on the default version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// The cookie's name (exact, case-sensitive).
+    pub cookie: String,
+    pub idle_seconds: u64,
+    /// The whole `Set-Cookie` value, `name=1; Max-Age=idle_seconds; …`, precomputed.
+    pub set_cookie: String,
+}
+
+impl Hold {
+    /// Compiles `session.hold`; the cookie name's clashes with the session cookies are
+    /// [`crate::plan::Plan::compile`]'s to refuse.
+    pub fn compile(raw: RawHold) -> Result<Hold, ConfigError> {
+        let p = "session.hold";
+        check_token(&format!("{p}.cookie"), &raw.cookie)?;
+        if raw.idle_seconds == 0 || raw.idle_seconds > MAX_HOLD_SECONDS {
+            return Err(ConfigError::new(
+                format!("{p}.idle_seconds"),
+                format!(
+                    "{} is out of range: 1 to {MAX_HOLD_SECONDS} (a day)",
+                    raw.idle_seconds
+                ),
+            ));
+        }
+        let attributes = Attributes {
+            max_age: Some(raw.idle_seconds),
+            secure: raw.secure,
+            http_only: raw.http_only,
+            same_site: raw.same_site,
+            path: &raw.path,
+            domain: raw.domain.as_deref(),
+        }
+        .compile(p)?;
+        let mut set_cookie = raw.cookie.clone();
+        set_cookie.push_str("=1");
+        set_cookie.push_str(&attributes);
+        Ok(Hold {
+            cookie: raw.cookie,
+            idle_seconds: raw.idle_seconds,
+            set_cookie,
+        })
     }
 }
 
@@ -237,6 +339,55 @@ mod tests {
         assert!(
             serde_json::from_str::<RawAssignCookie>(r#"{"name":"s","same_site":"lax"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn hold_sets_its_cookie_with_max_age_and_the_shared_attributes() {
+        let hold = |json: &str| Hold::compile(serde_json::from_str(json).unwrap());
+        let h = hold(r#"{"cookie":"sc_hold","idle_seconds":900}"#).unwrap();
+        assert_eq!(
+            h.set_cookie,
+            "sc_hold=1; Max-Age=900; Path=/; Secure; HttpOnly; SameSite=Lax"
+        );
+        let h = hold(
+            r#"{"cookie":"h","idle_seconds":86400,"secure":false,"http_only":false,
+                "same_site":"Strict","path":"/pay","domain":"example.com"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h.set_cookie,
+            "h=1; Max-Age=86400; Path=/pay; Domain=example.com; SameSite=Strict"
+        );
+        let cases = [
+            (
+                r#"{"cookie":"h","idle_seconds":0}"#,
+                "session.hold.idle_seconds",
+            ),
+            (
+                r#"{"cookie":"h","idle_seconds":86401}"#,
+                "session.hold.idle_seconds",
+            ),
+            (r#"{"cookie":"","idle_seconds":60}"#, "session.hold.cookie"),
+            (
+                r#"{"cookie":"a;b","idle_seconds":60}"#,
+                "session.hold.cookie",
+            ),
+            (
+                r#"{"cookie":"h","idle_seconds":60,"path":"x"}"#,
+                "session.hold.path",
+            ),
+            (
+                r#"{"cookie":"h","idle_seconds":60,"domain":""}"#,
+                "session.hold.domain",
+            ),
+            (
+                r#"{"cookie":"h","idle_seconds":60,"same_site":"None","secure":false}"#,
+                "session.hold.same_site",
+            ),
+        ];
+        for (json, path) in cases {
+            assert_eq!(hold(json).unwrap_err().path, path, "{json}");
+        }
     }
 
     #[test]

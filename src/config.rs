@@ -7,7 +7,7 @@
 //!
 //! Every refusal is a [`ConfigError`] naming the field path (`versions[1].weight`) and the reason.
 
-use crate::assign::RawAssignCookie;
+use crate::assign::{RawAssignCookie, RawHold};
 use crate::business::RawRule;
 use crate::stage::{RawOverride, RawPin};
 use serde::Deserialize;
@@ -47,6 +47,10 @@ pub struct RawConfig {
     /// Stage zero: allowlisted header values pinned to a version.
     #[serde(default)]
     pub pins: Vec<RawPin>,
+    /// Request header carrying the session's cohort bucket upstream (`0000`–`9999`); off when
+    /// absent (the recommended name is `x-canary-bucket`).
+    #[serde(default)]
+    pub bucket_header: Option<String>,
     /// Response header carrying the decision reason; off when absent.
     #[serde(default)]
     pub reason_header: Option<String>,
@@ -76,6 +80,9 @@ pub struct RawSession {
     /// Mint a session cookie for requests without any session key.
     #[serde(default)]
     pub assign_cookie: Option<RawAssignCookie>,
+    /// The idle hold: keeps a recently active session on the default version.
+    #[serde(default)]
+    pub hold: Option<RawHold>,
 }
 
 /// One session-key source as written: exactly one of the two fields must be set. Kept as two
@@ -374,6 +381,101 @@ mod tests {
                 }),
                 "versions",
             ),
+            (
+                "bucket header is the route header",
+                with(|v| v["bucket_header"] = "X-Canary-Version".into()),
+                "bucket_header",
+            ),
+            (
+                "bucket header is the default route header",
+                with(|v| {
+                    v.as_object_mut().unwrap().remove("route_header");
+                    v["bucket_header"] = DEFAULT_HEADER.into();
+                }),
+                "bucket_header",
+            ),
+            (
+                "bucket header is the override header",
+                with(|v| {
+                    v["override"] = json!({"tokens": ["0123456789abcdef"]});
+                    v["bucket_header"] = "x-canary-override".into();
+                }),
+                "bucket_header",
+            ),
+            (
+                "bucket header is the override token header",
+                with(|v| {
+                    v["override"] = json!({"token_header": "x-qa"});
+                    v["bucket_header"] = "X-QA".into();
+                }),
+                "bucket_header",
+            ),
+            (
+                "bucket header is a session source",
+                with(|v| v["bucket_header"] = "x-user-id".into()),
+                "bucket_header",
+            ),
+            (
+                "bucket header is a pin header",
+                with(|v| {
+                    v["pins"] =
+                        json!([{"header": "x-merchant", "values": ["m1"], "version": "canary"}]);
+                    v["bucket_header"] = "X-Merchant".into();
+                }),
+                "bucket_header",
+            ),
+            (
+                "bucket header is the cookie header",
+                with(|v| v["bucket_header"] = "Cookie".into()),
+                "bucket_header",
+            ),
+            (
+                "bad bucket header",
+                with(|v| v["bucket_header"] = "x bucket".into()),
+                "bucket_header",
+            ),
+            (
+                "hold idle 0",
+                with(|v| v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 0})),
+                "session.hold.idle_seconds",
+            ),
+            (
+                "hold idle above a day",
+                with(|v| v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 86_401})),
+                "session.hold.idle_seconds",
+            ),
+            (
+                "hold idle negative",
+                with(|v| v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": -1})),
+                "session.hold.idle_seconds",
+            ),
+            (
+                "hold without idle_seconds",
+                with(|v| v["session"]["hold"] = json!({"cookie": "h"})),
+                "session.hold.idle_seconds",
+            ),
+            (
+                "hold typo",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 60, "max_age": 1})
+                }),
+                "session.hold.max_age",
+            ),
+            (
+                "hold cookie is the session cookie",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "session_id", "idle_seconds": 60})
+                }),
+                "session.hold.cookie",
+            ),
+            (
+                "hold cookie is the minted cookie",
+                with(|v| {
+                    v["session"]["assign_cookie"] = json!({"name": "sc"});
+                    v["session"]["hold"] = json!({"cookie": "sc", "idle_seconds": 60});
+                }),
+                "session.hold.cookie",
+            ),
             ("not JSON", "service: checkout".to_string(), "(root)"),
             ("empty document", "  ".to_string(), "(root)"),
             ("JSON but not an object", "[1,2]".to_string(), "(root)"),
@@ -418,6 +520,8 @@ mod tests {
                 {"header": "x-m", "values": ["c"], "version": "stable"}
             ]);
             v["session"]["assign_cookie"] = serde_json::json!({"name": "sc"});
+            v["session"]["hold"] = serde_json::json!({"cookie": "sc_hold", "idle_seconds": 900});
+            v["bucket_header"] = "X-Canary-Bucket".into();
             v["reason_header"] = "X-Reason".into();
             v["business_metrics"] = serde_json::json!([
                 {"name": "orders", "kind": "counter", "header": "x-order-id"}
@@ -430,7 +534,8 @@ mod tests {
             "service=checkout versions=canary:5,stable:95 default=stable \
              sources=cookie:session_id,header:x-user-id,cookie:sc route_header=x-canary-version \
              response_header=x-canary-version override=enabled pin=x-tenant:2values->canary \
-             pin=x-m:1values->stable assign_cookie=sc reason_header=x-reason \
+             pin=x-m:1values->stable assign_cookie=sc hold=sc_hold:900s \
+             bucket_header=x-canary-bucket reason_header=x-reason \
              business_metrics=1 metrics_flush_ms=0"
         );
         let json = with(|v| v["override"] = serde_json::json!({}));

@@ -403,8 +403,8 @@ mod tests {
             {"name": "tax", "kind": "histogram", "json": "/order/tax", "scale": 2}
         ]}));
         let c = Catalogue::for_plan(&p);
-        // 2 versions × (5 reasons + 5 classes + 1 weight + 3 rules + 1 squares + 2 invalid + 5 skipped)
-        assert_eq!(c.iter().count(), 2 * (5 + 5 + 1 + 3 + 1 + 2 + 5));
+        // 2 versions × (6 reasons + 5 classes + 1 weight + 3 rules + 1 squares + 2 invalid + 5 skipped)
+        assert_eq!(c.iter().count(), 2 * (6 + 5 + 1 + 3 + 1 + 2 + 5));
         assert_eq!(
             c.squares(1, 1).unwrap().name,
             "service=.=checkout;.;version=.=stable;.;canary_business_order_value_squares_total"

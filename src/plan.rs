@@ -1,18 +1,19 @@
 //! The compiled plan: everything the request path needs, computed once at configure time from a
 //! [`RawConfig`], and the routing decision it makes for a request ([`Plan::decide`]).
 //!
-//! Precedence, first match wins: override (valid token) → pin → session key hash → assigned (a
-//! freshly minted anonymous id, hashed the same way) → default version. The hashing itself is
-//! [`crate::decision`]'s.
+//! Precedence, first match wins: override (valid token) → pin → hold (the idle-hold cookie:
+//! default version) → session key hash → assigned (a freshly minted anonymous id, hashed the same
+//! way) → default version. The hashing itself is [`crate::decision`]'s; one hash of salt ‖ key
+//! gives both the version and the cohort bucket.
 
-use crate::assign::{id_hex, AssignCookie};
+use crate::assign::{id_hex, AssignCookie, Hold, ID_LEN};
 use crate::business::{self, Business};
 use crate::check::{check_header_name, check_label, check_token, ConfigError};
 use crate::config::{
     parse, RawConfig, DEFAULT_HEADER, DEFAULT_METRICS_FLUSH_MS, MAX_METRICS_FLUSH_MS, MAX_VERSIONS,
 };
 use crate::cookie;
-use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView};
+use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};
 use crate::stage::{compile_override, compile_pins, Override, Pin};
 
 /// Where a session key comes from, compiled.
@@ -55,6 +56,10 @@ pub struct Plan {
     pub pins: Vec<Pin>,
     /// Anonymous-session cookie, when configured. Its name is also the last session source.
     pub assign: Option<AssignCookie>,
+    /// Lowercase; the request carries the session's cohort bucket upstream when set.
+    pub bucket_header: Option<String>,
+    /// The idle hold, when configured.
+    pub hold: Option<Hold>,
     /// Lowercase; the response carries the decision reason when set.
     pub reason_header: Option<String>,
     /// Business rules and the body bound.
@@ -121,6 +126,12 @@ impl Plan {
         }
         if let Some(a) = &self.assign {
             put(&[" assign_cookie=", &a.name]);
+        }
+        if let Some(h) = &self.hold {
+            put(&[" hold=", &h.cookie, ":", &h.idle_seconds.to_string(), "s"]);
+        }
+        if let Some(h) = &self.bucket_header {
+            put(&[" bucket_header=", h]);
         }
         if let Some(h) = &self.reason_header {
             put(&[" reason_header=", h]);
@@ -276,6 +287,23 @@ impl Plan {
             }
         }
 
+        let hold = raw.session.hold.map(Hold::compile).transpose()?;
+        if let Some(h) = &hold {
+            if sources
+                .iter()
+                .any(|s| matches!(s, Source::Cookie(n) if n == &h.cookie))
+            {
+                return Err(ConfigError::new(
+                    "session.hold.cookie",
+                    format!(
+                        "{:?} is also a session cookie (session.sources or \
+                         session.assign_cookie); the hold needs a cookie of its own",
+                        h.cookie
+                    ),
+                ));
+            }
+        }
+
         let route_header = check_header_name(
             "route_header",
             raw.route_header.as_deref().unwrap_or(DEFAULT_HEADER),
@@ -297,6 +325,14 @@ impl Plan {
             .transpose()?;
         let version_index = |name: &str| versions.iter().position(|v| v.name == name);
         let pins = compile_pins(raw.pins, &version_index)?;
+        let bucket_header = raw
+            .bucket_header
+            .as_deref()
+            .map(|h| check_header_name("bucket_header", h))
+            .transpose()?;
+        if let Some(b) = &bucket_header {
+            check_bucket_header(b, &route_header, &override_, &sources, &pins)?;
+        }
         let business = business::compile(raw.business_metrics, raw.max_body_bytes)?;
         let metrics_flush_ms = raw.metrics_flush_ms.unwrap_or(DEFAULT_METRICS_FLUSH_MS);
         if metrics_flush_ms > MAX_METRICS_FLUSH_MS {
@@ -320,6 +356,8 @@ impl Plan {
             override_,
             pins,
             assign,
+            bucket_header,
+            hold,
             reason_header,
             business,
             metrics_flush_ms,
@@ -363,20 +401,55 @@ impl Plan {
         if let Some(version) = self.pinned_version(request) {
             return Decision::new(version, Reason::Pin);
         }
-        if let Some(version) = self.session_version(request) {
-            return Decision::new(version, Reason::Hash);
-        }
-        if self.assign.is_some() {
-            if let Some(random) = request.random_id() {
-                let id = id_hex(&random);
+        let mut cookies = Cookies {
+            first: None,
+            all: None,
+        };
+        let hash = self.session_hash(request, &mut cookies);
+        if let Some(hold) = &self.hold {
+            // Looked for without reading the other `Cookie` headers unless the session lookup
+            // already did (browsers send one; HTTP/2 joins them): no host call for the hold alone.
+            if cookies
+                .find(request, &hold.cookie, false)
+                .is_some_and(|v| !v.is_empty())
+            {
+                // A held visitor without a key still gets one (the application sees a session
+                // id as usual); the hold, not its hash, decides.
+                let minted = hash.is_none().then(|| self.mint(request)).flatten();
                 return Decision {
-                    version: self.bucket(&id),
-                    reason: Reason::Assigned,
-                    minted: Some(id),
+                    session: hash.is_some() || minted.is_some(),
+                    minted,
+                    ..Decision::new(self.default_version, Reason::Hold)
                 };
             }
         }
+        if let Some(h) = hash {
+            return self.hashed(h, Reason::Hash, None);
+        }
+        if let Some(id) = self.mint(request) {
+            let h = murmur3_32_concat(&self.salt, &id, 0);
+            return self.hashed(h, Reason::Assigned, Some(id));
+        }
         Decision::new(self.default_version, Reason::Default)
+    }
+
+    /// A new anonymous session id, when `assign_cookie` is on and the host has randomness.
+    fn mint<R: RequestView>(&self, request: &mut R) -> Option<[u8; ID_LEN]> {
+        self.assign.as_ref()?;
+        request.random_id().map(|random| id_hex(&random))
+    }
+
+    /// Steps 3–4 for the hash `h` of salt ‖ key, and the key's cohort bucket from the same hash
+    /// (equal to [`crate::decision::bucket`]).
+    fn hashed(&self, h: u32, reason: Reason, minted: Option<[u8; ID_LEN]>) -> Decision {
+        Decision {
+            version: self.pick(position(h, self.total_weight)),
+            reason,
+            minted,
+            // Below 10 000 by construction.
+            bucket: Some(position(h, BUCKETS) as u16),
+            session: true,
+        }
     }
 
     /// The version a stage-zero override asks for, if its token is accepted and the version is
@@ -400,43 +473,95 @@ impl Plan {
         })
     }
 
-    /// Sources are tried in config order; the first with a non-empty value gives the session key.
-    /// The first `Cookie` header is read at most once, whatever the number of cookie sources.
-    /// Only when a `Cookie` header exists but lacks a wanted cookie are the other `Cookie` headers
-    /// read (HTTP/1.1 clients may send several; Envoy joins them only for HTTP/2).
-    fn session_version<R: RequestView>(&self, lookup: &mut R) -> Option<usize> {
-        let mut first_cookie: Option<Option<R::Value>> = None;
-        let mut all_cookies: Option<Vec<R::Value>> = None;
-        for source in &self.sources {
-            let key = match source {
-                Source::Cookie(name) => {
-                    let first = first_cookie.get_or_insert_with(|| lookup.get("cookie"));
-                    match first.as_ref() {
-                        None => None,
-                        Some(h) => match cookie::find(h.as_ref(), name.as_bytes()) {
-                            Some(v) => Some(v),
-                            None => {
-                                let all =
-                                    all_cookies.get_or_insert_with(|| lookup.get_all("cookie"));
-                                cookie::find_in(
-                                    all.iter().skip(1).map(AsRef::as_ref),
-                                    name.as_bytes(),
-                                )
-                            }
-                        },
-                    }
-                    .filter(|k| !k.is_empty())
-                    .map(|k| self.bucket(k))
+    /// Sources are tried in config order; the first with a non-empty value gives the session
+    /// key, and this returns its hash (salt ‖ key, step 2).
+    fn session_hash<R: RequestView>(
+        &self,
+        lookup: &mut R,
+        cookies: &mut Cookies<R::Value>,
+    ) -> Option<u32> {
+        let hash = |k: &[u8]| murmur3_32_concat(&self.salt, k, 0);
+        self.sources.iter().find_map(|source| match source {
+            Source::Cookie(name) => cookies
+                .find(lookup, name, true)
+                .filter(|k| !k.is_empty())
+                .map(hash),
+            Source::Header(name) => lookup
+                .get(name)
+                .and_then(|v| trimmed_non_empty(v.as_ref()).map(hash)),
+        })
+    }
+}
+
+/// A request's `Cookie` headers, read on demand and at most once each way: the first `Cookie`
+/// header is read once, whatever the number of cookies looked up. Only when a `Cookie` header
+/// exists but lacks a wanted cookie are the other `Cookie` headers read (HTTP/1.1 clients may
+/// send several; Envoy joins them only for HTTP/2).
+struct Cookies<V> {
+    first: Option<Option<V>>,
+    all: Option<Vec<V>>,
+}
+
+impl<V: AsRef<[u8]>> Cookies<V> {
+    /// The value of the first cookie called `name`. The other `Cookie` headers are read when
+    /// the first lacks it and `read_all` is set; otherwise only if they were already read.
+    fn find<R: RequestView<Value = V>>(
+        &mut self,
+        lookup: &mut R,
+        name: &str,
+        read_all: bool,
+    ) -> Option<&[u8]> {
+        let first = self.first.get_or_insert_with(|| lookup.get("cookie"));
+        let header = first.as_ref()?;
+        match cookie::find(header.as_ref(), name.as_bytes()) {
+            Some(v) => Some(v),
+            None => {
+                if read_all && self.all.is_none() {
+                    self.all = Some(lookup.get_all("cookie"));
                 }
-                Source::Header(name) => lookup
-                    .get(name)
-                    .and_then(|v| trimmed_non_empty(v.as_ref()).map(|k| self.bucket(k))),
-            };
-            if key.is_some() {
-                return key;
+                let all = self.all.as_deref().unwrap_or_default();
+                cookie::find_in(all.iter().skip(1).map(AsRef::as_ref), name.as_bytes())
             }
         }
-        None
+    }
+}
+
+/// `bucket_header` must not be a header the decision reads: the filter rewrites it on every
+/// request, so it would erase the route header's, an override's or a session's input.
+fn check_bucket_header(
+    bucket: &str,
+    route_header: &str,
+    override_: &Option<Override>,
+    sources: &[Source],
+    pins: &[Pin],
+) -> Result<(), ConfigError> {
+    let clash = if bucket == route_header {
+        Some("route_header".to_string())
+    } else if bucket == "cookie" {
+        Some("the header session cookies travel in".to_string())
+    } else if override_.as_ref().is_some_and(|o| o.header == bucket) {
+        Some("override.header".to_string())
+    } else if override_.as_ref().is_some_and(|o| o.token_header == bucket) {
+        Some("override.token_header".to_string())
+    } else if let Some(i) = sources
+        .iter()
+        .position(|s| matches!(s, Source::Header(n) if n == bucket))
+    {
+        Some(format!("session.sources[{i}].header"))
+    } else {
+        pins.iter()
+            .position(|p| p.header == bucket)
+            .map(|i| format!("pins[{i}].header"))
+    };
+    match clash {
+        None => Ok(()),
+        Some(other) => Err(ConfigError::new(
+            "bucket_header",
+            format!(
+                "{bucket:?} is also {other}; the bucket header must be a header of its own \
+                 (the filter overwrites it on every request)"
+            ),
+        )),
     }
 }
 

@@ -19,7 +19,7 @@
 
 use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
-use crate::decision::{Decision, RequestView};
+use crate::decision::{bucket_digits, Decision, RequestView};
 use crate::metrics::{Catalogue, MetricKind, Tally};
 use crate::plan::Plan;
 use std::cell::Cell;
@@ -416,6 +416,18 @@ impl<H: Host> Stream<H> {
                 }
             }
         }
+        // The session's cohort bucket, for the controller's bucket routes. Whatever the client
+        // sent is never trusted: the write replaces every value, and a request without a bucket
+        // (no session key, override, pin, hold) has the header removed. One host call either way.
+        if let Some(b) = &plan.bucket_header {
+            match decision.bucket {
+                Some(bucket) => active.set_header(Map::Request, b, &bucket_digits(bucket)),
+                None => {
+                    let r = host.remove_header(Map::Request, b);
+                    active.warn_on_error("remove", b, r);
+                }
+            }
+        }
         // Replaces every value the client sent; Envoy clears the route cache on this write, so
         // the router matches the routes against the chosen version.
         active.set_header(Map::Request, &plan.route_header, version.as_bytes());
@@ -484,6 +496,15 @@ impl<H: Host> Stream<H> {
             let cookie = assign.set_cookie(id);
             let r = host.add_header(Map::Response, "set-cookie", cookie.as_bytes());
             active.warn_on_error("add", "set-cookie", r);
+        }
+        // The idle hold: a session served by the default version stays there until it has been
+        // idle `idle_seconds`. Never set for a response from any other version, so the hold
+        // never keeps anyone on a canary.
+        if let Some(hold) = &plan.hold {
+            if decision.session && v == plan.default_version {
+                let r = host.add_header(Map::Response, "set-cookie", hold.set_cookie.as_bytes());
+                active.warn_on_error("add", "set-cookie", r);
+            }
         }
     }
 
