@@ -10,7 +10,7 @@ use std::fs;
 use sticky_canary::decision::{bucket, bucket_digits};
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, key, workspace_root, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
+use sticky_canary_harness::http::{echo_handler, Client, Request, Response, Upstream};
 use sticky_canary_harness::{addresses, upstreams_for};
 use sticky_canary_harness::{Keys, Observed};
 
@@ -24,11 +24,7 @@ fn to_yaml(v: &Value) -> serde_yaml::Value {
 /// The reference envoy.yaml with its wasm filter entry replaced by `filter` (named
 /// `envoy.filters.http.wasm` so that the harness finds it; Envoy picks the extension by the
 /// typed_config's type), optionally with more HTTP filters first and more clusters.
-pub(crate) fn reference_with(
-    filter: &Value,
-    first: Option<&Value>,
-    clusters: &[Value],
-) -> serde_yaml::Value {
+fn reference_with(filter: &Value, first: Option<&Value>, clusters: &[Value]) -> serde_yaml::Value {
     let text = fs::read_to_string(envoy::reference_config_path()).unwrap();
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -50,7 +46,7 @@ pub(crate) fn reference_with(
     doc
 }
 
-pub(crate) fn load(doc: &serde_yaml::Value) -> EnvoyConfig {
+fn load(doc: &serde_yaml::Value) -> EnvoyConfig {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("envoy.yaml");
     fs::write(&path, serde_yaml::to_string(doc).unwrap()).unwrap();
@@ -59,7 +55,7 @@ pub(crate) fn load(doc: &serde_yaml::Value) -> EnvoyConfig {
 
 /// The filter entry Istio would render for a WasmPlugin / TrafficExtension carrier (local
 /// module instead of the agent-fetched one), or the EnvoyFilter's, with the local module.
-pub(crate) fn filter_entry(c: &Carrier) -> Value {
+fn filter_entry(c: &Carrier) -> Value {
     let mut f = match &c.envoy_filter {
         Some(v) => v.clone(),
         None => {
@@ -130,22 +126,29 @@ fn observe(plan: &Plan, c: &mut Client, req: &Request) -> (Observed, Response) {
     (Observed::from_response(plan, &r), r)
 }
 
-/// Starts Envoy with a carrier's configuration and checks sessions (and the bucket each one
-/// carries upstream), the override token from the proxy's environment, the absence of pins and a
-/// request without a session key.
-fn routes_in_envoy(what: &str) {
-    let c = carrier(what);
-    let plan = plan(&c);
+/// The reference config with a carrier's filter entry (local module), one echo upstream per
+/// version of its plan, and the QA token in the proxy's environment where the carrier reads it.
+pub(crate) fn carrier_in_envoy(c: &Carrier) -> (Plan, Vec<Upstream>, EnvoyConfig) {
+    let plan = plan(c);
     let upstreams = upstreams_for(&plan, echo_handler);
-    let pairs = addresses(&upstreams);
     let default = plan.version_name(plan.default_version).to_string();
-    let mut cfg =
-        load(&reference_with(&filter_entry(&c), None, &[])).for_upstreams(&pairs, &default);
+    let mut cfg = load(&reference_with(&filter_entry(c), None, &[]))
+        .for_upstreams(&addresses(&upstreams), &default);
     for e in &c.env {
         if let VmEnv::Host(n) = e {
             cfg.set_process_env(n, QA_TOKEN);
         }
     }
+    (plan, upstreams, cfg)
+}
+
+/// Starts Envoy with a carrier's configuration and checks sessions (and the bucket each one
+/// carries upstream), the override token from the proxy's environment, the absence of pins and a
+/// request without a session key.
+fn routes_in_envoy(what: &str) {
+    let c = carrier(what);
+    let (plan, _upstreams, cfg) = carrier_in_envoy(&c);
+    let default = plan.version_name(plan.default_version).to_string();
     let envoy = Envoy::start(&cfg)
         .unwrap_or_else(|f| panic!("{}: Envoy did not start:\n{}", c.what, f.log));
     let mut client = Client::connect(envoy.listener()).unwrap();

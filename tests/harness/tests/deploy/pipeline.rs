@@ -29,8 +29,8 @@
 //!   `outbound|<port>|<subset>|<host>` (`GetDestinationCluster` → `model.BuildSubsetKey`), which
 //!   the filter maps back to the version (`Plan::version_of_cluster`).
 
-use super::carriers::{carrier, plan, Carrier, VmEnv};
-use super::in_envoy::{bucket_text, filter_entry, load, reference_with, seen_upstream, QA_TOKEN};
+use super::carriers::{carrier, plan, Carrier};
+use super::in_envoy::{bucket_text, carrier_in_envoy, seen_upstream, QA_TOKEN};
 use super::manifests::{find, manifests};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,8 +39,8 @@ use sticky_canary::decision::bucket;
 use sticky_canary::plan::Plan;
 use sticky_canary_cli::cohort;
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{echo_handler, Client, Request, Response, Upstream};
-use sticky_canary_harness::{addresses, upstreams_for, Keys};
+use sticky_canary_harness::http::{Client, Request, Response, Upstream};
+use sticky_canary_harness::Keys;
 
 /// The staged pipeline the Rollout must ship, in order: (managed route, cohort in hundredths of a
 /// percent). Stage zero and the test merchants move no bucket.
@@ -474,22 +474,12 @@ impl Rig {
         let mut json: Value = serde_json::from_str(&c.json).unwrap();
         edit(&mut json);
         c.json = json.to_string();
-        let plan = plan(&c);
-        let upstreams = upstreams_for(&plan, echo_handler);
-        let pairs = addresses(&upstreams);
-        let default = plan.version_name(plan.default_version).to_string();
-        let mut cfg =
-            load(&reference_with(&filter_entry(&c), None, &[])).for_upstreams(&pairs, &default);
+        let (plan, upstreams, mut cfg) = carrier_in_envoy(&c);
         for v in &plan.versions {
             cfg.rename_cluster(
                 &v.name,
                 &format!("outbound|8080|{}|checkout.shop.svc.cluster.local", v.name),
             );
-        }
-        for e in &c.env {
-            if let VmEnv::Host(n) = e {
-                cfg.set_process_env(n, QA_TOKEN);
-            }
         }
         set_routes(&mut cfg, first);
         let envoy = Envoy::start_dynamic(&cfg)
