@@ -245,6 +245,35 @@ mod tests {
                 proptest::prop_assert_eq!(by_plan, canary_by_bucket);
             }
         }
+
+        /// Through `Plan::decide`: a hashed decision carries the published bucket and goes to
+        /// the canary exactly when bucket < hundredths; a held one goes to the default version
+        /// with no bucket, whatever the key and the weights.
+        #[test]
+        fn decisions_carry_the_bucket_and_the_hold_only_ever_holds_on_default(
+            key in "[!-~]{1,40}",
+            hundredths in 0u32..=10_000,
+            held in proptest::bool::ANY,
+        ) {
+            let json = serde_json::json!({
+                "service": "s", "salt": "ramp",
+                "versions": [{"name": "canary", "weight": hundredths},
+                             {"name": "stable", "weight": 10_000 - hundredths}],
+                "session": {"sources": [{"header": "x-key"}],
+                            "hold": {"cookie": "hold", "idle_seconds": 60}}
+            });
+            let p = Plan::from_json(json.to_string().as_bytes()).unwrap();
+            let cookie: &[u8] = if held { b"hold=1" } else { b"other=1" };
+            let d = p.decide(&mut &[("x-key", key.as_bytes()), ("cookie", cookie)][..]);
+            let b = bucket(b"ramp", key.as_bytes());
+            if held {
+                proptest::prop_assert_eq!((d.version, d.reason, d.bucket), (1, Reason::Hold, None));
+            } else {
+                proptest::prop_assert_eq!((d.reason, d.bucket), (Reason::Hash, Some(b)));
+                proptest::prop_assert_eq!(d.version == 0, u32::from(b) < hundredths);
+            }
+            proptest::prop_assert!(d.session);
+        }
     }
 
     fn murmur(data: &[u8], seed: u32) -> u32 {

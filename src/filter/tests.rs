@@ -780,6 +780,17 @@ fn the_hold_keeps_a_session_on_the_default_version_and_never_on_a_canary() {
         &[(":status", "503")],
     );
     assert_eq!(set_cookies(), [HOLD_SET_COOKIE]);
+    // A stable session the route table sent to the canary (a controller's bucket route): the
+    // canary served it, so no hold.
+    t.exchange(
+        &[("cookie", &stable)],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    assert_eq!(
+        (reason(), set_cookies()),
+        (vec!["hash".to_string()], vec![])
+    );
     // A minted session served by stable gets both cookies.
     t.host.state().random = Some([0x01; 16]);
     let id = "01".repeat(16);
