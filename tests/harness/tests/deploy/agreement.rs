@@ -79,7 +79,9 @@ fn routing_and_rollout_manifests_agree_with_the_plugin() {
         }
     }
 
-    // Flagger: the A/B match is the canary cohort's tag; the target is the plugin's service.
+    // Flagger: A/B mode; the match is QA's tag, the test merchants and the cohort's bucket
+    // regex, the same as the Rollout's stages (pipeline.rs checks the regexes); the target is
+    // the plugin's service.
     let fc = find(&all, "Canary", "checkout");
     let spec = &fc.doc["spec"];
     assert_eq!(spec["provider"], "istio");
@@ -88,14 +90,30 @@ fn routing_and_rollout_manifests_agree_with_the_plugin() {
         header_match(&spec["analysis"]["match"][0]),
         Some((plan.route_header.clone(), canary.clone()))
     );
+    let bucket_header = plan.bucket_header.clone().expect("bucket_header is set");
+    let flagger_headers: Vec<&str> = spec["analysis"]["match"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let h = m["headers"].as_object().unwrap();
+            assert_eq!(h.len(), 1, "one header per match entry (OR): {m}");
+            h.keys().next().unwrap().as_str()
+        })
+        .collect();
+    assert_eq!(
+        flagger_headers,
+        [plan.route_header.as_str(), "x-merchant-id", &bucket_header]
+    );
     assert!(
         spec["analysis"].get("stepWeight").is_none()
+            && spec["analysis"].get("stepWeights").is_none()
             && spec["analysis"].get("iterations").is_some(),
-        "A/B mode: the cohort size is the plugin's weight"
+        "A/B mode: the cohort size is the match's bucket regex"
     );
 
-    // Argo Rollouts: the managed header route is the canary cohort's tag; the primary route of
-    // its VirtualService goes to stable; subsets are the rollout's.
+    // Argo Rollouts: the first managed header route is QA's tag (exact), the managed routes are
+    // exactly the setHeaderRoute names, no random weights; its primary route goes to stable.
     let ro = find(&all, "Rollout", "checkout");
     let canary_strategy = &ro.doc["spec"]["strategy"]["canary"];
     let steps = canary_strategy["steps"].as_array().unwrap();
@@ -117,7 +135,13 @@ fn routing_and_rollout_manifests_agree_with_the_plugin() {
         .iter()
         .map(|r| &r["name"])
         .collect();
-    assert_eq!(managed, [&header_step["name"]]);
+    let mut step_names: Vec<&Value> = Vec::new();
+    for s in steps.iter().filter_map(|s| s.get("setHeaderRoute")) {
+        if !step_names.contains(&&s["name"]) {
+            step_names.push(&s["name"]);
+        }
+    }
+    assert_eq!(managed, step_names);
     assert!(
         steps.iter().all(|s| s.get("setWeight").is_none()),
         "no random weights: the cohort reaches the canary"
@@ -143,12 +167,14 @@ fn routing_and_rollout_manifests_agree_with_the_plugin() {
         istio["destinationRule"]["canarySubsetName"],
         canary.as_str()
     );
-    let args = steps.iter().find_map(|s| s.get("analysis")).unwrap()["args"]
-        .as_array()
-        .unwrap();
-    assert!(args
-        .iter()
-        .any(|a| a["name"] == "service" && a["value"] == plan.service.as_str()));
+    // Every analysis gates this plugin's service.
+    for a in steps.iter().filter_map(|s| s.get("analysis")) {
+        assert!(a["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "service" && a["value"] == plan.service.as_str()));
+    }
 
     // Workloads and listeners selected by the plugins exist.
     let gw = find(&all, "Gateway", "shop-gateway");

@@ -139,7 +139,7 @@ fn every_plugin_configuration_compiles_and_decides_alike() {
     let decision = |p: &Plan| {
         format!(
             "service={} salt={:?} versions={:?} default={} sources={:?} route={} response={} \
-             override={:?} pins={:?}",
+             bucket={:?} hold={:?} override={:?} pins={:?}",
             p.service,
             String::from_utf8_lossy(&p.salt),
             p.versions,
@@ -147,6 +147,8 @@ fn every_plugin_configuration_compiles_and_decides_alike() {
             p.sources,
             p.route_header,
             p.response_header,
+            p.bucket_header,
+            p.hold,
             p.override_.is_some(),
             p.pins
                 .iter()

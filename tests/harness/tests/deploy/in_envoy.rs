@@ -1,19 +1,20 @@
-//! The configuration each manifest carries starts in a real Envoy with the built module and routes
-//! sessions, overrides and pins; the EnvoyFilter patches pass `envoy --mode validate` as shipped and
-//! with the local module.
+//! The configuration each manifest carries starts in a real Envoy with the built module, routes
+//! sessions and overrides and writes each session's cohort bucket; the EnvoyFilter patches pass
+//! `envoy --mode validate` as shipped and with the local module.
 
 use super::carriers::{carrier, plan, Carrier, VmEnv};
 use super::manifests::{find, manifests};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
+use sticky_canary::decision::{bucket, bucket_digits};
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, key, workspace_root, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
+use sticky_canary_harness::http::{echo_handler, Client, Request, Response, Upstream};
 use sticky_canary_harness::{addresses, upstreams_for};
 use sticky_canary_harness::{Keys, Observed};
 
-const QA_TOKEN: &str = "qa-token-for-the-deploy-tests-0123";
+pub(crate) const QA_TOKEN: &str = "qa-token-for-the-deploy-tests-0123";
 
 /// A `serde_json::Value` as YAML.
 fn to_yaml(v: &Value) -> serde_yaml::Value {
@@ -99,39 +100,86 @@ fn filter_entry(c: &Carrier) -> Value {
     f
 }
 
+/// Every value of request header `name` the echo upstream received.
+pub(crate) fn seen_upstream(r: &Response, name: &str) -> Vec<String> {
+    r.json()["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pair| {
+            pair[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .filter_map(|pair| pair[1].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The bucket header value the published algorithm gives this key.
+pub(crate) fn bucket_text(plan: &Plan, key: &str) -> String {
+    let b = bucket(&plan.salt, key.as_bytes());
+    String::from_utf8(bucket_digits(b).to_vec()).unwrap()
+}
+
 fn observe(plan: &Plan, c: &mut Client, req: &Request) -> (Observed, Response) {
     let r = c.send(req).expect("request through Envoy");
     (Observed::from_response(plan, &r), r)
 }
 
-/// Starts Envoy with a carrier's configuration and checks sessions, the override token from
-/// the proxy's environment, a pin and a request without a session key.
-fn routes_in_envoy(what: &str) {
-    let c = carrier(what);
-    let plan = plan(&c);
+/// The reference config with a carrier's filter entry (local module), one echo upstream per
+/// version of its plan, and the QA token in the proxy's environment where the carrier reads it.
+pub(crate) fn carrier_in_envoy(c: &Carrier) -> (Plan, Vec<Upstream>, EnvoyConfig) {
+    let plan = plan(c);
     let upstreams = upstreams_for(&plan, echo_handler);
-    let pairs = addresses(&upstreams);
     let default = plan.version_name(plan.default_version).to_string();
-    let mut cfg =
-        load(&reference_with(&filter_entry(&c), None, &[])).for_upstreams(&pairs, &default);
+    let mut cfg = load(&reference_with(&filter_entry(c), None, &[]))
+        .for_upstreams(&addresses(&upstreams), &default);
     for e in &c.env {
         if let VmEnv::Host(n) = e {
             cfg.set_process_env(n, QA_TOKEN);
         }
     }
+    (plan, upstreams, cfg)
+}
+
+/// Starts Envoy with a carrier's configuration and checks sessions (and the bucket each one
+/// carries upstream), the override token from the proxy's environment, the absence of pins and a
+/// request without a session key.
+fn routes_in_envoy(what: &str) {
+    let c = carrier(what);
+    let (plan, _upstreams, cfg) = carrier_in_envoy(&c);
+    let default = plan.version_name(plan.default_version).to_string();
     let envoy = Envoy::start(&cfg)
         .unwrap_or_else(|f| panic!("{}: Envoy did not start:\n{}", c.what, f.log));
     let mut client = Client::connect(envoy.listener()).unwrap();
     let expected = |k: &str| plan.version_name(plan.bucket(k.as_bytes())).to_string();
+    // Canary 0 / stable 100: the controller sizes the cohort on the bucket header, the filter
+    // tags every session stable (README "Progressive delivery").
+    let bucket_header = plan.bucket_header.clone().expect("bucket_header is set");
+    assert_eq!(plan.versions[0].weight, 0, "{}", c.what);
 
     let mut served = BTreeMap::<String, u32>::new();
     for k in Keys::new(11).take(300) {
-        let req = Request::get("/cart").header("cookie", &format!("session_id={k}"));
-        let (o, _) = observe(&plan, &mut client, &req);
+        let req = Request::get("/cart")
+            .header("cookie", &format!("session_id={k}"))
+            .header(&bucket_header, "0000");
+        let (o, r) = observe(&plan, &mut client, &req);
         assert!(o.is_served_by(&expected(&k)), "{}: {k}: {o:?}", c.what);
+        // The client's forged bucket is replaced by the session's own.
+        assert_eq!(
+            seen_upstream(&r, &bucket_header),
+            [bucket_text(&plan, &k)],
+            "{}: {k}",
+            c.what
+        );
         *served.entry(o.served_by.unwrap()).or_default() += 1;
     }
-    assert_eq!(served.len(), plan.versions.len(), "{}: {served:?}", c.what);
+    assert_eq!(
+        served.keys().collect::<Vec<_>>(),
+        [&default],
+        "{}: {served:?}",
+        c.what
+    );
 
     // The QA override, with the token from the proxy's environment (Istio valueFrom: HOST).
     let stable_key = Keys::new(12).find(|k| expected(k) != "canary").unwrap();
@@ -151,13 +199,19 @@ fn routes_in_envoy(what: &str) {
         c.what
     );
 
-    // A pinned merchant.
+    // No pins: the test merchants are the controller's stage (a managed route on x-merchant-id),
+    // not the filter's; the filter routes them by their session like anyone else.
+    assert!(plan.pins.is_empty(), "{}", c.what);
     let (o, _) = observe(
         &plan,
         &mut client,
         &with_session.clone().header("x-merchant-id", "m_test_1"),
     );
-    assert!(o.is_served_by("canary"), "{}: pin: {o:?}", c.what);
+    assert!(
+        o.is_served_by(&expected(&stable_key)),
+        "{}: merchant: {o:?}",
+        c.what
+    );
 
     // No session key: a fresh sticky id at the edge; the assigned cookie honoured everywhere.
     let (o, r) = observe(&plan, &mut client, &Request::get("/"));
@@ -182,19 +236,25 @@ fn routes_in_envoy(what: &str) {
             assert!(r.header_str("set-cookie").is_none(), "{}", c.what);
         }
     }
-    let sc = Keys::new(13).find(|k| expected(k) == "canary").unwrap();
-    let (o, _) = observe(
+    let sc = Keys::new(13).next().unwrap();
+    let (o, r) = observe(
         &plan,
         &mut client,
         &Request::get("/").header("cookie", &format!("sc_session={sc}")),
     );
     assert!(
-        o.is_served_by("canary"),
+        o.is_served_by(&expected(&sc)),
         "{}: sc_session {sc}: {o:?}",
         c.what
     );
+    assert_eq!(
+        seen_upstream(&r, &bucket_header),
+        [bucket_text(&plan, &sc)],
+        "{}: sc_session {sc}",
+        c.what
+    );
     eprintln!(
-        "{}: {served:?}, override, pin and anonymous session OK",
+        "{}: {served:?}, buckets, override, merchant and anonymous session OK",
         c.what
     );
 }

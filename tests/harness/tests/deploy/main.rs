@@ -11,6 +11,9 @@
 //!   overrides and pins; the EnvoyFilter patch passes `envoy --mode validate` as shipped and with
 //!   the local module;
 //! - `agreement`: routing, rollout and mesh manifests agree with the plugin configuration;
+//! - `pipeline`: the Argo Rollout's staged pipeline (stage zero, test merchants, 5/25/50 % bucket
+//!   cohorts, promotion, abort) rendered as Argo and Istio would, step by step in a real Envoy
+//!   (LDS reloads), with returning sessions, with and without the idle hold;
 //! - `analysis`: the PromQL of the Flagger MetricTemplates and Argo AnalysisTemplates parses
 //!   (promtool), reads only metrics the filter (or Envoy/Istio) publishes, and judges known traffic
 //!   like the `sticky-canary gate` rule (promtool unit tests);
@@ -28,3 +31,4 @@ mod crds;
 mod image;
 mod in_envoy;
 mod manifests;
+mod pipeline;
