@@ -1,6 +1,7 @@
 //! The sticky-canary command line: one binary, `sticky-canary`, with subcommands.
 //!
 //! - [`args`]: the command line (clap derive), `sticky-canary gate` today;
+//! - [`cohort`]: the bucket regex of a percentage (`sticky-canary cohort`);
 //! - [`gate`]: the gate subcommand: [`gate::run`] and [`gate::execute`];
 //! - [`sources`]: per-version totals from Envoy scrapes or Prometheus queries;
 //! - [`policy`]: the checks, their specs, and the evaluation into a report;
@@ -12,6 +13,7 @@
 //! statistics from the core's `sticky_canary::stats`.
 
 pub mod args;
+pub mod cohort;
 pub mod gate;
 pub mod http;
 pub mod policy;
