@@ -675,9 +675,12 @@ mod tests {
             "sources": [ {"cookie": "sid"}, {"header": "x-user-id"} ],
             "assign_cookie": {"name": "sc", "max_age_seconds": 86400, "secure": true,
                               "http_only": false, "same_site": "Strict", "path": "/shop",
-                              "domain": null}
+                              "domain": null},
+            "hold": {"cookie": "sc_hold", "idle_seconds": 900, "secure": true,
+                     "http_only": true, "same_site": "None", "path": "/", "domain": "example.com"}
         },
         "route_header": "x-canary-version",
+        "bucket_header": "x-canary-bucket",
         "response_header": "x-served-by",
         "override": {"header": "x-o", "token_header": "x-t", "tokens": ["0123456789abcdef"],
                      "tokens_env": "QA_TOKENS"},

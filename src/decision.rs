@@ -59,7 +59,8 @@ pub struct Decision {
     /// Index into [`crate::plan::Plan::versions`].
     pub version: usize,
     pub reason: Reason,
-    /// The minted anonymous id (lowercase hex) when `reason` is [`Reason::Assigned`].
+    /// The minted anonymous id (lowercase hex): for [`Reason::Assigned`], and for
+    /// [`Reason::Hold`] when a held request has no session key.
     pub minted: Option<[u8; ID_LEN]>,
     /// The session's cohort bucket ([`bucket`]), from the same hash as the version: set for
     /// [`Reason::Hash`] and [`Reason::Assigned`], never otherwise (override, pin and hold are
@@ -244,6 +245,35 @@ mod tests {
                 let by_plan = position(h, 100) < p;
                 proptest::prop_assert_eq!(by_plan, canary_by_bucket);
             }
+        }
+
+        /// Through `Plan::decide`: a hashed decision carries the published bucket and goes to
+        /// the canary exactly when bucket < hundredths; a held one goes to the default version
+        /// with no bucket, whatever the key and the weights.
+        #[test]
+        fn decisions_carry_the_bucket_and_the_hold_only_ever_holds_on_default(
+            key in "[!-~]{1,40}",
+            hundredths in 0u32..=10_000,
+            held in proptest::bool::ANY,
+        ) {
+            let json = serde_json::json!({
+                "service": "s", "salt": "ramp",
+                "versions": [{"name": "canary", "weight": hundredths},
+                             {"name": "stable", "weight": 10_000 - hundredths}],
+                "session": {"sources": [{"header": "x-key"}],
+                            "hold": {"cookie": "hold", "idle_seconds": 60}}
+            });
+            let p = Plan::from_json(json.to_string().as_bytes()).unwrap();
+            let cookie: &[u8] = if held { b"hold=1" } else { b"other=1" };
+            let d = p.decide(&mut &[("x-key", key.as_bytes()), ("cookie", cookie)][..]);
+            let b = bucket(b"ramp", key.as_bytes());
+            if held {
+                proptest::prop_assert_eq!((d.version, d.reason, d.bucket), (1, Reason::Hold, None));
+            } else {
+                proptest::prop_assert_eq!((d.reason, d.bucket), (Reason::Hash, Some(b)));
+                proptest::prop_assert_eq!(d.version == 0, u32::from(b) < hundredths);
+            }
+            proptest::prop_assert!(d.session);
         }
     }
 
@@ -517,30 +547,33 @@ mod tests {
         }
     }
 
+    /// One `Cookie` header (or none), counting the reads of the first and of all of them.
+    struct Counting {
+        cookie: Option<&'static [u8]>,
+        first: u32,
+        all: u32,
+    }
+
+    impl RequestView for Counting {
+        type Value = Vec<u8>;
+        fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+            if name == "cookie" {
+                self.first += 1;
+                return self.cookie.map(<[u8]>::to_vec);
+            }
+            None
+        }
+        fn get_all(&mut self, name: &str) -> Vec<Vec<u8>> {
+            if name == "cookie" {
+                self.all += 1;
+            }
+            self.cookie.map(<[u8]>::to_vec).into_iter().collect()
+        }
+    }
+
     /// The first `Cookie` header is fetched once; all of them only when it lacks a wanted cookie.
     #[test]
     fn cookie_header_reads_are_bounded() {
-        struct Counting {
-            cookie: Option<&'static [u8]>,
-            first: u32,
-            all: u32,
-        }
-        impl RequestView for Counting {
-            type Value = Vec<u8>;
-            fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-                if name == "cookie" {
-                    self.first += 1;
-                    return self.cookie.map(<[u8]>::to_vec);
-                }
-                None
-            }
-            fn get_all(&mut self, name: &str) -> Vec<Vec<u8>> {
-                if name == "cookie" {
-                    self.all += 1;
-                }
-                self.cookie.map(<[u8]>::to_vec).into_iter().collect()
-            }
-        }
         let p = Plan::from_json(
             br#"{"service":"s","versions":[{"name":"a","weight":1}],
                  "session":{"sources":[{"cookie":"a"},{"header":"h"},{"cookie":"b"},{"cookie":"c"}]}}"#,
@@ -595,6 +628,126 @@ mod tests {
         let mut c = Counting(0);
         assert_eq!(p.decide(&mut c).reason, Reason::Default);
         assert_eq!(c.0, 1);
+    }
+
+    /// A plan with the hold, a pin, an override and both kinds of session source.
+    fn held() -> Plan {
+        Plan::from_json(
+            br#"{"service":"checkout","versions":[{"name":"canary","weight":50},{"name":"stable","weight":50}],
+                 "session":{"sources":[{"cookie":"session_id"},{"header":"x-user-id"}],
+                            "hold":{"cookie":"sc_hold","idle_seconds":900}},
+                 "override":{"tokens":["0123456789abcdef"]},
+                 "pins":[{"header":"x-merchant","values":["m1"],"version":"canary"}],
+                 "bucket_header":"x-canary-bucket"}"#,
+        )
+        .unwrap()
+    }
+
+    /// Override → pin → hold → hash → default, and only hash (and assigned) decisions carry a
+    /// bucket.
+    #[test]
+    fn hold_precedence_and_buckets() {
+        let p = held();
+        let canary_key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| p.bucket(k.as_bytes()) == 0)
+            .unwrap();
+        let held_cookie = format!("session_id={canary_key}; sc_hold=1");
+        let session_cookie = format!("session_id={canary_key}");
+        let keyed_hold = Decision {
+            session: true,
+            ..Decision::new(1, Reason::Hold)
+        };
+        type Case<'a> = (Vec<(&'a str, &'a [u8])>, Decision);
+        let cases: Vec<Case> = vec![
+            (vec![("cookie", held_cookie.as_bytes())], keyed_hold),
+            // The hold cookie with any value but an empty one; in a header source session too.
+            (
+                vec![
+                    ("cookie", b"sc_hold=forged"),
+                    ("x-user-id", canary_key.as_bytes()),
+                ],
+                keyed_hold,
+            ),
+            (
+                vec![("cookie", b"sc_hold=")],
+                Decision::new(1, Reason::Default),
+            ),
+            // Held without a session key: the default version, nothing to refresh.
+            (
+                vec![("cookie", b"sc_hold=1")],
+                Decision::new(1, Reason::Hold),
+            ),
+            // A pin and an override still win over the hold.
+            (
+                vec![("cookie", held_cookie.as_bytes()), ("x-merchant", b"m1")],
+                Decision::new(0, Reason::Pin),
+            ),
+            (
+                vec![
+                    ("cookie", held_cookie.as_bytes()),
+                    ("x-canary-override", b"canary"),
+                    ("x-canary-token", b"0123456789abcdef"),
+                ],
+                Decision::new(0, Reason::Override),
+            ),
+            // The hold beats the hash.
+            (
+                vec![("cookie", session_cookie.as_bytes())],
+                hashed(&p, &canary_key),
+            ),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(decide(&p, &headers), want, "{headers:?}");
+        }
+        assert_eq!(hashed(&p, &canary_key).version, 0, "a canary session");
+    }
+
+    /// The bucket comes from the same hash as the version: it equals [`bucket`], and with
+    /// weights canary p / stable 100−p the version is the canary exactly when bucket < 100·p.
+    #[test]
+    fn the_decision_carries_the_published_bucket() {
+        for p_canary in [0u32, 1, 5, 25, 50, 99, 100] {
+            let p = plan(
+                "checkout-2026-11",
+                &[("canary", p_canary), ("stable", 100 - p_canary)],
+            );
+            for i in 0..2000 {
+                let key = format!("user-{i}");
+                let d = decide(&p, &[("x-key", key.as_bytes())]);
+                let b = bucket(b"checkout-2026-11", key.as_bytes());
+                assert_eq!(d.bucket, Some(b), "{key}");
+                assert_eq!(
+                    d.version == 0,
+                    u32::from(b) < 100 * p_canary,
+                    "{key} {p_canary}"
+                );
+            }
+        }
+    }
+
+    /// The hold lookup costs no host call of its own when the session key is a cookie: it shares
+    /// the first `Cookie` header read and never scans the others for itself.
+    #[test]
+    fn the_hold_reads_no_more_cookie_headers() {
+        let mut c = Counting {
+            cookie: Some(b"session_id=s1"),
+            first: 0,
+            all: 0,
+        };
+        assert_eq!(held().decide(&mut c).reason, Reason::Hash);
+        assert_eq!((c.first, c.all), (1, 0));
+        // A hold cookie in a later Cookie header counts when those were read for the session.
+        let mut several: &[(&str, &[u8])] = &[
+            ("cookie", b"theme=dark"),
+            ("cookie", b"session_id=s1"),
+            ("cookie", b"sc_hold=1"),
+        ];
+        assert_eq!(held().decide(&mut several).reason, Reason::Hold);
+        // …and is not looked for there otherwise (browsers send one header; HTTP/2 joins them).
+        let mut several: &[(&str, &[u8])] =
+            &[("cookie", b"session_id=s1"), ("cookie", b"sc_hold=1")];
+        assert_eq!(held().decide(&mut several).reason, Reason::Hash);
     }
 
     /// Weight 0 gets nobody; the split of 10 000 random keys is within 4 standard deviations.

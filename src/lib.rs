@@ -8,7 +8,7 @@
 //! - [`cookie`], [`decimal`], [`headers`], [`json`]: byte-level readers (Cookie header, exact
 //!   decimals, the proxy-wasm header-map wire format, JSON Pointer and the JSON scanner) — leaves;
 //! - [`stats`]: the statistical tests the gate (and later the filter) runs — a leaf;
-//! - [`assign`] (check): the anonymous-session cookie; [`stage`] (check): override and pins;
+//! - [`assign`] (check): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check): override and pins;
 //!   [`business`] (check, decimal, json): business rules and body gating;
 //! - `de` (check, json): the configuration's serde deserializer, which keeps the field path;
 //! - [`config`] (assign, business, check, de, stage): the JSON schema users write, parsed;

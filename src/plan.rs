@@ -407,12 +407,18 @@ impl Plan {
         };
         let hash = self.session_hash(request, &mut cookies);
         if let Some(hold) = &self.hold {
+            // Looked for without reading the other `Cookie` headers unless the session lookup
+            // already did (browsers send one; HTTP/2 joins them): no host call for the hold alone.
             if cookies
-                .find(request, &hold.cookie)
+                .find(request, &hold.cookie, false)
                 .is_some_and(|v| !v.is_empty())
             {
+                // A held visitor without a key still gets one (the application sees a session
+                // id as usual); the hold, not its hash, decides.
+                let minted = hash.is_none().then(|| self.mint(request)).flatten();
                 return Decision {
-                    session: hash.is_some(),
+                    session: hash.is_some() || minted.is_some(),
+                    minted,
                     ..Decision::new(self.default_version, Reason::Hold)
                 };
             }
@@ -420,14 +426,17 @@ impl Plan {
         if let Some(h) = hash {
             return self.hashed(h, Reason::Hash, None);
         }
-        if self.assign.is_some() {
-            if let Some(random) = request.random_id() {
-                let id = id_hex(&random);
-                let h = murmur3_32_concat(&self.salt, &id, 0);
-                return self.hashed(h, Reason::Assigned, Some(id));
-            }
+        if let Some(id) = self.mint(request) {
+            let h = murmur3_32_concat(&self.salt, &id, 0);
+            return self.hashed(h, Reason::Assigned, Some(id));
         }
         Decision::new(self.default_version, Reason::Default)
+    }
+
+    /// A new anonymous session id, when `assign_cookie` is on and the host has randomness.
+    fn mint<R: RequestView>(&self, request: &mut R) -> Option<[u8; ID_LEN]> {
+        self.assign.as_ref()?;
+        request.random_id().map(|random| id_hex(&random))
     }
 
     /// Steps 3–4 for the hash `h` of salt ‖ key, and the key's cohort bucket from the same hash
@@ -474,7 +483,7 @@ impl Plan {
         let hash = |k: &[u8]| murmur3_32_concat(&self.salt, k, 0);
         self.sources.iter().find_map(|source| match source {
             Source::Cookie(name) => cookies
-                .find(lookup, name)
+                .find(lookup, name, true)
                 .filter(|k| !k.is_empty())
                 .map(hash),
             Source::Header(name) => lookup
@@ -494,14 +503,23 @@ struct Cookies<V> {
 }
 
 impl<V: AsRef<[u8]>> Cookies<V> {
-    /// The value of the first cookie called `name`.
-    fn find<R: RequestView<Value = V>>(&mut self, lookup: &mut R, name: &str) -> Option<&[u8]> {
+    /// The value of the first cookie called `name`. The other `Cookie` headers are read when
+    /// the first lacks it and `read_all` is set; otherwise only if they were already read.
+    fn find<R: RequestView<Value = V>>(
+        &mut self,
+        lookup: &mut R,
+        name: &str,
+        read_all: bool,
+    ) -> Option<&[u8]> {
         let first = self.first.get_or_insert_with(|| lookup.get("cookie"));
         let header = first.as_ref()?;
         match cookie::find(header.as_ref(), name.as_bytes()) {
             Some(v) => Some(v),
             None => {
-                let all = self.all.get_or_insert_with(|| lookup.get_all("cookie"));
+                if read_all && self.all.is_none() {
+                    self.all = Some(lookup.get_all("cookie"));
+                }
+                let all = self.all.as_deref().unwrap_or_default();
                 cookie::find_in(all.iter().skip(1).map(AsRef::as_ref), name.as_bytes())
             }
         }

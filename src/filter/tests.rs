@@ -629,6 +629,223 @@ fn sums_beyond_i64_reach_the_host_in_steps() {
     assert!(t.host.calls_of("increment_metric") - before >= 4);
 }
 
+/// The base config with the bucket header, the hold, a pin and a minted cookie.
+fn ramp_config() -> String {
+    config(|c| {
+        c["bucket_header"] = json!("x-canary-bucket");
+        c["session"]["hold"] = json!({"cookie": "sc_hold", "idle_seconds": 900});
+        c["session"]["assign_cookie"] = json!({"name": "sc_session"});
+        c["pins"] = json!([{"header": "x-merchant", "values": ["m1"], "version": "canary"}]);
+    })
+}
+
+const HOLD_SET_COOKIE: &str = "sc_hold=1; Max-Age=900; Path=/; Secure; HttpOnly; SameSite=Lax";
+
+fn digits(t: &Setup, key: &str) -> String {
+    let b = crate::decision::bucket(&t.plan.salt, key.as_bytes());
+    String::from_utf8(crate::decision::bucket_digits(b).to_vec()).unwrap()
+}
+
+#[test]
+fn the_bucket_header_carries_the_sessions_bucket_and_nothing_a_client_sent() {
+    let t = Setup::new(&ramp_config());
+    for version in ["canary", "stable"] {
+        let key = t.key_for(version);
+        let c = cookie(&key);
+        // Forged, malformed and repeated client values: replaced by the one computed value.
+        for forged in [
+            &[][..],
+            &[("x-canary-bucket", "0000")][..],
+            &[("X-Canary-Bucket", "99999"), ("x-canary-bucket", "abc")][..],
+            &[("x-canary-bucket", ""), ("x-canary-bucket", " 0001 ")][..],
+        ] {
+            let mut headers = vec![("cookie", c.as_str())];
+            headers.extend_from_slice(forged);
+            t.request(&headers);
+            assert_eq!(
+                t.host.values(Map::Request, "x-canary-bucket"),
+                [digits(&t, &key)],
+                "{version} {forged:?}"
+            );
+        }
+    }
+    // A minted session carries the minted id's bucket.
+    t.host.state().random = Some([0x5a; 16]);
+    t.request(&[("x-canary-bucket", "0000")]);
+    assert_eq!(
+        t.host.values(Map::Request, "x-canary-bucket"),
+        [digits(&t, &"5a".repeat(16))]
+    );
+    // No session key (no randomness to mint one), an override, a pin, a hold: no bucket, and
+    // the client's value is removed.
+    t.host.state().random = None;
+    t.host.fail("random_id");
+    let c = cookie(&t.key_for("stable"));
+    let no_bucket: [&[(&str, &str)]; 4] = [
+        &[("x-canary-bucket", "0000")],
+        &[
+            ("cookie", &c),
+            ("x-canary-override", "canary"),
+            ("x-canary-token", "0123456789abcdef-qa"),
+            ("x-canary-bucket", "0000"),
+        ],
+        &[
+            ("cookie", &c),
+            ("x-merchant", "m1"),
+            ("x-canary-bucket", "0000"),
+        ],
+        &[
+            ("cookie", "sc_hold=1"),
+            ("cookie", &c),
+            ("x-canary-bucket", "0000"),
+            ("x-canary-bucket", "0001"),
+        ],
+    ];
+    for headers in no_bucket {
+        t.request(headers);
+        assert!(
+            t.host.values(Map::Request, "x-canary-bucket").is_empty(),
+            "{headers:?}"
+        );
+    }
+    // Off (the default): the filter leaves the header alone.
+    let t = Setup::new(&config(|_| {}));
+    t.request(&[("cookie", &c), ("x-canary-bucket", "0000")]);
+    assert_eq!(t.host.values(Map::Request, "x-canary-bucket"), ["0000"]);
+}
+
+#[test]
+fn the_hold_keeps_a_session_on_the_default_version_and_never_on_a_canary() {
+    let t = Setup::new(&ramp_config());
+    let canary = cookie(&t.key_for("canary"));
+    let stable = cookie(&t.key_for("stable"));
+    let set_cookies = || t.host.values(Map::Response, "set-cookie");
+    let reason = || t.host.values(Map::Response, "x-canary-reason");
+
+    // A canary session holding the hold cookie: stable, reason hold, and the hold refreshed.
+    let held = format!("{canary}; sc_hold=1");
+    t.exchange(&[("cookie", &held)], Some("stable"), &[(":status", "200")]);
+    assert_eq!(t.host.values(Map::Request, "x-canary-version"), ["stable"]);
+    assert_eq!(reason(), ["hold"]);
+    assert_eq!(set_cookies(), [HOLD_SET_COOKIE]);
+    // A forged hold cookie only keeps the client on stable.
+    let forged = format!("sc_hold=anything; {canary}");
+    t.exchange(
+        &[("cookie", &forged)],
+        Some("stable"),
+        &[(":status", "200")],
+    );
+    assert_eq!(t.host.values(Map::Request, "x-canary-version"), ["stable"]);
+    // A pin and an override still win over the hold; served by the canary, no hold cookie.
+    t.exchange(
+        &[("cookie", &held), ("x-merchant", "m1")],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    assert_eq!((reason(), set_cookies()), (vec!["pin".to_string()], vec![]));
+    t.exchange(
+        &[
+            ("cookie", &held),
+            ("x-canary-override", "canary"),
+            ("x-canary-token", "0123456789abcdef-qa"),
+        ],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    assert_eq!(
+        (reason(), set_cookies()),
+        (vec!["override".to_string()], vec![])
+    );
+    // Without the hold: the hash. A canary session served by the canary gets no hold cookie…
+    t.exchange(
+        &[("cookie", &canary)],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    assert_eq!(
+        (reason(), set_cookies()),
+        (vec!["hash".to_string()], vec![])
+    );
+    // …a session served by stable gets one, whichever version the decision named (a controller
+    // may have sent the cohort to stable).
+    t.exchange(
+        &[("cookie", &stable)],
+        Some("stable"),
+        &[(":status", "200")],
+    );
+    assert_eq!(set_cookies(), [HOLD_SET_COOKIE]);
+    t.exchange(
+        &[("cookie", &canary)],
+        Some("stable"),
+        &[(":status", "503")],
+    );
+    assert_eq!(set_cookies(), [HOLD_SET_COOKIE]);
+    // A stable session the route table sent to the canary (a controller's bucket route): the
+    // canary served it, so no hold.
+    t.exchange(
+        &[("cookie", &stable)],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    assert_eq!(
+        (reason(), set_cookies()),
+        (vec!["hash".to_string()], vec![])
+    );
+    // A minted session served by stable gets both cookies.
+    t.host.state().random = Some([0x01; 16]);
+    let id = "01".repeat(16);
+    t.exchange(&[], Some("stable"), &[(":status", "200")]);
+    assert_eq!(
+        set_cookies(),
+        [
+            format!("sc_session={id}; Path=/; Secure; HttpOnly; SameSite=Lax"),
+            HOLD_SET_COOKIE.into()
+        ]
+    );
+    // Held without a key: an id is minted as usual (the application sees it), the hold decides
+    // (no bucket), and the hold is refreshed.
+    t.host.state().random = Some([0x02; 16]);
+    let id = "02".repeat(16);
+    t.exchange(
+        &[("cookie", "sc_hold=1")],
+        Some("stable"),
+        &[(":status", "200")],
+    );
+    assert_eq!(reason(), ["hold"]);
+    assert!(t.host.values(Map::Request, "x-canary-bucket").is_empty());
+    assert_eq!(
+        t.host.values(Map::Request, "cookie"),
+        [format!("sc_hold=1; sc_session={id}")]
+    );
+    assert_eq!(
+        set_cookies(),
+        [
+            format!("sc_session={id}; Path=/; Secure; HttpOnly; SameSite=Lax"),
+            HOLD_SET_COOKIE.into()
+        ]
+    );
+    // No session key at all (no randomness): nothing to hold, held or not.
+    t.host.state().random = None;
+    t.host.fail("random_id");
+    t.exchange(&[], Some("stable"), &[(":status", "200")]);
+    assert_eq!(
+        (reason(), set_cookies()),
+        (vec!["default".to_string()], vec![])
+    );
+    t.exchange(
+        &[("cookie", "sc_hold=1")],
+        Some("stable"),
+        &[(":status", "200")],
+    );
+    assert_eq!(
+        (reason(), set_cookies()),
+        (vec!["hold".to_string()], vec![])
+    );
+    t.root.on_tick();
+    assert_eq!(t.requests("stable", Reason::Hold), 4);
+    assert_eq!(t.requests("canary", Reason::Hold), 0);
+}
+
 #[test]
 fn the_request_path_makes_few_host_calls() {
     // Routing and tagging only (no rules, no reason header, no override).
@@ -650,6 +867,36 @@ fn the_request_path_makes_few_host_calls() {
         "{:?}",
         t.host.state().calls
     );
+    // With the bucket header and the hold: one more write (the bucket), and on responses
+    // served by the default version one more (the hold cookie). The hold lookup shares the
+    // cookie read.
+    let t = Setup::new(
+        &json!({
+            "service": "checkout",
+            "versions": [{"name": "canary", "weight": 50}, {"name": "stable", "weight": 50}],
+            "session": {"sources": [{"cookie": "session_id"}],
+                        "hold": {"cookie": "sc_hold", "idle_seconds": 900}},
+            "bucket_header": "x-canary-bucket"
+        })
+        .to_string(),
+    );
+    let canary = cookie(&t.key_for("canary"));
+    let stable = cookie(&t.key_for("stable"));
+    for (c, cluster, calls) in [
+        (&canary, "canary", 6),
+        (&stable, "stable", 7),
+        (&format!("{canary}; sc_hold=1"), "stable", 7),
+    ] {
+        let before = t.host.call_count();
+        t.exchange(&[("cookie", c)], Some(cluster), &[(":status", "200")]);
+        assert_eq!(
+            t.host.call_count() - before,
+            calls,
+            "{c}: {:?}",
+            t.host.state().calls
+        );
+    }
+    assert_eq!(t.host.calls_of("header_map"), 0);
     // Header rules: the response map is read once, whatever the number of rules.
     let t = Setup::new(&config(|c| {
         c["business_metrics"] = json!([
