@@ -1,4 +1,5 @@
-//! The command line, defined once with clap's derive: `sticky-canary <COMMAND>`, today `gate`.
+//! The command line, defined once with clap's derive: `sticky-canary <COMMAND>`: `gate`,
+//! `cohort` and `assign`.
 //!
 //! Every flag's help comes from its doc comment (first paragraph for `-h`, all of it for
 //! `--help`). clap refuses unknown flags (with a suggestion) and a single-value flag given twice;
@@ -9,6 +10,7 @@ use crate::gate::{Config, Source};
 use crate::http::{HttpUrl, Timeouts};
 use crate::policy::{default_business_checks, parse_mean, parse_ratio, Check, Policy};
 use crate::sources::{check_window, parse_duration};
+use crate::{assign, cohort};
 use clap::error::ErrorKind;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
@@ -41,6 +43,86 @@ pub enum Command {
         disable_help_flag = true
     )]
     Gate(GateArgs),
+
+    /// The bucket regex of a cohort size, as Argo Rollouts steps, a Flagger or an Envoy match
+    #[command(long_about = COHORT_ABOUT, after_long_help = COHORT_AFTER_HELP)]
+    Cohort(CohortArgs),
+
+    /// The version, bucket and reason of session keys under a plugin config, computed offline
+    #[command(long_about = ASSIGN_ABOUT, after_long_help = ASSIGN_AFTER_HELP)]
+    Assign(AssignArgs),
+}
+
+const COHORT_ABOUT: &str = "\
+The bucket regex of a cohort size, and the Argo Rollouts steps (or a Flagger match, or an Envoy
+route match) that send that cohort to the canary. With bucket_header set, the filter sends each
+session's bucket upstream as four digits 0000-9999; the sessions whose bucket is below 100 x P
+are exactly the P % the plugin's weights canary P / stable 100-P would pick.";
+
+const COHORT_AFTER_HELP: &str = "\
+The regex has no anchors: Istio's header `regex` (an Envoy safe_regex) and Envoy's safe_regex are
+RE2 and must match the whole value. 0 % matches nothing ([^\\x00-\\x{10FFFF}], an empty class; the
+Argo output removes the managed route instead); 100 % is [0-9]{4}.
+
+Exit status: 0, or 1 for a usage error (a percentage outside 0-100 or finer than 0.01 %).";
+
+const ASSIGN_ABOUT: &str = "\
+The version, bucket (0000-9999) and reason the filter gives each session key under a plugin
+config, computed offline with the filter's own code: the key is sent the way the config's first
+session source reads it (cookie or header), without override token or pin header.";
+
+const ASSIGN_AFTER_HELP: &str = "\
+Output: one line per key, KEY<TAB>VERSION<TAB>BUCKET<TAB>REASON, or with --json one JSON object
+per line ({\"key\", \"version\", \"bucket\", \"reason\"}).
+
+Exit status: 0; 1 for a usage error, an unreadable file, an invalid config (the message names
+the field) or a key the session source cannot carry (reported on stderr, the others printed).";
+
+/// The flags of `sticky-canary cohort`.
+#[derive(Debug, Args)]
+pub struct CohortArgs {
+    /// The cohort size: 5, 12.5%, 0.01% (hundredths of a percent, 0 to 100)
+    #[arg(value_name = "PERCENT", value_parser = cohort::parse_percent,
+          required_unless_present = "table")]
+    pub percent: Option<u32>,
+
+    /// The bucket header (the plugin's bucket_header)
+    #[arg(long, value_name = "NAME", default_value = cohort::DEFAULT_HEADER,
+          value_parser = cohort::parse_header)]
+    pub header: String,
+
+    /// The Argo managed route (also listed in trafficRouting.managedRoutes)
+    #[arg(long, value_name = "ROUTE", default_value = cohort::DEFAULT_ROUTE,
+          value_parser = cohort::parse_route)]
+    pub name: String,
+
+    /// What to print
+    #[arg(long, value_enum, default_value = "argo")]
+    pub format: cohort::Format,
+
+    /// The markdown table of the common cohort sizes (1 % to 100 %) instead
+    #[arg(long, conflicts_with_all = ["percent", "format", "header", "name"])]
+    pub table: bool,
+}
+
+/// The flags of `sticky-canary assign`.
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    /// The plugin config: the JSON the plugin takes
+    #[arg(long, value_name = "PLUGIN_CONFIG.json")]
+    pub config: PathBuf,
+
+    /// Session keys
+    #[arg(value_name = "KEY")]
+    pub keys: Vec<String>,
+
+    /// More keys, one a line (blank lines skipped, CRLF accepted); - reads stdin
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+
+    /// One JSON object per line
+    #[arg(long, overrides_with = "json")]
+    pub json: bool,
 }
 
 const GATE_ABOUT: &str = "\
@@ -288,9 +370,16 @@ impl GateArgs {
 }
 
 /// A parsed command line.
+// Built once per process: the gate's configuration is large, and boxing it buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Parsed {
     Gate(Config),
+    /// `sticky-canary cohort PERCENT`.
+    Cohort(cohort::Cohort, cohort::Format),
+    /// `sticky-canary cohort --table`.
+    CohortTable,
+    Assign(assign::Config),
 }
 
 /// Parses a whole command line (program name first). Errors are clap's, ready to print: usage
@@ -304,6 +393,29 @@ where
     let matches = cmd.try_get_matches_from_mut(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {
+        Command::Cohort(c) => Ok(match c.percent {
+            Some(hundredths) if !c.table => Parsed::Cohort(
+                cohort::Cohort {
+                    hundredths,
+                    header: c.header,
+                    route: c.name,
+                },
+                c.format,
+            ),
+            _ => Parsed::CohortTable,
+        }),
+        Command::Assign(a) => Ok(Parsed::Assign(assign::Config {
+            config: a.config,
+            keys: a.keys,
+            keys_file: a.keys_file.map(|f| {
+                if f.as_os_str() == "-" {
+                    assign::KeysFile::Stdin
+                } else {
+                    assign::KeysFile::Path(f)
+                }
+            }),
+            json: a.json,
+        })),
         Command::Gate(mut gate) => {
             // --ratio and --mean in the order given, as the report lists them.
             let mut business: Vec<(usize, Check)> = Vec::new();
@@ -338,6 +450,7 @@ where
         .chain(args.into_iter().map(Into::into));
     match parse(argv)? {
         Parsed::Gate(config) => Ok(config),
+        _ => Err(Cli::command().error(ErrorKind::InvalidSubcommand, "not the gate")),
     }
 }
 
@@ -589,5 +702,81 @@ mod tests {
         }
         let e = parse(["sticky-canary", "--version"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::DisplayVersion);
+    }
+
+    #[test]
+    fn cohort_and_assign_help_documents_every_flag() {
+        let mut cmd = Cli::command();
+        for (name, texts) in [
+            ("cohort", &["Exit status:", "RE2", "[0-9]{4}"][..]),
+            (
+                "assign",
+                &["Exit status:", "KEY<TAB>VERSION<TAB>BUCKET<TAB>REASON"],
+            ),
+        ] {
+            let sub = cmd.find_subcommand_mut(name).unwrap();
+            let long = sub.render_long_help().to_string();
+            let short = sub.render_help().to_string();
+            for arg in sub.get_arguments() {
+                let shown = match arg.get_long() {
+                    Some(l) => format!("--{l}"),
+                    None => arg.get_value_names().unwrap()[0].to_string(),
+                };
+                assert!(long.contains(&shown), "{name} {shown} undocumented");
+                assert!(short.contains(&shown), "{name} {shown} not in -h");
+                assert!(arg.get_help().is_some(), "{name} {shown} has no help");
+            }
+            for text in texts {
+                assert!(long.contains(text), "{text:?} missing from {name} --help");
+            }
+            for line in long.lines().chain(short.lines()) {
+                assert!(line.chars().count() <= 100, "too wide: {line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cohort_and_assign_parse() {
+        let p = parse([
+            "sticky-canary",
+            "cohort",
+            "12.5%",
+            "--header",
+            "X-B",
+            "--format",
+            "envoy",
+        ]);
+        let Ok(Parsed::Cohort(c, f)) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(
+            (c.hundredths, c.header.as_str(), c.route.as_str()),
+            (1250, "x-b", "cohort")
+        );
+        assert_eq!(f, cohort::Format::Envoy);
+        assert!(matches!(
+            parse(["sticky-canary", "cohort", "--table"]),
+            Ok(Parsed::CohortTable)
+        ));
+        let p = parse([
+            "sticky-canary",
+            "assign",
+            "--config",
+            "c.json",
+            "a",
+            "b",
+            "--keys-file",
+            "-",
+        ]);
+        let Ok(Parsed::Assign(a)) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(a.keys, ["a", "b"]);
+        assert_eq!(a.keys_file, Some(assign::KeysFile::Stdin));
+        assert!(!a.json);
+        let e = parse(["sticky-canary", "assign", "--config", "c", "--json=no"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooManyValues);
+        let e = parse(["sticky-canary", "cohort", "100.01"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
     }
 }

@@ -107,6 +107,126 @@ pub fn format_percent(hundredths: u32) -> String {
     }
 }
 
+/// What `sticky-canary cohort` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The bare regex
+    Regex,
+    /// Argo Rollouts canary steps: setCanaryScale, then setHeaderRoute (Istio)
+    Argo,
+    /// A Flagger Canary's `analysis.match` (A/B testing, Istio)
+    Flagger,
+    /// An Envoy route's `match.headers` entry (`safe_regex`)
+    Envoy,
+}
+
+/// A cohort to print: its size, the bucket header and the managed route's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cohort {
+    /// Hundredths of a percent, 0..=10 000.
+    pub hundredths: u32,
+    /// Lowercase header name.
+    pub header: String,
+    /// The Argo managed route (`trafficRouting.managedRoutes[].name`).
+    pub route: String,
+}
+
+/// The recommended bucket header (`bucket_header` in the plugin config).
+pub const DEFAULT_HEADER: &str = "x-canary-bucket";
+/// The default name of the Argo managed route.
+pub const DEFAULT_ROUTE: &str = "cohort";
+
+/// The percentages the README's table lists.
+pub const COMMON: [u32; 10] = [100, 200, 500, 1000, 2000, 2500, 3333, 5000, 7500, 10_000];
+
+/// A name printed unquoted in YAML: ASCII letters, digits, `-`, `_` and `.`.
+fn plain_name(text: &str, what: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if text.is_empty() || !text.chars().all(ok) {
+        return Err(format!(
+            "{text:?} is not a {what} (letters, digits, '-', '_' and '.')"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A header name, lowercased as the filter sets it and Istio matches it.
+pub fn parse_header(text: &str) -> Result<String, String> {
+    plain_name(text, "header name").map(|h| h.to_ascii_lowercase())
+}
+
+/// An Argo managed route name.
+pub fn parse_route(text: &str) -> Result<String, String> {
+    plain_name(text, "route name")
+}
+
+/// `buckets 0000–1249 (1250 of 10000)`, or `no bucket` for 0.
+fn buckets_text(hundredths: u32) -> String {
+    match hundredths.min(ALL) {
+        0 => "no bucket".to_string(),
+        n => format!("buckets 0000-{:04} ({n} of {ALL})", n - 1),
+    }
+}
+
+impl Cohort {
+    /// The text `sticky-canary cohort` prints in `format`, ending with a newline.
+    pub fn render(&self, format: Format) -> String {
+        let re = regex(self.hundredths);
+        let percent = format_percent(self.hundredths);
+        let head = format!(
+            "# {percent} of sessions: {} of {} (RE2, whole value)\n",
+            buckets_text(self.hundredths),
+            self.header
+        );
+        match format {
+            Format::Regex => format!("{re}\n"),
+            Format::Argo if self.hundredths == 0 => format!(
+                "# 0% of sessions: a setHeaderRoute without match removes the managed route\n\
+                 # (list it in spec.strategy.canary.trafficRouting.managedRoutes)\n\
+                 - setHeaderRoute:\n    name: {}\n",
+                self.route
+            ),
+            Format::Argo => format!(
+                "{head}\
+                 # (list the route in spec.strategy.canary.trafficRouting.managedRoutes; setCanaryScale\n\
+                 # sizes the canary pods for the cohort, the traffic weight stays 0)\n\
+                 - setCanaryScale:\n    weight: {}\n\
+                 - setHeaderRoute:\n    name: {}\n    match:\n      - headerName: {}\n        \
+                 headerValue:\n          regex: '{re}'\n",
+                self.hundredths.div_ceil(100),
+                self.route,
+                self.header
+            ),
+            Format::Flagger => format!(
+                "{head}# Canary spec.analysis (A/B testing: iterations, no stepWeight)\n\
+                 match:\n  - headers:\n      {}:\n        regex: '{re}'\n",
+                self.header
+            ),
+            Format::Envoy => format!(
+                "{head}# an entry of a route's match.headers (RouteConfiguration)\n\
+                 - name: {}\n  string_match:\n    safe_regex:\n      regex: '{re}'\n",
+                self.header
+            ),
+        }
+    }
+}
+
+/// The markdown table of the [`COMMON`] percentages: percentage, buckets, regex (each `|` of a
+/// regex written `\|`, as GitHub tables need even in code).
+pub fn table() -> String {
+    let mut out = String::from("| Cohort | Buckets | Regex (RE2, whole value) |\n|---:|---|---|\n");
+    for h in COMMON {
+        let buckets = format!("`0000`-`{:04}`", h - 1);
+        out.push_str(&format!(
+            "| {} | {buckets} | `{}` |\n",
+            format_percent(h),
+            // GitHub tables split cells at `|`, even in code; `\|` shows a `|`.
+            regex(h).replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {

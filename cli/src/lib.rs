@@ -1,6 +1,7 @@
 //! The sticky-canary command line: one binary, `sticky-canary`, with subcommands.
 //!
-//! - [`args`]: the command line (clap derive), `sticky-canary gate` today;
+//! - [`args`]: the command line (clap derive): `gate`, `cohort` and `assign`;
+//! - [`assign`]: version, bucket and reason of session keys under a config (`sticky-canary assign`);
 //! - [`cohort`]: the bucket regex of a percentage (`sticky-canary cohort`);
 //! - [`gate`]: the gate subcommand: [`gate::run`] and [`gate::execute`];
 //! - [`sources`]: per-version totals from Envoy scrapes or Prometheus queries;
@@ -13,6 +14,7 @@
 //! statistics from the core's `sticky_canary::stats`.
 
 pub mod args;
+pub mod assign;
 pub mod cohort;
 pub mod gate;
 pub mod http;
@@ -30,9 +32,18 @@ use std::io::Write;
 /// errors would exit 2, which reads as ROLLBACK: they exit 1 too.
 pub const EXIT_ERROR: u8 = 1;
 
+/// Writes `text` to stdout: 0, or 1 if it cannot be written.
+fn print(text: &str) -> u8 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(_) => EXIT_ERROR,
+    }
+}
+
 /// Runs the command line `args` (program name first) and gives the process's exit status:
 /// help and version 0, usage errors 1, then the subcommand's (the gate: 0 PROMOTE, 2 ROLLBACK,
-/// 3 or `--wait-exit` WAIT, 1 for errors).
+/// 3 or `--wait-exit` WAIT, 1 for errors; `cohort` and `assign`: 0, or 1 for errors).
 pub fn main_with<I, T>(args: I) -> u8
 where
     I: IntoIterator<Item = T>,
@@ -57,5 +68,19 @@ where
                 EXIT_ERROR
             }
         },
+        args::Parsed::Cohort(c, format) => print(&c.render(format)),
+        args::Parsed::CohortTable => print(&cohort::table()),
+        args::Parsed::Assign(config) => {
+            let mut stdin = std::io::stdin().lock();
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            match assign::execute(&config, &mut stdin, &mut out, &mut err) {
+                Ok(true) => 0,
+                Ok(false) => EXIT_ERROR,
+                Err(e) => {
+                    let _ = writeln!(err, "sticky-canary assign: {e}");
+                    EXIT_ERROR
+                }
+            }
+        }
     }
 }
