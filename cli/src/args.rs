@@ -73,7 +73,8 @@ session source reads it (cookie or header), without override token or pin header
 
 const ASSIGN_AFTER_HELP: &str = "\
 Output: one line per key, KEY<TAB>VERSION<TAB>BUCKET<TAB>REASON, or with --json one JSON object
-per line ({\"key\", \"version\", \"bucket\", \"reason\"}).
+per line ({\"key\", \"version\", \"bucket\", \"reason\"}). BUCKET is the four digits the filter sends
+upstream with bucket_header set, or - when it sends none (a held request).
 
 Exit status: 0; 1 for a usage error, an unreadable file, an invalid config (the message names
 the field) or a key the session source cannot carry (reported on stderr, the others printed).";
@@ -119,6 +120,10 @@ pub struct AssignArgs {
     /// More keys, one a line (blank lines skipped, CRLF accepted); - reads stdin
     #[arg(long, value_name = "FILE")]
     pub keys_file: Option<PathBuf>,
+
+    /// Every request also carries the config's hold cookie (session.hold)
+    #[arg(long)]
+    pub held: bool,
 
     /// One JSON object per line
     #[arg(long, overrides_with = "json")]
@@ -414,6 +419,7 @@ where
                     assign::KeysFile::Path(f)
                 }
             }),
+            held: a.held,
             json: a.json,
         })),
         Command::Gate(mut gate) => {

@@ -3,9 +3,10 @@
 //!
 //! The config is compiled by `sticky_canary::plan::Plan::from_json` (refusals name the field
 //! path); each key is carried the way the plan's first session source reads it (`Cookie:
-//! NAME=KEY` or `NAME: KEY`) and decided by `Plan::decide`; the bucket is
-//! `sticky_canary::decision::bucket` of the plan's salt and the key. No override token or pin
-//! header is sent, so the reason is `hash` for every key.
+//! NAME=KEY` or `NAME: KEY`), with `--held` also the hold cookie, and decided by
+//! `Plan::decide`, whose bucket is checked against `sticky_canary::decision::bucket` of the
+//! plan's salt and the key. No override token or pin header is sent, so the reason is `hash`
+//! (or `hold` with `--held`).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub struct Config {
     pub config: PathBuf,
     pub keys: Vec<String>,
     pub keys_file: Option<KeysFile>,
+    /// Every request also carries the config's hold cookie.
+    pub held: bool,
     pub json: bool,
 }
 
@@ -33,7 +36,8 @@ pub struct Config {
 pub struct Assignment {
     pub key: String,
     pub version: String,
-    /// Four digits, `0000`–`9999`.
+    /// Four digits, `0000`–`9999`: the bucket the filter sends upstream (with `bucket_header`);
+    /// `-` when it sends none (a held request).
     pub bucket: String,
     pub reason: Reason,
 }
@@ -103,8 +107,9 @@ fn unusable(source: &Source, key: &str) -> Option<String> {
     }
 }
 
-/// The filter's decision for one session key, carried by the plan's first session source.
-pub fn assign(plan: &Plan, key: &str) -> Result<Assignment, String> {
+/// The filter's decision for one session key, carried by the plan's first session source; with
+/// `held`, the request also carries the plan's hold cookie (`session.hold`).
+pub fn assign(plan: &Plan, key: &str, held: bool) -> Result<Assignment, String> {
     let source = plan
         .sources
         .first()
@@ -112,17 +117,44 @@ pub fn assign(plan: &Plan, key: &str) -> Result<Assignment, String> {
     if let Some(why) = unusable(source, key) {
         return Err(format!("key {key:?}: {why}"));
     }
-    let (name, value) = match source {
-        Source::Cookie(name) => ("cookie".to_string(), format!("{name}={key}")),
-        Source::Header(name) => (name.clone(), key.to_string()),
+    let hold = match (held, &plan.hold) {
+        (false, _) => None,
+        (true, Some(h)) => Some(format!("{}=1", h.cookie)),
+        (true, None) => return Err("--held: the config has no session.hold".into()),
     };
-    let headers: &[(&str, &[u8])] = &[(name.as_str(), value.as_bytes())];
-    let decision = plan.decide(&mut { headers });
-    let digits = bucket_digits(bucket(&plan.salt, key.as_bytes()));
+    // One `Cookie` header, as a browser sends: the session cookie and the hold cookie together.
+    let (name, value, cookie) = match source {
+        Source::Cookie(name) => {
+            let value = match &hold {
+                None => format!("{name}={key}"),
+                Some(h) => format!("{name}={key}; {h}"),
+            };
+            ("cookie", value, None)
+        }
+        Source::Header(name) => (name.as_str(), key.to_string(), hold),
+    };
+    let mut headers: Vec<(&str, &[u8])> = vec![(name, value.as_bytes())];
+    if let Some(c) = &cookie {
+        headers.push(("cookie", c.as_bytes()));
+    }
+    let mut view: &[(&str, &[u8])] = &headers;
+    let decision = plan.decide(&mut view);
+    // The filter's bucket is the published one of the key: anything else means the source did
+    // not carry the key unchanged.
+    if let Some(b) = decision.bucket {
+        if b != bucket(&plan.salt, key.as_bytes()) {
+            return Err(format!(
+                "key {key:?}: the session source does not carry it unchanged"
+            ));
+        }
+    }
     Ok(Assignment {
         key: key.to_string(),
         version: plan.version_name(decision.version).to_string(),
-        bucket: String::from_utf8_lossy(&digits).into_owned(),
+        bucket: decision.bucket.map_or_else(
+            || "-".to_string(),
+            |b| String::from_utf8_lossy(&bucket_digits(b)).into_owned(),
+        ),
         reason: decision.reason,
     })
 }
@@ -167,7 +199,7 @@ pub fn execute(
     }
     let mut all = true;
     for key in &keys {
-        let text = match assign(&plan, key) {
+        let text = match assign(&plan, key, config.held) {
             Ok(a) if config.json => a.json(),
             Ok(a) => a.line(),
             Err(e) => {
@@ -204,7 +236,7 @@ mod tests {
             let mut canary = 0;
             for i in 0..5000 {
                 let key = format!("user-{i}");
-                let a = assign(&plan, &key).unwrap();
+                let a = assign(&plan, &key, false).unwrap();
                 assert_eq!(a.version, plan.version_name(plan.bucket(key.as_bytes())));
                 let b = bucket(&plan.salt, key.as_bytes());
                 assert_eq!(a.bucket, format!("{b:04}"));
@@ -221,20 +253,23 @@ mod tests {
         let cookie = load_plan(COOKIE.as_bytes()).unwrap();
         let header = load_plan(HEADER.as_bytes()).unwrap();
         for key in ["", "a b", "a;b", "a,b", "\"ab\"", "é", "a\\b"] {
-            let e = assign(&cookie, key).unwrap_err();
+            let e = assign(&cookie, key, false).unwrap_err();
             assert!(e.contains("key"), "{key:?}: {e}");
         }
         for key in ["", " ab", "ab ", "a\u{1}b", "a\tb"] {
-            assert!(assign(&header, key).is_err(), "{key:?}");
+            assert!(assign(&header, key, false).is_err(), "{key:?}");
         }
         // A header carries what a cookie cannot.
-        assert_eq!(assign(&header, "a b;c").unwrap().reason, Reason::Hash);
+        assert_eq!(
+            assign(&header, "a b;c", false).unwrap().reason,
+            Reason::Hash
+        );
     }
 
     #[test]
     fn json_lines() {
         let plan = load_plan(HEADER.as_bytes()).unwrap();
-        let a = assign(&plan, "say \"hi\"").unwrap();
+        let a = assign(&plan, "say \"hi\"", false).unwrap();
         let line = a.json();
         assert!(
             line.starts_with(r#"{"key":"say \"hi\"","version":""#),
@@ -244,6 +279,29 @@ mod tests {
         assert_eq!(v["bucket"], a.bucket.as_str());
         assert_eq!(v["reason"], "hash");
         assert_eq!(v["version"], a.version.as_str());
+    }
+
+    /// With the hold cookie the filter's decision is `hold` on the default version, without a
+    /// bucket, whichever the source; a config without a hold refuses `--held`.
+    #[test]
+    fn held_sessions() {
+        let hold = r#","hold":{"cookie":"sc_hold","idle_seconds":900}}}"#;
+        for config in [COOKIE, HEADER] {
+            let plan = load_plan(config.replace("}]}}", &format!("}}]{hold}")).as_bytes());
+            let plan = plan.unwrap();
+            for i in 0..200 {
+                let a = assign(&plan, &format!("k{i}"), true).unwrap();
+                assert_eq!((a.version.as_str(), a.bucket.as_str()), ("stable", "-"));
+                assert_eq!(a.reason, Reason::Hold);
+                assert_eq!(
+                    assign(&plan, &format!("k{i}"), false).unwrap().reason,
+                    Reason::Hash
+                );
+            }
+            let plain = load_plan(config.as_bytes()).unwrap();
+            let e = assign(&plain, "k", true).unwrap_err();
+            assert!(e.contains("no session.hold"), "{e}");
+        }
     }
 
     #[test]

@@ -309,6 +309,34 @@ fn assign_command_line() {
     );
     assert_eq!(rows[1]["reason"], "hash");
 
+    // --held: the hold cookie rides along; hold, the default version, no bucket.
+    let held = config_file(
+        "held.json",
+        &CONFIG.replace(
+            r#"{"header":"x-user-id"}]}"#,
+            r#"{"header":"x-user-id"}],"hold":{"cookie":"sc_hold","idle_seconds":900}}"#,
+        ),
+    );
+    let ran = sticky_canary(
+        &[
+            "assign",
+            "--config",
+            held.to_str().unwrap(),
+            "--held",
+            "s001",
+        ],
+        "",
+    );
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (0, "s001\tstable\t-\thold\n"),
+        "{}",
+        ran.stderr
+    );
+    let ran = sticky_canary(&["assign", "--config", c, "--held", "s001"], "");
+    assert_eq!(ran.code, 1);
+    assert!(ran.stderr.contains("no session.hold"), "{}", ran.stderr);
+
     // A key the cookie cannot carry: reported, the others printed, exit 1.
     let ran = sticky_canary(&["assign", "--config", c, "ok", "not ok"], "");
     assert_eq!(ran.code, 1);
@@ -339,7 +367,7 @@ fn assign_command_line() {
         assert_eq!(ran.code, 1, "{args:?}");
         assert!(ran.stderr.contains(says), "{args:?}: {}", ran.stderr);
     }
-    for f in [config, file, bad] {
+    for f in [config, file, bad, held] {
         std::fs::remove_file(f).unwrap();
     }
 }
@@ -366,13 +394,13 @@ fn the_readme_shows_real_output() {
     assert!(readme.contains(r#""salt": "checkout-2026-11""#));
     let plan = Plan::from_json(CONFIG.as_bytes()).unwrap();
     for key in ["alice", "bob"] {
-        let a = sticky_canary_cli::assign::assign(&plan, key).unwrap();
+        let a = sticky_canary_cli::assign::assign(&plan, key, false).unwrap();
         assert!(
             readme.contains(&format!("# {}\n", a.line())),
             "README: assign {key} is stale"
         );
     }
-    let alice = sticky_canary_cli::assign::assign(&plan, "alice").unwrap();
+    let alice = sticky_canary_cli::assign::assign(&plan, "alice", false).unwrap();
     assert!(
         readme.contains(&format!("# {}\n", alice.json())),
         "README: assign --json is stale"
@@ -400,7 +428,7 @@ fn the_regex_selects_the_sessions_the_weights_select() {
         assert_eq!(plan.versions[0].weight, p);
         let re = regex::Regex::new(&format!("^(?:{})$", regex(p * 100))).unwrap();
         for key in &keys {
-            let a = assign(&plan, key).unwrap();
+            let a = assign(&plan, key, false).unwrap();
             assert_eq!(re.is_match(&a.bucket), a.version == "canary", "{p}% {key}");
             agreed += 1;
         }
