@@ -1,14 +1,17 @@
 //! `make demo`: the whole story in one run.
 //!
-//! Envoy runs the reference `envoy/envoy.yaml` (its listener delivered by file-based LDS, so the
-//! weights can be changed while it runs) in front of two shops: `stable`, and a `canary` that
-//! silently overcharges tax by rounding per unit. Simulated sessions (cart → checkout → pay, with
-//! a session cookie; some test merchants pinned to the canary, a few QA requests with the override
-//! token) go through the ramp 5 % → 20 % → 50 %. Then the per-version figures, the gate's verdict,
-//! the stickiness check and a chart.
+//! Envoy runs the plain-Envoy ramp config `envoy/ramp/envoy.yaml` in front of two shops: `stable`,
+//! and a `canary` that silently overcharges tax by rounding per unit. The plugin's weights stay
+//! canary 0 / stable 100 and the filter sends each session's cohort bucket upstream; the ramp
+//! 5 % → 20 % → 50 % is made of route changes only: each step moves the bucket-regex route file of
+//! that size over the watched one (file-based RDS, see [`crate::ramp`]). Simulated sessions
+//! (cart → checkout → pay, with a session cookie; some test merchants pinned to the canary, a few
+//! QA requests with the override token) go through the ramp. Then the per-version figures, the
+//! gate's verdict, the stickiness check and a chart.
 
 use crate::checkout::{self, Build};
 use crate::display_path;
+use crate::ramp::{self, Ramp};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use sticky_canary_cli::gate::{self, Check, Policy};
 use sticky_canary_cli::prom::Scrape;
-use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
+use sticky_canary_harness::envoy::Envoy;
 use sticky_canary_harness::http::{Client, Request, Upstream};
 
 /// The QA token the demo gives Envoy's VM (never a real secret).
@@ -28,7 +31,7 @@ const SERVICE: &str = "checkout";
 pub struct Options {
     /// Sessions per ramp step (the same returning sessions in every step).
     pub sessions: usize,
-    /// Canary weights, in percent, one ramp step each.
+    /// Cohort sizes, in percent, one ramp step (one route change) each.
     pub steps: Vec<u32>,
     /// Client threads.
     pub workers: usize,
@@ -77,14 +80,11 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// The demo's plugin configuration: the reference one, with the demo's rules and stage zero.
-pub fn plugin_config(canary_weight: u32) -> Result<String, String> {
-    let mut v: serde_json::Value = serde_json::from_str(&EnvoyConfig::reference().plugin_config())
-        .map_err(|e| format!("envoy/envoy.yaml: the plugin configuration: {e}"))?;
-    v["versions"] = json!([
-        {"name": "canary", "weight": canary_weight},
-        {"name": "stable", "weight": 100 - canary_weight}
-    ]);
+/// The demo's plugin configuration: the ramp config's (canary 0 / stable 100, the bucket header on,
+/// never changed during the run), with the demo's rules and stage zero.
+pub fn plugin_config() -> Result<String, String> {
+    let mut v: serde_json::Value = serde_json::from_str(&ramp::config().plugin_config())
+        .map_err(|e| format!("envoy/ramp/envoy.yaml: the plugin configuration: {e}"))?;
     v["override"] = json!({"tokens_env": "CANARY_OVERRIDE_TOKENS"});
     v["pins"] = json!([{"header": "x-merchant-id", "values": ["m_test_1", "m_test_2"], "version": "canary"}]);
     v["business_metrics"] = json!([
@@ -222,7 +222,9 @@ pub fn figures(s: &Scrape, version: &str) -> Figures {
         .sum::<f64>();
     let orders = sum_where(s, "canary_business_orders_total", version);
     Figures {
-        requests: sum_where(s, "canary_requests_total", version),
+        // Served, not decided: during the ramp the filter tags everyone `stable` and the routes
+        // send the cohort to the canary; the response counter follows the serving cluster.
+        requests: sum_where(s, "canary_responses_total", version),
         error_rate: ratio(errors, responses),
         p99_ms: p99_ms(s, version),
         orders,
@@ -455,18 +457,17 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     )
     .map_err(|e| format!("start canary shop: {e}"))?;
     let upstreams = [("canary", canary.addr()), ("stable", stable.addr())];
-    let config_for = |weight: u32| -> Result<EnvoyConfig, String> {
-        let mut cfg = EnvoyConfig::for_test(&plugin_config(weight)?, &upstreams, "stable");
-        cfg.set_vm_env("CANARY_OVERRIDE_TOKENS", QA_TOKEN);
-        cfg.set_top_level(
-            "stats_flush_interval",
-            serde_yaml::Value::String("1s".into()),
-        );
-        Ok(cfg)
-    };
+    let mut cfg = ramp::config();
+    cfg.set_plugin_config(&plugin_config()?);
+    cfg.set_vm_env("CANARY_OVERRIDE_TOKENS", QA_TOKEN);
+    cfg.set_top_level(
+        "stats_flush_interval",
+        serde_yaml::Value::String("1s".into()),
+    );
     let first = *opts.steps.first().ok_or("no ramp steps")?;
-    let envoy = Envoy::start_dynamic(&config_for(first)?)
-        .map_err(|f| format!("Envoy did not start:\n{}", f.log))?;
+    let ramp = Ramp::start(cfg, &upstreams, &ramp::routes_yaml(first)?)
+        .map_err(|e| format!("Envoy did not start:\n{e}"))?;
+    let envoy = ramp.envoy();
 
     let failed = Arc::new(AtomicUsize::new(0));
     let mut previous: Option<Vec<Option<Seen>>> = None;
@@ -476,7 +477,8 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let mut requests_done = 0usize;
     for (k, &weight) in opts.steps.iter().enumerate() {
         if k > 0 {
-            envoy.reload(&config_for(weight)?)?;
+            // The step: the bucket-regex routes of this size, moved over the watched file.
+            ramp.set_routes(&ramp::routes_yaml(weight)?)?;
         }
         step_marks.push((requests_done as f64, weight));
         let seen: Arc<Mutex<Vec<Option<Seen>>>> = Arc::new(Mutex::new(vec![None; opts.sessions]));
@@ -520,7 +522,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             }
             if last_sample.elapsed() > Duration::from_millis(100) {
                 points.push(sample(
-                    &envoy,
+                    envoy,
                     requests_done + 3 * done.load(Ordering::Relaxed),
                 ));
                 last_sample = Instant::now();
@@ -537,7 +539,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             }
         }
         requests_done += 3 * opts.sessions;
-        points.push(sample(&envoy, requests_done));
+        points.push(sample(envoy, requests_done));
         let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
         flapped += seen.iter().filter(|s| **s == Some(Seen::Both)).count();
         if let Some(prev) = &previous {
@@ -572,7 +574,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         }
         None => None,
     };
-    envoy.stop();
+    ramp.stop();
     Ok(Outcome {
         figures,
         gate: report,

@@ -3,6 +3,7 @@
 //! upstreams, the HTTP client) and read the filter's own configuration with the core crate.
 //!
 //! - [`demo`]: `make demo`, the whole story in one run, with [`checkout`], its two shops;
+//! - [`ramp`]: the ramp in plain Envoy by route changes (`envoy/ramp/`), which the demo runs;
 //! - [`bench`](mod@bench): `make bench` and `make soak`.
 //!
 //! The binaries (`src/bin/`): `sticky-canary-demo`, `sticky-canary-run`, `sticky-canary-bench`.
@@ -10,6 +11,7 @@
 pub mod bench;
 pub mod checkout;
 pub mod demo;
+pub mod ramp;
 
 use std::path::Path;
 

@@ -8,7 +8,9 @@
 //!   weights near 2^32 included;
 //! - in direct-response mode every variant answers what the upstream would (status, headers, the
 //!   1 KiB JSON body), and the business rules count it;
-//! - nginx.conf and the direct-response routes serve the same response.
+//! - nginx.conf and the direct-response routes serve the same response;
+//! - filter-bucket routes every session like filter-route, through its 5 % bucket route, sends
+//!   each one's bucket upstream and sets the hold cookie on exactly the stable responses.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashSet;
@@ -318,4 +320,68 @@ fn nginx_and_direct_response_serve_the_same_response() {
         "{} bytes",
         cookie.len()
     );
+}
+
+#[test]
+fn filter_bucket_routes_like_filter_route_and_carries_the_bucket_and_the_hold() {
+    prerequisites();
+    let route_plan = filter_plan();
+    let mut doc = Variant::by_key("filter-bucket").unwrap().load().unwrap();
+    let plan = Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap();
+    let bucket_header = plan.bucket_header.clone().unwrap();
+    assert!(plan.hold.is_some(), "the hold is on");
+    // The first route is the 5 % cohort as `sticky-canary cohort 5%` prints it.
+    let first = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
+    assert_eq!(
+        first["match"]["headers"][0]["name"].as_str(),
+        Some(bucket_header.as_str())
+    );
+    assert_eq!(
+        first["match"]["headers"][0]["string_match"]["safe_regex"]["regex"].as_str(),
+        Some(sticky_canary_cli::cohort::regex(500).as_str())
+    );
+    let upstreams: Vec<Upstream> = ["canary", "stable"]
+        .iter()
+        .map(|n| Upstream::start(n).unwrap())
+        .collect();
+    bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
+    for u in &upstreams {
+        bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
+    }
+    let e = start(&doc, "filter-bucket");
+    let mut c = Client::connect(e.listener()).unwrap();
+    let mut seen = HashSet::new();
+    for k in Keys::new(5).take(300) {
+        let want = route_plan.version_name(route_plan.bucket(k.as_bytes()));
+        let r = c.send(&bench::request(&k)).unwrap();
+        assert!(
+            Observed::from_response(&plan, &r).is_served_by(want),
+            "key {k}: want {want}"
+        );
+        let digits = sticky_canary::decision::bucket_digits(sticky_canary::decision::bucket(
+            &plan.salt,
+            k.as_bytes(),
+        ));
+        let sent: Vec<String> = r.json()["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0].as_str() == Some(bucket_header.as_str()))
+            .map(|h| h[1].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(sent, [String::from_utf8_lossy(&digits)], "key {k}");
+        let holds = r
+            .header_values("set-cookie")
+            .iter()
+            .filter(|v| v.starts_with(b"canary_hold="))
+            .count();
+        assert_eq!(
+            holds,
+            usize::from(want == "stable"),
+            "key {k}: the hold cookie"
+        );
+        seen.insert(want);
+    }
+    assert_eq!(seen.len(), 2, "both versions exercised");
 }

@@ -45,6 +45,11 @@ pub const VARIANTS: &[Variant] = &[
         filter: Filter::StickyCanary,
     },
     Variant {
+        key: "filter-bucket",
+        label: "sticky-canary: + bucket header, hold, bucket route",
+        filter: Filter::StickyCanary,
+    },
+    Variant {
         key: "filter-headers",
         label: "sticky-canary: + 3 header rules",
         filter: Filter::StickyCanary,

@@ -9,10 +9,12 @@ fn main() {
         ..demo::Options::default()
     };
     println!(
-        "sticky-canary demo: Envoy (envoy/envoy.yaml) in front of two shops.\n\
+        "sticky-canary demo: Envoy (envoy/ramp/envoy.yaml) in front of two shops.\n\
          - stable computes sales tax once per order;\n\
          - canary rounds tax up per unit: HTTP 200, same latency, a few cents more per cart.\n\
-         {} returning sessions (cart -> checkout -> pay, cookie session_id) per ramp step {:?} %,\n\
+         {} returning sessions (cart -> checkout -> pay, cookie session_id) per ramp step {:?} %;\n\
+         each step is a route change (a bucket-regex route file moved in, file-based RDS),\n\
+         the plugin config stays canary 0 / stable 100 with the bucket header on;\n\
          test merchants pinned to the canary, a few QA requests with the override token.\n",
         opts.sessions, opts.steps
     );
