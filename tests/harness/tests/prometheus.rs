@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use sticky_canary::business::SkipReason;
+use sticky_canary::decision::Reason;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{workspace_root, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{free_port, send_once, Client, Request};
@@ -304,18 +306,12 @@ fn leftover_variable(expr: &str) -> Option<String> {
         .map(|rest| rest.chars().take(20).collect())
 }
 
-/// The series labels the filter publishes for each `reason` label, by the counter the panel reads.
-fn reasons_of(expr: &str) -> Result<&'static [&'static str], String> {
+/// The `reason` values the filter publishes (the core's own lists), by the counter a panel reads.
+fn reasons_of(expr: &str) -> Result<Vec<&'static str>, String> {
     if expr.contains("canary_business_skipped_total") {
-        Ok(&[
-            "compressed",
-            "incomplete",
-            "malformed",
-            "not_json",
-            "too_large",
-        ])
+        Ok(SkipReason::ALL.iter().map(|r| r.as_str()).collect())
     } else if expr.contains("canary_requests_total") {
-        Ok(&["assigned", "default", "hash", "hold", "override", "pin"])
+        Ok(Reason::ALL.iter().map(|r| r.as_str()).collect())
     } else {
         Err(format!("a panel by reason over an unknown counter: {expr}"))
     }
@@ -424,6 +420,9 @@ fn grafana_dashboard_is_importable_and_well_formed() {
     eprintln!("{} panels, {queries} queries", panels.len());
 }
 
+/// A panel's title and its values by version.
+type PanelAnswer = (String, BTreeMap<String, f64>);
+
 /// Runs every dashboard query against `prom` with the variables substituted. Each must return
 /// exactly the labels its legend names, one finite series per version (per version and reason for
 /// the panels by reason), and the values in `want` (by panel title) within `rel`. Each query's
@@ -432,7 +431,7 @@ fn dashboard_queries_answer(
     prom: &Prometheus,
     service: &str,
     want: &BTreeMap<&str, (BTreeMap<&str, f64>, f64)>,
-) -> Result<Vec<(String, BTreeMap<String, f64>)>, String> {
+) -> Result<Vec<PanelAnswer>, String> {
     let mut answers = Vec::new();
     let versions = ["canary", "stable"];
     let d = dashboard();
@@ -469,7 +468,7 @@ fn dashboard_queries_answer(
             if labels.contains("reason") {
                 for r in reasons_of(expr)? {
                     // BTreeSet order: reason before version.
-                    expected.insert(vec![(*r).to_string(), v.to_string()]);
+                    expected.insert(vec![r.to_string(), v.to_string()]);
                 }
             } else {
                 expected.insert(vec![v.to_string()]);
@@ -783,6 +782,25 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
         assert_eq!(r["health"], "ok", "rule failed: {r}");
     }
 
+    // What Envoy published, for the README: the canary version's series, and Envoy's own
+    // per-cluster request stats for its cluster.
+    let text = envoy.admin_get("/stats/prometheus").text();
+    let envoy_stats = [
+        "envoy_cluster_upstream_rq{",
+        "envoy_cluster_upstream_rq_xx{",
+        "envoy_cluster_upstream_rq_total{",
+        "envoy_cluster_upstream_rq_time_count{",
+    ];
+    let excerpt: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            (l.starts_with("canary_") && l.contains("version=\"canary\"") && !l.contains("_bucket"))
+                || (envoy_stats.iter().any(|p| l.starts_with(p))
+                    && l.contains("envoy_cluster_name=\"canary\""))
+        })
+        .collect();
+    eprintln!("/stats/prometheus excerpt:\n{}", excerpt.join("\n"));
+
     // The Grafana dashboard: its variables' values, then every panel's query, as Grafana would
     // send it with this service and both versions selected, over a 1m rate window.
     let services = prom
@@ -842,23 +860,4 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
     for (title, values) in &answers {
         eprintln!("dashboard panel {title}: {values:?}");
     }
-
-    // What Envoy published, for the README: the canary version's series, and Envoy's own
-    // per-cluster request stats for its cluster.
-    let text = envoy.admin_get("/stats/prometheus").text();
-    let envoy_stats = [
-        "envoy_cluster_upstream_rq{",
-        "envoy_cluster_upstream_rq_xx{",
-        "envoy_cluster_upstream_rq_total{",
-        "envoy_cluster_upstream_rq_time_count{",
-    ];
-    let excerpt: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            (l.starts_with("canary_") && l.contains("version=\"canary\"") && !l.contains("_bucket"))
-                || (envoy_stats.iter().any(|p| l.starts_with(p))
-                    && l.contains("envoy_cluster_name=\"canary\""))
-        })
-        .collect();
-    eprintln!("/stats/prometheus excerpt:\n{}", excerpt.join("\n"));
 }
