@@ -120,6 +120,9 @@ impl Host for Envoy {
     fn cluster_name(&self) -> Result<Option<Vec<u8>>, HostError> {
         property(CLUSTER_NAME)
     }
+    fn set_filter_state(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        set_property(key.as_bytes(), value)
+    }
     fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
         buffer_range(BufferType::HttpResponseBody, 0, size)
     }
@@ -194,6 +197,12 @@ extern "C" {
         path_size: usize,
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
     ) -> u32;
     fn proxy_define_metric(
         metric_type: MetricType,
@@ -311,6 +320,16 @@ fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
     match unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) } {
         OK => Ok(Some(unsafe { owned(data, size) })),
         NOT_FOUND => Ok(None),
+        status => Err(HostError(status)),
+    }
+}
+
+/// Writes a property. Envoy stores a one-segment path `key` (no NUL) as the stream's filter
+/// state `wasm.<key>` (a mutable `CelState` of type bytes, living as long as the filter chain).
+fn set_property(path: &[u8], value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: the slices outlive the call.
+    match unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) } {
+        OK => Ok(()),
         status => Err(HostError(status)),
     }
 }

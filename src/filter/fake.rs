@@ -29,6 +29,8 @@ pub struct State {
     /// The response body chunk being delivered.
     pub chunk: Vec<u8>,
     pub cluster: Option<Vec<u8>>,
+    /// Filter state written by the stream, by key.
+    pub filter_state: BTreeMap<String, Vec<u8>>,
     pub config: Vec<u8>,
     pub env: BTreeMap<String, String>,
     pub random: Option<[u8; ID_BYTES]>,
@@ -95,6 +97,7 @@ impl FakeHost {
             .collect();
         s.response.clear();
         s.cluster = None;
+        s.filter_state.clear();
     }
 
     /// The upstream answers with these headers from `cluster`.
@@ -196,6 +199,14 @@ impl Host for FakeHost {
     fn cluster_name(&self) -> Result<Option<Vec<u8>>, HostError> {
         self.enter("cluster_name", "")?;
         Ok(self.0.borrow().cluster.clone())
+    }
+
+    fn set_filter_state(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        self.enter("set_filter_state", key)?;
+        self.state()
+            .filter_state
+            .insert(key.to_string(), value.to_vec());
+        Ok(())
     }
 
     fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {

@@ -66,6 +66,9 @@ pub trait Host {
     /// The cluster the router sent the request to (Envoy's `xds.cluster_name`), `Ok(None)` when
     /// there is none (e.g. a local reply).
     fn cluster_name(&self) -> Result<Option<Vec<u8>>, HostError>;
+    /// Writes this stream's filter state `key` (Envoy stores it as `wasm.<key>`, readable by
+    /// access logs and tracing custom tags as `%FILTER_STATE(wasm.<key>:PLAIN)%`).
+    fn set_filter_state(&self, key: &str, value: &[u8]) -> Result<(), HostError>;
     /// The first `size` bytes of the response body chunk being delivered.
     fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
     /// The plugin configuration, whole.
@@ -207,6 +210,16 @@ impl<H: Host> Active<H> {
     fn set_header(&self, map: Map, name: &str, value: &[u8]) {
         self.warn_on_error("set", name, self.host.set_header(map, name, value));
     }
+}
+
+/// The filter-state key the served version and reason go to; Envoy prefixes it with `wasm.`,
+/// so access logs and tracing custom tags read `%FILTER_STATE(wasm.sticky_canary:PLAIN)%`.
+pub const FILTER_STATE_KEY: &str = "sticky_canary";
+
+/// The filter-state value: `<served version> <reason>`, e.g. `canary hash`. Version names are
+/// label values (no spaces), reasons fixed words, so the first space splits the two.
+pub fn observed_value(version: &str, reason: &str) -> String {
+    format!("{version} {reason}")
 }
 
 /// The plugin instance: its configuration and the metrics it defined.
@@ -492,6 +505,11 @@ impl<H: Host> Stream<H> {
         if let Some(h) = &plan.reason_header {
             active.set_header(Map::Response, h, decision.reason.as_str().as_bytes());
         }
+        // Observability: the served version and the reason, in one filter-state write, for
+        // Envoy's access logs and tracers (README "Traces and access logs").
+        let observed = observed_value(plan.version_name(v), decision.reason.as_str());
+        let r = host.set_filter_state(FILTER_STATE_KEY, observed.as_bytes());
+        active.warn_on_error("set filter state", FILTER_STATE_KEY, r);
         if let (Some(assign), Some(id)) = (&plan.assign, &decision.minted) {
             let cookie = assign.set_cookie(id);
             let r = host.add_header(Map::Response, "set-cookie", cookie.as_bytes());

@@ -860,10 +860,10 @@ fn the_request_path_makes_few_host_calls() {
     let c = cookie(&t.key_for("canary"));
     let before = t.host.call_count();
     t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
-    // cookie read, route header write; cluster read, :status read, tag write.
+    // cookie read, route header write; cluster read, :status read, tag write, filter state.
     assert_eq!(
         t.host.call_count() - before,
-        5,
+        6,
         "{:?}",
         t.host.state().calls
     );
@@ -883,9 +883,9 @@ fn the_request_path_makes_few_host_calls() {
     let canary = cookie(&t.key_for("canary"));
     let stable = cookie(&t.key_for("stable"));
     for (c, cluster, calls) in [
-        (&canary, "canary", 6),
-        (&stable, "stable", 7),
-        (&format!("{canary}; sc_hold=1"), "stable", 7),
+        (&canary, "canary", 7),
+        (&stable, "stable", 8),
+        (&format!("{canary}; sc_hold=1"), "stable", 8),
     ] {
         let before = t.host.call_count();
         t.exchange(&[("cookie", c)], Some(cluster), &[(":status", "200")]);
@@ -920,8 +920,64 @@ fn the_request_path_makes_few_host_calls() {
     assert_eq!(t.host.calls_of("header_map"), 1);
     assert_eq!(
         t.host.call_count() - before,
-        5,
+        6,
         "{:?}",
         t.host.state().calls
+    );
+}
+
+#[test]
+fn the_served_version_and_reason_go_to_filter_state_once_per_response() {
+    let t = Setup::new(&config(|_| {}));
+    let state = || {
+        t.host
+            .state()
+            .filter_state
+            .get(super::FILTER_STATE_KEY)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let canary = cookie(&t.key_for("canary"));
+    let stable = cookie(&t.key_for("stable"));
+    // Nothing before the response: the served version is known only then.
+    let mut s = t.request(&[("cookie", &canary)]);
+    assert_eq!(state(), None);
+    t.host.respond(Some("canary"), &[(":status", "200")]);
+    s.on_response_headers(true);
+    assert_eq!(state().as_deref(), Some("canary hash"));
+    t.exchange(
+        &[("cookie", &stable)],
+        Some("stable"),
+        &[(":status", "200")],
+    );
+    assert_eq!(state().as_deref(), Some("stable hash"));
+    // The route table sent the canary cohort to stable: the served version, not the decision.
+    t.exchange(
+        &[("cookie", &canary)],
+        Some("stable"),
+        &[(":status", "503")],
+    );
+    assert_eq!(state().as_deref(), Some("stable hash"));
+    // A request without a session key: the default version, reason default.
+    t.exchange(&[], None, &[(":status", "200")]);
+    assert_eq!(state().as_deref(), Some("stable default"));
+    assert_eq!(t.host.calls_of("set_filter_state"), 4);
+}
+
+#[test]
+fn a_filter_state_that_cannot_be_written_is_logged_and_the_response_goes_on() {
+    let t = Setup::new(&config(|_| {}));
+    t.host.fail("set_filter_state");
+    let c = cookie(&t.key_for("canary"));
+    t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
+    assert_eq!(t.host.values(Map::Response, "x-canary-version"), ["canary"]);
+    assert_eq!(t.host.values(Map::Response, "x-canary-reason"), ["hash"]);
+    t.root.on_tick();
+    assert_eq!(t.responses("canary", 200), 1);
+    let warns = t.host.logs(Level::Warn);
+    assert!(
+        warns
+            .iter()
+            .any(|w| w.contains("could not set filter state sticky_canary")),
+        "{warns:?}"
     );
 }
