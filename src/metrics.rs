@@ -242,8 +242,16 @@ impl<T> Catalogue<T> {
             squares: map_sparse(self.squares, &mut f)?,
             invalid: map_sparse(self.invalid, &mut f)?,
             skipped: map_dense(self.skipped, &mut f)?,
-            retries: self.retries.into_iter().map(&mut f).collect::<Result<_, _>>()?,
-            retried: self.retried.into_iter().map(&mut f).collect::<Result<_, _>>()?,
+            retries: self
+                .retries
+                .into_iter()
+                .map(&mut f)
+                .collect::<Result<_, _>>()?,
+            retried: self
+                .retried
+                .into_iter()
+                .map(&mut f)
+                .collect::<Result<_, _>>()?,
             attempts_invalid: self
                 .attempts_invalid
                 .into_iter()

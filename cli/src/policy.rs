@@ -20,6 +20,10 @@ pub enum Check {
     /// 5xx / responses; rollback when the canary's is more than `max_points` percentage points
     /// higher (one-sided pooled two-proportion z-test).
     ErrorRatio { max_points: f64 },
+    /// Retried responses / responses (`canary_retried_responses_total` over
+    /// `canary_responses_total`); rollback when the canary's is more than `max_points`
+    /// percentage points higher (one-sided pooled two-proportion z-test, as `ErrorRatio`).
+    RetryRatio { max_points: f64 },
     /// NUM / DEN of two business counters, higher is better; rollback when the canary's drops by
     /// more than `max_drop_points` percentage points (one-sided pooled two-proportion z-test).
     Ratio {
@@ -43,6 +47,7 @@ impl Check {
     pub fn label(&self) -> &str {
         match self {
             Check::ErrorRatio { .. } => "error_ratio",
+            Check::RetryRatio { .. } => "retry_ratio",
             Check::Ratio { label, .. } | Check::Mean { label, .. } => label,
         }
     }
@@ -51,6 +56,10 @@ impl Check {
     pub fn metrics(&self) -> Vec<String> {
         match self {
             Check::ErrorRatio { .. } => vec![names::RESPONSES.to_string()],
+            Check::RetryRatio { .. } => vec![
+                names::RETRIED_RESPONSES.to_string(),
+                names::RESPONSES.to_string(),
+            ],
             Check::Ratio { num, den, .. } => vec![business_total(num), business_total(den)],
             Check::Mean { sum, count, .. } => vec![
                 business_total(sum),
@@ -365,6 +374,19 @@ fn judge(totals: &Totals, policy: &Policy, canary: &str, check: &Check) -> Resul
                 (&num, den),
                 (totals.get(b, &num), totals.get(b, den)),
                 (totals.get(canary, &num), totals.get(canary, den)),
+                *max_points,
+                false,
+            ))
+        }
+        Check::RetryRatio { max_points } => {
+            let (num, den) = (names::RETRIED_RESPONSES, names::RESPONSES);
+            Ok(proportion_row(
+                policy,
+                canary,
+                check,
+                (num, den),
+                (totals.get(b, num), totals.get(b, den)),
+                (totals.get(canary, num), totals.get(canary, den)),
                 *max_points,
                 false,
             ))
@@ -778,6 +800,40 @@ mod tests {
             Outcome::Pass
         );
         // No errors anywhere.
+        let r = one_row(&t(0.0, 0.0), check);
+        assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
+    }
+
+    #[test]
+    fn retry_ratio_rise_rolls_back_fall_passes() {
+        let t = |br: f64, cr: f64| {
+            Totals::from_series(
+                "checkout",
+                &[
+                    (names::RESPONSES, "stable", 2000.0),
+                    (names::RETRIED_RESPONSES, "stable", br),
+                    (names::RESPONSES, "canary", 2000.0),
+                    (names::RETRIED_RESPONSES, "canary", cr),
+                ],
+            )
+        };
+        let check = Check::RetryRatio { max_points: 1.0 };
+        assert_eq!(check.label(), "retry_ratio");
+        let r = one_row(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
+        assert_eq!(r.outcome, Outcome::Rollback);
+        assert!(close(r.delta.unwrap(), 2.5, 1e-9));
+        assert_eq!(r.test, "one-sided (higher is worse)");
+        assert_eq!(r.numerator, names::RETRIED_RESPONSES);
+        assert_eq!(
+            one_row(&t(60.0, 10.0), check.clone()).outcome,
+            Outcome::Pass
+        );
+        // 0.5 % → 1.2 %: within one point.
+        assert_eq!(
+            one_row(&t(10.0, 24.0), check.clone()).outcome,
+            Outcome::Pass
+        );
+        // No retries anywhere.
         let r = one_row(&t(0.0, 0.0), check);
         assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
     }

@@ -478,15 +478,17 @@ impl<H: Host> Stream<H> {
         // Upstream retries (README "Retries"): Envoy's attempt count, sent on the response when
         // the route or virtual host sets `include_attempt_count_in_response`. Absent = not
         // counted; anything but a positive integer is counted as invalid, never as retries.
-        headers.with(ATTEMPT_COUNT_HEADER, |a| match a.map(metrics::attempt_count) {
-            None => {}
-            Some(Some(n)) => {
-                if n > 1 {
-                    active.increment(active.metrics.retries.get(v), u64::from(n - 1));
-                    active.increment(active.metrics.retried.get(v), 1);
+        headers.with(ATTEMPT_COUNT_HEADER, |a| {
+            match a.map(metrics::attempt_count) {
+                None => {}
+                Some(Some(n)) => {
+                    if n > 1 {
+                        active.increment(active.metrics.retries.get(v), u64::from(n - 1));
+                        active.increment(active.metrics.retried.get(v), 1);
+                    }
                 }
+                Some(None) => active.increment(active.metrics.attempts_invalid.get(v), 1),
             }
-            Some(None) => active.increment(active.metrics.attempts_invalid.get(v), 1),
         });
 
         for (i, rule) in plan.business.rules.iter().enumerate() {

@@ -1010,7 +1010,16 @@ fn upstream_retries_are_counted_per_served_version_from_the_attempt_count() {
         &[(":status", "503"), ("x-envoy-attempt-count", "3")],
     );
     // Every invalid form: counted as invalid, never as retries.
-    for bad in ["", "x", "-1", "0", "+2", "2.5", "1001", "99999999999999999999999"] {
+    for bad in [
+        "",
+        "x",
+        "-1",
+        "0",
+        "+2",
+        "2.5",
+        "1001",
+        "99999999999999999999999",
+    ] {
         t.exchange(
             &[("cookie", &stable)],
             Some("stable"),

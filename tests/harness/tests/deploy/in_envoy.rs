@@ -396,7 +396,10 @@ fn virtual_host_patches_pass_envoy_validate() {
     let path = dir.path().join("vhost.yaml");
     fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
     let (ok, out) = envoy::validate(&path, &workspace_root());
-    assert!(ok, "envoy --mode validate (VIRTUAL_HOST patch) failed:\n{out}");
+    assert!(
+        ok,
+        "envoy --mode validate (VIRTUAL_HOST patch) failed:\n{out}"
+    );
     // ...and a misspelt field in the same place is refused (the check can fail).
     let vh = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["route_config"]["virtual_hosts"][0];
