@@ -33,6 +33,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process (as `Parsed` below): boxing the gate's flags buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// PROMOTE, ROLLBACK or WAIT for a rollout, from the filter's per-version counters

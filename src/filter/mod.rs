@@ -475,19 +475,18 @@ impl<H: Host> Stream<H> {
             .with(":status", |s| std::str::from_utf8(s?).ok()?.parse().ok())
             .unwrap_or(0);
         active.increment(active.metrics.response(v, self.status), 1);
-        // Upstream retries (README "Retries"): Envoy's attempt count, sent on the response when
-        // the route or virtual host sets `include_attempt_count_in_response`. Absent = not
-        // counted; anything but a positive integer is counted as invalid, never as retries.
+        // Upstream retries (README "Retries per version"): Envoy's attempt count, sent on the
+        // response when the route or virtual host sets `include_attempt_count_in_response`.
+        // Absent = not counted; anything but a positive integer is counted as invalid.
         headers.with(ATTEMPT_COUNT_HEADER, |a| {
             match a.map(metrics::attempt_count) {
-                None => {}
-                Some(Some(n)) => {
-                    if n > 1 {
-                        active.increment(active.metrics.retries.get(v), u64::from(n - 1));
-                        active.increment(active.metrics.retried.get(v), 1);
-                    }
+                Some(Some(n)) if n > 1 => {
+                    active.increment(active.metrics.retries.get(v), u64::from(n - 1));
+                    active.increment(active.metrics.retried.get(v), 1);
                 }
                 Some(None) => active.increment(active.metrics.attempts_invalid.get(v), 1),
+                // Absent, or a single attempt.
+                None | Some(Some(_)) => {}
             }
         });
 
