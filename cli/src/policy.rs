@@ -365,8 +365,12 @@ pub fn verdict_of(rows: &[Row]) -> (Verdict, Vec<String>) {
 fn judge(totals: &Totals, policy: &Policy, canary: &str, check: &Check) -> Result<Row, String> {
     let b = policy.baseline.as_str();
     match check {
-        Check::ErrorRatio { max_points } => {
-            let (num, den) = (responses_5xx(), names::RESPONSES);
+        Check::ErrorRatio { max_points } | Check::RetryRatio { max_points } => {
+            let num = match check {
+                Check::RetryRatio { .. } => names::RETRIED_RESPONSES.to_string(),
+                _ => responses_5xx(),
+            };
+            let den = names::RESPONSES;
             Ok(proportion_row(
                 policy,
                 canary,
@@ -374,19 +378,6 @@ fn judge(totals: &Totals, policy: &Policy, canary: &str, check: &Check) -> Resul
                 (&num, den),
                 (totals.get(b, &num), totals.get(b, den)),
                 (totals.get(canary, &num), totals.get(canary, den)),
-                *max_points,
-                false,
-            ))
-        }
-        Check::RetryRatio { max_points } => {
-            let (num, den) = (names::RETRIED_RESPONSES, names::RESPONSES);
-            Ok(proportion_row(
-                policy,
-                canary,
-                check,
-                (num, den),
-                (totals.get(b, num), totals.get(b, den)),
-                (totals.get(canary, num), totals.get(canary, den)),
                 *max_points,
                 false,
             ))
@@ -771,25 +762,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn error_ratio_rise_rolls_back_fall_passes() {
-        let fivexx = responses_5xx();
-        let t = |b5: f64, c5: f64| {
+    /// A higher-is-worse proportion check over `num` / responses: a rise beyond the limit rolls
+    /// back, a fall or a rise within it passes.
+    fn higher_is_worse_check(num: &str, check: Check) {
+        let t = |b: f64, c: f64| {
             Totals::from_series(
                 "checkout",
                 &[
                     (names::RESPONSES, "stable", 2000.0),
-                    (&fivexx, "stable", b5),
+                    (num, "stable", b),
                     (names::RESPONSES, "canary", 2000.0),
-                    (&fivexx, "canary", c5),
+                    (num, "canary", c),
                 ],
             )
         };
-        let check = Check::ErrorRatio { max_points: 1.0 };
         let r = one_row(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
         assert_eq!(r.outcome, Outcome::Rollback);
         assert!(close(r.delta.unwrap(), 2.5, 1e-9));
         assert_eq!(r.test, "one-sided (higher is worse)");
+        assert_eq!(r.numerator, num);
         assert_eq!(
             one_row(&t(60.0, 10.0), check.clone()).outcome,
             Outcome::Pass
@@ -799,43 +790,21 @@ mod tests {
             one_row(&t(10.0, 24.0), check.clone()).outcome,
             Outcome::Pass
         );
-        // No errors anywhere.
+        // None anywhere.
         let r = one_row(&t(0.0, 0.0), check);
         assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
     }
 
     #[test]
+    fn error_ratio_rise_rolls_back_fall_passes() {
+        higher_is_worse_check(&responses_5xx(), Check::ErrorRatio { max_points: 1.0 });
+    }
+
+    #[test]
     fn retry_ratio_rise_rolls_back_fall_passes() {
-        let t = |br: f64, cr: f64| {
-            Totals::from_series(
-                "checkout",
-                &[
-                    (names::RESPONSES, "stable", 2000.0),
-                    (names::RETRIED_RESPONSES, "stable", br),
-                    (names::RESPONSES, "canary", 2000.0),
-                    (names::RETRIED_RESPONSES, "canary", cr),
-                ],
-            )
-        };
         let check = Check::RetryRatio { max_points: 1.0 };
         assert_eq!(check.label(), "retry_ratio");
-        let r = one_row(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
-        assert_eq!(r.outcome, Outcome::Rollback);
-        assert!(close(r.delta.unwrap(), 2.5, 1e-9));
-        assert_eq!(r.test, "one-sided (higher is worse)");
-        assert_eq!(r.numerator, names::RETRIED_RESPONSES);
-        assert_eq!(
-            one_row(&t(60.0, 10.0), check.clone()).outcome,
-            Outcome::Pass
-        );
-        // 0.5 % → 1.2 %: within one point.
-        assert_eq!(
-            one_row(&t(10.0, 24.0), check.clone()).outcome,
-            Outcome::Pass
-        );
-        // No retries anywhere.
-        let r = one_row(&t(0.0, 0.0), check);
-        assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
+        higher_is_worse_check(names::RETRIED_RESPONSES, check);
     }
 
     #[test]

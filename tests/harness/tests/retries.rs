@@ -127,6 +127,21 @@ impl Setup {
         )
     }
 
+    /// Sends [`TRAFFIC`], checks each status (503 only when the retries ran out) and returns the
+    /// attempt count the client was told for each request.
+    fn send_traffic(&self) -> Vec<Option<String>> {
+        let keys = self.keys();
+        TRAFFIC
+            .iter()
+            .enumerate()
+            .map(|(id, (version, fails, client))| {
+                let (status, attempts) = self.send(&keys, version, id, *fails, *client);
+                assert_eq!(status, if *fails > 2 { 503 } else { 200 }, "{id}");
+                attempts
+            })
+            .collect()
+    }
+
     fn counts(&self, s: &Scrape, version: &str) -> Counts {
         let l = [("service", "checkout"), ("version", version)];
         let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"]
@@ -162,14 +177,11 @@ const TRAFFIC: &[(&str, u32, Option<&str>)] = &[
 #[test]
 fn retries_are_counted_per_served_version() {
     let t = start(true);
-    let keys = t.keys();
-    for (id, (version, fails, client)) in TRAFFIC.iter().enumerate() {
-        let (status, attempts) = t.send(&keys, version, id, *fails, *client);
-        let attempts_made = (fails + 1).min(3);
-        assert_eq!(status, if *fails > 2 { 503 } else { 200 }, "{id}");
+    for ((id, attempts), (_, fails, _)) in t.send_traffic().into_iter().enumerate().zip(TRAFFIC) {
+        let made = (fails + 1).min(3).to_string();
         assert_eq!(
             attempts.as_deref(),
-            Some(attempts_made.to_string().as_str()),
+            Some(made.as_str()),
             "request {id}: Envoy's own count, whatever the client sent"
         );
     }
@@ -199,12 +211,7 @@ fn retries_are_counted_per_served_version() {
 #[test]
 fn without_the_virtual_host_setting_retries_happen_but_are_not_counted() {
     let t = start(false);
-    let keys = t.keys();
-    for (id, (version, fails, client)) in TRAFFIC.iter().enumerate() {
-        let (status, attempts) = t.send(&keys, version, id, *fails, *client);
-        assert_eq!(status, if *fails > 2 { 503 } else { 200 }, "{id}");
-        assert_eq!(attempts, None, "request {id}");
-    }
+    assert!(t.send_traffic().iter().all(Option::is_none));
     let s = t.envoy.scrape();
     for (v, responses) in [("canary", 7), ("stable", 5)] {
         assert_eq!(
