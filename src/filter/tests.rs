@@ -917,6 +917,7 @@ fn the_request_path_makes_few_host_calls() {
             (":status", "200"),
             ("x-order-id", "o"),
             ("x-order-total", "1.00"),
+            ("x-envoy-attempt-count", "2"),
         ],
     );
     assert_eq!(t.host.calls_of("header_map"), 1);
@@ -925,6 +926,13 @@ fn the_request_path_makes_few_host_calls() {
         6,
         "{:?}",
         t.host.state().calls
+    );
+    t.root.on_tick();
+    let v = t.version("canary");
+    assert_eq!(
+        (t.value(&t.names.retries[v]), t.value(&t.names.retried[v])),
+        (1, 1),
+        "the attempt count is read from the map"
     );
 }
 
