@@ -37,6 +37,13 @@ pub mod names {
     pub const BUSINESS_INVALID: &str = "canary_business_invalid_total";
     /// Bodies the JSON rules skipped (`reason`).
     pub const BUSINESS_SKIPPED: &str = "canary_business_skipped_total";
+    /// Upstream retries Envoy made for responses a version served (`x-envoy-attempt-count` − 1).
+    pub const UPSTREAM_RETRIES: &str = "canary_upstream_retries_total";
+    /// Responses a version served after at least one retry (`x-envoy-attempt-count` > 1).
+    pub const RETRIED_RESPONSES: &str = "canary_retried_responses_total";
+    /// Responses whose `x-envoy-attempt-count` was not a positive integer up to
+    /// [`crate::metrics::MAX_ATTEMPTS`].
+    pub const ATTEMPT_COUNT_INVALID: &str = "canary_attempt_count_invalid_total";
 
     /// `canary_business_<rule>`: a histogram rule's base name.
     pub fn business(rule: &str) -> String {
@@ -94,6 +101,20 @@ pub fn encode(base: &str, tags: &[(&str, &str)]) -> String {
     s
 }
 
+/// The largest `x-envoy-attempt-count` taken as a count; larger values are counted as invalid
+/// (Envoy's retry policies stay far below it).
+pub const MAX_ATTEMPTS: u32 = 1000;
+
+/// Envoy's `x-envoy-attempt-count` response header: `Some(n)` for a positive integer
+/// `1..=MAX_ATTEMPTS` (ASCII digits only), `None` for anything else.
+pub fn attempt_count(value: &[u8]) -> Option<u32> {
+    if value.is_empty() || value.len() > 4 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u32 = std::str::from_utf8(value).ok()?.parse().ok()?;
+    (1..=MAX_ATTEMPTS).contains(&n).then_some(n)
+}
+
 /// The index of a response code's class in [`CODE_CLASSES`]; codes outside 100–599 count as 5xx.
 pub fn code_class(status: u16) -> usize {
     match status {
@@ -128,6 +149,12 @@ pub struct Catalogue<T> {
     /// `canary_business_skipped_total{service,version,reason}`, indexed by
     /// [`SkipReason::index`]; empty when no rule reads the body.
     pub skipped: Vec<Vec<T>>,
+    /// `canary_upstream_retries_total{service,version}`.
+    pub retries: Vec<T>,
+    /// `canary_retried_responses_total{service,version}`.
+    pub retried: Vec<T>,
+    /// `canary_attempt_count_invalid_total{service,version}`.
+    pub attempts_invalid: Vec<T>,
 }
 
 fn reason_index(r: Reason) -> usize {
@@ -196,6 +223,9 @@ impl<T> Catalogue<T> {
             .chain(self.squares.iter().flatten().flatten())
             .chain(self.invalid.iter().flatten().flatten())
             .chain(self.skipped.iter().flatten())
+            .chain(self.retries.iter())
+            .chain(self.retried.iter())
+            .chain(self.attempts_invalid.iter())
     }
 
     /// The same layout with every entry mapped (e.g. name → defined metric id).
@@ -212,6 +242,21 @@ impl<T> Catalogue<T> {
             squares: map_sparse(self.squares, &mut f)?,
             invalid: map_sparse(self.invalid, &mut f)?,
             skipped: map_dense(self.skipped, &mut f)?,
+            retries: self
+                .retries
+                .into_iter()
+                .map(&mut f)
+                .collect::<Result<_, _>>()?,
+            retried: self
+                .retried
+                .into_iter()
+                .map(&mut f)
+                .collect::<Result<_, _>>()?,
+            attempts_invalid: self
+                .attempts_invalid
+                .into_iter()
+                .map(&mut f)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -245,6 +290,13 @@ impl Catalogue<MetricName> {
             versions
                 .iter()
                 .map(|v| rules.iter().map(|r| f(v, r)).collect())
+                .collect()
+        };
+        // One counter per version.
+        let per_version = |base: &str| -> Vec<MetricName> {
+            versions
+                .iter()
+                .map(|v| counter(encode(base, &[("service", svc), ("version", v)])))
                 .collect()
         };
         let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
@@ -292,6 +344,9 @@ impl Catalogue<MetricName> {
                 })
             }),
             skipped: dense(names::BUSINESS_SKIPPED, "reason", &skip_reasons),
+            retries: per_version(names::UPSTREAM_RETRIES),
+            retried: per_version(names::RETRIED_RESPONSES),
+            attempts_invalid: per_version(names::ATTEMPT_COUNT_INVALID),
         }
     }
 }
@@ -368,6 +423,29 @@ mod tests {
     }
 
     #[test]
+    fn attempt_counts() {
+        for (v, want) in [
+            (&b"1"[..], Some(1)),
+            (b"2", Some(2)),
+            (b"3", Some(3)),
+            (b"1000", Some(1000)),
+            (b"0001", Some(1)),
+            (b"", None),
+            (b"x", None),
+            (b"-1", None),
+            (b"+1", None),
+            (b"0", None),
+            (b" 2", None),
+            (b"2.0", None),
+            (b"1001", None),
+            (b"99999999999999999999999", None),
+            (b"\xff", None),
+        ] {
+            assert_eq!(attempt_count(v), want, "{:?}", String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
     fn code_classes() {
         for (status, class) in [
             (100, "1xx"),
@@ -403,8 +481,21 @@ mod tests {
             {"name": "tax", "kind": "histogram", "json": "/order/tax", "scale": 2}
         ]}));
         let c = Catalogue::for_plan(&p);
-        // 2 versions × (6 reasons + 5 classes + 1 weight + 3 rules + 1 squares + 2 invalid + 5 skipped)
-        assert_eq!(c.iter().count(), 2 * (6 + 5 + 1 + 3 + 1 + 2 + 5));
+        // 2 versions × (6 reasons + 5 classes + 1 weight + 3 rules + 1 squares + 2 invalid
+        // + 5 skipped + 3 retry series)
+        assert_eq!(c.iter().count(), 2 * (6 + 5 + 1 + 3 + 1 + 2 + 5 + 3));
+        assert_eq!(
+            c.retries[0].name,
+            "service=.=checkout;.;version=.=canary;.;canary_upstream_retries_total"
+        );
+        assert_eq!(
+            c.retried[1].name,
+            "service=.=checkout;.;version=.=stable;.;canary_retried_responses_total"
+        );
+        assert_eq!(
+            c.attempts_invalid[1].name,
+            "service=.=checkout;.;version=.=stable;.;canary_attempt_count_invalid_total"
+        );
         assert_eq!(
             c.squares(1, 1).unwrap().name,
             "service=.=checkout;.;version=.=stable;.;canary_business_order_value_squares_total"

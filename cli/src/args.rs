@@ -33,6 +33,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process (as `Parsed` below): boxing the gate's flags buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// PROMOTE, ROLLBACK or WAIT for a rollout, from the filter's per-version counters
@@ -222,6 +224,15 @@ pub struct GateArgs {
           allow_negative_numbers = true, help_heading = "Checks")]
     pub error_ratio: f64,
 
+    /// Retried responses / responses may rise by at most MAX_POINTS percentage points (off
+    /// unless given)
+    ///
+    /// From `canary_retried_responses_total` (the filter counts it from Envoy's
+    /// `x-envoy-attempt-count`). One-sided pooled two-proportion z-test, as --error-ratio.
+    #[arg(long, value_name = "MAX_POINTS", value_parser = limit_arg,
+          allow_negative_numbers = true, help_heading = "Checks")]
+    pub retry_ratio: Option<f64>,
+
     /// NUM / DEN, higher is better, may drop by at most MAX_DROP points; repeatable
     ///
     /// One-sided pooled two-proportion z-test.
@@ -351,6 +362,9 @@ impl GateArgs {
         let mut checks = vec![Check::ErrorRatio {
             max_points: self.error_ratio,
         }];
+        if let Some(max_points) = self.retry_ratio {
+            checks.push(Check::RetryRatio { max_points });
+        }
         checks.extend(business);
         let policy = Policy {
             baseline: self.baseline,
@@ -541,6 +555,25 @@ mod tests {
     }
 
     #[test]
+    fn retry_ratio_is_off_unless_given() {
+        let c = parse_args("--service s --envoy http://a:1").unwrap();
+        assert!(!c
+            .policy
+            .checks
+            .iter()
+            .any(|c| matches!(c, Check::RetryRatio { .. })));
+        let c =
+            parse_args("--service s --envoy http://a:1 --retry-ratio 2 --mean m=v/n:1").unwrap();
+        let labels: Vec<&str> = c.policy.checks.iter().map(Check::label).collect();
+        assert_eq!(labels, ["error_ratio", "retry_ratio", "m"]);
+        assert_eq!(c.policy.checks[1], Check::RetryRatio { max_points: 2.0 });
+        assert!(c
+            .policy
+            .keys()
+            .contains(&names::RETRIED_RESPONSES.to_string()));
+    }
+
+    #[test]
     fn ratio_and_mean_keep_their_order() {
         let c = parse_args(
             "--service s --envoy http://a:1 --mean m1=v/n:1 --ratio r1=a/b:1 --mean m2=v/n:1 \
@@ -615,6 +648,8 @@ mod tests {
             (&format!("{env} --alpha 0"), "--alpha"),
             (&format!("{env} --error-ratio -1"), "--error-ratio"),
             (&format!("{env} --error-ratio inf"), "--error-ratio"),
+            (&format!("{env} --retry-ratio -1"), "--retry-ratio"),
+            (&format!("{env} --retry-ratio x"), "--retry-ratio"),
             (&format!("{env} --ratio approval"), "LABEL=NAME/NAME:LIMIT"),
             (
                 &format!("{env} --mean aov=order_value/orders"),

@@ -20,6 +20,10 @@ pub enum Check {
     /// 5xx / responses; rollback when the canary's is more than `max_points` percentage points
     /// higher (one-sided pooled two-proportion z-test).
     ErrorRatio { max_points: f64 },
+    /// Retried responses / responses (`canary_retried_responses_total` over
+    /// `canary_responses_total`); rollback when the canary's is more than `max_points`
+    /// percentage points higher (one-sided pooled two-proportion z-test, as `ErrorRatio`).
+    RetryRatio { max_points: f64 },
     /// NUM / DEN of two business counters, higher is better; rollback when the canary's drops by
     /// more than `max_drop_points` percentage points (one-sided pooled two-proportion z-test).
     Ratio {
@@ -43,6 +47,7 @@ impl Check {
     pub fn label(&self) -> &str {
         match self {
             Check::ErrorRatio { .. } => "error_ratio",
+            Check::RetryRatio { .. } => "retry_ratio",
             Check::Ratio { label, .. } | Check::Mean { label, .. } => label,
         }
     }
@@ -51,6 +56,10 @@ impl Check {
     pub fn metrics(&self) -> Vec<String> {
         match self {
             Check::ErrorRatio { .. } => vec![names::RESPONSES.to_string()],
+            Check::RetryRatio { .. } => vec![
+                names::RETRIED_RESPONSES.to_string(),
+                names::RESPONSES.to_string(),
+            ],
             Check::Ratio { num, den, .. } => vec![business_total(num), business_total(den)],
             Check::Mean { sum, count, .. } => vec![
                 business_total(sum),
@@ -356,8 +365,12 @@ pub fn verdict_of(rows: &[Row]) -> (Verdict, Vec<String>) {
 fn judge(totals: &Totals, policy: &Policy, canary: &str, check: &Check) -> Result<Row, String> {
     let b = policy.baseline.as_str();
     match check {
-        Check::ErrorRatio { max_points } => {
-            let (num, den) = (responses_5xx(), names::RESPONSES);
+        Check::ErrorRatio { max_points } | Check::RetryRatio { max_points } => {
+            let num = match check {
+                Check::RetryRatio { .. } => names::RETRIED_RESPONSES.to_string(),
+                _ => responses_5xx(),
+            };
+            let den = names::RESPONSES;
             Ok(proportion_row(
                 policy,
                 canary,
@@ -749,25 +762,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn error_ratio_rise_rolls_back_fall_passes() {
-        let fivexx = responses_5xx();
-        let t = |b5: f64, c5: f64| {
+    /// A higher-is-worse proportion check over `num` / responses: a rise beyond the limit rolls
+    /// back, a fall or a rise within it passes.
+    fn higher_is_worse_check(num: &str, check: Check) {
+        let t = |b: f64, c: f64| {
             Totals::from_series(
                 "checkout",
                 &[
                     (names::RESPONSES, "stable", 2000.0),
-                    (&fivexx, "stable", b5),
+                    (num, "stable", b),
                     (names::RESPONSES, "canary", 2000.0),
-                    (&fivexx, "canary", c5),
+                    (num, "canary", c),
                 ],
             )
         };
-        let check = Check::ErrorRatio { max_points: 1.0 };
         let r = one_row(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
         assert_eq!(r.outcome, Outcome::Rollback);
         assert!(close(r.delta.unwrap(), 2.5, 1e-9));
         assert_eq!(r.test, "one-sided (higher is worse)");
+        assert_eq!(r.numerator, num);
         assert_eq!(
             one_row(&t(60.0, 10.0), check.clone()).outcome,
             Outcome::Pass
@@ -777,9 +790,21 @@ mod tests {
             one_row(&t(10.0, 24.0), check.clone()).outcome,
             Outcome::Pass
         );
-        // No errors anywhere.
+        // None anywhere.
         let r = one_row(&t(0.0, 0.0), check);
         assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
+    }
+
+    #[test]
+    fn error_ratio_rise_rolls_back_fall_passes() {
+        higher_is_worse_check(&responses_5xx(), Check::ErrorRatio { max_points: 1.0 });
+    }
+
+    #[test]
+    fn retry_ratio_rise_rolls_back_fall_passes() {
+        let check = Check::RetryRatio { max_points: 1.0 };
+        assert_eq!(check.label(), "retry_ratio");
+        higher_is_worse_check(names::RETRIED_RESPONSES, check);
     }
 
     #[test]

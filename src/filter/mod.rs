@@ -20,7 +20,10 @@
 use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
 use crate::decision::{bucket_digits, Decision, RequestView};
-use crate::metrics::{Catalogue, MetricKind, Tally};
+use crate::metrics::{self, Catalogue, MetricKind, Tally};
+
+/// The response header in which Envoy reports how many upstream attempts the request took.
+pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 use crate::plan::Plan;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -472,6 +475,20 @@ impl<H: Host> Stream<H> {
             .with(":status", |s| std::str::from_utf8(s?).ok()?.parse().ok())
             .unwrap_or(0);
         active.increment(active.metrics.response(v, self.status), 1);
+        // Upstream retries (README "Retries per version"): Envoy's attempt count, sent on the
+        // response when the route or virtual host sets `include_attempt_count_in_response`.
+        // Absent = not counted; anything but a positive integer is counted as invalid.
+        headers.with(ATTEMPT_COUNT_HEADER, |a| {
+            match a.map(metrics::attempt_count) {
+                Some(Some(n)) if n > 1 => {
+                    active.increment(active.metrics.retries.get(v), u64::from(n - 1));
+                    active.increment(active.metrics.retried.get(v), 1);
+                }
+                Some(None) => active.increment(active.metrics.attempts_invalid.get(v), 1),
+                // Absent, or a single attempt.
+                None | Some(Some(_)) => {}
+            }
+        });
 
         for (i, rule) in plan.business.rules.iter().enumerate() {
             if let Place::Header(name) = &rule.place {

@@ -860,10 +860,11 @@ fn the_request_path_makes_few_host_calls() {
     let c = cookie(&t.key_for("canary"));
     let before = t.host.call_count();
     t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
-    // cookie read, route header write; cluster read, :status read, tag write, filter state.
+    // cookie read, route header write; cluster read, :status read, attempt-count read, tag
+    // write, filter state.
     assert_eq!(
         t.host.call_count() - before,
-        6,
+        7,
         "{:?}",
         t.host.state().calls
     );
@@ -883,9 +884,9 @@ fn the_request_path_makes_few_host_calls() {
     let canary = cookie(&t.key_for("canary"));
     let stable = cookie(&t.key_for("stable"));
     for (c, cluster, calls) in [
-        (&canary, "canary", 7),
-        (&stable, "stable", 8),
-        (&format!("{canary}; sc_hold=1"), "stable", 8),
+        (&canary, "canary", 8),
+        (&stable, "stable", 9),
+        (&format!("{canary}; sc_hold=1"), "stable", 9),
     ] {
         let before = t.host.call_count();
         t.exchange(&[("cookie", c)], Some(cluster), &[(":status", "200")]);
@@ -897,7 +898,8 @@ fn the_request_path_makes_few_host_calls() {
         );
     }
     assert_eq!(t.host.calls_of("header_map"), 0);
-    // Header rules: the response map is read once, whatever the number of rules.
+    // Header rules: the response map is read once, whatever the number of rules; the
+    // attempt count is taken from it (no extra read).
     let t = Setup::new(&config(|c| {
         c["business_metrics"] = json!([
             {"name": "orders", "kind": "counter", "header": "x-order-id"},
@@ -915,6 +917,7 @@ fn the_request_path_makes_few_host_calls() {
             (":status", "200"),
             ("x-order-id", "o"),
             ("x-order-total", "1.00"),
+            ("x-envoy-attempt-count", "2"),
         ],
     );
     assert_eq!(t.host.calls_of("header_map"), 1);
@@ -923,6 +926,13 @@ fn the_request_path_makes_few_host_calls() {
         6,
         "{:?}",
         t.host.state().calls
+    );
+    t.root.on_tick();
+    let v = t.version("canary");
+    assert_eq!(
+        (t.value(&t.names.retries[v]), t.value(&t.names.retried[v])),
+        (1, 1),
+        "the attempt count is read from the map"
     );
 }
 
@@ -980,4 +990,69 @@ fn a_filter_state_that_cannot_be_written_is_logged_and_the_response_goes_on() {
             .any(|w| w.contains("could not set filter state sticky_canary")),
         "{warns:?}"
     );
+}
+
+#[test]
+fn upstream_retries_are_counted_per_served_version_from_the_attempt_count() {
+    let t = Setup::new(&config(|_| {}));
+    let canary = cookie(&t.key_for("canary"));
+    let stable = cookie(&t.key_for("stable"));
+    let counts = |version: &str| {
+        let v = t.version(version);
+        (
+            t.value(&t.names.retries[v]),
+            t.value(&t.names.retried[v]),
+            t.value(&t.names.attempts_invalid[v]),
+        )
+    };
+    // 1, 2, 3 attempts and absent, on the canary: 0 + 1 + 2 retries, 2 retried responses.
+    for attempts in [Some("1"), Some("2"), Some("3"), None] {
+        let mut resp = vec![(":status", "200")];
+        resp.extend(attempts.map(|a| ("x-envoy-attempt-count", a)));
+        t.exchange(&[("cookie", &canary)], Some("canary"), &resp);
+    }
+    // Served by stable though decided canary (route table): counted for stable.
+    t.exchange(
+        &[("cookie", &canary)],
+        Some("stable"),
+        &[(":status", "503"), ("x-envoy-attempt-count", "3")],
+    );
+    // Every invalid form: counted as invalid, never as retries.
+    for bad in [
+        "",
+        "x",
+        "-1",
+        "0",
+        "+2",
+        "2.5",
+        "1001",
+        "99999999999999999999999",
+    ] {
+        t.exchange(
+            &[("cookie", &stable)],
+            Some("stable"),
+            &[(":status", "200"), ("x-envoy-attempt-count", bad)],
+        );
+    }
+    t.root.on_tick();
+    assert_eq!(counts("canary"), (3, 2, 0));
+    assert_eq!(counts("stable"), (2, 1, 8));
+    assert_eq!(t.responses("canary", 200), 4);
+    assert_eq!(t.responses("stable", 200), 8);
+}
+
+#[test]
+fn a_client_sent_attempt_count_request_header_counts_nothing() {
+    let t = Setup::new(&config(|_| {}));
+    let canary = cookie(&t.key_for("canary"));
+    t.exchange(
+        &[("cookie", &canary), ("x-envoy-attempt-count", "5")],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    t.root.on_tick();
+    let v = t.version("canary");
+    assert_eq!(t.value(&t.names.retries[v]), 0);
+    assert_eq!(t.value(&t.names.retried[v]), 0);
+    assert_eq!(t.value(&t.names.attempts_invalid[v]), 0);
 }

@@ -354,3 +354,62 @@ fn envoyfilter_patches_pass_envoy_validate() {
         "a typo must be refused:\n{out}"
     );
 }
+
+#[test]
+fn virtual_host_patches_pass_envoy_validate() {
+    // Every VIRTUAL_HOST MERGE patch (the attempt count for the retry series), merged into the
+    // virtual hosts of the reference envoy.yaml with its own copy of the setting removed first,
+    // so that only the patch carries it: a typo in a field name fails `envoy --mode validate`.
+    envoy::check_prerequisites();
+    let all = manifests();
+    let ef = find(&all, "EnvoyFilter", "sticky-canary-attempt-count");
+    let patches: Vec<&Value> = ef.doc["spec"]["configPatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["applyTo"] == "VIRTUAL_HOST")
+        .collect();
+    assert_eq!(patches.len(), 1);
+    let patch = patches[0];
+    assert_eq!(patch["patch"]["operation"], "MERGE");
+    assert_eq!(patch["match"]["context"], "GATEWAY");
+    let value = patch["patch"]["value"].as_object().expect("a map to merge");
+    assert_eq!(value["include_attempt_count_in_response"], true);
+    let text = fs::read_to_string(envoy::reference_config_path()).unwrap();
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let vhosts = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"]
+        .as_sequence_mut()
+        .expect("envoy.yaml has virtual hosts");
+    assert!(!vhosts.is_empty());
+    for vh in vhosts.iter_mut() {
+        let m = vh.as_mapping_mut().unwrap();
+        assert!(
+            m.remove("include_attempt_count_in_response").is_some(),
+            "envoy.yaml ships the setting too"
+        );
+        for (k, v) in value {
+            m.insert(key(k), to_yaml(v));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vhost.yaml");
+    fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let (ok, out) = envoy::validate(&path, &workspace_root());
+    assert!(
+        ok,
+        "envoy --mode validate (VIRTUAL_HOST patch) failed:\n{out}"
+    );
+    // ...and a misspelt field in the same place is refused (the check can fail).
+    let vh = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"][0];
+    vh.as_mapping_mut()
+        .unwrap()
+        .insert(key("include_attempt_count_in_respons"), key("true"));
+    fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let (ok, out) = envoy::validate(&path, &workspace_root());
+    assert!(
+        !ok && out.contains("include_attempt_count_in_respons"),
+        "a typo must be refused:\n{out}"
+    );
+}
