@@ -41,6 +41,11 @@ impl Reason {
         Reason::Default,
     ];
 
+    /// The reason's position in [`Reason::ALL`], for tables laid out in that order.
+    pub fn index(self) -> usize {
+        Reason::ALL.iter().position(|x| *x == self).unwrap_or(0)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Override => "override",

@@ -157,10 +157,6 @@ pub struct Catalogue<T> {
     pub attempts_invalid: Vec<T>,
 }
 
-fn reason_index(r: Reason) -> usize {
-    Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
-}
-
 fn map_dense<T, U, E>(
     t: Vec<Vec<T>>,
     f: &mut impl FnMut(T) -> Result<U, E>,
@@ -189,7 +185,7 @@ fn cell<T>(t: &[Vec<Option<T>>], version: usize, rule: usize) -> Option<&T> {
 
 impl<T> Catalogue<T> {
     pub fn request(&self, version: usize, reason: Reason) -> Option<&T> {
-        self.requests.get(version)?.get(reason_index(reason))
+        self.requests.get(version)?.get(reason.index())
     }
 
     pub fn response(&self, version: usize, status: u16) -> Option<&T> {

@@ -19,7 +19,7 @@
 
 use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
-use crate::decision::{bucket_digits, Decision, RequestView};
+use crate::decision::{bucket_digits, Decision, Reason, RequestView};
 use crate::metrics::{self, Catalogue, MetricKind, Tally};
 
 /// The response header in which Envoy reports how many upstream attempts the request took.
@@ -106,6 +106,9 @@ struct Active<H: Host> {
     /// `metrics_flush_ms` is 0 and once the root context is done (a stream that outlives its
     /// root context then increments the host's counters itself).
     batching: Cell<bool>,
+    /// The filter-state value of each (served version, reason), `[version][Reason::index]`,
+    /// built once here so that a response writes it without formatting.
+    observed: Vec<Vec<String>>,
 }
 
 impl<H: Host> Active<H> {
@@ -124,7 +127,18 @@ impl<H: Host> Active<H> {
             host.record_metric(id, u64::from(v.weight))
                 .map_err(|e| format!("cannot set the weight of {}: {e:?}", v.name))?;
         }
+        let observed = plan
+            .versions
+            .iter()
+            .map(|v| {
+                Reason::ALL
+                    .iter()
+                    .map(|r| observed_value(&v.name, r.as_str()))
+                    .collect()
+            })
+            .collect();
         Ok(Active {
+            observed,
             batching: Cell::new(plan.metrics_flush_ms > 0),
             tally: Tally::new(ids.len()),
             host,
@@ -524,7 +538,11 @@ impl<H: Host> Stream<H> {
         }
         // Observability: the served version and the reason, in one filter-state write, for
         // Envoy's access logs and tracers (README "Traces and access logs").
-        let observed = observed_value(plan.version_name(v), decision.reason.as_str());
+        let observed = active
+            .observed
+            .get(v)
+            .and_then(|row| row.get(decision.reason.index()))
+            .map_or("", String::as_str);
         let r = host.set_filter_state(FILTER_STATE_KEY, observed.as_bytes());
         active.warn_on_error("set filter state", FILTER_STATE_KEY, r);
         if let (Some(assign), Some(id)) = (&plan.assign, &decision.minted) {
