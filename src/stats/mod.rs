@@ -2,7 +2,10 @@
 //! Welch's test on means known by their sums and sums of squares.
 //!
 //! Pure arithmetic on `f64` (no allocation, no host): the `sticky-canary gate` command judges
-//! with these, and the filter can run the same tests on its own counters.
+//! with these, and the filter can run the same tests on its own counters. [`sequential`] is
+//! the always-valid test both run by default.
+
+pub mod sequential;
 
 /// The complementary error function, erfc(x) = 1 − erf(x).
 ///
