@@ -88,7 +88,7 @@ impl Judgement {
 /// (all in one unit). `v = 0` with `x ≠ 0` is certainty (+∞); `x = 0` gives ln sqrt(V/(V+τ²)).
 pub fn log_mixture_lr(x: f64, v: f64, tau: f64) -> f64 {
     let t2 = tau * tau;
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         return if x != 0.0 { f64::INFINITY } else { 0.0 };
     }
     0.5 * (v / (v + t2)).ln() + t2 * x * x / (2.0 * v * (v + t2))
