@@ -9,6 +9,7 @@
 
 use crate::assign::{RawAssignCookie, RawHold};
 use crate::business::RawRule;
+use crate::guard::RawGuard;
 use crate::stage::{RawOverride, RawPin};
 use serde::Deserialize;
 
@@ -64,6 +65,13 @@ pub struct RawConfig {
     /// request).
     #[serde(default)]
     pub metrics_flush_ms: Option<u32>,
+    /// The brake: judge the canary in this Envoy and stop routing to it when harmful.
+    #[serde(default)]
+    pub guard: Option<RawGuard>,
+    /// Request methods counted as writes per served version (`canary_writes_total`); default
+    /// POST, PUT, PATCH, DELETE; `[]` counts nothing (and reads no `:method`).
+    #[serde(default)]
+    pub write_methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -460,6 +460,53 @@ fn scan_error(e: JsonError, syntax: &str) -> Error {
 
 /// Refuses `token` where `exp` was expected (also: numbers that are not integers of a supported
 /// size).
+/// A JSON number the scanner accepted (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) as
+/// `f64`, without the standard library's float parser (which would cost the module ~10 KB):
+/// the first 18 significant digits and the exponent, then one multiplication or division by a
+/// power of ten. Exact (correctly rounded) for the values a configuration holds (≤ 15
+/// significant digits, exponents within ±22); `None` when the result is not finite.
+fn decimal_f64(text: &str) -> Option<f64> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (rest.get(..i)?, rest.get(i + 1..)?.parse::<i32>().ok()?),
+        None => (rest, 0),
+    };
+    let mut digits: u64 = 0;
+    let mut scale: i32 = exponent;
+    let mut significant = 0;
+    let mut after_point = false;
+    for c in mantissa.bytes() {
+        match c {
+            b'.' => after_point = true,
+            b'0'..=b'9' => {
+                if significant < 18 {
+                    digits = digits * 10 + u64::from(c - b'0');
+                    if digits > 0 {
+                        significant += 1;
+                    }
+                    if after_point {
+                        scale -= 1;
+                    }
+                } else if !after_point {
+                    scale += 1;
+                }
+            }
+            _ => return None,
+        }
+    }
+    let m = digits as f64;
+    let value = if scale >= 0 {
+        m * 10f64.powi(scale)
+    } else {
+        m / 10f64.powi(-scale)
+    };
+    let value = if negative { -value } else { value };
+    value.is_finite().then_some(value)
+}
+
 fn refuse(token: &Token<'_>, exp: &dyn Expected) -> Error {
     let other;
     let unexp = match token {
@@ -562,8 +609,28 @@ impl<'de> de::Deserializer<'de> for &mut Parser<'de> {
         visitor.visit_unit()
     }
 
+    /// A number as `f64`: integers as they are, decimals and exponents by [`decimal_f64`].
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.token()? {
+            Token::Unsigned(n) => visitor.visit_f64(n as f64),
+            Token::Signed(n) => visitor.visit_f64(n as f64),
+            Token::Float(text) | Token::Big(text) => match decimal_f64(text) {
+                Some(f) => visitor.visit_f64(f),
+                None => Err(de::Error::invalid_value(
+                    Unexpected::Other(&format!("number `{text}`")),
+                    &visitor,
+                )),
+            },
+            token => Err(refuse(&token, &visitor)),
+        }
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_f64(visitor)
+    }
+
     serde::forward_to_deserialize_any! {
-        i128 u128 f32 f64 char bytes byte_buf unit_struct newtype_struct tuple tuple_struct
+        i128 u128 char bytes byte_buf unit_struct newtype_struct tuple tuple_struct
         identifier ignored_any
     }
 
@@ -778,6 +845,43 @@ mod tests {
             let at = |r: &str| r.rfind(" at line").map(|i| r[i..].to_string());
             assert_eq!(at(&err.reason), at(&want), "{doc}: {err} / {want}");
         }
+    }
+
+    /// Numbers read as `f64` (the guard's alpha and limits) agree with the standard parser.
+    #[test]
+    fn floats() {
+        for text in [
+            "0",
+            "1",
+            "0.01",
+            "0.3",
+            "1.0",
+            "2.5e-3",
+            "1E2",
+            "-0.75",
+            "123456.789",
+            "1e-10",
+            "0.1",
+            "0.2",
+            "0.05",
+            "99999999999999999999",
+            "12345678901234567890123.5",
+            "3.14159265358979",
+            "5e+1",
+        ] {
+            let want: f64 = text.parse().unwrap();
+            let got = super::decimal_f64(text).unwrap();
+            assert!(
+                got == want || ((got - want) / want).abs() < 1e-15,
+                "{text}: {got} vs {want}"
+            );
+        }
+        for exact in ["0.01", "0.3", "0.05", "1.0", "0.001", "2.5"] {
+            assert_eq!(super::decimal_f64(exact), exact.parse().ok(), "{exact}");
+        }
+        assert_eq!(super::decimal_f64("1e400"), None);
+        assert_eq!(super::decimal_f64("1e99999999999"), None);
+        assert_eq!(super::decimal_f64("1e-400"), Some(0.0));
     }
 
     /// Where the wording differs from serde_json's, the meaning does not.

@@ -28,17 +28,20 @@ pub enum Reason {
     Assigned,
     /// No session key: the default version.
     Default,
+    /// The decision picked a version the guard has tripped: the guard's baseline instead.
+    Guard,
 }
 
 impl Reason {
-    /// Every reason, in precedence order.
-    pub const ALL: [Reason; 6] = [
+    /// Every reason, in precedence order; `Guard` last (it replaces a decision after the fact).
+    pub const ALL: [Reason; 7] = [
         Reason::Override,
         Reason::Pin,
         Reason::Hold,
         Reason::Hash,
         Reason::Assigned,
         Reason::Default,
+        Reason::Guard,
     ];
 
     /// The reason's position in [`Reason::ALL`], for tables laid out in that order.
@@ -54,6 +57,7 @@ impl Reason {
             Reason::Hash => "hash",
             Reason::Assigned => "assigned",
             Reason::Default => "default",
+            Reason::Guard => "guard",
         }
     }
 }

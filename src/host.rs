@@ -144,6 +144,15 @@ impl Host for Envoy {
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
         record_metric(id, value)
     }
+    fn metric(&self, id: u32) -> Result<u64, HostError> {
+        get_metric(id)
+    }
+    fn shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        shared_data(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        set_shared_data(key, value, cas)
+    }
     fn set_tick_period(&self, period_ms: u32) -> Result<(), HostError> {
         set_tick_period(period_ms)
     }
@@ -211,6 +220,21 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_buffer_bytes(
@@ -362,6 +386,41 @@ fn increment_metric(id: u32, offset: i64) -> Result<(), HostError> {
 fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
     // SAFETY: plain values.
     match unsafe { proxy_record_metric(id, value) } {
+        OK => Ok(()),
+        status => Err(HostError(status)),
+    }
+}
+
+/// A metric's current value (a counter's Envoy-wide total).
+fn get_metric(id: u32) -> Result<u64, HostError> {
+    let mut value = 0u64;
+    // SAFETY: `value` is a live local.
+    match unsafe { proxy_get_metric(id, &mut value) } {
+        OK => Ok(value),
+        status => Err(HostError(status)),
+    }
+}
+
+/// A shared-data entry and its CAS token, `Ok(None)` when absent.
+fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+    let mut data = std::ptr::null_mut();
+    let mut size = 0;
+    let mut cas = 0u32;
+    // SAFETY: as in `header`; `cas` is a live local.
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
+    {
+        OK => Ok(Some((unsafe { owned(data, size) }, cas))),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError(status)),
+    }
+}
+
+/// Writes a shared-data entry if its CAS token is still `cas` (0: unconditionally).
+fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+    // SAFETY: the slices outlive the call.
+    match unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    } {
         OK => Ok(()),
         status => Err(HostError(status)),
     }

@@ -11,9 +11,11 @@
 //! - [`assign`] (check): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check): override and pins;
 //!   [`business`] (check, decimal, json): business rules and body gating;
 //! - `de` (check, json): the configuration's serde deserializer, which keeps the field path;
-//! - [`config`] (assign, business, check, de, stage): the JSON schema users write, parsed;
+//! - [`guard`] (business, check, stats): the brake's `guard` block, compiled, its judgement and
+//!   its shared-data record;
+//! - [`config`] (assign, business, check, de, guard, stage): the JSON schema users write, parsed;
 //! - [`decision`] (assign): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
-//! - [`plan`] (assign, business, check, config, cookie, decision, stage): the compiled [`plan::Plan`]
+//! - [`plan`] (assign, business, check, config, cookie, decision, guard, stage): the compiled [`plan::Plan`]
 //!   and its routing decision;
 //! - [`metrics`] (business, decision, plan): metric names and the per-version catalogue;
 //! - [`filter`] (assign, business, decision, headers, metrics, plan): the request/response logic,
@@ -29,6 +31,7 @@ pub mod cookie;
 mod de;
 pub mod decimal;
 pub mod decision;
+pub mod guard;
 pub mod headers;
 pub mod json;
 pub mod metrics;

@@ -44,6 +44,12 @@ pub mod names {
     /// Responses whose `x-envoy-attempt-count` was not a positive integer up to
     /// [`crate::metrics::MAX_ATTEMPTS`].
     pub const ATTEMPT_COUNT_INVALID: &str = "canary_attempt_count_invalid_total";
+    /// Requests whose method changes state (`write_methods`), per served version.
+    pub const WRITES: &str = "canary_writes_total";
+    /// 1 while the guard has tripped a version in this Envoy, else 0 (gauge).
+    pub const GUARD_TRIPPED: &str = "canary_guard_tripped";
+    /// Trips of a version recorded by this Envoy (counter).
+    pub const GUARD_TRIPS: &str = "canary_guard_trips_total";
 
     /// `canary_business_<rule>`: a histogram rule's base name.
     pub fn business(rule: &str) -> String {
@@ -155,6 +161,12 @@ pub struct Catalogue<T> {
     pub retried: Vec<T>,
     /// `canary_attempt_count_invalid_total{service,version}`.
     pub attempts_invalid: Vec<T>,
+    /// `canary_writes_total{service,version}`; empty when `write_methods` is `[]`.
+    pub writes: Vec<T>,
+    /// `canary_guard_tripped{service,version}` (gauge); empty without a guard.
+    pub guard_tripped: Vec<T>,
+    /// `canary_guard_trips_total{service,version}`; empty without a guard.
+    pub guard_trips: Vec<T>,
 }
 
 fn map_dense<T, U, E>(
@@ -164,6 +176,10 @@ fn map_dense<T, U, E>(
     t.into_iter()
         .map(|row| row.into_iter().map(&mut *f).collect())
         .collect()
+}
+
+fn map_row<T, U, E>(t: Vec<T>, f: &mut impl FnMut(T) -> Result<U, E>) -> Result<Vec<U>, E> {
+    t.into_iter().map(f).collect()
 }
 
 fn map_sparse<T, U, E>(
@@ -222,6 +238,9 @@ impl<T> Catalogue<T> {
             .chain(self.retries.iter())
             .chain(self.retried.iter())
             .chain(self.attempts_invalid.iter())
+            .chain(self.writes.iter())
+            .chain(self.guard_tripped.iter())
+            .chain(self.guard_trips.iter())
     }
 
     /// The same layout with every entry mapped (e.g. name → defined metric id).
@@ -229,30 +248,17 @@ impl<T> Catalogue<T> {
         Ok(Catalogue {
             requests: map_dense(self.requests, &mut f)?,
             responses: map_dense(self.responses, &mut f)?,
-            weight: self
-                .weight
-                .into_iter()
-                .map(&mut f)
-                .collect::<Result<_, _>>()?,
+            weight: map_row(self.weight, &mut f)?,
             business: map_sparse(self.business, &mut f)?,
             squares: map_sparse(self.squares, &mut f)?,
             invalid: map_sparse(self.invalid, &mut f)?,
             skipped: map_dense(self.skipped, &mut f)?,
-            retries: self
-                .retries
-                .into_iter()
-                .map(&mut f)
-                .collect::<Result<_, _>>()?,
-            retried: self
-                .retried
-                .into_iter()
-                .map(&mut f)
-                .collect::<Result<_, _>>()?,
-            attempts_invalid: self
-                .attempts_invalid
-                .into_iter()
-                .map(&mut f)
-                .collect::<Result<_, _>>()?,
+            retries: map_row(self.retries, &mut f)?,
+            retried: map_row(self.retried, &mut f)?,
+            attempts_invalid: map_row(self.attempts_invalid, &mut f)?,
+            writes: map_row(self.writes, &mut f)?,
+            guard_tripped: map_row(self.guard_tripped, &mut f)?,
+            guard_trips: map_row(self.guard_trips, &mut f)?,
         })
     }
 }
@@ -343,6 +349,27 @@ impl Catalogue<MetricName> {
             retries: per_version(names::UPSTREAM_RETRIES),
             retried: per_version(names::RETRIED_RESPONSES),
             attempts_invalid: per_version(names::ATTEMPT_COUNT_INVALID),
+            writes: if plan.write_methods.is_empty() {
+                Vec::new()
+            } else {
+                per_version(names::WRITES)
+            },
+            guard_tripped: if plan.guard.is_some() {
+                versions
+                    .iter()
+                    .map(|v| MetricName {
+                        kind: MetricKind::Gauge,
+                        name: encode(names::GUARD_TRIPPED, &[("service", svc), ("version", v)]),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            guard_trips: if plan.guard.is_some() {
+                per_version(names::GUARD_TRIPS)
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -477,9 +504,13 @@ mod tests {
             {"name": "tax", "kind": "histogram", "json": "/order/tax", "scale": 2}
         ]}));
         let c = Catalogue::for_plan(&p);
-        // 2 versions × (6 reasons + 5 classes + 1 weight + 3 rules + 1 squares + 2 invalid
-        // + 5 skipped + 3 retry series)
-        assert_eq!(c.iter().count(), 2 * (6 + 5 + 1 + 3 + 1 + 2 + 5 + 3));
+        // 2 versions × (7 reasons + 5 classes + 1 weight + 3 rules + 1 squares + 2 invalid
+        // + 5 skipped + 3 retry series + 1 writes)
+        assert_eq!(c.iter().count(), 2 * (7 + 5 + 1 + 3 + 1 + 2 + 5 + 3 + 1));
+        assert_eq!(
+            c.writes[0].name,
+            "service=.=checkout;.;version=.=canary;.;canary_writes_total"
+        );
         assert_eq!(
             c.retries[0].name,
             "service=.=checkout;.;version=.=canary;.;canary_upstream_retries_total"
@@ -499,6 +530,23 @@ mod tests {
         assert!(
             c.squares(0, 0).is_none() && c.squares(0, 2).is_none(),
             "only sum rules"
+        );
+        // No writes counted, no series; a guard adds its gauge and trip counter per version.
+        let p2 = plan(serde_json::json!({"write_methods": [],
+            "guard": {"checks": [{"error_ratio": {"max_points": 1}}]}}));
+        let g = Catalogue::for_plan(&p2);
+        assert!(g.writes.is_empty());
+        assert_eq!(g.iter().count(), 2 * (7 + 5 + 1 + 3 + 2));
+        assert_eq!(
+            (g.guard_tripped[0].kind, g.guard_tripped[0].name.as_str()),
+            (
+                MetricKind::Gauge,
+                "service=.=checkout;.;version=.=canary;.;canary_guard_tripped"
+            )
+        );
+        assert_eq!(
+            g.guard_trips[1].name,
+            "service=.=checkout;.;version=.=stable;.;canary_guard_trips_total"
         );
         let names: std::collections::HashSet<_> = c.iter().map(|m| m.name.clone()).collect();
         assert_eq!(names.len(), c.iter().count(), "names are unique");

@@ -14,6 +14,7 @@ use crate::config::{
 };
 use crate::cookie;
 use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};
+use crate::guard::Guard;
 use crate::stage::{compile_override, compile_pins, Override, Pin};
 
 /// Where a session key comes from, compiled.
@@ -68,7 +69,15 @@ pub struct Plan {
     pub metrics_flush_ms: u32,
     /// Configure-time warnings (e.g. overrides disabled for want of a token), for the log.
     pub warnings: Vec<String>,
+    /// The brake, when configured.
+    pub guard: Option<Guard>,
+    /// Request methods counted as writes (`canary_writes_total`), as written (methods are
+    /// case-sensitive); empty: none, and `:method` is not read.
+    pub write_methods: Vec<String>,
 }
+
+/// Methods counted as writes when `write_methods` is not given.
+pub const DEFAULT_WRITE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
 
 impl Plan {
     /// Parses and compiles a JSON configuration (no environment: `tokens_env` finds nothing).
@@ -342,8 +351,34 @@ impl Plan {
             ));
         }
 
+        let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
+        let guard = raw
+            .guard
+            .map(|g| Guard::compile(g, &names, default_version, &business.rules))
+            .transpose()?;
+        let write_methods = match raw.write_methods {
+            None => DEFAULT_WRITE_METHODS
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            Some(methods) => {
+                for (i, m) in methods.iter().enumerate() {
+                    check_token(&format!("write_methods[{i}]"), m)?;
+                    if let Some(j) = methods.iter().take(i).position(|o| o == m) {
+                        return Err(ConfigError::new(
+                            format!("write_methods[{i}]"),
+                            format!("{m:?} is listed twice (also write_methods[{j}])"),
+                        ));
+                    }
+                }
+                methods
+            }
+        };
+
         let salt = raw.salt.unwrap_or_else(|| raw.service.clone()).into_bytes();
         Ok(Plan {
+            guard,
+            write_methods,
             service: raw.service,
             salt,
             versions,

@@ -36,6 +36,10 @@ pub struct State {
     pub random: Option<[u8; ID_BYTES]>,
     pub metrics: Vec<Metric>,
     pub tick_ms: Option<u32>,
+    /// Shared data: value and CAS token, by key (the CAS counts writes, from 1).
+    pub shared: BTreeMap<String, (Vec<u8>, u32)>,
+    /// Keys whose next shared-data write loses a race (another VM wrote just before).
+    pub cas_races: BTreeSet<String>,
     pub logs: Vec<(Level, String)>,
     /// Calls that fail: a method name (`set_header`) or a method and a header name
     /// (`set_header:x-canary-version`).
@@ -77,6 +81,11 @@ impl FakeHost {
         } else {
             Ok(())
         }
+    }
+
+    /// The next shared-data write of `key` loses a race with another VM.
+    pub fn fail_once_cas(&self, key: &str) {
+        self.state().cas_races.insert(key.to_string());
     }
 
     /// Host calls made so far, all methods together.
@@ -262,6 +271,36 @@ impl Host for FakeHost {
             MetricKind::Histogram => m.records.push(value),
             MetricKind::Counter => panic!("record on the counter {}", m.name),
         }
+        Ok(())
+    }
+
+    fn metric(&self, id: u32) -> Result<u64, HostError> {
+        self.enter("metric", "")?;
+        let s = self.0.borrow();
+        let m = s.metrics.get(id as usize).ok_or(HostError(2))?;
+        Ok(u64::try_from(m.value).unwrap_or(0))
+    }
+
+    fn shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        self.enter("shared_data", key)?;
+        Ok(self.0.borrow().shared.get(key).cloned())
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        self.enter("set_shared_data", key)?;
+        let mut s = self.state();
+        if s.cas_races.remove(key) {
+            if let Some(entry) = s.shared.get_mut(key) {
+                entry.1 += 1;
+            }
+            return Err(super::CAS_MISMATCH);
+        }
+        let current = s.shared.get(key).map_or(0, |(_, c)| *c);
+        if cas != 0 && cas != current {
+            return Err(super::CAS_MISMATCH);
+        }
+        s.shared
+            .insert(key.to_string(), (value.to_vec(), current + 1));
         Ok(())
     }
 

@@ -20,6 +20,7 @@
 use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
 use crate::decision::{bucket_digits, Decision, Reason, RequestView};
+use crate::guard::{record, Series};
 use crate::metrics::{self, Catalogue, MetricKind, Tally};
 
 /// The response header in which Envoy reports how many upstream attempts the request took.
@@ -31,11 +32,16 @@ use std::rc::Rc;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod guard_tests;
+#[cfg(test)]
 mod tests;
 
 /// A host call did not succeed; the raw proxy-wasm status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostError(pub u32);
+
+/// proxy-wasm `CasMismatch`: a shared-data write lost the race.
+pub const CAS_MISMATCH: HostError = HostError(8);
 
 /// Which header map a call reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,6 +92,15 @@ pub trait Host {
     fn increment_metric(&self, id: u32, offset: i64) -> Result<(), HostError>;
     /// Sets a gauge or records a histogram value.
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError>;
+    /// A metric's current value: for a counter, its total over every worker VM of this Envoy
+    /// (what they have flushed).
+    fn metric(&self, id: u32) -> Result<u64, HostError>;
+    /// A shared-data entry (shared by the worker VMs of this Envoy with the same `vm_id`) and its
+    /// CAS token; `Ok(None)` when absent.
+    fn shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError>;
+    /// Writes a shared-data entry if its CAS token is still `cas` (0: whatever it is);
+    /// `Err(CAS_MISMATCH)` when another VM wrote it in between.
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError>;
     /// Calls the root's `on_tick` every `period_ms` (0 stops the ticks).
     fn set_tick_period(&self, period_ms: u32) -> Result<(), HostError>;
     /// Writes one log line.
@@ -109,6 +124,26 @@ struct Active<H: Host> {
     /// The filter-state value of each (served version, reason), `[version][Reason::index]`,
     /// built once here so that a response writes it without formatting.
     observed: Vec<Vec<String>>,
+    /// The brake's state, when the plan has a guard.
+    guard: Option<GuardState>,
+}
+
+/// What the brake needs at run time, prepared at configure time.
+struct GuardState {
+    /// The shared-data key of this service's trip record.
+    key: String,
+    /// The trips' generation (salt and `guard.epoch`).
+    generation: u64,
+    /// Host metric ids to sum for each series of `Guard::series`, per version:
+    /// `ids[version][series]`.
+    ids: Vec<Vec<Vec<u32>>>,
+    /// Bit `v` set: version `v` is tripped in this Envoy (what this VM knows).
+    tripped: Cell<u32>,
+}
+
+/// The bit of a version in a trip mask (versions are at most 16).
+fn bit(version: usize) -> u32 {
+    1u32.checked_shl(version as u32).unwrap_or(0)
 }
 
 impl<H: Host> Active<H> {
@@ -137,7 +172,42 @@ impl<H: Host> Active<H> {
                     .collect()
             })
             .collect();
+        let guard = plan.guard.as_ref().map(|g| {
+            let slot_ids = |slots: &[Option<&usize>]| -> Vec<u32> {
+                slots
+                    .iter()
+                    .filter_map(|s| s.and_then(|s| ids.get(*s)).copied())
+                    .collect()
+            };
+            let per_version =
+                (0..plan.versions.len())
+                    .map(|v| {
+                        g.series
+                            .iter()
+                            .map(|s| match *s {
+                                Series::Errors => slot_ids(&[metrics.response(v, 500)]),
+                                Series::Responses => {
+                                    let row = metrics.responses.get(v);
+                                    slot_ids(&row.map_or(Vec::new(), |r| {
+                                        r.iter().map(Some).collect::<Vec<_>>()
+                                    }))
+                                }
+                                Series::Retried => slot_ids(&[metrics.retried.get(v)]),
+                                Series::Business(r) => slot_ids(&[metrics.business(v, r)]),
+                                Series::Squares(r) => slot_ids(&[metrics.squares(v, r)]),
+                            })
+                            .collect()
+                    })
+                    .collect();
+            GuardState {
+                key: format!("{}{}", crate::guard::SHARED_KEY_PREFIX, plan.service),
+                generation: record::generation(&plan.salt, g.epoch),
+                ids: per_version,
+                tripped: Cell::new(0),
+            }
+        });
         Ok(Active {
+            guard,
             observed,
             batching: Cell::new(plan.metrics_flush_ms > 0),
             tally: Tally::new(ids.len()),
@@ -206,6 +276,186 @@ impl<H: Host> Active<H> {
                 }
             }
             Outcome::Invalid => self.increment(m.invalid(version, rule), 1),
+        }
+    }
+
+    /// The versions tripped in this Envoy, as far as this VM knows (0 without a guard).
+    fn tripped(&self) -> u32 {
+        self.guard.as_ref().map_or(0, |g| g.tripped.get())
+    }
+
+    /// The trip mask in a shared-data record of this generation.
+    fn mask_of(&self, g: &GuardState, bytes: &[u8]) -> u32 {
+        record::decode(bytes, g.generation)
+            .into_iter()
+            .filter_map(|name| self.plan.versions.iter().position(|v| v.name == name))
+            .fold(0, |m, v| m | bit(v))
+    }
+
+    /// Sets this VM's trip mask and the `canary_guard_tripped` gauges of what changed.
+    fn set_tripped(&self, g: &GuardState, mask: u32, force_gauges: bool) {
+        let before = g.tripped.replace(mask);
+        for (v, slot) in self.metrics.guard_tripped.iter().enumerate() {
+            if force_gauges || (before ^ mask) & bit(v) != 0 {
+                if let Some(&id) = self.ids.get(*slot) {
+                    let r = self.host.record_metric(id, u64::from(mask & bit(v) != 0));
+                    self.warn_on_error("set", metrics::names::GUARD_TRIPPED, r);
+                }
+            }
+        }
+    }
+
+    /// At configure time: the trips this Envoy recorded for this generation survive the new
+    /// configuration; a record of another generation (new salt or epoch) is cleared.
+    fn restore_guard(&self) {
+        let Some(g) = &self.guard else { return };
+        let mask = match self.host.shared_data(&g.key) {
+            Ok(Some((bytes, cas))) => {
+                let mask = self.mask_of(g, &bytes);
+                if mask == 0 && record::decode(&bytes, g.generation).is_empty() {
+                    // Another generation's (or no) trips: start this one clean.
+                    let empty = record::encode(g.generation, std::iter::empty());
+                    let _ = self.host.set_shared_data(&g.key, empty.as_bytes(), cas);
+                }
+                mask
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                self.warn(format_args!("guard: cannot read {}: {e:?}", g.key));
+                0
+            }
+        };
+        self.set_tripped(g, mask, true);
+        if mask != 0 {
+            self.warn(format_args!(
+                "guard: {} still tripped in this Envoy (same salt and epoch)",
+                self.names_of(mask)
+            ));
+        }
+    }
+
+    fn names_of(&self, mask: u32) -> String {
+        let mut s = String::new();
+        for (v, version) in self.plan.versions.iter().enumerate() {
+            if mask & bit(v) != 0 {
+                if !s.is_empty() {
+                    s.push_str(", ");
+                }
+                s.push_str(&version.name);
+            }
+        }
+        s
+    }
+
+    /// One look of the brake (every tick, after the flush): learns the trips other VMs
+    /// recorded, judges every other canary on the Envoy-wide counters, and records new trips.
+    fn guard_tick(&self) {
+        let (Some(guard), Some(g)) = (&self.plan.guard, &self.guard) else {
+            return;
+        };
+        let shared = match self.host.shared_data(&g.key) {
+            Ok(found) => found,
+            Err(e) => {
+                self.warn(format_args!("guard: cannot read {}: {e:?}", g.key));
+                None
+            }
+        };
+        let recorded = shared.as_ref().map_or(0, |(b, _)| self.mask_of(g, b));
+        let mut mask = g.tripped.get() | recorded;
+        let versions = self.plan.versions.len();
+        // The counters of the baseline and of every untripped canary, read once.
+        let wanted = |v: usize| v == guard.baseline || mask & bit(v) == 0;
+        let values: Vec<Vec<f64>> = (0..versions)
+            .map(|v| {
+                let Some(row) = g.ids.get(v).filter(|_| wanted(v)) else {
+                    return Vec::new();
+                };
+                row.iter()
+                    .map(|ids| {
+                        ids.iter()
+                            .try_fold(0u64, |sum, id| {
+                                self.host.metric(*id).ok().map(|n| sum.saturating_add(n))
+                            })
+                            // A counter that cannot be read judges nothing.
+                            .map_or(f64::NAN, |n| n as f64)
+                    })
+                    .collect()
+            })
+            .collect();
+        let read = |v: usize, s: Series| -> f64 {
+            let i = guard.series.binary_search(&s).ok();
+            i.and_then(|i| values.get(v)?.get(i))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let mut trips = Vec::new();
+        for c in 0..versions {
+            if c == guard.baseline || mask & bit(c) != 0 {
+                continue;
+            }
+            if let Some(trip) = guard.judge(c, &read) {
+                mask |= bit(c);
+                trips.push((c, trip));
+            }
+        }
+        if mask & !recorded != 0 {
+            self.record_trips(g, mask, shared.map(|(_, cas)| cas));
+        }
+        for (c, trip) in &trips {
+            // Straight to the host: the tick's flush is already done.
+            if let Some(&id) = self
+                .metrics
+                .guard_trips
+                .get(*c)
+                .and_then(|s| self.ids.get(*s))
+            {
+                self.increment_now(id, 1);
+            }
+            let line = guard.describe(
+                trip,
+                self.plan.version_name(*c),
+                self.plan.version_name(guard.baseline),
+            );
+            self.warn(format_args!("{line}"));
+        }
+        if mask != g.tripped.get() {
+            self.set_tripped(g, mask, false);
+        }
+    }
+
+    /// Adds this VM's trips to the shared record (compare-and-swap, a few attempts: other VMs
+    /// may be writing the same trip at the same moment).
+    fn record_trips(&self, g: &GuardState, mut mask: u32, mut cas: Option<u32>) {
+        for _ in 0..4 {
+            let names: Vec<&str> = self
+                .plan
+                .versions
+                .iter()
+                .enumerate()
+                .filter(|(v, _)| mask & bit(*v) != 0)
+                .map(|(_, v)| v.name.as_str())
+                .collect();
+            let value = record::encode(g.generation, names.into_iter());
+            match self
+                .host
+                .set_shared_data(&g.key, value.as_bytes(), cas.unwrap_or(0))
+            {
+                Ok(()) => return,
+                Err(e) if e == CAS_MISMATCH => match self.host.shared_data(&g.key) {
+                    Ok(found) => {
+                        mask |= found.as_ref().map_or(0, |(b, _)| self.mask_of(g, b));
+                        cas = found.map(|(_, c)| c);
+                    }
+                    Err(_) => return,
+                },
+                Err(e) => {
+                    self.warn(format_args!(
+                        "guard: cannot record the trip in {} ({e:?}); this VM brakes alone",
+                        g.key
+                    ));
+                    return;
+                }
+            }
         }
     }
 
@@ -278,7 +528,13 @@ impl<H: Host + Clone> Root<H> {
             Ok(a) => a,
             Err(e) => return error(e),
         };
-        if let Err(e) = host.set_tick_period(active.plan.metrics_flush_ms) {
+        // The brake looks on every tick; without batching it still needs one.
+        let tick_ms = match (active.plan.metrics_flush_ms, &active.plan.guard) {
+            (0, Some(_)) => crate::config::DEFAULT_METRICS_FLUSH_MS,
+            (ms, _) => ms,
+        };
+        active.restore_guard();
+        if let Err(e) = host.set_tick_period(tick_ms) {
             // Without ticks nothing would flush: count straight into the host instead.
             active.warn(format_args!(
                 "no timer ({e:?}); counters are updated per request"
@@ -307,6 +563,7 @@ impl<H: Host + Clone> Root<H> {
     pub fn on_tick(&self) {
         if let Some(a) = &self.active {
             a.flush();
+            a.guard_tick();
         }
     }
 
@@ -327,6 +584,7 @@ impl<H: Host + Clone> Root<H> {
             decision: None,
             served: 0,
             status: 0,
+            write: false,
             body: Body::Off,
         }
     }
@@ -351,6 +609,8 @@ pub struct Stream<H: Host> {
     served: usize,
     /// The response status.
     status: u16,
+    /// The request's method is one of `write_methods`.
+    write: bool,
     body: Body,
 }
 
@@ -423,8 +683,29 @@ impl<H: Host> Stream<H> {
             return;
         };
         let plan = &active.plan;
-        let decision = plan.decide(&mut HostRequest(active));
+        let mut decision = plan.decide(&mut HostRequest(active));
+        // The brake: nothing reaches a tripped version but the token-guarded override; the
+        // request goes to the guard's baseline, without a bucket.
+        let tripped = active.tripped();
+        if tripped & bit(decision.version) != 0 && decision.reason != Reason::Override {
+            if let Some(g) = &plan.guard {
+                decision = Decision {
+                    version: g.baseline,
+                    reason: Reason::Guard,
+                    bucket: None,
+                    ..decision
+                };
+            }
+        }
         self.decision = Some(decision);
+        if !plan.write_methods.is_empty() {
+            let method = active.host.header(Map::Request, ":method").ok().flatten();
+            self.write = method.is_some_and(|m| {
+                plan.write_methods
+                    .iter()
+                    .any(|w| w.as_bytes() == m.as_slice())
+            });
+        }
         active.increment(active.metrics.request(decision.version, decision.reason), 1);
         let version = plan.version_name(decision.version);
         let host = &active.host;
@@ -449,8 +730,10 @@ impl<H: Host> Stream<H> {
         // The session's cohort bucket, for the controller's bucket routes. Whatever the client
         // sent is never trusted: the write replaces every value, and a request without a bucket
         // (no session key, override, pin, hold) has the header removed. One host call either way.
+        // While a version is tripped no request carries a bucket, so that no bucket route of a
+        // controller can reach it either.
         if let Some(b) = &plan.bucket_header {
-            match decision.bucket {
+            match decision.bucket.filter(|_| tripped == 0) {
                 Some(bucket) => active.set_header(Map::Request, b, &bucket_digits(bucket)),
                 None => {
                     let r = host.remove_header(Map::Request, b);
@@ -489,6 +772,9 @@ impl<H: Host> Stream<H> {
             .with(":status", |s| std::str::from_utf8(s?).ok()?.parse().ok())
             .unwrap_or(0);
         active.increment(active.metrics.response(v, self.status), 1);
+        if self.write {
+            active.increment(active.metrics.writes.get(v), 1);
+        }
         // Upstream retries (README "Retries per version"): Envoy's attempt count, sent on the
         // response when the route or virtual host sets `include_attempt_count_in_response`.
         // Absent = not counted; anything but a positive integer is counted as invalid.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 /// A 50/50 plan with a cookie source, an override, a reason header, an assigned cookie and
 /// business rules (header counter, header sum, JSON counter).
-fn config(edit: impl FnOnce(&mut Value)) -> String {
+pub(super) fn config(edit: impl FnOnce(&mut Value)) -> String {
     let mut c = json!({
         "service": "checkout",
         "versions": [{"name": "canary", "weight": 50}, {"name": "stable", "weight": 50}],
@@ -31,15 +31,15 @@ fn config(edit: impl FnOnce(&mut Value)) -> String {
     c.to_string()
 }
 
-struct Setup {
-    host: FakeHost,
-    root: Root<FakeHost>,
-    plan: Plan,
-    names: Catalogue<MetricName>,
+pub(super) struct Setup {
+    pub(super) host: FakeHost,
+    pub(super) root: Root<FakeHost>,
+    pub(super) plan: Plan,
+    pub(super) names: Catalogue<MetricName>,
 }
 
 impl Setup {
-    fn new(config: &str) -> Setup {
+    pub(super) fn new(config: &str) -> Setup {
         let host = FakeHost::with_config(config);
         let mut root = Root::new(host.clone());
         assert!(root.on_vm_start());
@@ -54,7 +54,7 @@ impl Setup {
         }
     }
 
-    fn version(&self, name: &str) -> usize {
+    pub(super) fn version(&self, name: &str) -> usize {
         self.plan
             .versions
             .iter()
@@ -63,7 +63,7 @@ impl Setup {
     }
 
     /// A session key the plan sends to `version`.
-    fn key_for(&self, version: &str) -> String {
+    pub(super) fn key_for(&self, version: &str) -> String {
         let v = self.version(version);
         (0..)
             .map(|i| format!("session-{i}"))
@@ -71,35 +71,35 @@ impl Setup {
             .unwrap()
     }
 
-    fn value(&self, name: &MetricName) -> i64 {
+    pub(super) fn value(&self, name: &MetricName) -> i64 {
         self.host
             .metric(&name.name)
             .unwrap_or_else(|| panic!("{} is not defined", name.name))
             .value
     }
 
-    fn requests(&self, version: &str, reason: Reason) -> i64 {
+    pub(super) fn requests(&self, version: &str, reason: Reason) -> i64 {
         self.value(self.names.request(self.version(version), reason).unwrap())
     }
 
-    fn responses(&self, version: &str, status: u16) -> i64 {
+    pub(super) fn responses(&self, version: &str, status: u16) -> i64 {
         self.value(self.names.response(self.version(version), status).unwrap())
     }
 
-    fn business(&self, version: &str, rule: usize) -> i64 {
+    pub(super) fn business(&self, version: &str, rule: usize) -> i64 {
         self.value(self.names.business(self.version(version), rule).unwrap())
     }
 
-    fn squares(&self, version: &str, rule: usize) -> i64 {
+    pub(super) fn squares(&self, version: &str, rule: usize) -> i64 {
         self.value(self.names.squares(self.version(version), rule).unwrap())
     }
 
-    fn skipped(&self, version: &str, reason: SkipReason) -> i64 {
+    pub(super) fn skipped(&self, version: &str, reason: SkipReason) -> i64 {
         self.value(self.names.skipped(self.version(version), reason).unwrap())
     }
 
     /// Request headers in, a stream that has decided.
-    fn request(&self, headers: &[(&str, &str)]) -> Stream<FakeHost> {
+    pub(super) fn request(&self, headers: &[(&str, &str)]) -> Stream<FakeHost> {
         self.host.begin(headers);
         let mut s = self.root.stream();
         s.on_request_headers();
@@ -107,7 +107,7 @@ impl Setup {
     }
 
     /// A whole exchange without a body: request, response headers from `cluster`, end.
-    fn exchange(
+    pub(super) fn exchange(
         &self,
         request: &[(&str, &str)],
         cluster: Option<&str>,
@@ -120,13 +120,13 @@ impl Setup {
         s
     }
 
-    fn body(&self, s: &mut Stream<FakeHost>, chunk: &[u8], end: bool) {
+    pub(super) fn body(&self, s: &mut Stream<FakeHost>, chunk: &[u8], end: bool) {
         self.host.state().chunk = chunk.to_vec();
         s.on_response_body(chunk.len(), end);
     }
 }
 
-fn cookie(key: &str) -> String {
+pub(super) fn cookie(key: &str) -> String {
     format!("session_id={key}")
 }
 
@@ -860,11 +860,11 @@ fn the_request_path_makes_few_host_calls() {
     let c = cookie(&t.key_for("canary"));
     let before = t.host.call_count();
     t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
-    // cookie read, route header write; cluster read, :status read, attempt-count read, tag
-    // write, filter state.
+    // cookie read, :method read (writes), route header write; cluster read, :status read,
+    // attempt-count read, tag write, filter state.
     assert_eq!(
         t.host.call_count() - before,
-        7,
+        8,
         "{:?}",
         t.host.state().calls
     );
@@ -884,9 +884,9 @@ fn the_request_path_makes_few_host_calls() {
     let canary = cookie(&t.key_for("canary"));
     let stable = cookie(&t.key_for("stable"));
     for (c, cluster, calls) in [
-        (&canary, "canary", 8),
-        (&stable, "stable", 9),
-        (&format!("{canary}; sc_hold=1"), "stable", 9),
+        (&canary, "canary", 9),
+        (&stable, "stable", 10),
+        (&format!("{canary}; sc_hold=1"), "stable", 10),
     ] {
         let before = t.host.call_count();
         t.exchange(&[("cookie", c)], Some(cluster), &[(":status", "200")]);
@@ -923,7 +923,7 @@ fn the_request_path_makes_few_host_calls() {
     assert_eq!(t.host.calls_of("header_map"), 1);
     assert_eq!(
         t.host.call_count() - before,
-        6,
+        7,
         "{:?}",
         t.host.state().calls
     );

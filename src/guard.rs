@@ -1,0 +1,802 @@
+//! The brake: the `guard` block, compiled, and what it concludes from a version's counters.
+//!
+//! Every tick the filter reads the Envoy-wide counters the checks need (see `crate::filter`) and
+//! asks [`Guard::judge`] whether a canary is harmful: the same always-valid test as
+//! `sticky-canary gate` ([`crate::stats::sequential`]). A harmful canary is *tripped* in that
+//! Envoy: the trip is kept in the VM's shared data as a [`record`], which every worker VM reads
+//! on its tick, and which outlives reconfiguration until the salt or `guard.epoch` changes.
+//!
+//! Pure: no host, no allocation on the per-tick path beyond the log line of a trip.
+
+use crate::business::{Rule, RuleKind};
+use crate::check::{check_label, ConfigError};
+use crate::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
+use serde::Deserialize;
+
+/// Default `guard.alpha`: one false trip in a hundred canaries that are exactly at their limits,
+/// however long they run (Ville's bound; canaries inside their limits trip far less often).
+pub const DEFAULT_ALPHA: f64 = 0.01;
+/// Default `guard.min_samples`, per side and check (the denominator: responses, orders…).
+/// Lower than the gate's 200: the sequential test bounds false trips itself; the minimum only
+/// keeps the normal approximation of the plug-in variance honest (see README "The brake").
+pub const DEFAULT_MIN_SAMPLES: u64 = 100;
+/// The shared-data key prefix; the service name follows.
+pub const SHARED_KEY_PREFIX: &str = "sticky_canary.guard.";
+
+/// `guard` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    /// The version every canary is compared with (default: `default_version`).
+    #[serde(default)]
+    pub baseline: Option<String>,
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    #[serde(default)]
+    pub min_samples: Option<u64>,
+    pub checks: Vec<RawCheck>,
+    /// Changing it clears every trip (as does a new `salt`).
+    #[serde(default)]
+    pub epoch: Option<u64>,
+}
+
+/// One check as written: exactly one of the fields. Kept as options (rather than a serde enum)
+/// so that "none" and "two" get a plain-language refusal with the path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    #[serde(default)]
+    pub error_ratio: Option<RawRatioOfResponses>,
+    #[serde(default)]
+    pub retry_ratio: Option<RawRatioOfResponses>,
+    #[serde(default)]
+    pub ratio: Option<RawRatio>,
+    #[serde(default)]
+    pub mean: Option<RawMean>,
+}
+
+/// `error_ratio` (5xx / responses) or `retry_ratio` (retried / responses): higher is worse.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRatioOfResponses {
+    pub max_points: f64,
+    #[serde(default)]
+    pub tau_points: Option<f64>,
+}
+
+/// `ratio`: two business counters, lower is worse.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRatio {
+    pub label: String,
+    pub numerator: String,
+    pub denominator: String,
+    pub max_drop_points: f64,
+    #[serde(default)]
+    pub tau_points: Option<f64>,
+}
+
+/// `mean`: a `sum` rule per counted item, either direction is harmful.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMean {
+    pub label: String,
+    pub sum: String,
+    pub count: String,
+    pub max_drift_percent: f64,
+    #[serde(default)]
+    pub tau_percent: Option<f64>,
+}
+
+/// A per-version counter a check reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Series {
+    /// `canary_responses_total{code_class="5xx"}`.
+    Errors,
+    /// `canary_responses_total`, every code class.
+    Responses,
+    /// `canary_retried_responses_total`.
+    Retried,
+    /// `canary_business_<rule>_total`, by rule index.
+    Business(usize),
+    /// `canary_business_<rule>_squares_total`, by rule index.
+    Squares(usize),
+}
+
+/// What a check compares.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// `num / den`.
+    Proportion { num: Series, den: Series },
+    /// `sum / count` with the variance from `squares`.
+    Mean {
+        sum: Series,
+        squares: Series,
+        count: Series,
+    },
+}
+
+/// One compiled check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub label: String,
+    /// What it is, for the log: `error_ratio`, `ratio auth_approved/orders`, …
+    pub what: String,
+    pub kind: Kind,
+    pub test: Test,
+}
+
+/// The compiled `guard` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Guard {
+    /// Index of the baseline version.
+    pub baseline: usize,
+    pub alpha: f64,
+    pub min_samples: u64,
+    pub epoch: u64,
+    pub checks: Vec<Check>,
+    /// Every series the checks read, sorted and deduplicated: read once per version per tick.
+    pub series: Vec<Series>,
+}
+
+/// A harmful canary: which check, on which counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trip {
+    pub check: usize,
+    pub judgement: Judgement,
+    /// (numerator or sum, denominator or count) of the canary and of the baseline.
+    pub canary: (f64, f64),
+    pub baseline: (f64, f64),
+}
+
+fn limit(path: &str, value: f64) -> Result<f64, ConfigError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("{value} must be a finite number ≥ 0"),
+        ))
+    }
+}
+
+fn tau(path: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(t) if t.is_finite() && t > 0.0 => Ok(t),
+        Some(t) => Err(ConfigError::new(
+            path,
+            format!("{t} must be a finite number > 0"),
+        )),
+    }
+}
+
+/// The business rule named `name`, which must be of one of `kinds`.
+fn rule(
+    path: &str,
+    rules: &[Rule],
+    name: &str,
+    kinds: &[RuleKind],
+    why: &str,
+) -> Result<usize, ConfigError> {
+    let Some(i) = rules.iter().position(|r| r.name == name) else {
+        let known: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "no business rule named {name:?} (business_metrics: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    let kind = rules.get(i).map(|r| r.kind);
+    if kind.is_some_and(|k| kinds.contains(&k)) {
+        Ok(i)
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("business rule {name:?} is a {kind:?} rule; {why}"),
+        ))
+    }
+}
+
+impl Guard {
+    /// Compiles `guard` against the plan's versions, default version and business rules.
+    pub fn compile(
+        raw: RawGuard,
+        versions: &[&str],
+        default_version: usize,
+        rules: &[Rule],
+    ) -> Result<Guard, ConfigError> {
+        let baseline = match &raw.baseline {
+            None => default_version,
+            Some(name) => versions.iter().position(|v| v == name).ok_or_else(|| {
+                ConfigError::new(
+                    "guard.baseline",
+                    format!(
+                        "{name:?} is not one of the listed versions ({})",
+                        versions.join(", ")
+                    ),
+                )
+            })?,
+        };
+        let alpha = raw.alpha.unwrap_or(DEFAULT_ALPHA);
+        if !(alpha > 0.0 && alpha < 0.5) {
+            return Err(ConfigError::new(
+                "guard.alpha",
+                format!("{alpha} must be above 0 and below 0.5"),
+            ));
+        }
+        let min_samples = raw.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES);
+        if min_samples == 0 {
+            return Err(ConfigError::new(
+                "guard.min_samples",
+                "must be at least 1 (each side's denominator must reach it before a check judges)",
+            ));
+        }
+        if raw.checks.is_empty() {
+            return Err(ConfigError::new(
+                "guard.checks",
+                "at least one check is required",
+            ));
+        }
+        let mut checks: Vec<Check> = Vec::with_capacity(raw.checks.len());
+        for (i, c) in raw.checks.into_iter().enumerate() {
+            let at = format!("guard.checks[{i}]");
+            let count = usize::from(c.error_ratio.is_some())
+                + usize::from(c.retry_ratio.is_some())
+                + usize::from(c.ratio.is_some())
+                + usize::from(c.mean.is_some());
+            if count != 1 {
+                return Err(ConfigError::new(
+                    at,
+                    "a check is exactly one of error_ratio, retry_ratio, ratio, mean",
+                ));
+            }
+            let test = |limit: f64, tau: f64, harm: Harm| Test {
+                alpha,
+                limit,
+                tau,
+                harm,
+            };
+            let check = if let Some(r) = c.error_ratio {
+                let p = format!("{at}.error_ratio");
+                Check {
+                    label: "error_ratio".into(),
+                    what: "error_ratio 5xx/responses".into(),
+                    kind: Kind::Proportion {
+                        num: Series::Errors,
+                        den: Series::Responses,
+                    },
+                    test: test(
+                        limit(&format!("{p}.max_points"), r.max_points)?,
+                        tau(&format!("{p}.tau_points"), r.tau_points, TAU_POINTS)?,
+                        Harm::Higher,
+                    ),
+                }
+            } else if let Some(r) = c.retry_ratio {
+                let p = format!("{at}.retry_ratio");
+                Check {
+                    label: "retry_ratio".into(),
+                    what: "retry_ratio retried/responses".into(),
+                    kind: Kind::Proportion {
+                        num: Series::Retried,
+                        den: Series::Responses,
+                    },
+                    test: test(
+                        limit(&format!("{p}.max_points"), r.max_points)?,
+                        tau(&format!("{p}.tau_points"), r.tau_points, TAU_POINTS)?,
+                        Harm::Higher,
+                    ),
+                }
+            } else if let Some(r) = c.ratio {
+                let p = format!("{at}.ratio");
+                check_label(&format!("{p}.label"), &r.label)?;
+                let counters = "a ratio reads two counter rules";
+                let num = rule(
+                    &format!("{p}.numerator"),
+                    rules,
+                    &r.numerator,
+                    &[RuleKind::Counter],
+                    counters,
+                )?;
+                let den = rule(
+                    &format!("{p}.denominator"),
+                    rules,
+                    &r.denominator,
+                    &[RuleKind::Counter],
+                    counters,
+                )?;
+                if num == den {
+                    return Err(ConfigError::new(
+                        format!("{p}.denominator"),
+                        "numerator and denominator are the same rule",
+                    ));
+                }
+                Check {
+                    what: format!("ratio {}/{}", r.numerator, r.denominator),
+                    label: r.label,
+                    kind: Kind::Proportion {
+                        num: Series::Business(num),
+                        den: Series::Business(den),
+                    },
+                    test: test(
+                        limit(&format!("{p}.max_drop_points"), r.max_drop_points)?,
+                        tau(&format!("{p}.tau_points"), r.tau_points, TAU_POINTS)?,
+                        Harm::Lower,
+                    ),
+                }
+            } else if let Some(m) = c.mean {
+                let p = format!("{at}.mean");
+                check_label(&format!("{p}.label"), &m.label)?;
+                let sum = rule(
+                    &format!("{p}.sum"),
+                    rules,
+                    &m.sum,
+                    &[RuleKind::Sum],
+                    "a mean needs a sum rule (only sum rules publish the squares its variance needs)",
+                )?;
+                let count = rule(
+                    &format!("{p}.count"),
+                    rules,
+                    &m.count,
+                    &[RuleKind::Counter],
+                    "a mean counts its items with a counter rule",
+                )?;
+                Check {
+                    what: format!("mean {}/{}", m.sum, m.count),
+                    label: m.label,
+                    kind: Kind::Mean {
+                        sum: Series::Business(sum),
+                        squares: Series::Squares(sum),
+                        count: Series::Business(count),
+                    },
+                    test: test(
+                        limit(&format!("{p}.max_drift_percent"), m.max_drift_percent)?,
+                        tau(&format!("{p}.tau_percent"), m.tau_percent, TAU_PERCENT)?,
+                        Harm::Either,
+                    ),
+                }
+            } else {
+                continue;
+            };
+            if let Some(j) = checks.iter().position(|k| k.label == check.label) {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "two checks are labelled {:?} (also guard.checks[{j}])",
+                        check.label
+                    ),
+                ));
+            }
+            checks.push(check);
+        }
+        let mut series: Vec<Series> = checks
+            .iter()
+            .flat_map(|c| match c.kind {
+                Kind::Proportion { num, den } => vec![num, den],
+                Kind::Mean {
+                    sum,
+                    squares,
+                    count,
+                } => vec![sum, squares, count],
+            })
+            .collect();
+        series.sort_unstable();
+        series.dedup();
+        Ok(Guard {
+            baseline,
+            alpha,
+            min_samples,
+            epoch: raw.epoch.unwrap_or(0),
+            checks,
+            series,
+        })
+    }
+
+    /// Judges one canary against the baseline: the first harmful check, if any. `read(version,
+    /// series)` returns the counter's current value; counts are taken as they are (a counter that
+    /// went down after a reload is simply a smaller count), a numerator above its denominator is
+    /// capped at it (the two are read a moment apart while other workers flush), and any
+    /// non-finite figure judges nothing.
+    pub fn judge(&self, canary: usize, read: &dyn Fn(usize, Series) -> f64) -> Option<Trip> {
+        let min = self.min_samples as f64;
+        let (b, c) = (self.baseline, canary);
+        for (i, check) in self.checks.iter().enumerate() {
+            let (j, cv, bv) = match check.kind {
+                Kind::Proportion { num, den } => {
+                    let (nc, nb) = (read(c, den), read(b, den));
+                    let (xc, xb) = (read(c, num).min(nc), read(b, num).min(nb));
+                    if !(nc >= min && nb >= min && nc.is_finite() && nb.is_finite()) {
+                        continue;
+                    }
+                    (check.test.proportions(xc, nc, xb, nb), (xc, nc), (xb, nb))
+                }
+                Kind::Mean {
+                    sum,
+                    squares,
+                    count,
+                } => {
+                    let side = |v: usize| (read(v, sum), read(v, squares), read(v, count));
+                    let (sc, sb) = (side(c), side(b));
+                    let finite = [sc.0, sc.1, sc.2, sb.0, sb.1, sb.2]
+                        .iter()
+                        .all(|x| x.is_finite());
+                    if !(sc.2 >= min && sb.2 >= min && finite) {
+                        continue;
+                    }
+                    (check.test.means(sc, sb), (sc.0, sc.2), (sb.0, sb.2))
+                }
+            };
+            if let Some(j) = j.filter(Judgement::harmful) {
+                return Some(Trip {
+                    check: i,
+                    judgement: j,
+                    canary: cv,
+                    baseline: bv,
+                });
+            }
+        }
+        None
+    }
+
+    /// The warn line of a trip: the check, its figures, the test and what happens next.
+    pub fn describe(&self, trip: &Trip, canary: &str, baseline: &str) -> String {
+        let Some(check) = self.checks.get(trip.check) else {
+            return format!("guard tripped {canary}");
+        };
+        let j = &trip.judgement;
+        let (unit, limit) = match check.test.harm {
+            Harm::Higher => ("points", format!("+{}", check.test.limit)),
+            Harm::Lower => ("points", format!("-{}", check.test.limit)),
+            Harm::Either => ("%", format!("±{}", check.test.limit)),
+        };
+        let figures = |(x, n): (f64, f64)| match check.kind {
+            Kind::Proportion { .. } => format!("{x}/{n}"),
+            Kind::Mean { .. } => format!("mean {:.2} of {n}", if n > 0.0 { x / n } else { 0.0 }),
+        };
+        format!(
+            "guard tripped {canary}: check {} ({}) changed {:+.2} {unit} against {baseline}, \
+             beyond the limit {limit} {unit} ({canary} {}, {baseline} {}); ln Λ {:.2} ≥ {:.2} \
+             (alpha {}, always-valid p {:.2e}); no new request is routed to {canary} \
+             (override excepted) until the salt or guard.epoch changes",
+            check.label,
+            check.what,
+            j.change,
+            figures(trip.canary),
+            figures(trip.baseline),
+            j.log_lr,
+            j.log_bound,
+            self.alpha,
+            j.p,
+        )
+    }
+}
+
+/// The trip record kept in Envoy's shared data: who is tripped, for which generation.
+pub mod record {
+    /// The generation of a plan's trips: changes with the salt or `guard.epoch`, so that either
+    /// clears every trip (FNV-1a 64 over the salt, then the epoch's bytes).
+    pub fn generation(salt: &[u8], epoch: u64) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in salt.iter().chain(epoch.to_le_bytes().iter()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+
+    /// `sticky-canary-guard/1 <generation hex> <version> <version>…`.
+    pub fn encode<'a>(generation: u64, tripped: impl Iterator<Item = &'a str>) -> String {
+        let mut s = format!("sticky-canary-guard/1 {generation:016x}");
+        for v in tripped {
+            s.push(' ');
+            s.push_str(v);
+        }
+        s
+    }
+
+    /// The tripped versions of `generation`; none when the record is of another generation,
+    /// another format, or not text.
+    pub fn decode(bytes: &[u8], generation: u64) -> Vec<&str> {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Vec::new();
+        };
+        let mut words = text.split(' ');
+        let gen = format!("{generation:016x}");
+        match (words.next(), words.next()) {
+            (Some("sticky-canary-guard/1"), Some(g)) if g == gen => {
+                words.filter(|w| !w.is_empty()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+    use serde_json::json;
+
+    fn plan(guard: serde_json::Value) -> Result<Plan, ConfigError> {
+        let config = json!({
+            "service": "checkout",
+            "versions": [{"name": "canary", "weight": 5}, {"name": "stable", "weight": 95}],
+            "session": {"sources": [{"cookie": "sid"}]},
+            "business_metrics": [
+                {"name": "orders", "kind": "counter", "header": "x-order-id"},
+                {"name": "auth_approved", "kind": "counter", "header": "x-auth", "equals": "approved"},
+                {"name": "order_value", "kind": "sum", "header": "x-order-total", "scale": 2},
+                {"name": "latency", "kind": "histogram", "header": "x-ms"}
+            ],
+            "guard": guard
+        });
+        Plan::from_json(config.to_string().as_bytes())
+    }
+
+    fn issue_example() -> serde_json::Value {
+        json!({ "baseline": "stable", "alpha": 0.01, "min_samples": 200,
+                "checks": [ {"error_ratio": {"max_points": 1.0}},
+                            {"ratio": {"label": "approval", "numerator": "auth_approved",
+                                       "denominator": "orders", "max_drop_points": 0.3}},
+                            {"mean":  {"label": "aov", "sum": "order_value", "count": "orders",
+                                       "max_drift_percent": 1.0}} ] })
+    }
+
+    #[test]
+    fn compiles_the_issue_example() {
+        let g = plan(issue_example()).unwrap().guard.unwrap();
+        assert_eq!(
+            (g.baseline, g.alpha, g.min_samples, g.epoch),
+            (1, 0.01, 200, 0)
+        );
+        assert_eq!(g.checks.len(), 3);
+        assert_eq!(
+            g.checks[1].kind,
+            Kind::Proportion {
+                num: Series::Business(1),
+                den: Series::Business(0)
+            }
+        );
+        assert_eq!(g.checks[1].test.harm, Harm::Lower);
+        assert_eq!(g.checks[2].test.harm, Harm::Either);
+        assert_eq!(g.checks[2].test.tau, TAU_PERCENT);
+        assert_eq!(
+            g.series,
+            [
+                Series::Errors,
+                Series::Responses,
+                Series::Business(0),
+                Series::Business(1),
+                Series::Business(2),
+                Series::Squares(2)
+            ]
+        );
+        // Defaults: baseline = default version, alpha 0.01, min_samples DEFAULT_MIN_SAMPLES.
+        let g = plan(json!({"checks": [{"error_ratio": {"max_points": 0.5, "tau_points": 3}}]}))
+            .unwrap()
+            .guard
+            .unwrap();
+        assert_eq!(
+            (g.baseline, g.alpha, g.min_samples),
+            (1, DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES)
+        );
+        assert_eq!((g.checks[0].test.limit, g.checks[0].test.tau), (0.5, 3.0));
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut g = issue_example();
+            edit(&mut g);
+            g
+        };
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            (
+                "baseline not a version",
+                with(&|g| g["baseline"] = "blue".into()),
+                "guard.baseline",
+            ),
+            ("alpha 0", with(&|g| g["alpha"] = json!(0)), "guard.alpha"),
+            (
+                "alpha 0.5",
+                with(&|g| g["alpha"] = json!(0.5)),
+                "guard.alpha",
+            ),
+            (
+                "alpha negative",
+                with(&|g| g["alpha"] = json!(-0.01)),
+                "guard.alpha",
+            ),
+            (
+                "alpha a string",
+                with(&|g| g["alpha"] = "0.01".into()),
+                "guard.alpha",
+            ),
+            (
+                "min_samples 0",
+                with(&|g| g["min_samples"] = json!(0)),
+                "guard.min_samples",
+            ),
+            (
+                "no checks",
+                with(&|g| g["checks"] = json!([])),
+                "guard.checks",
+            ),
+            ("typo", with(&|g| g["epoc"] = json!(1)), "guard.epoc"),
+            (
+                "empty check",
+                with(&|g| g["checks"][0] = json!({})),
+                "guard.checks[0]",
+            ),
+            (
+                "two kinds in one check",
+                with(&|g| {
+                    g["checks"][0]["retry_ratio"] = json!({"max_points": 1});
+                }),
+                "guard.checks[0]",
+            ),
+            (
+                "unknown kind",
+                with(&|g| g["checks"][0] = json!({"p99": {"max_ms": 5}})),
+                "guard.checks[0].p99",
+            ),
+            (
+                "ratio numerator unknown",
+                with(&|g| g["checks"][1]["ratio"]["numerator"] = "approvals".into()),
+                "guard.checks[1].ratio.numerator",
+            ),
+            (
+                "ratio of a sum rule",
+                with(&|g| g["checks"][1]["ratio"]["denominator"] = "order_value".into()),
+                "guard.checks[1].ratio.denominator",
+            ),
+            (
+                "ratio of itself",
+                with(&|g| g["checks"][1]["ratio"]["numerator"] = "orders".into()),
+                "guard.checks[1].ratio.denominator",
+            ),
+            (
+                "mean of a counter",
+                with(&|g| g["checks"][2]["mean"]["sum"] = "orders".into()),
+                "guard.checks[2].mean.sum",
+            ),
+            (
+                "mean counted by a histogram",
+                with(&|g| g["checks"][2]["mean"]["count"] = "latency".into()),
+                "guard.checks[2].mean.count",
+            ),
+            (
+                "negative limit",
+                with(&|g| g["checks"][0]["error_ratio"]["max_points"] = json!(-1)),
+                "guard.checks[0].error_ratio.max_points",
+            ),
+            (
+                "tau 0",
+                with(&|g| g["checks"][2]["mean"]["tau_percent"] = json!(0)),
+                "guard.checks[2].mean.tau_percent",
+            ),
+            (
+                "duplicate labels",
+                with(&|g| g["checks"][2]["mean"]["label"] = "approval".into()),
+                "guard.checks[2]",
+            ),
+            (
+                "bad label",
+                with(&|g| g["checks"][1]["ratio"]["label"] = "app roval".into()),
+                "guard.checks[1].ratio.label",
+            ),
+            (
+                "missing limit",
+                with(&|g| {
+                    g["checks"][1]["ratio"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("max_drop_points");
+                }),
+                "guard.checks[1].ratio.max_drop_points",
+            ),
+        ];
+        for (what, guard, path) in cases {
+            let err = plan(guard).expect_err(what);
+            assert_eq!(err.path, path, "{what}: {err}");
+        }
+    }
+
+    /// Counters by (version, series) for `judge`.
+    fn counts(table: &[(usize, Series, f64)]) -> impl Fn(usize, Series) -> f64 + '_ {
+        move |v, s| {
+            table
+                .iter()
+                .find(|(tv, ts, _)| *tv == v && *ts == s)
+                .map_or(0.0, |t| t.2)
+        }
+    }
+
+    #[test]
+    fn judges_the_payment_fall_through_and_not_an_aa_pair() {
+        let g = plan(issue_example()).unwrap().guard.unwrap();
+        let (orders, approved) = (Series::Business(0), Series::Business(1));
+        let bad = [
+            (0, orders, 200.0),
+            (0, approved, 182.0),
+            (1, orders, 4000.0),
+            (1, approved, 3976.0),
+        ];
+        let trip = g.judge(0, &counts(&bad)).expect("harmful");
+        assert_eq!(trip.check, 1);
+        assert_eq!(
+            (trip.canary, trip.baseline),
+            ((182.0, 200.0), (3976.0, 4000.0))
+        );
+        let line = g.describe(&trip, "canary", "stable");
+        assert!(
+            line.starts_with(
+                "guard tripped canary: check approval (ratio auth_approved/orders) changed \
+                 -8.40 points against stable, beyond the limit -0.3 points (canary 182/200, \
+                 stable 3976/4000); ln Λ 61.74 ≥ 4.61"
+            ),
+            "{line}"
+        );
+        let aa = [
+            (0, orders, 200.0),
+            (0, approved, 199.0),
+            (1, orders, 4000.0),
+            (1, approved, 3976.0),
+        ];
+        assert_eq!(g.judge(0, &counts(&aa)), None);
+        // Below min_samples (200) on the canary side: not judged.
+        let few = [
+            (0, orders, 199.0),
+            (0, approved, 150.0),
+            (1, orders, 4000.0),
+            (1, approved, 3976.0),
+        ];
+        assert_eq!(g.judge(0, &counts(&few)), None);
+    }
+
+    #[test]
+    fn broken_counters_never_trip() {
+        let g = plan(issue_example()).unwrap().guard.unwrap();
+        let (orders, approved) = (Series::Business(0), Series::Business(1));
+        // A numerator above its denominator (read while another worker flushed) is capped.
+        let over = [
+            (0, orders, 300.0),
+            (0, approved, 310.0),
+            (1, orders, 4000.0),
+            (1, approved, 3976.0),
+        ];
+        assert_eq!(g.judge(0, &counts(&over)), None);
+        // Non-finite and huge values: no trip, no panic.
+        for v in [f64::NAN, f64::INFINITY, u64::MAX as f64] {
+            let odd = [
+                (0, orders, v),
+                (0, approved, v),
+                (1, orders, v),
+                (1, approved, v),
+            ];
+            let _ = g.judge(0, &counts(&odd));
+            let zero = [(0, orders, v), (1, orders, 4000.0), (1, approved, 3976.0)];
+            let t = g.judge(0, &counts(&zero));
+            assert!(t.is_none() || v.is_finite(), "{v}: {t:?}");
+        }
+    }
+
+    #[test]
+    fn the_record_round_trips_per_generation() {
+        let g1 = record::generation(b"checkout", 0);
+        assert_ne!(g1, record::generation(b"checkout", 1), "epoch clears");
+        assert_ne!(g1, record::generation(b"checkout-2", 0), "salt clears");
+        let r = record::encode(g1, ["canary", "v2"].into_iter());
+        assert_eq!(record::decode(r.as_bytes(), g1), ["canary", "v2"]);
+        assert!(record::decode(r.as_bytes(), g1 ^ 1).is_empty());
+        assert!(record::decode(b"garbage", g1).is_empty());
+        assert!(record::decode(&[0xff, 0xfe], g1).is_empty());
+        assert!(record::decode(record::encode(g1, std::iter::empty()).as_bytes(), g1).is_empty());
+    }
+}
