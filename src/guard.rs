@@ -89,7 +89,7 @@ pub struct RawMean {
 }
 
 /// A per-version counter a check reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Series {
     /// `canary_responses_total{code_class="5xx"}`.
     Errors,
@@ -135,7 +135,8 @@ pub struct Guard {
     pub min_samples: u64,
     pub epoch: u64,
     pub checks: Vec<Check>,
-    /// Every series the checks read, sorted and deduplicated: read once per version per tick.
+    /// Every series the checks read, each once, in the order first read: read once per
+    /// version per tick.
     pub series: Vec<Series>,
 }
 
@@ -155,7 +156,7 @@ fn limit(path: &str, value: f64) -> Result<f64, ConfigError> {
     } else {
         Err(ConfigError::new(
             path,
-            format!("{value} must be a finite number ≥ 0"),
+            format!("{} must be a finite number ≥ 0", plain(value)),
         ))
     }
 }
@@ -166,7 +167,7 @@ fn tau(path: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError>
         Some(t) if t.is_finite() && t > 0.0 => Ok(t),
         Some(t) => Err(ConfigError::new(
             path,
-            format!("{t} must be a finite number > 0"),
+            format!("{} must be a finite number > 0", plain(t)),
         )),
     }
 }
@@ -180,17 +181,17 @@ fn rule(
     why: &str,
 ) -> Result<usize, ConfigError> {
     let Some(i) = rules.iter().position(|r| r.name == name) else {
-        let known: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        let mut known = String::new();
+        for r in rules {
+            known.push_str(if known.is_empty() { "" } else { ", " });
+            known.push_str(&r.name);
+        }
+        if known.is_empty() {
+            known.push_str("none");
+        }
         return Err(ConfigError::new(
             path,
-            format!(
-                "no business rule named {name:?} (business_metrics: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
+            format!("no business rule named {name:?} (business_metrics: {known})"),
         ));
     };
     let kind = rules.get(i).map(|r| r.kind);
@@ -217,10 +218,7 @@ impl Guard {
             Some(name) => versions.iter().position(|v| v == name).ok_or_else(|| {
                 ConfigError::new(
                     "guard.baseline",
-                    format!(
-                        "{name:?} is not one of the listed versions ({})",
-                        versions.join(", ")
-                    ),
+                    format!("{name:?} is not one of the listed versions"),
                 )
             })?,
         };
@@ -228,7 +226,7 @@ impl Guard {
         if !(alpha > 0.0 && alpha < 0.5) {
             return Err(ConfigError::new(
                 "guard.alpha",
-                format!("{alpha} must be above 0 and below 0.5"),
+                format!("{} must be above 0 and below 0.5", plain(alpha)),
             ));
         }
         let min_samples = raw.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES);
@@ -375,19 +373,22 @@ impl Guard {
             }
             checks.push(check);
         }
-        let mut series: Vec<Series> = checks
-            .iter()
-            .flat_map(|c| match c.kind {
-                Kind::Proportion { num, den } => vec![num, den],
+        let mut series: Vec<Series> = Vec::new();
+        for c in &checks {
+            let read: &[Series] = match &c.kind {
+                Kind::Proportion { num, den } => &[*num, *den],
                 Kind::Mean {
                     sum,
                     squares,
                     count,
-                } => vec![sum, squares, count],
-            })
-            .collect();
-        series.sort_unstable();
-        series.dedup();
+                } => &[*sum, *squares, *count],
+            };
+            for s in read {
+                if !series.contains(s) {
+                    series.push(*s);
+                }
+            }
+        }
         Ok(Guard {
             baseline,
             alpha,
@@ -451,30 +452,90 @@ impl Guard {
         };
         let j = &trip.judgement;
         let (unit, limit) = match check.test.harm {
-            Harm::Higher => ("points", format!("+{}", check.test.limit)),
-            Harm::Lower => ("points", format!("-{}", check.test.limit)),
-            Harm::Either => ("%", format!("±{}", check.test.limit)),
+            Harm::Higher => ("points", "+"),
+            Harm::Lower => ("points", "-"),
+            Harm::Either => ("%", "±"),
         };
+        let limit = format!("{limit}{}", plain(check.test.limit));
         let figures = |(x, n): (f64, f64)| match check.kind {
-            Kind::Proportion { .. } => format!("{x}/{n}"),
-            Kind::Mean { .. } => format!("mean {:.2} of {n}", if n > 0.0 { x / n } else { 0.0 }),
+            Kind::Proportion { .. } => format!("{}/{}", plain(x), plain(n)),
+            Kind::Mean { .. } => {
+                let mean = if n > 0.0 { x / n } else { 0.0 };
+                format!("mean {} of {}", fixed(mean, 2), plain(n))
+            }
         };
+        let sign = if j.change >= 0.0 { "+" } else { "" };
         format!(
-            "guard tripped {canary}: check {} ({}) changed {:+.2} {unit} against {baseline}, \
-             beyond the limit {limit} {unit} ({canary} {}, {baseline} {}); ln Λ {:.2} ≥ {:.2} \
-             (alpha {}, always-valid p {:.2e}); no new request is routed to {canary} \
+            "guard tripped {canary}: check {} ({}) changed {sign}{} {unit} against {baseline}, \
+             beyond the limit {limit} {unit} ({canary} {}, {baseline} {}); ln Λ {} ≥ {} \
+             (alpha {}, always-valid p {}); no new request is routed to {canary} \
              (override excepted) until the salt or guard.epoch changes",
             check.label,
             check.what,
-            j.change,
+            fixed(j.change, 2),
             figures(trip.canary),
             figures(trip.baseline),
-            j.log_lr,
-            j.log_bound,
-            self.alpha,
-            j.p,
+            fixed(j.log_lr, 2),
+            fixed(j.log_bound, 2),
+            plain(self.alpha),
+            sci(j.p),
         )
     }
+}
+
+/// `x` with `decimals` (≤ 6) digits after the point. Written by hand: the standard library's
+/// float formatting would add ~25 KB to the module for a log line.
+fn fixed(x: f64, decimals: u32) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let scale = 10u64.pow(decimals.min(6));
+    let scaled = (x.abs() * scale as f64).round();
+    if scaled >= 1e18 {
+        return if x > 0.0 { ">1e18" } else { "<-1e18" }.into();
+    }
+    let v = scaled as u64;
+    let mut s = String::new();
+    if x < 0.0 && v != 0 {
+        s.push('-');
+    }
+    s.push_str(&(v / scale).to_string());
+    if decimals > 0 {
+        let frac = (v % scale).to_string();
+        s.push('.');
+        for _ in frac.len()..decimals.min(6) as usize {
+            s.push('0');
+        }
+        s.push_str(&frac);
+    }
+    s
+}
+
+/// `x` as a configuration would write it: up to 6 decimals, no trailing zeros.
+fn plain(x: f64) -> String {
+    let s = fixed(x, 6);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// A small probability in scientific notation, `4.6e-250` (`0` and `1` as they are).
+fn sci(p: f64) -> String {
+    if !(p > 0.0 && p < 1.0) {
+        return plain(p);
+    }
+    let mut e = p.log10().floor();
+    let mut m = p / 10f64.powi(e as i32);
+    if m >= 9.95 {
+        m /= 10.0;
+        e += 1.0;
+    }
+    format!("{}e{}", fixed(m, 1), e as i32)
 }
 
 /// The trip record kept in Envoy's shared data: who is tripped, for which generation.
@@ -571,8 +632,8 @@ mod tests {
             [
                 Series::Errors,
                 Series::Responses,
-                Series::Business(0),
                 Series::Business(1),
+                Series::Business(0),
                 Series::Business(2),
                 Series::Squares(2)
             ]
@@ -785,6 +846,26 @@ mod tests {
             let t = g.judge(0, &counts(&zero));
             assert!(t.is_none() || v.is_finite(), "{v}: {t:?}");
         }
+    }
+
+    #[test]
+    fn numbers_in_log_lines() {
+        assert_eq!(fixed(-8.4, 2), "-8.40");
+        assert_eq!(fixed(61.739, 2), "61.74");
+        assert_eq!(fixed(-0.001, 2), "0.00");
+        assert_eq!(fixed(0.5, 0), "1");
+        assert_eq!(fixed(f64::NAN, 2), "NaN");
+        assert_eq!(fixed(-f64::INFINITY, 2), "-inf");
+        assert_eq!(fixed(3e20, 2), ">1e18");
+        assert_eq!(plain(0.01), "0.01");
+        assert_eq!(plain(1.0), "1");
+        assert_eq!(plain(200.0), "200");
+        assert_eq!(plain(0.3), "0.3");
+        assert_eq!(sci(4.59e-250), "4.6e-250");
+        assert_eq!(sci(0.0099), "9.9e-3");
+        assert_eq!(sci(0.00999), "1.0e-2");
+        assert_eq!(sci(0.0), "0");
+        assert_eq!(sci(1.0), "1");
     }
 
     #[test]

@@ -383,7 +383,7 @@ impl<H: Host> Active<H> {
             })
             .collect();
         let read = |v: usize, s: Series| -> f64 {
-            let i = guard.series.binary_search(&s).ok();
+            let i = guard.series.iter().position(|x| *x == s);
             i.and_then(|i| values.get(v)?.get(i))
                 .copied()
                 .unwrap_or(f64::NAN)
