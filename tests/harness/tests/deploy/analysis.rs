@@ -1,6 +1,8 @@
 //! The analysis queries: the PromQL of the Flagger MetricTemplates and Argo AnalysisTemplates
 //! parses (promtool), reads only metrics the filter (or Envoy/Istio) publishes, and judges known
-//! traffic like the `sticky-canary gate` rule (promtool unit tests).
+//! traffic like the `sticky-canary gate` rule (promtool unit tests): the expected values are the
+//! core's own answers (`sticky_canary::stats::sequential`, the code the gate and the filter's
+//! guard run) on the same counts.
 
 use super::agreement::gateway_plan;
 use super::manifests::{find, manifests, of_kind};
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use sticky_canary::metrics::{Catalogue, MetricKind};
 use sticky_canary::plan::Plan;
+use sticky_canary::stats::sequential::{Harm, Test, TAU_PERCENT, TAU_POINTS};
+use sticky_canary_cli::policy::{Check, Policy};
 use sticky_canary_harness::envoy::workspace_root;
 use sticky_canary_harness::find_tool;
 
@@ -24,6 +28,19 @@ struct Query {
     rendered: String,
     /// Pass range from Flagger's thresholdRange, or Argo's conditions.
     pass: (Option<f64>, Option<f64>),
+}
+
+/// The Argo analyses of a Rollout: each step's, and the background one
+/// (`strategy.canary.analysis`), which runs for the whole rollout.
+fn rollout_analyses(rollout: &Value) -> Vec<&Value> {
+    let canary = &rollout["spec"]["strategy"]["canary"];
+    canary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|step| step.get("analysis"))
+        .chain(canary.get("analysis"))
+        .collect()
 }
 
 fn render(
@@ -86,15 +103,9 @@ fn analysis_queries() -> Vec<Query> {
     }
     // Argo: {{args.x}} from the template's defaults, overridden by the Rollout's analysis args.
     let argo_var = regex::Regex::new(r"\{\{\s*(args\.[a-z-]+)\s*\}\}").unwrap();
-    let bound = regex::Regex::new(r"result\[0\] (>=|<=) (-?[0-9.]+)").unwrap();
+    let bound = regex::Regex::new(r"result\[0\] (>=|<=|==) (-?[0-9.]+)").unwrap();
     for r in of_kind(&all, "Rollout") {
-        for step in r.doc["spec"]["strategy"]["canary"]["steps"]
-            .as_array()
-            .unwrap()
-        {
-            let Some(analysis) = step.get("analysis") else {
-                continue;
-            };
+        for analysis in rollout_analyses(&r.doc) {
             for t in analysis["templates"].as_array().unwrap() {
                 let t = find(
                     &all,
@@ -122,27 +133,29 @@ fn analysis_queries() -> Vec<Query> {
                     let mut pass = (None, None);
                     for c in bound.captures_iter(success) {
                         let v: f64 = c[2].parse().unwrap();
-                        if &c[1] == ">=" {
-                            pass.0 = Some(v);
-                        } else {
-                            pass.1 = Some(v);
+                        match &c[1] {
+                            ">=" => pass.0 = Some(v),
+                            "<=" => pass.1 = Some(v),
+                            _ => pass = (Some(v), Some(v)),
                         }
                     }
-                    assert!(
-                        success.starts_with("!isNaN(result[0]) && ")
-                            && m["failureCondition"]
-                                .as_str()
-                                .unwrap()
-                                .starts_with("!isNaN(result[0]) && "),
-                        "{origin}: NaN must be inconclusive"
-                    );
-                    out.push(Query {
-                        rendered: render(
-                            m["provider"]["prometheus"]["query"].as_str().unwrap(),
-                            &argo_var,
-                            &vars,
-                            &origin,
+                    let query = m["provider"]["prometheus"]["query"].as_str().unwrap();
+                    match m["failureCondition"].as_str() {
+                        // A judged metric: NaN (too few samples, no evidence yet) is neither.
+                        Some(failure) => assert!(
+                            success.starts_with("!isNaN(result[0]) && ")
+                                && failure.starts_with("!isNaN(result[0]) && "),
+                            "{origin}: NaN must be inconclusive"
                         ),
+                        // Pass or fail only (the guard): whatever is not a success fails, so
+                        // the query must never be NaN or empty.
+                        None => assert!(
+                            query.trim_end().ends_with("or on() vector(0)"),
+                            "{origin}: without failureCondition a NaN would fail"
+                        ),
+                    }
+                    out.push(Query {
+                        rendered: render(query, &argo_var, &vars, &origin),
                         origin,
                         gate: m["name"].as_str().unwrap().to_string(),
                         pass,
@@ -151,7 +164,7 @@ fn analysis_queries() -> Vec<Query> {
             }
         }
     }
-    assert!(out.len() >= 6, "Flagger and Argo queries: {out:#?}");
+    assert!(out.len() >= 8, "Flagger and Argo queries: {out:#?}");
     out
 }
 
@@ -435,6 +448,9 @@ struct Cohort {
     sd: f64,
     responses: f64,
     errors: f64,
+    /// The guard's canary_guard_tripped gauge of the cohort on each of the two proxies (0/1), or
+    /// no series.
+    tripped: [Option<f64>; 2],
 }
 
 impl Cohort {
@@ -452,42 +468,84 @@ impl Cohort {
 enum Verdict {
     Pass,
     Fail,
-    /// NaN: too few samples, or beyond the limit but not significant.
+    /// NaN: too few samples, or beyond the limit without always-valid evidence.
     Inconclusive,
 }
 
 /// (name, canary cohort, stable cohort, [(gate, what it must conclude)]).
 type Scenario<'a> = (&'a str, Cohort, Cohort, Vec<(&'a str, Verdict)>);
 
-/// The `sticky-canary gate` rule, computed here independently of the PromQL: the value the query
-/// must return, or None for NaN.
+/// The change rounded to 1e-9 as the queries do (PromQL `round(v, 1e-9)`: floor(v·1e9 + ½)/1e9),
+/// the core's own tolerance at the limit.
+fn round_9(v: f64) -> f64 {
+    (v * 1e9 + 0.5).floor() / 1e9
+}
+
+/// The value a query must return, or None for NaN: the `sticky-canary gate` rule as the core
+/// computes it (`sticky_canary::stats::sequential::Test`, the code the gate and the filter's
+/// guard run), with the gate's default policy (min samples, alpha, limits) and the default mixing
+/// widths. The change when judgeable (not beyond the limit, or beyond it with evidence); NaN when
+/// a side is below the minimum samples or the change is beyond the limit without evidence.
 fn expected_value(gate: &str, c: &Cohort, s: &Cohort) -> Option<f64> {
-    let min = 200.0;
-    let proportion = |xc: f64, nc: f64, xs: f64, ns: f64| {
-        let d = xc / nc - xs / ns;
-        let p = (xc + xs) / (nc + ns);
-        let z = d / (p * (1.0 - p) * (1.0 / nc + 1.0 / ns)).sqrt();
-        (100.0 * d, z, nc >= min && ns >= min)
+    let policy = Policy::default_for("stable");
+    let limit = |want: &str| {
+        policy
+            .checks
+            .iter()
+            .find_map(|check| match check {
+                Check::ErrorRatio { max_points } if want == "error_ratio" => Some(*max_points),
+                Check::Ratio {
+                    label,
+                    max_drop_points,
+                    ..
+                } if label == want => Some(*max_drop_points),
+                Check::Mean {
+                    label,
+                    max_drift_percent,
+                    ..
+                } if label == want => Some(*max_drift_percent),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {want} check in the gate's default policy"))
     };
-    match gate {
-        "approval-ratio-delta" => {
-            let (d, z, enough) = proportion(c.approved, c.orders, s.approved, s.orders);
-            (enough && (d >= -0.3 || z < -1.6449)).then_some(d)
-        }
-        "error-ratio-delta" => {
-            let (d, z, enough) = proportion(c.errors, c.responses, s.errors, s.responses);
-            (enough && (d <= 1.0 || z > 1.6449)).then_some(d)
-        }
-        "order-value-drift" => {
-            let var = |k: &Cohort| (k.squares() - k.value().powi(2) / k.orders) / (k.orders - 1.0);
-            let (mc, ms) = (c.value() / c.orders, s.value() / s.orders);
-            let d = 100.0 * (mc / ms - 1.0);
-            let z = (mc - ms) / (var(c) / c.orders + var(s) / s.orders).sqrt();
-            let enough = c.orders >= min && s.orders >= min;
-            (enough && (d.abs() <= 1.0 || z.abs() > 1.96)).then_some(d)
-        }
+    let test = |limit: f64, tau: f64, harm: Harm| Test {
+        alpha: policy.alpha,
+        limit,
+        tau,
+        harm,
+    };
+    let (judgement, nc, ns) = match gate {
+        "approval-ratio-delta" => (
+            test(limit("approval"), TAU_POINTS, Harm::Lower)
+                .proportions(c.approved, c.orders, s.approved, s.orders),
+            c.orders,
+            s.orders,
+        ),
+        "error-ratio-delta" => (
+            test(limit("error_ratio"), TAU_POINTS, Harm::Higher).proportions(
+                c.errors,
+                c.responses,
+                s.errors,
+                s.responses,
+            ),
+            c.responses,
+            s.responses,
+        ),
+        "order-value-drift" => (
+            test(limit("aov"), TAU_PERCENT, Harm::Either).means(
+                (c.value(), c.squares(), c.orders),
+                (s.value(), s.squares(), s.orders),
+            ),
+            c.orders,
+            s.orders,
+        ),
+        // Any proxy tripped: 1; none (0 or no series): 0.
+        "guard-tripped" => return Some(c.tripped.iter().flatten().fold(0.0, |a, &b| a.max(b))),
         other => panic!("no scenario covers the gate {other:?}: add one"),
-    }
+    };
+    let min = policy.min_samples as f64;
+    let j = judgement?;
+    (nc >= min && ns >= min && (!j.beyond() || j.harmful())).then(|| round_9(j.change))
 }
 
 fn series(metric: &str, version: &str, extra: &str, total: f64) -> Vec<Value> {
@@ -506,6 +564,14 @@ fn series(metric: &str, version: &str, extra: &str, total: f64) -> Vec<Value> {
 fn input_series(c: &Cohort, s: &Cohort) -> Vec<Value> {
     let mut out = Vec::new();
     for (v, k) in [("canary", c), ("stable", s)] {
+        for (pod, tripped) in ["gateway-a", "gateway-b"].iter().zip(k.tripped) {
+            if let Some(t) = tripped {
+                out.push(json!({
+                    "series": format!("canary_guard_tripped{{service=\"checkout\",version=\"{v}\",pod=\"{pod}\"}}"),
+                    "values": format!("{t}x15"),
+                }));
+            }
+        }
         out.extend(series("canary_business_orders_total", v, "", k.orders));
         out.extend(series(
             "canary_business_auth_approved_total",
@@ -543,6 +609,8 @@ fn input_series(c: &Cohort, s: &Cohort) -> Vec<Value> {
 
 #[test]
 fn analysis_queries_judge_known_traffic_like_the_gate() {
+    // 1 500 orders and responses per cohort in the 15 min window: 95 % approved, 1 % 5xx,
+    // order value 20.00 ± 5.00.
     let base = Cohort {
         orders: 1500.0,
         approved: 1425.0,
@@ -550,6 +618,7 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
         sd: 500.0,
         responses: 1500.0,
         errors: 15.0,
+        tripped: [None, None],
     };
     let few = Cohort {
         orders: 15.0,
@@ -565,25 +634,52 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
         errors: 3.0,
         ..base
     };
+    // 2 000 per cohort: 0.3 and 1 point, and 1 % of 20.00, are whole counts.
+    let even = Cohort {
+        orders: 2000.0,
+        approved: 1900.0,
+        responses: 2000.0,
+        errors: 20.0,
+        ..base
+    };
     use Verdict::*;
+    let business = |approval, error, value| {
+        vec![
+            ("approval-ratio-delta", approval),
+            ("error-ratio-delta", error),
+            ("order-value-drift", value),
+        ]
+    };
+    // The figures in the names are the core's (ln Λ against ln 20 = 3.00 one-sided, ln 40 = 3.69
+    // two-sided, at alpha 0.05).
     let scenarios: Vec<Scenario> = vec![
         (
             "identical cohorts (A/A)",
             base,
             base,
-            vec![
-                ("approval-ratio-delta", Pass),
-                ("error-ratio-delta", Pass),
-                ("order-value-drift", Pass),
-            ],
+            business(Pass, Pass, Pass),
         ),
         (
-            "approvals drop 10 points (the payment-code fall-through)",
+            "approvals drop 10 points (ln Λ 60.8)",
             Cohort {
                 approved: 1275.0,
                 ..base
             },
             base,
+            vec![("approval-ratio-delta", Fail)],
+        ),
+        (
+            "the payment fall-through: 91.2 % of 250 canary orders against 99.4 % of 5 000 (ln Λ 75.3)",
+            Cohort {
+                orders: 250.0,
+                approved: 228.0,
+                ..base
+            },
+            Cohort {
+                orders: 5000.0,
+                approved: 4970.0,
+                ..base
+            },
             vec![("approval-ratio-delta", Fail)],
         ),
         (
@@ -605,7 +701,7 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("approval-ratio-delta", Pass)],
         ),
         (
-            "approvals 1 point lower on 300 orders: beyond the limit, not significant",
+            "approvals 1 point lower on 300 orders: beyond the limit, no evidence (ln Λ -0.35)",
             Cohort {
                 approved: 282.0,
                 ..small
@@ -621,14 +717,16 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
                 errors: 0.0,
                 ..few
             },
-            vec![
-                ("approval-ratio-delta", Inconclusive),
-                ("error-ratio-delta", Inconclusive),
-                ("order-value-drift", Inconclusive),
-            ],
+            business(Inconclusive, Inconclusive, Inconclusive),
         ),
         (
-            "order value +5 % (the tax-rounding drift)",
+            "15 canary orders against 1 500: too few on one side",
+            few,
+            base,
+            business(Inconclusive, Inconclusive, Inconclusive),
+        ),
+        (
+            "order value +5 % (the tax-rounding drift, ln Λ 7.57)",
             Cohort {
                 mean: 2100.0,
                 ..base
@@ -637,7 +735,7 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("order-value-drift", Fail)],
         ),
         (
-            "order value -5 %",
+            "order value -5 % (ln Λ 7.57)",
             Cohort {
                 mean: 1900.0,
                 ..base
@@ -655,7 +753,7 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("order-value-drift", Pass)],
         ),
         (
-            "order value +2 % on 300 orders: beyond the limit, not significant",
+            "order value +2 % on 300 orders: beyond the limit, no evidence (ln Λ -0.87)",
             Cohort {
                 mean: 2040.0,
                 ..small
@@ -664,13 +762,23 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("order-value-drift", Inconclusive)],
         ),
         (
-            "5xx +2 points",
+            "5xx +3 points (ln Λ 7.96)",
+            Cohort {
+                errors: 60.0,
+                ..base
+            },
+            base,
+            vec![("error-ratio-delta", Fail)],
+        ),
+        (
+            "5xx +2 points on 1 500: beyond the limit, no evidence yet (ln Λ 0.85; the fixed z \
+             test failed it)",
             Cohort {
                 errors: 45.0,
                 ..base
             },
             base,
-            vec![("error-ratio-delta", Fail)],
+            vec![("error-ratio-delta", Inconclusive)],
         ),
         (
             "5xx lower: favourable",
@@ -680,6 +788,62 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             },
             base,
             vec![("error-ratio-delta", Pass)],
+        ),
+        (
+            "every change exactly at its limit (-0.3 point, +1 point, +1 %): within it",
+            Cohort {
+                approved: 1894.0,
+                errors: 40.0,
+                mean: 2020.0,
+                ..even
+            },
+            even,
+            business(Pass, Pass, Pass),
+        ),
+        (
+            "no guard series: not tripped",
+            base,
+            base,
+            vec![("guard-tripped", Pass)],
+        ),
+        (
+            "the guard reports 0 on both proxies",
+            Cohort {
+                tripped: [Some(0.0), Some(0.0)],
+                ..base
+            },
+            base,
+            vec![("guard-tripped", Pass)],
+        ),
+        (
+            "one proxy of two tripped the canary: fail, whatever the business figures",
+            Cohort {
+                tripped: [Some(0.0), Some(1.0)],
+                ..base
+            },
+            base,
+            business(Pass, Pass, Pass)
+                .into_iter()
+                .chain([("guard-tripped", Fail)])
+                .collect(),
+        ),
+        (
+            "only the other proxy reports, tripped",
+            Cohort {
+                tripped: [None, Some(1.0)],
+                ..base
+            },
+            base,
+            vec![("guard-tripped", Fail)],
+        ),
+        (
+            "a stable series tripped is not the canary's",
+            base,
+            Cohort {
+                tripped: [Some(1.0), Some(1.0)],
+                ..base
+            },
+            vec![("guard-tripped", Pass)],
         ),
     ];
     let queries = analysis_queries();
