@@ -12,6 +12,7 @@ pub mod bench;
 pub mod checkout;
 pub mod demo;
 pub mod ramp;
+pub mod simulate;
 
 use std::path::Path;
 
