@@ -800,7 +800,7 @@ mod tests {
             line.starts_with(
                 "guard tripped canary: check approval (ratio auth_approved/orders) changed \
                  -8.40 points against stable, beyond the limit -0.3 points (canary 182/200, \
-                 stable 3976/4000); ln Λ 61.74 ≥ 4.61"
+                 stable 3976/4000); ln Λ 53.85 ≥ 4.61"
             ),
             "{line}"
         );

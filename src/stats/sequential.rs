@@ -12,6 +12,8 @@
 //!   Λ = sqrt(V / (V + τ²)) · exp( τ² x² / (2 V (V + τ²)) )
 //! ```
 //!
+//! (for proportions `x` first loses one transaction per side, a continuity correction: see
+//! [`Test::proportions`])
 //! and the check rolls back when `x > 0` and `Λ ≥ 1/α` (`2/α` for a two-sided check, one test
 //! per side at α/2). Under the null "the change is at most the limit", `Λ` is a non-negative
 //! (super)martingale and Ville's inequality bounds the chance that it EVER reaches `1/α` by α,
@@ -103,12 +105,23 @@ impl Test {
     /// One side: `excess` and `v`, `tau` in one unit; `to_unit` converts the excess to the
     /// check's unit for the report. Within 1e-9 (check's unit) of the limit counts as at it:
     /// floating point must not turn 94 % − 97 % into 3.000000000000003 points beyond 3.
-    fn judge(&self, change: f64, excess: f64, v: f64, tau: f64, to_unit: f64) -> Judgement {
+    /// `correction` is taken off the excess before it counts as evidence (never off the
+    /// change that is reported or compared with the limit).
+    fn judge(
+        &self,
+        change: f64,
+        excess: f64,
+        correction: f64,
+        v: f64,
+        tau: f64,
+        to_unit: f64,
+    ) -> Judgement {
         let log_bound = self.log_bound();
         let shown = excess * to_unit;
         let beyond = shown > 1e-9;
-        let log_lr = if beyond {
-            log_mixture_lr(excess, v, tau)
+        let evidence = excess - correction;
+        let log_lr = if beyond && evidence > 0.0 {
+            log_mixture_lr(evidence, v, tau)
         } else {
             f64::NEG_INFINITY
         };
@@ -137,6 +150,12 @@ impl Test {
     /// rate smoothed by half a success and half a failure, p̃b = (xb + ½)/(nb + 1), so V > 0
     /// even at 0 % or 100 %. (The canary's own observed rate would inflate V exactly when the
     /// canary is bad: 91 % approvals have 15× the variance of 99.4 %.)
+    ///
+    /// Continuity correction: the excess counts as evidence only after one whole transaction
+    /// per side is taken off it, x − (1/nc + 1/nb). Near the limit a rate such as 0.9 % failures
+    /// gives a few events per hundred transactions; their count is skewed to the right, and the
+    /// normal approximation alone let the false-trip rate at the limit reach 1.7× alpha at 200
+    /// transactions (`make simulate`). With the correction it stays ≤ alpha from 100 on.
     pub fn proportions(&self, xc: f64, nc: f64, xb: f64, nb: f64) -> Option<Judgement> {
         if !(nc > 0.0 && nb > 0.0) {
             return None;
@@ -144,10 +163,11 @@ impl Test {
         let d = xc / nc - xb / nb;
         let (limit, tau) = (self.limit / 100.0, self.tau / 100.0);
         let pb = (xb + 0.5) / (nb + 1.0);
+        let correction = 1.0 / nc + 1.0 / nb;
         let side = |sign: f64| {
             let p0 = (pb + sign * limit).clamp(0.0, 1.0);
             let v = p0 * (1.0 - p0) / nc + pb * (1.0 - pb) / nb;
-            self.judge(d * 100.0, sign * d - limit, v, tau, 100.0)
+            self.judge(d * 100.0, sign * d - limit, correction, v, tau, 100.0)
         };
         Some(self.sides(side))
     }
@@ -167,7 +187,7 @@ impl Test {
         let scale = mb.abs() / 100.0;
         let v = vc / c.2 + vb / b.2;
         let (d, limit, tau) = (mc - mb, self.limit * scale, self.tau * scale);
-        Some(self.sides(|sign| self.judge(d / scale, sign * d - limit, v, tau, 1.0 / scale)))
+        Some(self.sides(|sign| self.judge(d / scale, sign * d - limit, 0.0, v, tau, 1.0 / scale)))
     }
 
     /// The judgement of the harmful side, or of the worse of the two for [`Harm::Either`];
@@ -249,19 +269,19 @@ mod tests {
                 APPROVAL,
                 -8.4,
                 8.1,
-                Some(61.739_861_569_421_14),
+                Some(53.854_322_173_523_634),
                 true,
             ),
             // The same drop on 50 orders: beyond the limit, not yet evidence at alpha 0.01
-            // (ln 100 = 4.61).
+            // (ln 100 = 4.61), once one order per side is taken off.
             (
                 (46.0, 50.0),
                 (994.0, 1000.0),
                 APPROVAL,
                 -7.4,
                 7.1,
-                Some(8.159_433_582_121_283),
-                true,
+                Some(3.764_957_761_171_023),
+                false,
             ),
             // 5xx 3 % against 0.1 %.
             (
@@ -270,7 +290,7 @@ mod tests {
                 errors,
                 2.9,
                 1.9,
-                Some(13.880_705_782_551_075),
+                Some(11.962_320_771_267_107),
                 true,
             ),
             // A/A: no change, not beyond.
