@@ -3,29 +3,38 @@
 //!
 //! Every check compares one canary version with the baseline version. A check only judges when
 //! both sides' denominators reach `min_samples`; it rolls back only when the change is harmful,
-//! beyond its limit AND statistically significant at `alpha`. The statistics are the core's
-//! (`sticky_canary::stats`).
+//! beyond its limit AND the evidence reaches `alpha`: by default with the always-valid
+//! sequential test (`sticky_canary::stats::sequential`: the false-alarm rate stays at most alpha
+//! however often the gate runs), with `--fixed` ([`Mode::Fixed`]) with today's one-shot z-tests.
+//! The statistics are the core's (`sticky_canary::stats`).
 
-use crate::report::{fmt_n, fmt_p, Kind, Outcome, Report, Row, Side, Verdict};
+pub use crate::report::Mode;
+use crate::report::{
+    bound_name, fmt_bound, fmt_lr, fmt_n, fmt_p, Kind, Outcome, Report, Row, Side, Verdict, Writes,
+    WRITES_METRIC,
+};
 use crate::sources::{responses_5xx, Totals};
 use std::collections::BTreeSet;
 use sticky_canary::metrics::names::{self, business_squares, business_total};
+use sticky_canary::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
 use sticky_canary::stats::{
     drift_percent, mean_and_variance, normal_cdf, two_proportion_z, welch_z,
 };
 
-/// One comparison of a canary with the baseline.
+/// One comparison of a canary with the baseline. The tests named are the sequential ones (the
+/// default) and, after "fixed:", those of [`Mode::Fixed`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Check {
     /// 5xx / responses; rollback when the canary's is more than `max_points` percentage points
-    /// higher (one-sided pooled two-proportion z-test).
+    /// higher (one-sided mSPRT; fixed: one-sided pooled two-proportion z-test).
     ErrorRatio { max_points: f64 },
     /// Retried responses / responses (`canary_retried_responses_total` over
     /// `canary_responses_total`); rollback when the canary's is more than `max_points`
-    /// percentage points higher (one-sided pooled two-proportion z-test, as `ErrorRatio`).
+    /// percentage points higher (as `ErrorRatio`).
     RetryRatio { max_points: f64 },
     /// NUM / DEN of two business counters, higher is better; rollback when the canary's drops by
-    /// more than `max_drop_points` percentage points (one-sided pooled two-proportion z-test).
+    /// more than `max_drop_points` percentage points (one-sided mSPRT; fixed: one-sided pooled
+    /// two-proportion z-test).
     Ratio {
         label: String,
         num: String,
@@ -33,7 +42,8 @@ pub enum Check {
         max_drop_points: f64,
     },
     /// SUM / COUNT (a `sum` rule per counted item); rollback when the canary's mean differs by
-    /// more than `max_drift_percent` percent, either way (two-sided Welch test, normal approx.).
+    /// more than `max_drift_percent` percent, either way (two-sided mSPRT with Welch's variance,
+    /// each side at alpha/2; fixed: two-sided Welch test, normal approximation).
     Mean {
         label: String,
         sum: String,
@@ -87,10 +97,19 @@ pub struct Policy {
     pub min_samples: u64,
     pub alpha: f64,
     pub checks: Vec<Check>,
+    /// Sequential (the default) or `--fixed`.
+    pub mode: Mode,
+    /// The sequential test's mixing standard deviation τ for the error, retry and ratio checks,
+    /// in percentage points beyond the limit (`--tau-points`, default [`TAU_POINTS`]).
+    pub tau_points: f64,
+    /// τ for the mean checks, in percent of the baseline's mean beyond the limit
+    /// (`--tau-percent`, default [`TAU_PERCENT`]).
+    pub tau_percent: f64,
 }
 
 impl Policy {
-    /// min 200 samples, alpha 0.05, error ratio +1 point, approval −0.3 point, AOV ±1 %.
+    /// min 200 samples, alpha 0.05, error ratio +1 point, approval −0.3 point, AOV ±1 %, the
+    /// sequential test with τ 2 points and 5 %.
     pub fn default_for(baseline: &str) -> Policy {
         let mut checks = vec![Check::ErrorRatio { max_points: 1.0 }];
         checks.extend(default_business_checks());
@@ -100,7 +119,16 @@ impl Policy {
             min_samples: 200,
             alpha: 0.05,
             checks,
+            mode: Mode::Sequential,
+            tau_points: TAU_POINTS,
+            tau_percent: TAU_PERCENT,
         }
+    }
+
+    /// Keys read when present and never required: the rollback guard's `canary_writes_total`
+    /// (a filter older than issue 14 does not publish it; the guard then says "unknown").
+    pub fn optional_keys(&self) -> Vec<String> {
+        vec![WRITES_METRIC.to_string()]
     }
 
     /// Every key the checks read, deduplicated, in order.
@@ -117,6 +145,14 @@ impl Policy {
     pub fn validate(&self) -> Result<(), String> {
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return Err(format!("alpha {} must be between 0 and 1", self.alpha));
+        }
+        for (name, tau) in [
+            ("tau_points", self.tau_points),
+            ("tau_percent", self.tau_percent),
+        ] {
+            if !(tau.is_finite() && tau > 0.0) {
+                return Err(format!("{name} {tau} must be a positive number"));
+            }
         }
         if self.checks.is_empty() {
             return Err("no checks".into());
@@ -298,19 +334,50 @@ pub fn evaluate(totals: &Totals, policy: &Policy) -> Result<Report, String> {
     } else {
         verdict_of(&rows)
     };
+    let rollbacks = if verdict == Verdict::Rollback {
+        rollback_guard(totals, &canaries, &rows)
+    } else {
+        Vec::new()
+    };
     Ok(Report {
         service: service.to_string(),
         baseline: policy.baseline.clone(),
         canaries,
         min_samples: policy.min_samples,
         alpha: policy.alpha,
+        mode: policy.mode,
+        tau_points: policy.tau_points,
+        tau_percent: policy.tau_percent,
         rows,
         verdict,
         reasons,
+        rollbacks,
         sources: Vec::new(),
         window: None,
         wait_exit_code: 3,
     })
+}
+
+/// The rollback guard: what each rolled-back canary wrote. No `canary_writes_total` in the data
+/// at all is not an error: the writes are unknown.
+fn rollback_guard(totals: &Totals, canaries: &[String], rows: &[Row]) -> Vec<Writes> {
+    let known = totals.has_metric(WRITES_METRIC);
+    canaries
+        .iter()
+        .filter(|c| {
+            rows.iter()
+                .any(|r| r.canary == **c && r.outcome == Outcome::Rollback)
+        })
+        .map(|c| Writes {
+            version: c.clone(),
+            writes: known.then(|| totals.get(c, WRITES_METRIC)),
+            methods: if known {
+                totals.labelled(c, WRITES_METRIC, "method")
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
 }
 
 fn missing_metric(totals: &Totals, check: &Check, metric: &str) -> String {
@@ -467,10 +534,11 @@ fn proportion_row(
     let ratio = |x: f64, n: f64| (n > 0.0).then(|| x / n);
     let (vb, vc) = (ratio(xb, nb), ratio(xc, nc));
     let delta = vb.zip(vc).map(|(b, c)| (c - b) * 100.0);
-    let test = if higher_is_better {
-        "one-sided (lower is worse)"
-    } else {
-        "one-sided (higher is worse)"
+    let test = match (policy.mode, higher_is_better) {
+        (Mode::Fixed, true) => "one-sided (lower is worse)",
+        (Mode::Fixed, false) => "one-sided (higher is worse)",
+        (Mode::Sequential, true) => "mSPRT one-sided (lower is worse)",
+        (Mode::Sequential, false) => "mSPRT one-sided (higher is worse)",
     };
     let mut row = Row {
         canary: canary.to_string(),
@@ -499,6 +567,10 @@ fn proportion_row(
         z: None,
         p: None,
         test,
+        log_lr: None,
+        log_bound: None,
+        excess: None,
+        tau: None,
         threshold: max_points,
         outcome: Outcome::Insufficient,
         note: String::new(),
@@ -512,6 +584,36 @@ fn proportion_row(
         row.note = insufficient_note(policy, what, nb, nc);
         return row;
     };
+    let favourable = if higher_is_better { d > 0.0 } else { d < 0.0 };
+    let change = format!("{d:+.2} points");
+    let limit = if higher_is_better {
+        format!("-{max_points}")
+    } else {
+        format!("+{max_points}")
+    };
+    if policy.mode == Mode::Sequential {
+        let test = Test {
+            alpha: policy.alpha,
+            limit: max_points,
+            tau: policy.tau_points,
+            harm: if higher_is_better {
+                Harm::Lower
+            } else {
+                Harm::Higher
+            },
+        };
+        // Both sides have at least one trial here: a judgement always comes.
+        if let Some(j) = test.proportions(xc, nc, xb, nb) {
+            let text = Text {
+                change: &change,
+                limit: &limit,
+                unit: "points",
+                favourable,
+            };
+            apply(&mut row, &j, policy.tau_points, &text, false);
+        }
+        return row;
+    }
     let z = two_proportion_z(xc, nc, xb, nb);
     let p = if higher_is_better {
         normal_cdf(z)
@@ -524,16 +626,58 @@ fn proportion_row(
         d > max_points + LIMIT_EPSILON
     };
     let outcome = decide(beyond, p, policy.alpha);
-    let limit = if higher_is_better {
-        format!("-{max_points}")
-    } else {
-        format!("+{max_points}")
-    };
-    let favourable = if higher_is_better { d > 0.0 } else { d < 0.0 };
-    let change = format!("{d:+.2} points");
     row.note = note(outcome, &change, &limit, "points", favourable, p, policy);
     (row.z, row.p, row.outcome) = (Some(z), Some(p), outcome);
     row
+}
+
+/// How a row's note names its change and limit.
+struct Text<'a> {
+    change: &'a str,
+    limit: &'a str,
+    unit: &'a str,
+    favourable: bool,
+}
+
+/// A sequential judgement into `row`: its outcome, figures and note.
+fn apply(row: &mut Row, j: &Judgement, tau: f64, text: &Text, two_sided: bool) {
+    let outcome = if j.harmful() {
+        Outcome::Rollback
+    } else if j.beyond() {
+        Outcome::Inconclusive
+    } else {
+        Outcome::Pass
+    };
+    let Text {
+        change,
+        limit,
+        unit,
+        favourable,
+    } = text;
+    let (lr, bound, over) = (
+        fmt_lr(j.log_lr),
+        fmt_bound(j.log_bound),
+        bound_name(two_sided),
+    );
+    row.note = match outcome {
+        Outcome::Rollback => format!(
+            "{change}, beyond the limit {limit} {unit}, always-valid evidence \
+             (Λ {lr} ≥ {over} {bound})"
+        ),
+        Outcome::Inconclusive => format!(
+            "{change}, beyond the limit {limit} {unit}, no always-valid evidence yet \
+             (Λ {lr} < {over} {bound}, p {})",
+            fmt_p(j.p)
+        ),
+        _ if *favourable => format!("{change}, favourable"),
+        _ => format!("{change}, within the limit {limit} {unit}"),
+    };
+    row.p = Some(j.p);
+    row.log_lr = Some(j.log_lr);
+    row.log_bound = Some(j.log_bound);
+    row.excess = Some(j.excess);
+    row.tau = Some(tau);
+    row.outcome = outcome;
 }
 
 fn note(
@@ -603,7 +747,14 @@ fn mean_row(
         delta,
         z: None,
         p: None,
-        test: "two-sided",
+        test: match policy.mode {
+            Mode::Fixed => "two-sided",
+            Mode::Sequential => "mSPRT two-sided",
+        },
+        log_lr: None,
+        log_bound: None,
+        excess: None,
+        tau: None,
         threshold: max_drift_percent,
         outcome: Outcome::Insufficient,
         note: String::new(),
@@ -615,19 +766,43 @@ fn mean_row(
         row.note = insufficient_note(policy, count, nb, nc);
         return row;
     };
+    let limit = format!("±{max_drift_percent}");
+    let change = format!("{d:+.2} %");
+    if policy.mode == Mode::Sequential {
+        let test = Test {
+            alpha: policy.alpha,
+            limit: max_drift_percent,
+            tau: policy.tau_percent,
+            harm: Harm::Either,
+        };
+        let sums = |v: &str| {
+            (
+                totals.get(v, &business_total(sum)),
+                totals.get(v, &business_squares(sum)),
+                totals.get(v, &business_total(count)),
+            )
+        };
+        match test.means(sums(canary), sums(&policy.baseline)) {
+            Some(j) => {
+                let text = Text {
+                    change: &change,
+                    limit: &limit,
+                    unit: "%",
+                    favourable: false,
+                };
+                apply(&mut row, &j, policy.tau_percent, &text, true);
+            }
+            None => {
+                row.note =
+                    format!("the baseline's mean {sum}/{count} is 0: no percent of it to judge by");
+            }
+        }
+        return row;
+    }
     let z = welch_z(mc, vc, nc, mb, vb, nb);
     let p = 2.0 * normal_cdf(-z.abs());
     let outcome = decide(d.abs() > max_drift_percent + LIMIT_EPSILON, p, policy.alpha);
-    let limit = format!("±{max_drift_percent}");
-    row.note = note(
-        outcome,
-        &format!("{d:+.2} %"),
-        &limit,
-        "%",
-        false,
-        p,
-        policy,
-    );
+    row.note = note(outcome, &change, &limit, "%", false, p, policy);
     (row.z, row.p, row.outcome) = (Some(z), Some(p), outcome);
     row
 }
@@ -648,7 +823,7 @@ mod tests {
                 payments("stable", n, 0.97 * n),
                 payments("canary", n, 0.94 * n),
             ]);
-            one_row(&t, approval())
+            one_row_fixed(&t, approval())
         };
         let r = at(50.0);
         assert_eq!(r.outcome, Outcome::Insufficient);
@@ -679,7 +854,7 @@ mod tests {
             payments("stable", 300.0, 291.0),
             payments("canary", 300.0, 288.0),
         ]);
-        let r = one_row(&t, approval());
+        let r = one_row_fixed(&t, approval());
         assert_eq!(r.outcome, Outcome::Inconclusive);
         assert!(close(r.p.unwrap(), 0.252_571_4, 1e-6));
     }
@@ -691,7 +866,7 @@ mod tests {
             payments("stable", 15.0, 15.0),
             payments("canary", 15.0, 10.0),
         ]);
-        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        let r = evaluate(&t, &fixed(vec![approval()])).unwrap();
         assert_eq!(r.rows[0].outcome, Outcome::Insufficient);
         assert_eq!(r.verdict, Verdict::Wait);
         assert!(
@@ -704,13 +879,13 @@ mod tests {
             payments("stable", 5000.0, 4850.0),
             payments("canary", 199.0, 100.0),
         ]);
-        assert_eq!(one_row(&t, approval()).outcome, Outcome::Insufficient);
+        assert_eq!(one_row_fixed(&t, approval()).outcome, Outcome::Insufficient);
         // At exactly 200 each the same collapse is judged.
         let t = totals(&[
             payments("stable", 200.0, 200.0),
             payments("canary", 200.0, 133.0),
         ]);
-        assert_eq!(one_row(&t, approval()).outcome, Outcome::Rollback);
+        assert_eq!(one_row_fixed(&t, approval()).outcome, Outcome::Rollback);
     }
 
     #[test]
@@ -720,13 +895,13 @@ mod tests {
             payments("stable", 3000.0, 2910.0),
             payments("canary", 3000.0, 2820.0),
         ]);
-        let r = one_row(
+        let r = one_row_fixed(
             &t,
             parse_ratio("approval=auth_approved/payments:3").unwrap(),
         );
         assert!(r.p.unwrap() < 1e-6);
         assert_eq!(r.outcome, Outcome::Pass, "{}", r.note);
-        let r = one_row(
+        let r = one_row_fixed(
             &t,
             parse_ratio("approval=auth_approved/payments:2.99").unwrap(),
         );
@@ -739,7 +914,7 @@ mod tests {
             payments("stable", 2000.0, 1880.0),
             payments("canary", 2000.0, 1980.0),
         ]);
-        let r = one_row(&t, approval());
+        let r = one_row_fixed(&t, approval());
         assert_eq!(r.outcome, Outcome::Pass);
         assert!(r.delta.unwrap() > 4.9 && r.p.unwrap() > 0.99);
         assert!(r.note.ends_with("favourable (p 1.0000)"), "{}", r.note);
@@ -753,7 +928,7 @@ mod tests {
             payments("stable", n, 0.970 * n),
             payments("canary", n, 0.968 * n),
         ]);
-        let r = one_row(&t, approval());
+        let r = one_row_fixed(&t, approval());
         assert!(r.p.unwrap() < 1e-6);
         assert_eq!(r.outcome, Outcome::Pass);
         assert_eq!(
@@ -776,22 +951,22 @@ mod tests {
                 ],
             )
         };
-        let r = one_row(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
+        let r = one_row_fixed(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
         assert_eq!(r.outcome, Outcome::Rollback);
         assert!(close(r.delta.unwrap(), 2.5, 1e-9));
         assert_eq!(r.test, "one-sided (higher is worse)");
         assert_eq!(r.numerator, num);
         assert_eq!(
-            one_row(&t(60.0, 10.0), check.clone()).outcome,
+            one_row_fixed(&t(60.0, 10.0), check.clone()).outcome,
             Outcome::Pass
         );
         // 0.5 % → 1.2 %: significant-ish but within one point.
         assert_eq!(
-            one_row(&t(10.0, 24.0), check.clone()).outcome,
+            one_row_fixed(&t(10.0, 24.0), check.clone()).outcome,
             Outcome::Pass
         );
         // None anywhere.
-        let r = one_row(&t(0.0, 0.0), check);
+        let r = one_row_fixed(&t(0.0, 0.0), check);
         assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
     }
 
@@ -814,7 +989,7 @@ mod tests {
                 orders("stable", n, 2000.0, sd),
                 orders("canary", n, mean_c, sd),
             ]);
-            one_row(&t, aov())
+            one_row_fixed(&t, aov())
         };
         // 3 % down, sd 100 cents, 1000 orders each: z ≈ -13.4.
         let r = at(1000.0, 1940.0, 100.0);
@@ -850,7 +1025,7 @@ mod tests {
         let bad = || payments("bad", n, 0.90 * n);
         let young = || payments("young", 20.0, 19.0);
         let base = || payments("stable", n, 0.97 * n);
-        let p = policy(vec![Check::ErrorRatio { max_points: 1.0 }, approval()]);
+        let p = fixed(vec![Check::ErrorRatio { max_points: 1.0 }, approval()]);
 
         let r = evaluate(&totals(&[base(), good()]), &p).unwrap();
         assert_eq!((r.verdict, r.exit_code()), (Verdict::Promote, 0));
@@ -897,14 +1072,14 @@ mod tests {
             payments("retired", 0.0, 0.0),
         ]);
         assert_eq!(t.versions(), ["canary", "retired", "stable"]);
-        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        let r = evaluate(&t, &fixed(vec![approval()])).unwrap();
         assert_eq!(r.canaries, ["canary"]);
         // Only the baseline has data: WAIT, not an error.
         let t = totals(&[
             payments("stable", 2000.0, 1940.0),
             payments("canary", 0.0, 0.0),
         ]);
-        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        let r = evaluate(&t, &fixed(vec![approval()])).unwrap();
         assert_eq!((r.verdict, r.rows.len()), (Verdict::Wait, 0));
         assert!(r.reasons[0].contains("no version other than the baseline"));
     }
@@ -916,35 +1091,35 @@ mod tests {
             payments("canary", 2000.0, 1900.0),
         ]);
         let err = |p: &Policy| evaluate(&t, p).unwrap_err();
-        let e = err(&policy(vec![parse_ratio("x=refunds/payments:1").unwrap()]));
+        let e = err(&fixed(vec![parse_ratio("x=refunds/payments:1").unwrap()]));
         assert!(e.contains("canary_business_refunds_total"), "{e}");
-        let e = err(&policy(vec![aov()]));
+        let e = err(&fixed(vec![aov()]));
         assert!(e.contains("canary_business_order_value_total"), "{e}");
-        let mut p = policy(vec![approval()]);
+        let mut p = fixed(vec![approval()]);
         p.baseline = "stabel".into();
         let e = err(&p);
         assert!(
             e.contains("\"stabel\"") && e.contains("canary, stable"),
             "{e}"
         );
-        let mut p = policy(vec![approval()]);
+        let mut p = fixed(vec![approval()]);
         p.canaries = vec!["v3".into()];
         assert!(err(&p).contains("\"v3\""));
         // A counter used as the SUM of a mean: no squares.
-        let e = err(&policy(vec![
+        let e = err(&fixed(vec![
             parse_mean("m=auth_approved/payments:1").unwrap()
         ]));
         assert!(e.contains("squares") && e.contains("`sum` rule"), "{e}");
         // A numerator that is not a subset of the denominator.
-        let e = err(&policy(vec![
+        let e = err(&fixed(vec![
             parse_ratio("r=payments/auth_approved:1").unwrap()
         ]));
         assert!(e.contains("exceeds"), "{e}");
         // The wrong service.
-        let e = evaluate(&Totals::new("nope"), &policy(vec![approval()])).unwrap_err();
+        let e = evaluate(&Totals::new("nope"), &fixed(vec![approval()])).unwrap_err();
         assert!(e.contains("\"nope\""), "{e}");
         // Duplicate labels.
-        assert!(err(&policy(vec![approval(), approval()])).contains("two checks"));
+        assert!(err(&fixed(vec![approval(), approval()])).contains("two checks"));
     }
 
     #[test]
@@ -956,7 +1131,7 @@ mod tests {
         );
         let e = evaluate(
             &Totals::from_scrapes("chekout", &[scrape]),
-            &policy(vec![Check::ErrorRatio { max_points: 1.0 }]),
+            &fixed(vec![Check::ErrorRatio { max_points: 1.0 }]),
         )
         .unwrap_err();
         assert!(e.contains("checkout, search"), "{e}");
