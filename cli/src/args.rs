@@ -601,6 +601,30 @@ mod tests {
     }
 
     #[test]
+    fn sequential_by_default_fixed_and_tau_options() {
+        let env = "--service s --envoy http://a:1";
+        let c = parse_args(env).unwrap();
+        assert_eq!(
+            (c.policy.mode, c.policy.tau_points, c.policy.tau_percent),
+            (Mode::Sequential, 2.0, 5.0)
+        );
+        let c = parse_args(&format!("{env} --fixed")).unwrap();
+        assert_eq!(c.policy.mode, Mode::Fixed);
+        assert_eq!(
+            c.policy,
+            Policy {
+                mode: Mode::Fixed,
+                ..Policy::default_for("stable")
+            }
+        );
+        let c = parse_args(&format!("{env} --tau-points 0.5 --tau-percent=12.5")).unwrap();
+        assert_eq!(
+            (c.policy.mode, c.policy.tau_points, c.policy.tau_percent),
+            (Mode::Sequential, 0.5, 12.5)
+        );
+    }
+
+    #[test]
     fn retry_ratio_is_off_unless_given() {
         let c = parse_args("--service s --envoy http://a:1").unwrap();
         assert!(!c
@@ -727,6 +751,27 @@ mod tests {
             (&format!("{env} --wait-exit -1"), "--wait-exit"),
             (&format!("{env} --timeout 0s"), "--timeout"),
             (&format!("{env} --connect-timeout 3"), "--connect-timeout"),
+            (&format!("{env} --tau-points 0"), "--tau-points"),
+            (&format!("{env} --tau-points -1"), "--tau-points"),
+            (&format!("{env} --tau-points inf"), "--tau-points"),
+            (&format!("{env} --tau-points NaN"), "--tau-points"),
+            (&format!("{env} --tau-points x"), "--tau-points"),
+            (&format!("{env} --tau-percent 0"), "--tau-percent"),
+            (&format!("{env} --tau-percent -5"), "--tau-percent"),
+            (&format!("{env} --tau-percent 1e999"), "--tau-percent"),
+            (
+                &format!("{env} --tau-points 1 --tau-points 2"),
+                "cannot be used multiple times",
+            ),
+            // τ belongs to the sequential test: meaningless with --fixed.
+            (
+                &format!("{env} --fixed --tau-points 1"),
+                "'--fixed' cannot be used with '--tau-points",
+            ),
+            (
+                &format!("{env} --tau-percent 3 --fixed"),
+                "cannot be used with",
+            ),
         ] {
             let e = parse_args(bad).expect_err(bad);
             assert!(e.contains(says), "{bad:?} → {e:?}, expected {says:?}");

@@ -1016,6 +1016,501 @@ mod tests {
         assert_eq!(at(150.0, 2600.0, 1.0).outcome, Outcome::Insufficient);
     }
 
+    // ---- the sequential test (the default) against --fixed -------------------------------------
+
+    /// Payments: canary (n, approved) against stable (n, approved).
+    fn pay(c: (f64, f64), b: (f64, f64)) -> Totals {
+        totals(&[payments("stable", b.0, b.1), payments("canary", c.0, c.1)])
+    }
+
+    /// Errors: canary (responses, 5xx) against stable (responses, 5xx).
+    fn errors(c: (f64, f64), b: (f64, f64)) -> Totals {
+        let r5 = responses_5xx();
+        Totals::from_series(
+            "checkout",
+            &[
+                (names::RESPONSES, "stable", b.0),
+                (r5.as_str(), "stable", b.1),
+                (names::RESPONSES, "canary", c.0),
+                (r5.as_str(), "canary", c.1),
+            ],
+        )
+    }
+
+    /// Orders: canary (n, mean, sd) against stable (n, mean, sd).
+    fn order_values(c: (f64, f64, f64), b: (f64, f64, f64)) -> Totals {
+        totals(&[
+            orders("stable", b.0, b.1, b.2),
+            orders("canary", c.0, c.1, c.2),
+        ])
+    }
+
+    #[test]
+    fn sequential_and_fixed_outcomes_on_the_same_counts() {
+        use Outcome::*;
+        let limit3 = || parse_ratio("approval=auth_approved/payments:3").unwrap();
+        let limit299 = || parse_ratio("approval=auth_approved/payments:2.99").unwrap();
+        let err = || Check::ErrorRatio { max_points: 1.0 };
+        // (what, counts, check, sequential outcome, its ln Λ (None: −∞), --fixed outcome).
+        // ln Λ by Python with the formulas of sticky_canary::stats::sequential (alpha 0.05,
+        // τ 2 points / 5 %): 0.5·ln(V/(V+τ²)) + τ²x²/(2V(V+τ²)).
+        let cases: Vec<(&str, Totals, Check, Outcome, Option<f64>, Outcome)> = vec![
+            (
+                "the payment fall-through, 99.4 % -> 91.2 % on 250 canary payments",
+                pay((250.0, 228.0), (5000.0, 4970.0)),
+                approval(),
+                Rollback,
+                Some(75.345_412_778_014_35),
+                Rollback,
+            ),
+            (
+                "A/A at 2000 each",
+                pay((2000.0, 1940.0), (2000.0, 1940.0)),
+                approval(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "97 % -> 94 % on 200 each: beyond the limit, few samples",
+                pay((200.0, 188.0), (200.0, 194.0)),
+                approval(),
+                Inconclusive,
+                Some(0.213_988_785_256_245_93),
+                Inconclusive,
+            ),
+            (
+                "the same on 300 each: the one-shot test already rolls back, the sequential \
+                 one (valid at every look) waits",
+                pay((300.0, 282.0), (300.0, 291.0)),
+                approval(),
+                Inconclusive,
+                Some(0.587_519_236_997_305_2),
+                Rollback,
+            ),
+            (
+                "the same on 2000 each",
+                pay((2000.0, 1880.0), (2000.0, 1940.0)),
+                approval(),
+                Rollback,
+                Some(9.696_663_796_189_725),
+                Rollback,
+            ),
+            (
+                "exactly at the 3-point limit, 3000 each",
+                pay((3000.0, 2820.0), (3000.0, 2910.0)),
+                limit3(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "0.01 points beyond a 2.99 limit: --fixed tests the change against 0, the \
+                 sequential test against the limit",
+                pay((3000.0, 2820.0), (3000.0, 2910.0)),
+                limit299(),
+                Inconclusive,
+                Some(-1.353_955_795_677_802_3),
+                Rollback,
+            ),
+            (
+                "0.2-point drop on a million each: within the limit",
+                pay((1.0e6, 0.968e6), (1.0e6, 0.970e6)),
+                approval(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "approvals up 5 points: favourable",
+                pay((2000.0, 1980.0), (2000.0, 1880.0)),
+                approval(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "too few payments",
+                pay((15.0, 10.0), (15.0, 15.0)),
+                approval(),
+                Insufficient,
+                None,
+                Insufficient,
+            ),
+            (
+                "5xx 0.5 % -> 3 %",
+                errors((2000.0, 60.0), (2000.0, 10.0)),
+                err(),
+                Rollback,
+                Some(8.994_086_533_538_628),
+                Rollback,
+            ),
+            (
+                "5xx 0.5 % -> 1.2 %: within one point",
+                errors((2000.0, 24.0), (2000.0, 10.0)),
+                err(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "5xx 1 % -> 5.7 % on 106 responses (min samples 200: insufficient)",
+                errors((106.0, 6.0), (1010.0, 10.0)),
+                err(),
+                Insufficient,
+                None,
+                Insufficient,
+            ),
+            (
+                "order value 3 % down, sd 100, 1000 orders each",
+                order_values((1000.0, 1940.0, 100.0), (1000.0, 2000.0, 100.0)),
+                aov(),
+                Rollback,
+                Some(36.811_856_630_096_294),
+                Rollback,
+            ),
+            (
+                "order value 3 % up: either way is harm",
+                order_values((1000.0, 2060.0, 100.0), (1000.0, 2000.0, 100.0)),
+                aov(),
+                Rollback,
+                Some(36.811_856_630_096_294),
+                Rollback,
+            ),
+            (
+                "order value 3 % up with sd 20 € on 200 orders",
+                order_values((200.0, 2060.0, 2000.0), (200.0, 2000.0, 2000.0)),
+                aov(),
+                Inconclusive,
+                Some(-0.107_571_775_657_104_85),
+                Inconclusive,
+            ),
+            (
+                "order value +0.2 %: within the limit",
+                order_values((1000.0, 2004.0, 100.0), (1000.0, 2000.0, 100.0)),
+                aov(),
+                Pass,
+                None,
+                Pass,
+            ),
+        ];
+        for (what, t, check, seq, log_lr, fixed) in cases {
+            let r = one_row_seq(&t, check.clone());
+            assert_eq!(r.outcome, seq, "{what}: {}", r.note);
+            assert_eq!(one_row_fixed(&t, check.clone()).outcome, fixed, "{what}");
+            if seq == Insufficient {
+                assert_eq!((r.log_lr, r.p, r.z), (None, None, None), "{what}");
+                continue;
+            }
+            assert_eq!(r.z, None, "{what}: no z in the sequential test");
+            let l = r.log_lr.unwrap();
+            match log_lr {
+                Some(want) => assert!(close(l, want, 1e-6), "{what}: ln Λ {l}, want {want}"),
+                None => assert_eq!(l, f64::NEG_INFINITY, "{what}"),
+            }
+            let two_sided = matches!(check, Check::Mean { .. });
+            let bound = if two_sided { 40f64 } else { 20f64 };
+            assert!(close(r.log_bound.unwrap(), bound.ln(), 1e-12), "{what}");
+            assert_eq!(
+                r.test,
+                match (&check, two_sided) {
+                    (_, true) => "mSPRT two-sided",
+                    (Check::Ratio { .. }, _) => "mSPRT one-sided (lower is worse)",
+                    _ => "mSPRT one-sided (higher is worse)",
+                },
+                "{what}"
+            );
+            // The always-valid p turns exactly where the outcome does.
+            let p = r.p.unwrap();
+            assert_eq!(p <= 0.05, seq == Rollback, "{what}: p {p}");
+            assert_eq!(
+                r.tau,
+                Some(if two_sided { TAU_PERCENT } else { TAU_POINTS })
+            );
+            // The note says what decided, in words.
+            let says = match seq {
+                Rollback => "always-valid evidence (Λ ",
+                Inconclusive => "no always-valid evidence yet (Λ ",
+                _ if r.delta.unwrap() > 0.0 && matches!(check, Check::Ratio { .. }) => "favourable",
+                _ => "within the limit",
+            };
+            assert!(r.note.contains(says), "{what}: {}", r.note);
+        }
+    }
+
+    #[test]
+    fn sequential_notes_name_the_evidence() {
+        let t = pay((200.0, 182.0), (4000.0, 3976.0));
+        let r = one_row_seq(&t, approval());
+        // ln Λ 61.74 (the core's vector), Λ = 6.5e26.
+        assert_eq!(
+            r.note,
+            "-8.40 points, beyond the limit -0.3 points, always-valid evidence \
+             (Λ 6.5e26 ≥ 1/α 20)"
+        );
+        let r = one_row_seq(&pay((200.0, 188.0), (200.0, 194.0)), approval());
+        assert_eq!(
+            r.note,
+            "-3.00 points, beyond the limit -0.3 points, no always-valid evidence yet \
+             (Λ 1.24 < 1/α 20, p 0.8074)"
+        );
+        let r = one_row_seq(
+            &order_values((1000.0, 1940.0, 100.0), (1000.0, 2000.0, 100.0)),
+            aov(),
+        );
+        assert_eq!(
+            r.note,
+            "-3.00 %, beyond the limit ±1 %, always-valid evidence (Λ 9.7e15 ≥ 2/α 40)"
+        );
+        let r = one_row_seq(&pay((2000.0, 1980.0), (2000.0, 1880.0)), approval());
+        assert_eq!(r.note, "+5.00 points, favourable");
+        assert_eq!(r.p, Some(1.0));
+        let r = one_row_seq(&pay((1.0e6, 0.968e6), (1.0e6, 0.970e6)), approval());
+        assert_eq!(r.note, "-0.20 points, within the limit -0.3 points");
+    }
+
+    #[test]
+    fn sequential_rows_are_the_cores_judgement() {
+        // The gate adds no statistics of its own: its figures are Test::proportions' and
+        // Test::means', with the policy's alpha, limit and τ.
+        let mut p = sequential(vec![approval(), aov()]);
+        (p.alpha, p.tau_points, p.tau_percent) = (0.01, 0.5, 20.0);
+        let mut parts = vec![
+            payments("stable", 4000.0, 3900.0),
+            payments("canary", 900.0, 860.0),
+        ];
+        parts.push(orders("stable", 3000.0, 2000.0, 900.0)[2..].to_vec());
+        parts.push(orders("canary", 700.0, 2150.0, 950.0)[2..].to_vec());
+        let t = totals(&parts);
+        let r = evaluate(&t, &p).unwrap();
+        let core = Test {
+            alpha: 0.01,
+            limit: 0.3,
+            tau: 0.5,
+            harm: Harm::Lower,
+        }
+        .proportions(860.0, 900.0, 3900.0, 4000.0)
+        .unwrap();
+        let row = &r.rows[0];
+        assert_eq!(
+            (row.log_lr, row.log_bound, row.p, row.excess, row.tau),
+            (
+                Some(core.log_lr),
+                Some(core.log_bound),
+                Some(core.p),
+                Some(core.excess),
+                Some(0.5)
+            )
+        );
+        let sums = |v: &str| {
+            (
+                t.get(v, &business_total("order_value")),
+                t.get(v, &business_squares("order_value")),
+                t.get(v, &business_total("orders")),
+            )
+        };
+        let core = Test {
+            alpha: 0.01,
+            limit: 1.0,
+            tau: 20.0,
+            harm: Harm::Either,
+        }
+        .means(sums("canary"), sums("stable"))
+        .unwrap();
+        let row = &r.rows[1];
+        assert_eq!((row.log_lr, row.p), (Some(core.log_lr), Some(core.p)));
+        assert!(close(row.delta.unwrap(), core.change, 1e-9));
+        // A larger τ for the same counts changes the evidence, not the outcome rule.
+        assert_ne!(
+            one_row_of(&sequential(vec![approval()]), &t).log_lr,
+            r.rows[0].log_lr
+        );
+    }
+
+    #[test]
+    fn tau_must_be_positive_and_finite() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut p = sequential(vec![approval()]);
+            p.tau_points = bad;
+            assert!(p.validate().unwrap_err().contains("tau_points"), "{bad}");
+            let mut p = sequential(vec![approval()]);
+            p.tau_percent = bad;
+            assert!(p.validate().unwrap_err().contains("tau_percent"), "{bad}");
+        }
+    }
+
+    // ---- the rollback guard ---------------------------------------------------------------------
+
+    /// A rolled-back canary (approvals 97 % -> 90 %) and a healthy one, with these writes
+    /// series (`(version, method, value)`; method "" for no method label); no series at all
+    /// when `writes` is None.
+    fn guarded(writes: Option<&[(&str, &str, f64)]>) -> Report {
+        let mut text = String::new();
+        for (v, n, a) in [
+            ("stable", 2000, 1940),
+            ("bad", 2000, 1800),
+            ("good", 2000, 1940),
+        ] {
+            let l = format!("service=\"checkout\",version=\"{v}\"");
+            text.push_str(&format!(
+                "canary_responses_total{{{l},code_class=\"2xx\"}} {n}\n\
+                 canary_business_payments_total{{{l}}} {n}\n\
+                 canary_business_auth_approved_total{{{l}}} {a}\n"
+            ));
+        }
+        for (v, method, n) in writes.unwrap_or(&[]) {
+            let m = if method.is_empty() {
+                String::new()
+            } else {
+                format!(",method=\"{method}\"")
+            };
+            text.push_str(&format!(
+                "{WRITES_METRIC}{{service=\"checkout\",version=\"{v}\"{m}}} {n}\n"
+            ));
+        }
+        let t = Totals::from_scrapes("checkout", &[crate::prom::Scrape::parse(&text)]);
+        evaluate(&t, &sequential(vec![approval()])).unwrap()
+    }
+
+    #[test]
+    fn rollback_guard_zero_kill_gradual_unknown() {
+        use crate::report::RollbackKind;
+        // Zero writes: a zero-kill rollback, for the rolled-back canary only.
+        let r = guarded(Some(&[
+            ("stable", "", 500.0),
+            ("bad", "", 0.0),
+            ("good", "", 9.0),
+        ]));
+        assert_eq!((r.verdict, r.exit_code()), (Verdict::Rollback, 2));
+        assert_eq!(r.rollbacks.len(), 1);
+        let w = &r.rollbacks[0];
+        assert_eq!((w.version.as_str(), w.writes), ("bad", Some(0.0)));
+        assert_eq!(w.kind(), RollbackKind::ZeroKill);
+        assert_eq!(
+            w.summary("stable", None),
+            "zero-kill rollback: route every session to stable now (the canary changed no \
+             state since the counters started)"
+        );
+        // A version without a series while others have one: no writes.
+        let r = guarded(Some(&[("stable", "", 500.0)]));
+        assert_eq!(r.rollbacks[0].kind(), RollbackKind::ZeroKill);
+
+        // Writes: a gradual rollback with the steps, the methods counted when labelled.
+        let r = guarded(Some(&[
+            ("stable", "POST", 400.0),
+            ("bad", "POST", 30.0),
+            ("bad", "PUT", 12.0),
+        ]));
+        let w = &r.rollbacks[0];
+        assert_eq!((w.kind(), w.writes), (RollbackKind::Gradual, Some(42.0)));
+        assert_eq!(
+            w.summary("stable", Some("30m")),
+            "gradual rollback: the canary served 42 writes in the last 30m"
+        );
+        let steps = w.steps("stable", None);
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert!(steps[0].starts_with("stop new sessions reaching bad (weight 0 / cohort 0 %)"));
+        assert!(steps[0].contains("keep the hold"));
+        assert!(
+            steps[1].contains("42 requests (POST 30, PUT 12)"),
+            "{}",
+            steps[1]
+        );
+        assert!(steps[2].contains("after the hold's idle time"));
+        assert_eq!(steps[3], "scale bad down");
+        let text = r.table();
+        assert!(
+            text.contains("rollback guard (canary_writes_total):"),
+            "{text}"
+        );
+        assert!(text.contains("  bad: gradual rollback: the canary served 42 writes"));
+        assert!(
+            text.contains("    1. stop new sessions reaching bad"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+        // Without a method label: the default methods are named.
+        let r = guarded(Some(&[("bad", "", 7.0)]));
+        assert!(r.rollbacks[0].steps("stable", None)[1].contains("POST, PUT, PATCH, DELETE"));
+
+        // No canary_writes_total at all (an older filter): not an error, "unknown".
+        let r = guarded(None);
+        assert_eq!(r.verdict, Verdict::Rollback);
+        let w = &r.rollbacks[0];
+        assert_eq!((w.kind(), w.writes), (RollbackKind::Unknown, None));
+        assert!(w.summary("stable", None).starts_with(
+            "unknown: the filter publishes no canary_writes_total (older than issue 14?)"
+        ));
+        assert_eq!(w.steps("stable", None).len(), 4);
+
+        // Not a rollback: no guard.
+        let t = pay((2000.0, 1940.0), (2000.0, 1940.0));
+        let r = evaluate(&t, &sequential(vec![approval()])).unwrap();
+        assert!(r.rollbacks.is_empty());
+        assert!(!r.table().contains("rollback guard"));
+    }
+
+    #[test]
+    fn rollback_guard_in_json() {
+        let j = guarded(Some(&[("bad", "", 0.0)])).to_json();
+        assert_eq!(j["rollback"]["kind"], "zero-kill");
+        assert_eq!(j["rollback"]["writes"], 0);
+        assert_eq!(j["rollback"]["versions"][0]["version"], "bad");
+        let steps = j["rollback"]["steps"].as_array().unwrap();
+        assert!(steps[0]
+            .as_str()
+            .unwrap()
+            .starts_with("route every session to stable now"));
+        let j = guarded(Some(&[("bad", "DELETE", 3.0), ("bad", "POST", 5.0)])).to_json();
+        assert_eq!(
+            (
+                j["rollback"]["kind"].as_str(),
+                j["rollback"]["writes"].as_i64()
+            ),
+            (Some("gradual"), Some(8))
+        );
+        assert_eq!(j["rollback"]["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            j["rollback"]["versions"][0]["methods"],
+            serde_json::json!({"DELETE": 3, "POST": 5})
+        );
+        let j = guarded(None).to_json();
+        assert_eq!(j["rollback"]["kind"], "unknown");
+        assert_eq!(j["rollback"]["writes"], serde_json::Value::Null);
+        // Two rolled-back canaries: the most cautious kind, the writes summed, each one's steps.
+        let t = totals(&[
+            payments("stable", 2000.0, 1940.0),
+            payments("a", 2000.0, 1800.0),
+            payments("b", 2000.0, 1800.0),
+            vec![
+                (WRITES_METRIC.into(), "a".into(), 0.0),
+                (WRITES_METRIC.into(), "b".into(), 4.0),
+            ],
+        ]);
+        let r = evaluate(&t, &sequential(vec![approval()])).unwrap();
+        let j = r.to_json();
+        assert_eq!(
+            (
+                j["rollback"]["kind"].as_str(),
+                j["rollback"]["writes"].as_i64()
+            ),
+            (Some("gradual"), Some(4))
+        );
+        let steps: Vec<&str> = j["rollback"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert!(steps[0].starts_with("a: route every session") && steps[2].starts_with("b: stop"));
+        // Not a rollback: null.
+        let t = pay((2000.0, 1940.0), (2000.0, 1940.0));
+        let j = evaluate(&t, &sequential(vec![approval()]))
+            .unwrap()
+            .to_json();
+        assert_eq!(j["rollback"], serde_json::Value::Null);
+    }
+
     // ---- verdict ------------------------------------------------------------------------------
 
     #[test]

@@ -208,8 +208,8 @@ impl Writes {
             (kind, writes) => {
                 let reconcile = match (kind, writes) {
                     (RollbackKind::Gradual, Some(n)) => format!(
-                        "reconcile what {v} wrote: {} requests ({}) {when}, state {baseline} will \
-                         read",
+                        "reconcile what {v} wrote: {} requests ({}) {when}, before {baseline} \
+                         reads that state",
                         fmt_n(n),
                         self.methods_text()
                     ),
@@ -459,8 +459,8 @@ impl Report {
         if !self.rows.is_empty() {
             let header: &[&str] = if sequential {
                 &[
-                    "check", "n base", "n canary", "baseline", "canary", "delta", "Λ", "bound",
-                    "p", "limit", "outcome",
+                    "check", "n base", "n canary", "baseline", "canary", "delta", "Λ/bound", "p",
+                    "limit", "outcome",
                 ]
             } else {
                 &[
@@ -482,8 +482,11 @@ impl Report {
                         r.delta_text(),
                     ];
                     if sequential {
-                        cells.push(r.log_lr.map_or("-".into(), fmt_lr));
-                        cells.push(r.log_bound.map_or("-".into(), fmt_bound));
+                        // Λ against the bound it must reach (1/α, or 2/α two-sided).
+                        cells.push(match (r.log_lr, r.log_bound) {
+                            (Some(l), Some(b)) => format!("{}/{}", fmt_lr(l), fmt_bound(b)),
+                            _ => "-".into(),
+                        });
                     } else {
                         cells.push(r.z.map_or("-".into(), fmt_signed));
                     }
@@ -552,7 +555,12 @@ impl Report {
         }
         out.push('\n');
         for r in &self.reasons {
-            out.push_str(&format!("  {r}\n"));
+            if sequential {
+                // The sequential notes are longer: wrapped to 100 columns.
+                out.push_str(&wrap_clauses(r, "  ", "    "));
+            } else {
+                out.push_str(&format!("  {r}\n"));
+            }
         }
         if !self.rollbacks.is_empty() {
             out.push_str(&format!("\nrollback guard ({WRITES_METRIC}):\n"));
@@ -646,21 +654,29 @@ impl Report {
 
 /// `text` word-wrapped to 100 columns: the first line after `first`, the others after `rest`.
 fn wrap(text: &str, first: &str, rest: &str) -> String {
+    wrap_tokens(text.split_inclusive(' '), first, rest)
+}
+
+/// `text` wrapped to 100 columns at its clauses (after ", "), so that a figure such as
+/// "(Λ 1.6e4 ≥ 1/α 20)" stays on one line.
+fn wrap_clauses(text: &str, first: &str, rest: &str) -> String {
+    wrap_tokens(text.split_inclusive(", "), first, rest)
+}
+
+/// Tokens (each with its trailing separator) joined into lines of at most 100 columns where
+/// the tokens allow it.
+fn wrap_tokens<'a>(tokens: impl Iterator<Item = &'a str>, first: &str, rest: &str) -> String {
     let mut out = String::new();
     let mut line = first.to_string();
     let mut empty = true;
-    for word in text.split(' ') {
-        let fits = line.chars().count() + 1 + word.chars().count() <= 100;
-        if !empty && !fits {
+    for token in tokens {
+        let width = line.chars().count() + token.trim_end().chars().count();
+        if !empty && width > 100 {
             out.push_str(line.trim_end());
             out.push('\n');
             line = rest.to_string();
-            empty = true;
         }
-        if !empty {
-            line.push(' ');
-        }
-        line.push_str(word);
+        line.push_str(token);
         empty = false;
     }
     out.push_str(line.trim_end());
@@ -704,6 +720,11 @@ mod tests {
         assert_eq!(j["alpha"], 0.05);
         assert_eq!(j["sources"][0], "envoy http://127.0.0.1:9901");
         assert_eq!(j["window"], Value::Null);
+        assert_eq!(j["mode"], "fixed");
+        assert_eq!(
+            (&j["tau_points"], &j["tau_percent"]),
+            (&Value::Null, &Value::Null)
+        );
         let checks = j["checks"].as_array().unwrap();
         let names: Vec<&str> = checks
             .iter()
@@ -722,6 +743,11 @@ mod tests {
         assert_eq!(a["delta_unit"], "points");
         assert!(a["z"].is_f64() && a["p"].is_f64());
         assert_eq!(a["threshold"], 0.3);
+        assert_eq!(a["test"], "one-sided (lower is worse)");
+        assert_eq!(
+            (&a["log_lr"], &a["log_bound"]),
+            (&Value::Null, &Value::Null)
+        );
         let m = &checks[2];
         assert_eq!(
             (m["kind"].as_str(), m["delta_unit"].as_str()),
@@ -797,5 +823,125 @@ mod tests {
         );
         assert_eq!(lines[a + 1], lines[c + 1], "same header");
         assert_eq!(lines[a + 2].len(), lines[c + 2].len(), "{text}");
+    }
+
+    #[test]
+    fn sequential_json_shape() {
+        let j = sample_report(Mode::Sequential).to_json();
+        assert_eq!(
+            (j["verdict"].as_str(), j["exit_code"].as_i64()),
+            (Some("ROLLBACK"), Some(2))
+        );
+        assert_eq!(j["mode"], "sequential");
+        assert_eq!(
+            (j["tau_points"].as_f64(), j["tau_percent"].as_f64()),
+            (Some(2.0), Some(5.0))
+        );
+        let checks = j["checks"].as_array().unwrap();
+        // The fields of --fixed keep their names and meaning; z is the fixed test's only.
+        let a = &checks[1];
+        assert_eq!(a["outcome"], "rollback");
+        assert_eq!(a["test"], "mSPRT one-sided (lower is worse)");
+        assert!(close(a["delta"].as_f64().unwrap(), -3.0, 1e-9));
+        assert_eq!(a["delta_unit"], "points");
+        assert_eq!(a["threshold"], 0.3);
+        assert_eq!(a["z"], Value::Null);
+        assert!(close(
+            a["log_lr"].as_f64().unwrap(),
+            9.696_663_796_189_725,
+            1e-6
+        ));
+        assert!(close(a["log_bound"].as_f64().unwrap(), 20f64.ln(), 1e-12));
+        assert!(close(a["excess"].as_f64().unwrap(), 2.7, 1e-9));
+        assert_eq!(a["tau"], 2);
+        assert!(a["p"].as_f64().unwrap() < 0.05);
+        let m = &checks[2];
+        assert_eq!(
+            (m["test"].as_str(), m["tau"].as_i64()),
+            (Some("mSPRT two-sided"), Some(5))
+        );
+        assert!(close(m["log_bound"].as_f64().unwrap(), 40f64.ln(), 1e-12));
+        // Not beyond the limit: ln Λ is −∞, null in JSON; p is 1.
+        let e = &checks[0];
+        assert_eq!(
+            (e["outcome"].as_str(), &e["log_lr"]),
+            (Some("pass"), &Value::Null)
+        );
+        assert_eq!(e["p"], 1);
+        // No canary_writes_total in the sample: the guard says unknown.
+        assert_eq!(j["rollback"]["kind"], "unknown");
+    }
+
+    #[test]
+    fn sequential_table_is_aligned_and_fits_100_columns() {
+        let text = sample_report(Mode::Sequential).table();
+        for line in text.lines() {
+            assert!(line.chars().count() <= 100, "too wide: {line:?}");
+        }
+        assert!(
+            text.contains(
+                "test: mSPRT, always valid however often the gate runs (tau 2 points, 5 %)"
+            ),
+            "{text}"
+        );
+        let lines: Vec<Vec<char>> = text.lines().map(|l| l.chars().collect()).collect();
+        let head = lines
+            .iter()
+            .position(|l| l.iter().collect::<String>() == "canary vs stable")
+            .unwrap();
+        let header: String = lines[head + 1].iter().collect();
+        assert!(
+            header.contains("  Λ/bound  ") && header.ends_with("limit  outcome"),
+            "{header}"
+        );
+        let col = lines[head + 1]
+            .windows(7)
+            .position(|w| w.iter().collect::<String>() == "outcome")
+            .unwrap();
+        for row in &lines[head + 2..head + 5] {
+            assert!(
+                row.len() > col && row[col - 2..col] == [' ', ' '],
+                "{row:?}"
+            );
+            assert_ne!(row[col], ' ', "{row:?}");
+        }
+        let approval: String = lines[head + 3].iter().collect();
+        // ln Λ 9.70: Λ 16263 against the bound 1/α = 20.
+        assert!(approval.contains("  1.6e4/20  "), "{approval}");
+        assert!(approval.trim_end().ends_with("ROLLBACK"));
+        let aov: String = lines[head + 4].iter().collect();
+        assert!(aov.contains("/40  "), "two-sided: 2/α: {aov}");
+        // Not beyond the limit: no ratio to weigh, the bound still shown.
+        let errors: String = lines[head + 2].iter().collect();
+        assert!(errors.contains("  -/20  1.0000  "), "{errors}");
+        assert!(
+            text.contains(
+                "  canary approval: -3.00 points, beyond the limit -0.3 points,\n    \
+                 always-valid evidence (Λ 1.6e4 ≥ 1/α 20)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn likelihood_ratios_and_bounds_read_well() {
+        use super::{fmt_bound, fmt_lr};
+        for (log_lr, shown) in [
+            (f64::NEG_INFINITY, "-"),
+            (f64::INFINITY, "inf"),
+            (0.0, "1.00"),
+            (-1.353_955_795_677_802_3, "0.26"),
+            (3.0f64.ln() + 10f64.ln(), "30.0"),
+            (500f64.ln(), "500"),
+            (9.696_663_796_189_725, "1.6e4"),
+            (61.739_861_569_421_14, "6.5e26"),
+            (10.0 * std::f64::consts::LN_10 - 1e-9, "1.0e10"),
+            (2000.0, "3.9e868"),
+        ] {
+            assert_eq!(fmt_lr(log_lr), shown, "{log_lr}");
+        }
+        assert_eq!(fmt_bound(20f64.ln()), "20");
+        assert_eq!(fmt_bound((2.0 / 0.01f64).ln()), "200");
+        assert_eq!(fmt_bound((1.0 / 0.001f64).ln()), "1000");
     }
 }
