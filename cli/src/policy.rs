@@ -1045,16 +1045,18 @@ mod tests {
         ])
     }
 
+    /// (what, counts, check, sequential outcome, its ln Λ (None: −∞), `--fixed` outcome).
+    type Case = (&'static str, Totals, Check, Outcome, Option<f64>, Outcome);
+
     #[test]
     fn sequential_and_fixed_outcomes_on_the_same_counts() {
         use Outcome::*;
         let limit3 = || parse_ratio("approval=auth_approved/payments:3").unwrap();
         let limit299 = || parse_ratio("approval=auth_approved/payments:2.99").unwrap();
         let err = || Check::ErrorRatio { max_points: 1.0 };
-        // (what, counts, check, sequential outcome, its ln Λ (None: −∞), --fixed outcome).
         // ln Λ by Python with the formulas of sticky_canary::stats::sequential (alpha 0.05,
         // τ 2 points / 5 %): 0.5·ln(V/(V+τ²)) + τ²x²/(2V(V+τ²)).
-        let cases: Vec<(&str, Totals, Check, Outcome, Option<f64>, Outcome)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "the payment fall-through, 99.4 % -> 91.2 % on 250 canary payments",
                 pay((250.0, 228.0), (5000.0, 4970.0)),
