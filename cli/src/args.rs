@@ -263,7 +263,7 @@ pub struct GateArgs {
           allow_negative_numbers = true, help_heading = "Checks")]
     pub min_samples: u64,
 
-    /// Significance level of every test: the false-rollback bound over any number of runs
+    /// Significance level of every test (sequential: bounds false rollbacks over all runs)
     #[arg(long, value_name = "A", default_value = "0.05", value_parser = alpha_arg,
           allow_negative_numbers = true, help_heading = "Checks")]
     pub alpha: f64,
