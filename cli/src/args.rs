@@ -8,7 +8,7 @@
 
 use crate::gate::{Config, Source};
 use crate::http::{HttpUrl, Timeouts};
-use crate::policy::{default_business_checks, parse_mean, parse_ratio, Check, Policy};
+use crate::policy::{default_business_checks, parse_mean, parse_ratio, Check, Mode, Policy};
 use crate::sources::{check_window, parse_duration};
 use crate::{assign, cohort};
 use clap::error::ErrorKind;
@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
+use sticky_canary::stats::sequential::{TAU_PERCENT, TAU_POINTS};
 
 /// `sticky-canary`: the command line of the sticky-canary filter.
 #[derive(Debug, Parser)]
@@ -136,7 +137,9 @@ const GATE_ABOUT: &str = "\
 PROMOTE, ROLLBACK or WAIT for a sticky-canary rollout, from the per-version counters the filter
 publishes. Every canary version is compared with the baseline version: a check judges only when
 both sides reach --min-samples, and rolls back only when the change is harmful, beyond its limit
-and significant at --alpha.";
+and the evidence reaches --alpha. The test is sequential (mSPRT, always valid): however often the
+gate runs on the same growing counts, an unharmful canary is rolled back with probability at
+most alpha. --fixed judges with the one-shot z-tests instead, valid for a single look.";
 
 const GATE_USAGE: &str = "\
 sticky-canary gate --service NAME --envoy URL [--envoy URL]... [OPTIONS]
@@ -148,10 +151,16 @@ NUM, DEN, SUM and COUNT are business rule names (canary_business_<name>_total). 
 --mean aov=order_value/orders:1.
 
 Outcomes, per check and canary:
-  rollback      a harmful change beyond the limit, significant at alpha
-  inconclusive  a harmful change beyond the limit, not significant yet
+  rollback      a harmful change beyond the limit, with evidence at alpha: the likelihood ratio
+                of `beyond the limit` against `at the limit` reaches 1/alpha (2/alpha for a
+                two-sided --mean), or with --fixed, significant at alpha
+  inconclusive  a harmful change beyond the limit, without that evidence yet
   insufficient  a denominator below --min-samples
   pass          otherwise (a significant change within the limit passes)
+
+Rollback guard: with a ROLLBACK verdict the report says, per rolled-back canary, whether it
+wrote (canary_writes_total: requests with a state-changing method): zero writes, a zero-kill
+rollback; writes, a gradual one, with its steps; no such metric, unknown.
 
 HTTP: URLs are http[s]://host[:port][/prefix] (https: rustls with Mozilla's root certificates).
 Credentials in a URL (https://USER:PASSWORD@host) are sent as basic auth; --prometheus-token-file
@@ -219,7 +228,7 @@ pub struct GateArgs {
 
     /// 5xx / responses may rise by at most MAX_POINTS percentage points
     ///
-    /// One-sided pooled two-proportion z-test.
+    /// One-sided mSPRT (--fixed: one-sided pooled two-proportion z-test).
     #[arg(long, value_name = "MAX_POINTS", default_value = "1.0", value_parser = limit_arg,
           allow_negative_numbers = true, help_heading = "Checks")]
     pub error_ratio: f64,
@@ -228,22 +237,23 @@ pub struct GateArgs {
     /// unless given)
     ///
     /// From `canary_retried_responses_total` (the filter counts it from Envoy's
-    /// `x-envoy-attempt-count`). One-sided pooled two-proportion z-test, as --error-ratio.
+    /// `x-envoy-attempt-count`). The same test as --error-ratio.
     #[arg(long, value_name = "MAX_POINTS", value_parser = limit_arg,
           allow_negative_numbers = true, help_heading = "Checks")]
     pub retry_ratio: Option<f64>,
 
     /// NUM / DEN, higher is better, may drop by at most MAX_DROP points; repeatable
     ///
-    /// One-sided pooled two-proportion z-test.
+    /// One-sided mSPRT (--fixed: one-sided pooled two-proportion z-test).
     #[arg(long, value_name = "LABEL=NUM/DEN:MAX_DROP", value_parser = parse_ratio,
           action = ArgAction::Append, help_heading = "Checks")]
     pub ratio: Vec<Check>,
 
     /// SUM / COUNT may drift by at most MAX_DRIFT percent, either way; repeatable
     ///
-    /// SUM is a `sum` rule (the variance comes from its _squares_total). Two-sided Welch test,
-    /// normal approximation.
+    /// SUM is a `sum` rule (the variance comes from its _squares_total). Two-sided mSPRT with
+    /// Welch's variance, each side at alpha/2 (--fixed: two-sided Welch test, normal
+    /// approximation).
     #[arg(long, value_name = "LABEL=SUM/COUNT:MAX_DRIFT", value_parser = parse_mean,
           action = ArgAction::Append, help_heading = "Checks")]
     pub mean: Vec<Check>,
@@ -253,10 +263,31 @@ pub struct GateArgs {
           allow_negative_numbers = true, help_heading = "Checks")]
     pub min_samples: u64,
 
-    /// Significance level of every test
+    /// Significance level of every test (sequential: bounds false rollbacks over all runs)
     #[arg(long, value_name = "A", default_value = "0.05", value_parser = alpha_arg,
           allow_negative_numbers = true, help_heading = "Checks")]
     pub alpha: f64,
+
+    /// Judge with one-shot fixed-alpha z-tests instead of the sequential test
+    ///
+    /// Valid for ONE look at the data: a gate run again and again on cumulative counts rolls
+    /// back unharmful canaries far more often than alpha.
+    #[arg(long, help_heading = "Checks")]
+    pub fixed: bool,
+
+    /// Mixing sd of the sequential test for --error-ratio, --retry-ratio and --ratio, in points
+    ///
+    /// The size of harm beyond the limit (percentage points) the test detects fastest.
+    #[arg(long, value_name = "POINTS", default_value_t = TAU_POINTS, value_parser = tau_arg,
+          conflicts_with = "fixed", allow_negative_numbers = true, help_heading = "Checks")]
+    pub tau_points: f64,
+
+    /// Mixing sd of the sequential test for --mean, in percent of the baseline's mean
+    ///
+    /// The size of drift beyond the limit the test detects fastest.
+    #[arg(long, value_name = "PERCENT", default_value_t = TAU_PERCENT, value_parser = tau_arg,
+          conflicts_with = "fixed", allow_negative_numbers = true, help_heading = "Checks")]
+    pub tau_percent: f64,
 
     /// One JSON document: the inputs, every check, the verdict and the exit code
     #[arg(long, overrides_with = "json", help_heading = "Output")]
@@ -282,6 +313,14 @@ fn limit_arg(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|v| v.is_finite() && *v >= 0.0)
         .ok_or_else(|| "expected a non-negative number".into())
+}
+
+fn tau_arg(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| "expected a positive number".into())
 }
 
 fn whole_arg(s: &str) -> Result<u64, String> {
@@ -372,6 +411,13 @@ impl GateArgs {
             min_samples: self.min_samples,
             alpha: self.alpha,
             checks,
+            mode: if self.fixed {
+                Mode::Fixed
+            } else {
+                Mode::Sequential
+            },
+            tau_points: self.tau_points,
+            tau_percent: self.tau_percent,
         };
         policy.validate()?;
         Ok(Config {
@@ -555,6 +601,30 @@ mod tests {
     }
 
     #[test]
+    fn sequential_by_default_fixed_and_tau_options() {
+        let env = "--service s --envoy http://a:1";
+        let c = parse_args(env).unwrap();
+        assert_eq!(
+            (c.policy.mode, c.policy.tau_points, c.policy.tau_percent),
+            (Mode::Sequential, 2.0, 5.0)
+        );
+        let c = parse_args(&format!("{env} --fixed")).unwrap();
+        assert_eq!(c.policy.mode, Mode::Fixed);
+        assert_eq!(
+            c.policy,
+            Policy {
+                mode: Mode::Fixed,
+                ..Policy::default_for("stable")
+            }
+        );
+        let c = parse_args(&format!("{env} --tau-points 0.5 --tau-percent=12.5")).unwrap();
+        assert_eq!(
+            (c.policy.mode, c.policy.tau_points, c.policy.tau_percent),
+            (Mode::Sequential, 0.5, 12.5)
+        );
+    }
+
+    #[test]
     fn retry_ratio_is_off_unless_given() {
         let c = parse_args("--service s --envoy http://a:1").unwrap();
         assert!(!c
@@ -681,6 +751,27 @@ mod tests {
             (&format!("{env} --wait-exit -1"), "--wait-exit"),
             (&format!("{env} --timeout 0s"), "--timeout"),
             (&format!("{env} --connect-timeout 3"), "--connect-timeout"),
+            (&format!("{env} --tau-points 0"), "--tau-points"),
+            (&format!("{env} --tau-points -1"), "--tau-points"),
+            (&format!("{env} --tau-points inf"), "--tau-points"),
+            (&format!("{env} --tau-points NaN"), "--tau-points"),
+            (&format!("{env} --tau-points x"), "--tau-points"),
+            (&format!("{env} --tau-percent 0"), "--tau-percent"),
+            (&format!("{env} --tau-percent -5"), "--tau-percent"),
+            (&format!("{env} --tau-percent 1e999"), "--tau-percent"),
+            (
+                &format!("{env} --tau-points 1 --tau-points 2"),
+                "cannot be used multiple times",
+            ),
+            // τ belongs to the sequential test: meaningless with --fixed.
+            (
+                &format!("{env} --fixed --tau-points 1"),
+                "'--fixed' cannot be used with '--tau-points",
+            ),
+            (
+                &format!("{env} --tau-percent 3 --fixed"),
+                "cannot be used with",
+            ),
         ] {
             let e = parse_args(bad).expect_err(bad);
             assert!(e.contains(says), "{bad:?} → {e:?}, expected {says:?}");

@@ -7,7 +7,7 @@
 //! core's `sticky_canary::stats`.
 
 pub use crate::policy::{evaluate, parse_mean, parse_ratio, verdict_of, Check, Policy};
-pub use crate::report::{Kind, Outcome, Report, Row, Side, Verdict};
+pub use crate::report::{Kind, Mode, Outcome, Report, RollbackKind, Row, Side, Verdict, Writes};
 pub use crate::sources::{prometheus_query, responses_5xx, scrape_envoy, Totals};
 
 use crate::http::{Client, HttpUrl, Timeouts, Token};
@@ -64,7 +64,8 @@ pub fn run(config: &Config) -> Result<Report, String> {
         } => {
             let token = token_file.as_deref().map(Token::from_file).transpose()?;
             let client = Client::new(config.timeouts, token);
-            let keys = config.policy.keys();
+            let mut keys = config.policy.keys();
+            keys.extend(config.policy.optional_keys());
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let totals =
                 Totals::from_prometheus(&client, url, &config.service, window.as_deref(), &keys)?;

@@ -3,29 +3,38 @@
 //!
 //! Every check compares one canary version with the baseline version. A check only judges when
 //! both sides' denominators reach `min_samples`; it rolls back only when the change is harmful,
-//! beyond its limit AND statistically significant at `alpha`. The statistics are the core's
-//! (`sticky_canary::stats`).
+//! beyond its limit AND the evidence reaches `alpha`: by default with the always-valid
+//! sequential test (`sticky_canary::stats::sequential`: the false-alarm rate stays at most alpha
+//! however often the gate runs), with `--fixed` ([`Mode::Fixed`]) with today's one-shot z-tests.
+//! The statistics are the core's (`sticky_canary::stats`).
 
-use crate::report::{fmt_n, fmt_p, Kind, Outcome, Report, Row, Side, Verdict};
+pub use crate::report::Mode;
+use crate::report::{
+    bound_name, fmt_bound, fmt_lr, fmt_n, fmt_p, Kind, Outcome, Report, Row, Side, Verdict, Writes,
+    WRITES_METRIC,
+};
 use crate::sources::{responses_5xx, Totals};
 use std::collections::BTreeSet;
 use sticky_canary::metrics::names::{self, business_squares, business_total};
+use sticky_canary::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
 use sticky_canary::stats::{
     drift_percent, mean_and_variance, normal_cdf, two_proportion_z, welch_z,
 };
 
-/// One comparison of a canary with the baseline.
+/// One comparison of a canary with the baseline. The tests named are the sequential ones (the
+/// default) and, after "fixed:", those of [`Mode::Fixed`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Check {
     /// 5xx / responses; rollback when the canary's is more than `max_points` percentage points
-    /// higher (one-sided pooled two-proportion z-test).
+    /// higher (one-sided mSPRT; fixed: one-sided pooled two-proportion z-test).
     ErrorRatio { max_points: f64 },
     /// Retried responses / responses (`canary_retried_responses_total` over
     /// `canary_responses_total`); rollback when the canary's is more than `max_points`
-    /// percentage points higher (one-sided pooled two-proportion z-test, as `ErrorRatio`).
+    /// percentage points higher (as `ErrorRatio`).
     RetryRatio { max_points: f64 },
     /// NUM / DEN of two business counters, higher is better; rollback when the canary's drops by
-    /// more than `max_drop_points` percentage points (one-sided pooled two-proportion z-test).
+    /// more than `max_drop_points` percentage points (one-sided mSPRT; fixed: one-sided pooled
+    /// two-proportion z-test).
     Ratio {
         label: String,
         num: String,
@@ -33,7 +42,8 @@ pub enum Check {
         max_drop_points: f64,
     },
     /// SUM / COUNT (a `sum` rule per counted item); rollback when the canary's mean differs by
-    /// more than `max_drift_percent` percent, either way (two-sided Welch test, normal approx.).
+    /// more than `max_drift_percent` percent, either way (two-sided mSPRT with Welch's variance,
+    /// each side at alpha/2; fixed: two-sided Welch test, normal approximation).
     Mean {
         label: String,
         sum: String,
@@ -87,10 +97,19 @@ pub struct Policy {
     pub min_samples: u64,
     pub alpha: f64,
     pub checks: Vec<Check>,
+    /// Sequential (the default) or `--fixed`.
+    pub mode: Mode,
+    /// The sequential test's mixing standard deviation τ for the error, retry and ratio checks,
+    /// in percentage points beyond the limit (`--tau-points`, default [`TAU_POINTS`]).
+    pub tau_points: f64,
+    /// τ for the mean checks, in percent of the baseline's mean beyond the limit
+    /// (`--tau-percent`, default [`TAU_PERCENT`]).
+    pub tau_percent: f64,
 }
 
 impl Policy {
-    /// min 200 samples, alpha 0.05, error ratio +1 point, approval −0.3 point, AOV ±1 %.
+    /// min 200 samples, alpha 0.05, error ratio +1 point, approval −0.3 point, AOV ±1 %, the
+    /// sequential test with τ 2 points and 5 %.
     pub fn default_for(baseline: &str) -> Policy {
         let mut checks = vec![Check::ErrorRatio { max_points: 1.0 }];
         checks.extend(default_business_checks());
@@ -100,7 +119,16 @@ impl Policy {
             min_samples: 200,
             alpha: 0.05,
             checks,
+            mode: Mode::Sequential,
+            tau_points: TAU_POINTS,
+            tau_percent: TAU_PERCENT,
         }
+    }
+
+    /// Keys read when present and never required: the rollback guard's `canary_writes_total`
+    /// (a filter older than issue 14 does not publish it; the guard then says "unknown").
+    pub fn optional_keys(&self) -> Vec<String> {
+        vec![WRITES_METRIC.to_string()]
     }
 
     /// Every key the checks read, deduplicated, in order.
@@ -117,6 +145,14 @@ impl Policy {
     pub fn validate(&self) -> Result<(), String> {
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return Err(format!("alpha {} must be between 0 and 1", self.alpha));
+        }
+        for (name, tau) in [
+            ("tau_points", self.tau_points),
+            ("tau_percent", self.tau_percent),
+        ] {
+            if !(tau.is_finite() && tau > 0.0) {
+                return Err(format!("{name} {tau} must be a positive number"));
+            }
         }
         if self.checks.is_empty() {
             return Err("no checks".into());
@@ -298,19 +334,50 @@ pub fn evaluate(totals: &Totals, policy: &Policy) -> Result<Report, String> {
     } else {
         verdict_of(&rows)
     };
+    let rollbacks = if verdict == Verdict::Rollback {
+        rollback_guard(totals, &canaries, &rows)
+    } else {
+        Vec::new()
+    };
     Ok(Report {
         service: service.to_string(),
         baseline: policy.baseline.clone(),
         canaries,
         min_samples: policy.min_samples,
         alpha: policy.alpha,
+        mode: policy.mode,
+        tau_points: policy.tau_points,
+        tau_percent: policy.tau_percent,
         rows,
         verdict,
         reasons,
+        rollbacks,
         sources: Vec::new(),
         window: None,
         wait_exit_code: 3,
     })
+}
+
+/// The rollback guard: what each rolled-back canary wrote. No `canary_writes_total` in the data
+/// at all is not an error: the writes are unknown.
+fn rollback_guard(totals: &Totals, canaries: &[String], rows: &[Row]) -> Vec<Writes> {
+    let known = totals.has_metric(WRITES_METRIC);
+    canaries
+        .iter()
+        .filter(|c| {
+            rows.iter()
+                .any(|r| r.canary == **c && r.outcome == Outcome::Rollback)
+        })
+        .map(|c| Writes {
+            version: c.clone(),
+            writes: known.then(|| totals.get(c, WRITES_METRIC)),
+            methods: if known {
+                totals.labelled(c, WRITES_METRIC, "method")
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
 }
 
 fn missing_metric(totals: &Totals, check: &Check, metric: &str) -> String {
@@ -467,10 +534,11 @@ fn proportion_row(
     let ratio = |x: f64, n: f64| (n > 0.0).then(|| x / n);
     let (vb, vc) = (ratio(xb, nb), ratio(xc, nc));
     let delta = vb.zip(vc).map(|(b, c)| (c - b) * 100.0);
-    let test = if higher_is_better {
-        "one-sided (lower is worse)"
-    } else {
-        "one-sided (higher is worse)"
+    let test = match (policy.mode, higher_is_better) {
+        (Mode::Fixed, true) => "one-sided (lower is worse)",
+        (Mode::Fixed, false) => "one-sided (higher is worse)",
+        (Mode::Sequential, true) => "mSPRT one-sided (lower is worse)",
+        (Mode::Sequential, false) => "mSPRT one-sided (higher is worse)",
     };
     let mut row = Row {
         canary: canary.to_string(),
@@ -499,6 +567,10 @@ fn proportion_row(
         z: None,
         p: None,
         test,
+        log_lr: None,
+        log_bound: None,
+        excess: None,
+        tau: None,
         threshold: max_points,
         outcome: Outcome::Insufficient,
         note: String::new(),
@@ -512,6 +584,36 @@ fn proportion_row(
         row.note = insufficient_note(policy, what, nb, nc);
         return row;
     };
+    let favourable = if higher_is_better { d > 0.0 } else { d < 0.0 };
+    let change = format!("{d:+.2} points");
+    let limit = if higher_is_better {
+        format!("-{max_points}")
+    } else {
+        format!("+{max_points}")
+    };
+    if policy.mode == Mode::Sequential {
+        let test = Test {
+            alpha: policy.alpha,
+            limit: max_points,
+            tau: policy.tau_points,
+            harm: if higher_is_better {
+                Harm::Lower
+            } else {
+                Harm::Higher
+            },
+        };
+        // Both sides have at least one trial here: a judgement always comes.
+        if let Some(j) = test.proportions(xc, nc, xb, nb) {
+            let text = Text {
+                change: &change,
+                limit: &limit,
+                unit: "points",
+                favourable,
+            };
+            apply(&mut row, &j, policy.tau_points, &text, false);
+        }
+        return row;
+    }
     let z = two_proportion_z(xc, nc, xb, nb);
     let p = if higher_is_better {
         normal_cdf(z)
@@ -524,16 +626,58 @@ fn proportion_row(
         d > max_points + LIMIT_EPSILON
     };
     let outcome = decide(beyond, p, policy.alpha);
-    let limit = if higher_is_better {
-        format!("-{max_points}")
-    } else {
-        format!("+{max_points}")
-    };
-    let favourable = if higher_is_better { d > 0.0 } else { d < 0.0 };
-    let change = format!("{d:+.2} points");
     row.note = note(outcome, &change, &limit, "points", favourable, p, policy);
     (row.z, row.p, row.outcome) = (Some(z), Some(p), outcome);
     row
+}
+
+/// How a row's note names its change and limit.
+struct Text<'a> {
+    change: &'a str,
+    limit: &'a str,
+    unit: &'a str,
+    favourable: bool,
+}
+
+/// A sequential judgement into `row`: its outcome, figures and note.
+fn apply(row: &mut Row, j: &Judgement, tau: f64, text: &Text, two_sided: bool) {
+    let outcome = if j.harmful() {
+        Outcome::Rollback
+    } else if j.beyond() {
+        Outcome::Inconclusive
+    } else {
+        Outcome::Pass
+    };
+    let Text {
+        change,
+        limit,
+        unit,
+        favourable,
+    } = text;
+    let (lr, bound, over) = (
+        fmt_lr(j.log_lr),
+        fmt_bound(j.log_bound),
+        bound_name(two_sided),
+    );
+    row.note = match outcome {
+        Outcome::Rollback => format!(
+            "{change}, beyond the limit {limit} {unit}, always-valid evidence \
+             (Λ {lr} ≥ {over} {bound})"
+        ),
+        Outcome::Inconclusive => format!(
+            "{change}, beyond the limit {limit} {unit}, no always-valid evidence yet \
+             (Λ {lr} < {over} {bound}, p {})",
+            fmt_p(j.p)
+        ),
+        _ if *favourable => format!("{change}, favourable"),
+        _ => format!("{change}, within the limit {limit} {unit}"),
+    };
+    row.p = Some(j.p);
+    row.log_lr = Some(j.log_lr);
+    row.log_bound = Some(j.log_bound);
+    row.excess = Some(j.excess);
+    row.tau = Some(tau);
+    row.outcome = outcome;
 }
 
 fn note(
@@ -603,7 +747,14 @@ fn mean_row(
         delta,
         z: None,
         p: None,
-        test: "two-sided",
+        test: match policy.mode {
+            Mode::Fixed => "two-sided",
+            Mode::Sequential => "mSPRT two-sided",
+        },
+        log_lr: None,
+        log_bound: None,
+        excess: None,
+        tau: None,
         threshold: max_drift_percent,
         outcome: Outcome::Insufficient,
         note: String::new(),
@@ -615,19 +766,43 @@ fn mean_row(
         row.note = insufficient_note(policy, count, nb, nc);
         return row;
     };
+    let limit = format!("±{max_drift_percent}");
+    let change = format!("{d:+.2} %");
+    if policy.mode == Mode::Sequential {
+        let test = Test {
+            alpha: policy.alpha,
+            limit: max_drift_percent,
+            tau: policy.tau_percent,
+            harm: Harm::Either,
+        };
+        let sums = |v: &str| {
+            (
+                totals.get(v, &business_total(sum)),
+                totals.get(v, &business_squares(sum)),
+                totals.get(v, &business_total(count)),
+            )
+        };
+        match test.means(sums(canary), sums(&policy.baseline)) {
+            Some(j) => {
+                let text = Text {
+                    change: &change,
+                    limit: &limit,
+                    unit: "%",
+                    favourable: false,
+                };
+                apply(&mut row, &j, policy.tau_percent, &text, true);
+            }
+            None => {
+                row.note =
+                    format!("the baseline's mean {sum}/{count} is 0: no percent of it to judge by");
+            }
+        }
+        return row;
+    }
     let z = welch_z(mc, vc, nc, mb, vb, nb);
     let p = 2.0 * normal_cdf(-z.abs());
     let outcome = decide(d.abs() > max_drift_percent + LIMIT_EPSILON, p, policy.alpha);
-    let limit = format!("±{max_drift_percent}");
-    row.note = note(
-        outcome,
-        &format!("{d:+.2} %"),
-        &limit,
-        "%",
-        false,
-        p,
-        policy,
-    );
+    row.note = note(outcome, &change, &limit, "%", false, p, policy);
     (row.z, row.p, row.outcome) = (Some(z), Some(p), outcome);
     row
 }
@@ -648,7 +823,7 @@ mod tests {
                 payments("stable", n, 0.97 * n),
                 payments("canary", n, 0.94 * n),
             ]);
-            one_row(&t, approval())
+            one_row_fixed(&t, approval())
         };
         let r = at(50.0);
         assert_eq!(r.outcome, Outcome::Insufficient);
@@ -679,7 +854,7 @@ mod tests {
             payments("stable", 300.0, 291.0),
             payments("canary", 300.0, 288.0),
         ]);
-        let r = one_row(&t, approval());
+        let r = one_row_fixed(&t, approval());
         assert_eq!(r.outcome, Outcome::Inconclusive);
         assert!(close(r.p.unwrap(), 0.252_571_4, 1e-6));
     }
@@ -691,7 +866,7 @@ mod tests {
             payments("stable", 15.0, 15.0),
             payments("canary", 15.0, 10.0),
         ]);
-        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        let r = evaluate(&t, &fixed(vec![approval()])).unwrap();
         assert_eq!(r.rows[0].outcome, Outcome::Insufficient);
         assert_eq!(r.verdict, Verdict::Wait);
         assert!(
@@ -704,13 +879,13 @@ mod tests {
             payments("stable", 5000.0, 4850.0),
             payments("canary", 199.0, 100.0),
         ]);
-        assert_eq!(one_row(&t, approval()).outcome, Outcome::Insufficient);
+        assert_eq!(one_row_fixed(&t, approval()).outcome, Outcome::Insufficient);
         // At exactly 200 each the same collapse is judged.
         let t = totals(&[
             payments("stable", 200.0, 200.0),
             payments("canary", 200.0, 133.0),
         ]);
-        assert_eq!(one_row(&t, approval()).outcome, Outcome::Rollback);
+        assert_eq!(one_row_fixed(&t, approval()).outcome, Outcome::Rollback);
     }
 
     #[test]
@@ -720,13 +895,13 @@ mod tests {
             payments("stable", 3000.0, 2910.0),
             payments("canary", 3000.0, 2820.0),
         ]);
-        let r = one_row(
+        let r = one_row_fixed(
             &t,
             parse_ratio("approval=auth_approved/payments:3").unwrap(),
         );
         assert!(r.p.unwrap() < 1e-6);
         assert_eq!(r.outcome, Outcome::Pass, "{}", r.note);
-        let r = one_row(
+        let r = one_row_fixed(
             &t,
             parse_ratio("approval=auth_approved/payments:2.99").unwrap(),
         );
@@ -739,7 +914,7 @@ mod tests {
             payments("stable", 2000.0, 1880.0),
             payments("canary", 2000.0, 1980.0),
         ]);
-        let r = one_row(&t, approval());
+        let r = one_row_fixed(&t, approval());
         assert_eq!(r.outcome, Outcome::Pass);
         assert!(r.delta.unwrap() > 4.9 && r.p.unwrap() > 0.99);
         assert!(r.note.ends_with("favourable (p 1.0000)"), "{}", r.note);
@@ -753,7 +928,7 @@ mod tests {
             payments("stable", n, 0.970 * n),
             payments("canary", n, 0.968 * n),
         ]);
-        let r = one_row(&t, approval());
+        let r = one_row_fixed(&t, approval());
         assert!(r.p.unwrap() < 1e-6);
         assert_eq!(r.outcome, Outcome::Pass);
         assert_eq!(
@@ -776,22 +951,22 @@ mod tests {
                 ],
             )
         };
-        let r = one_row(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
+        let r = one_row_fixed(&t(10.0, 60.0), check.clone()); // 0.5 % → 3 %
         assert_eq!(r.outcome, Outcome::Rollback);
         assert!(close(r.delta.unwrap(), 2.5, 1e-9));
         assert_eq!(r.test, "one-sided (higher is worse)");
         assert_eq!(r.numerator, num);
         assert_eq!(
-            one_row(&t(60.0, 10.0), check.clone()).outcome,
+            one_row_fixed(&t(60.0, 10.0), check.clone()).outcome,
             Outcome::Pass
         );
         // 0.5 % → 1.2 %: significant-ish but within one point.
         assert_eq!(
-            one_row(&t(10.0, 24.0), check.clone()).outcome,
+            one_row_fixed(&t(10.0, 24.0), check.clone()).outcome,
             Outcome::Pass
         );
         // None anywhere.
-        let r = one_row(&t(0.0, 0.0), check);
+        let r = one_row_fixed(&t(0.0, 0.0), check);
         assert_eq!((r.outcome, r.z), (Outcome::Pass, Some(0.0)));
     }
 
@@ -814,7 +989,7 @@ mod tests {
                 orders("stable", n, 2000.0, sd),
                 orders("canary", n, mean_c, sd),
             ]);
-            one_row(&t, aov())
+            one_row_fixed(&t, aov())
         };
         // 3 % down, sd 100 cents, 1000 orders each: z ≈ -13.4.
         let r = at(1000.0, 1940.0, 100.0);
@@ -841,6 +1016,503 @@ mod tests {
         assert_eq!(at(150.0, 2600.0, 1.0).outcome, Outcome::Insufficient);
     }
 
+    // ---- the sequential test (the default) against --fixed -------------------------------------
+
+    /// Payments: canary (n, approved) against stable (n, approved).
+    fn pay(c: (f64, f64), b: (f64, f64)) -> Totals {
+        totals(&[payments("stable", b.0, b.1), payments("canary", c.0, c.1)])
+    }
+
+    /// Errors: canary (responses, 5xx) against stable (responses, 5xx).
+    fn errors(c: (f64, f64), b: (f64, f64)) -> Totals {
+        let r5 = responses_5xx();
+        Totals::from_series(
+            "checkout",
+            &[
+                (names::RESPONSES, "stable", b.0),
+                (r5.as_str(), "stable", b.1),
+                (names::RESPONSES, "canary", c.0),
+                (r5.as_str(), "canary", c.1),
+            ],
+        )
+    }
+
+    /// Orders: canary (n, mean, sd) against stable (n, mean, sd).
+    fn order_values(c: (f64, f64, f64), b: (f64, f64, f64)) -> Totals {
+        totals(&[
+            orders("stable", b.0, b.1, b.2),
+            orders("canary", c.0, c.1, c.2),
+        ])
+    }
+
+    /// (what, counts, check, sequential outcome, its ln Λ (None: −∞), `--fixed` outcome).
+    type Case = (&'static str, Totals, Check, Outcome, Option<f64>, Outcome);
+
+    #[test]
+    fn sequential_and_fixed_outcomes_on_the_same_counts() {
+        use Outcome::*;
+        let limit3 = || parse_ratio("approval=auth_approved/payments:3").unwrap();
+        let limit299 = || parse_ratio("approval=auth_approved/payments:2.99").unwrap();
+        let err = || Check::ErrorRatio { max_points: 1.0 };
+        // ln Λ by Python with the formulas of sticky_canary::stats::sequential (alpha 0.05,
+        // τ 2 points / 5 %): 0.5·ln(V/(V+τ²)) + τ²x²/(2V(V+τ²)).
+        let cases: Vec<Case> = vec![
+            (
+                "the payment fall-through, 99.4 % -> 91.2 % on 250 canary payments",
+                pay((250.0, 228.0), (5000.0, 4970.0)),
+                approval(),
+                Rollback,
+                Some(75.345_412_778_014_35),
+                Rollback,
+            ),
+            (
+                "A/A at 2000 each",
+                pay((2000.0, 1940.0), (2000.0, 1940.0)),
+                approval(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "97 % -> 94 % on 200 each: beyond the limit, few samples",
+                pay((200.0, 188.0), (200.0, 194.0)),
+                approval(),
+                Inconclusive,
+                Some(0.213_988_785_256_245_93),
+                Inconclusive,
+            ),
+            (
+                "the same on 300 each: the one-shot test already rolls back, the sequential \
+                 one (valid at every look) waits",
+                pay((300.0, 282.0), (300.0, 291.0)),
+                approval(),
+                Inconclusive,
+                Some(0.587_519_236_997_305_2),
+                Rollback,
+            ),
+            (
+                "the same on 2000 each",
+                pay((2000.0, 1880.0), (2000.0, 1940.0)),
+                approval(),
+                Rollback,
+                Some(9.696_663_796_189_725),
+                Rollback,
+            ),
+            (
+                "exactly at the 3-point limit, 3000 each",
+                pay((3000.0, 2820.0), (3000.0, 2910.0)),
+                limit3(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "0.01 points beyond a 2.99 limit: --fixed tests the change against 0, the \
+                 sequential test against the limit",
+                pay((3000.0, 2820.0), (3000.0, 2910.0)),
+                limit299(),
+                Inconclusive,
+                Some(-1.353_955_795_677_802_3),
+                Rollback,
+            ),
+            (
+                "0.2-point drop on a million each: within the limit",
+                pay((1.0e6, 0.968e6), (1.0e6, 0.970e6)),
+                approval(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "approvals up 5 points: favourable",
+                pay((2000.0, 1980.0), (2000.0, 1880.0)),
+                approval(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "too few payments",
+                pay((15.0, 10.0), (15.0, 15.0)),
+                approval(),
+                Insufficient,
+                None,
+                Insufficient,
+            ),
+            (
+                "5xx 0.5 % -> 3 %",
+                errors((2000.0, 60.0), (2000.0, 10.0)),
+                err(),
+                Rollback,
+                Some(8.994_086_533_538_628),
+                Rollback,
+            ),
+            (
+                "5xx 0.5 % -> 1.2 %: within one point",
+                errors((2000.0, 24.0), (2000.0, 10.0)),
+                err(),
+                Pass,
+                None,
+                Pass,
+            ),
+            (
+                "5xx 1 % -> 5.7 % on 106 responses (min samples 200: insufficient)",
+                errors((106.0, 6.0), (1010.0, 10.0)),
+                err(),
+                Insufficient,
+                None,
+                Insufficient,
+            ),
+            (
+                "order value 3 % down, sd 100, 1000 orders each",
+                order_values((1000.0, 1940.0, 100.0), (1000.0, 2000.0, 100.0)),
+                aov(),
+                Rollback,
+                Some(36.811_856_630_096_294),
+                Rollback,
+            ),
+            (
+                "order value 3 % up: either way is harm",
+                order_values((1000.0, 2060.0, 100.0), (1000.0, 2000.0, 100.0)),
+                aov(),
+                Rollback,
+                Some(36.811_856_630_096_294),
+                Rollback,
+            ),
+            (
+                "order value 3 % up with sd 20 € on 200 orders",
+                order_values((200.0, 2060.0, 2000.0), (200.0, 2000.0, 2000.0)),
+                aov(),
+                Inconclusive,
+                Some(-0.107_571_775_657_104_85),
+                Inconclusive,
+            ),
+            (
+                "order value +0.2 %: within the limit",
+                order_values((1000.0, 2004.0, 100.0), (1000.0, 2000.0, 100.0)),
+                aov(),
+                Pass,
+                None,
+                Pass,
+            ),
+        ];
+        for (what, t, check, seq, log_lr, fixed) in cases {
+            let r = one_row_seq(&t, check.clone());
+            assert_eq!(r.outcome, seq, "{what}: {}", r.note);
+            assert_eq!(one_row_fixed(&t, check.clone()).outcome, fixed, "{what}");
+            if seq == Insufficient {
+                assert_eq!((r.log_lr, r.p, r.z), (None, None, None), "{what}");
+                continue;
+            }
+            assert_eq!(r.z, None, "{what}: no z in the sequential test");
+            let l = r.log_lr.unwrap();
+            match log_lr {
+                Some(want) => assert!(close(l, want, 1e-6), "{what}: ln Λ {l}, want {want}"),
+                None => assert_eq!(l, f64::NEG_INFINITY, "{what}"),
+            }
+            let two_sided = matches!(check, Check::Mean { .. });
+            let bound = if two_sided { 40f64 } else { 20f64 };
+            assert!(close(r.log_bound.unwrap(), bound.ln(), 1e-12), "{what}");
+            assert_eq!(
+                r.test,
+                match (&check, two_sided) {
+                    (_, true) => "mSPRT two-sided",
+                    (Check::Ratio { .. }, _) => "mSPRT one-sided (lower is worse)",
+                    _ => "mSPRT one-sided (higher is worse)",
+                },
+                "{what}"
+            );
+            // The always-valid p turns exactly where the outcome does.
+            let p = r.p.unwrap();
+            assert_eq!(p <= 0.05, seq == Rollback, "{what}: p {p}");
+            assert_eq!(
+                r.tau,
+                Some(if two_sided { TAU_PERCENT } else { TAU_POINTS })
+            );
+            // The note says what decided, in words.
+            let says = match seq {
+                Rollback => "always-valid evidence (Λ ",
+                Inconclusive => "no always-valid evidence yet (Λ ",
+                _ if r.delta.unwrap() > 0.0 && matches!(check, Check::Ratio { .. }) => "favourable",
+                _ => "within the limit",
+            };
+            assert!(r.note.contains(says), "{what}: {}", r.note);
+        }
+    }
+
+    #[test]
+    fn sequential_notes_name_the_evidence() {
+        let t = pay((200.0, 182.0), (4000.0, 3976.0));
+        let r = one_row_seq(&t, approval());
+        // ln Λ 61.74 (the core's vector), Λ = 6.5e26.
+        assert_eq!(
+            r.note,
+            "-8.40 points, beyond the limit -0.3 points, always-valid evidence \
+             (Λ 6.5e26 ≥ 1/α 20)"
+        );
+        let r = one_row_seq(&pay((200.0, 188.0), (200.0, 194.0)), approval());
+        assert_eq!(
+            r.note,
+            "-3.00 points, beyond the limit -0.3 points, no always-valid evidence yet \
+             (Λ 1.24 < 1/α 20, p 0.8074)"
+        );
+        let r = one_row_seq(
+            &order_values((1000.0, 1940.0, 100.0), (1000.0, 2000.0, 100.0)),
+            aov(),
+        );
+        assert_eq!(
+            r.note,
+            "-3.00 %, beyond the limit ±1 %, always-valid evidence (Λ 9.7e15 ≥ 2/α 40)"
+        );
+        let r = one_row_seq(&pay((2000.0, 1980.0), (2000.0, 1880.0)), approval());
+        assert_eq!(r.note, "+5.00 points, favourable");
+        assert_eq!(r.p, Some(1.0));
+        let r = one_row_seq(&pay((1.0e6, 0.968e6), (1.0e6, 0.970e6)), approval());
+        assert_eq!(r.note, "-0.20 points, within the limit -0.3 points");
+    }
+
+    #[test]
+    fn sequential_rows_are_the_cores_judgement() {
+        // The gate adds no statistics of its own: its figures are Test::proportions' and
+        // Test::means', with the policy's alpha, limit and τ.
+        let mut p = sequential(vec![approval(), aov()]);
+        (p.alpha, p.tau_points, p.tau_percent) = (0.01, 0.5, 20.0);
+        let mut parts = vec![
+            payments("stable", 4000.0, 3900.0),
+            payments("canary", 900.0, 860.0),
+        ];
+        parts.push(orders("stable", 3000.0, 2000.0, 900.0)[2..].to_vec());
+        parts.push(orders("canary", 700.0, 2150.0, 950.0)[2..].to_vec());
+        let t = totals(&parts);
+        let r = evaluate(&t, &p).unwrap();
+        let core = Test {
+            alpha: 0.01,
+            limit: 0.3,
+            tau: 0.5,
+            harm: Harm::Lower,
+        }
+        .proportions(860.0, 900.0, 3900.0, 4000.0)
+        .unwrap();
+        let row = &r.rows[0];
+        assert_eq!(
+            (row.log_lr, row.log_bound, row.p, row.excess, row.tau),
+            (
+                Some(core.log_lr),
+                Some(core.log_bound),
+                Some(core.p),
+                Some(core.excess),
+                Some(0.5)
+            )
+        );
+        let sums = |v: &str| {
+            (
+                t.get(v, &business_total("order_value")),
+                t.get(v, &business_squares("order_value")),
+                t.get(v, &business_total("orders")),
+            )
+        };
+        let core = Test {
+            alpha: 0.01,
+            limit: 1.0,
+            tau: 20.0,
+            harm: Harm::Either,
+        }
+        .means(sums("canary"), sums("stable"))
+        .unwrap();
+        let row = &r.rows[1];
+        assert_eq!((row.log_lr, row.p), (Some(core.log_lr), Some(core.p)));
+        assert!(close(row.delta.unwrap(), core.change, 1e-9));
+        // A larger τ for the same counts changes the evidence, not the outcome rule.
+        assert_ne!(
+            one_row_of(&sequential(vec![approval()]), &t).log_lr,
+            r.rows[0].log_lr
+        );
+    }
+
+    #[test]
+    fn tau_must_be_positive_and_finite() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut p = sequential(vec![approval()]);
+            p.tau_points = bad;
+            assert!(p.validate().unwrap_err().contains("tau_points"), "{bad}");
+            let mut p = sequential(vec![approval()]);
+            p.tau_percent = bad;
+            assert!(p.validate().unwrap_err().contains("tau_percent"), "{bad}");
+        }
+    }
+
+    // ---- the rollback guard ---------------------------------------------------------------------
+
+    /// A rolled-back canary (approvals 97 % -> 90 %) and a healthy one, with these writes
+    /// series (`(version, method, value)`; method "" for no method label); no series at all
+    /// when `writes` is None.
+    fn guarded(writes: Option<&[(&str, &str, f64)]>) -> Report {
+        let mut text = String::new();
+        for (v, n, a) in [
+            ("stable", 2000, 1940),
+            ("bad", 2000, 1800),
+            ("good", 2000, 1940),
+        ] {
+            let l = format!("service=\"checkout\",version=\"{v}\"");
+            text.push_str(&format!(
+                "canary_responses_total{{{l},code_class=\"2xx\"}} {n}\n\
+                 canary_business_payments_total{{{l}}} {n}\n\
+                 canary_business_auth_approved_total{{{l}}} {a}\n"
+            ));
+        }
+        for (v, method, n) in writes.unwrap_or(&[]) {
+            let m = if method.is_empty() {
+                String::new()
+            } else {
+                format!(",method=\"{method}\"")
+            };
+            text.push_str(&format!(
+                "{WRITES_METRIC}{{service=\"checkout\",version=\"{v}\"{m}}} {n}\n"
+            ));
+        }
+        let t = Totals::from_scrapes("checkout", &[crate::prom::Scrape::parse(&text)]);
+        evaluate(&t, &sequential(vec![approval()])).unwrap()
+    }
+
+    #[test]
+    fn rollback_guard_zero_kill_gradual_unknown() {
+        use crate::report::RollbackKind;
+        // Zero writes: a zero-kill rollback, for the rolled-back canary only.
+        let r = guarded(Some(&[
+            ("stable", "", 500.0),
+            ("bad", "", 0.0),
+            ("good", "", 9.0),
+        ]));
+        assert_eq!((r.verdict, r.exit_code()), (Verdict::Rollback, 2));
+        assert_eq!(r.rollbacks.len(), 1);
+        let w = &r.rollbacks[0];
+        assert_eq!((w.version.as_str(), w.writes), ("bad", Some(0.0)));
+        assert_eq!(w.kind(), RollbackKind::ZeroKill);
+        assert_eq!(
+            w.summary("stable", None),
+            "zero-kill rollback: route every session to stable now (the canary changed no \
+             state since the counters started)"
+        );
+        // A version without a series while others have one: no writes.
+        let r = guarded(Some(&[("stable", "", 500.0)]));
+        assert_eq!(r.rollbacks[0].kind(), RollbackKind::ZeroKill);
+
+        // Writes: a gradual rollback with the steps, the methods counted when labelled.
+        let r = guarded(Some(&[
+            ("stable", "POST", 400.0),
+            ("bad", "POST", 30.0),
+            ("bad", "PUT", 12.0),
+        ]));
+        let w = &r.rollbacks[0];
+        assert_eq!((w.kind(), w.writes), (RollbackKind::Gradual, Some(42.0)));
+        assert_eq!(
+            w.summary("stable", Some("30m")),
+            "gradual rollback: the canary served 42 writes in the last 30m"
+        );
+        let steps = w.steps("stable", None);
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert!(steps[0].starts_with("stop new sessions reaching bad (weight 0 / cohort 0 %)"));
+        assert!(steps[0].contains("keep the hold"));
+        assert!(
+            steps[1].contains("42 requests (POST 30, PUT 12)"),
+            "{}",
+            steps[1]
+        );
+        assert!(steps[2].contains("after the hold's idle time"));
+        assert_eq!(steps[3], "scale bad down");
+        let text = r.table();
+        assert!(
+            text.contains("rollback guard (canary_writes_total):"),
+            "{text}"
+        );
+        assert!(text.contains("  bad: gradual rollback: the canary served 42 writes"));
+        assert!(
+            text.contains("    1. stop new sessions reaching bad"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+        // Without a method label: the default methods are named.
+        let r = guarded(Some(&[("bad", "", 7.0)]));
+        assert!(r.rollbacks[0].steps("stable", None)[1].contains("POST, PUT, PATCH, DELETE"));
+
+        // No canary_writes_total at all (an older filter): not an error, "unknown".
+        let r = guarded(None);
+        assert_eq!(r.verdict, Verdict::Rollback);
+        let w = &r.rollbacks[0];
+        assert_eq!((w.kind(), w.writes), (RollbackKind::Unknown, None));
+        assert!(w.summary("stable", None).starts_with(
+            "unknown: the filter publishes no canary_writes_total (older than issue 14?)"
+        ));
+        assert_eq!(w.steps("stable", None).len(), 4);
+
+        // Not a rollback: no guard.
+        let t = pay((2000.0, 1940.0), (2000.0, 1940.0));
+        let r = evaluate(&t, &sequential(vec![approval()])).unwrap();
+        assert!(r.rollbacks.is_empty());
+        assert!(!r.table().contains("rollback guard"));
+    }
+
+    #[test]
+    fn rollback_guard_in_json() {
+        let j = guarded(Some(&[("bad", "", 0.0)])).to_json();
+        assert_eq!(j["rollback"]["kind"], "zero-kill");
+        assert_eq!(j["rollback"]["writes"], 0);
+        assert_eq!(j["rollback"]["versions"][0]["version"], "bad");
+        let steps = j["rollback"]["steps"].as_array().unwrap();
+        assert!(steps[0]
+            .as_str()
+            .unwrap()
+            .starts_with("route every session to stable now"));
+        let j = guarded(Some(&[("bad", "DELETE", 3.0), ("bad", "POST", 5.0)])).to_json();
+        assert_eq!(
+            (
+                j["rollback"]["kind"].as_str(),
+                j["rollback"]["writes"].as_i64()
+            ),
+            (Some("gradual"), Some(8))
+        );
+        assert_eq!(j["rollback"]["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            j["rollback"]["versions"][0]["methods"],
+            serde_json::json!({"DELETE": 3, "POST": 5})
+        );
+        let j = guarded(None).to_json();
+        assert_eq!(j["rollback"]["kind"], "unknown");
+        assert_eq!(j["rollback"]["writes"], serde_json::Value::Null);
+        // Two rolled-back canaries: the most cautious kind, the writes summed, each one's steps.
+        let t = totals(&[
+            payments("stable", 2000.0, 1940.0),
+            payments("a", 2000.0, 1800.0),
+            payments("b", 2000.0, 1800.0),
+            vec![
+                (WRITES_METRIC.into(), "a".into(), 0.0),
+                (WRITES_METRIC.into(), "b".into(), 4.0),
+            ],
+        ]);
+        let r = evaluate(&t, &sequential(vec![approval()])).unwrap();
+        let j = r.to_json();
+        assert_eq!(
+            (
+                j["rollback"]["kind"].as_str(),
+                j["rollback"]["writes"].as_i64()
+            ),
+            (Some("gradual"), Some(4))
+        );
+        let steps: Vec<&str> = j["rollback"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert!(steps[0].starts_with("a: route every session") && steps[2].starts_with("b: stop"));
+        // Not a rollback: null.
+        let t = pay((2000.0, 1940.0), (2000.0, 1940.0));
+        let j = evaluate(&t, &sequential(vec![approval()]))
+            .unwrap()
+            .to_json();
+        assert_eq!(j["rollback"], serde_json::Value::Null);
+    }
+
     // ---- verdict ------------------------------------------------------------------------------
 
     #[test]
@@ -850,7 +1522,7 @@ mod tests {
         let bad = || payments("bad", n, 0.90 * n);
         let young = || payments("young", 20.0, 19.0);
         let base = || payments("stable", n, 0.97 * n);
-        let p = policy(vec![Check::ErrorRatio { max_points: 1.0 }, approval()]);
+        let p = fixed(vec![Check::ErrorRatio { max_points: 1.0 }, approval()]);
 
         let r = evaluate(&totals(&[base(), good()]), &p).unwrap();
         assert_eq!((r.verdict, r.exit_code()), (Verdict::Promote, 0));
@@ -897,14 +1569,14 @@ mod tests {
             payments("retired", 0.0, 0.0),
         ]);
         assert_eq!(t.versions(), ["canary", "retired", "stable"]);
-        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        let r = evaluate(&t, &fixed(vec![approval()])).unwrap();
         assert_eq!(r.canaries, ["canary"]);
         // Only the baseline has data: WAIT, not an error.
         let t = totals(&[
             payments("stable", 2000.0, 1940.0),
             payments("canary", 0.0, 0.0),
         ]);
-        let r = evaluate(&t, &policy(vec![approval()])).unwrap();
+        let r = evaluate(&t, &fixed(vec![approval()])).unwrap();
         assert_eq!((r.verdict, r.rows.len()), (Verdict::Wait, 0));
         assert!(r.reasons[0].contains("no version other than the baseline"));
     }
@@ -916,35 +1588,35 @@ mod tests {
             payments("canary", 2000.0, 1900.0),
         ]);
         let err = |p: &Policy| evaluate(&t, p).unwrap_err();
-        let e = err(&policy(vec![parse_ratio("x=refunds/payments:1").unwrap()]));
+        let e = err(&fixed(vec![parse_ratio("x=refunds/payments:1").unwrap()]));
         assert!(e.contains("canary_business_refunds_total"), "{e}");
-        let e = err(&policy(vec![aov()]));
+        let e = err(&fixed(vec![aov()]));
         assert!(e.contains("canary_business_order_value_total"), "{e}");
-        let mut p = policy(vec![approval()]);
+        let mut p = fixed(vec![approval()]);
         p.baseline = "stabel".into();
         let e = err(&p);
         assert!(
             e.contains("\"stabel\"") && e.contains("canary, stable"),
             "{e}"
         );
-        let mut p = policy(vec![approval()]);
+        let mut p = fixed(vec![approval()]);
         p.canaries = vec!["v3".into()];
         assert!(err(&p).contains("\"v3\""));
         // A counter used as the SUM of a mean: no squares.
-        let e = err(&policy(vec![
+        let e = err(&fixed(vec![
             parse_mean("m=auth_approved/payments:1").unwrap()
         ]));
         assert!(e.contains("squares") && e.contains("`sum` rule"), "{e}");
         // A numerator that is not a subset of the denominator.
-        let e = err(&policy(vec![
+        let e = err(&fixed(vec![
             parse_ratio("r=payments/auth_approved:1").unwrap()
         ]));
         assert!(e.contains("exceeds"), "{e}");
         // The wrong service.
-        let e = evaluate(&Totals::new("nope"), &policy(vec![approval()])).unwrap_err();
+        let e = evaluate(&Totals::new("nope"), &fixed(vec![approval()])).unwrap_err();
         assert!(e.contains("\"nope\""), "{e}");
         // Duplicate labels.
-        assert!(err(&policy(vec![approval(), approval()])).contains("two checks"));
+        assert!(err(&fixed(vec![approval(), approval()])).contains("two checks"));
     }
 
     #[test]
@@ -956,7 +1628,7 @@ mod tests {
         );
         let e = evaluate(
             &Totals::from_scrapes("chekout", &[scrape]),
-            &policy(vec![Check::ErrorRatio { max_points: 1.0 }]),
+            &fixed(vec![Check::ErrorRatio { max_points: 1.0 }]),
         )
         .unwrap_err();
         assert!(e.contains("checkout, search"), "{e}");

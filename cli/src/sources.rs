@@ -98,6 +98,11 @@ impl Totals {
     /// Instant queries against Prometheus at `url`, one per key in `keys`:
     /// `sum by (version) (KEY{service="S"})`, or with a window
     /// `sum by (version) (increase(KEY{service="S"}[WINDOW]))`.
+    ///
+    /// A key Prometheus has no series of is simply absent ([`Totals::has_metric`] false): the
+    /// gate decides what that means, an error for a key a check reads, "unknown" for an
+    /// optional one such as the rollback guard's `canary_writes_total`
+    /// ([`crate::policy::Policy::optional_keys`]).
     pub fn from_prometheus(
         client: &Client,
         url: &HttpUrl,
@@ -171,6 +176,21 @@ impl Totals {
             .and_then(|m| m.get(key))
             .copied()
             .unwrap_or(0.0)
+    }
+
+    /// The values of `metric` for `version` per value of one extra `label` (keys
+    /// `metric{label="value"}`, from scrapes), sorted by value; empty without such series.
+    pub fn labelled(&self, version: &str, metric: &str, label: &str) -> Vec<(String, f64)> {
+        let prefix = format!("{metric}{{{label}=\"");
+        self.values
+            .get(version)
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, v)| {
+                let value = key.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                Some((value.replace("\\\"", "\"").replace("\\\\", "\\"), *v))
+            })
+            .collect()
     }
 
     /// Whether any version has a series of metric `name`.

@@ -1,7 +1,7 @@
 //! Test data of the unit tests: the counters of a payment service and of an order service.
 #![allow(clippy::unwrap_used)]
 
-use crate::policy::{evaluate, parse_mean, parse_ratio, Check, Policy};
+use crate::policy::{evaluate, parse_mean, parse_ratio, Check, Mode, Policy};
 use crate::report::Row;
 use crate::sources::{responses_5xx, Totals};
 use sticky_canary::metrics::names::{self, business_squares, business_total};
@@ -47,10 +47,19 @@ pub fn totals(parts: &[Vec<(String, String, f64)>]) -> Totals {
     Totals::from_series("checkout", &series)
 }
 
-pub fn policy(checks: Vec<Check>) -> Policy {
+/// The gate's defaults with these checks: the sequential test.
+pub fn sequential(checks: Vec<Check>) -> Policy {
     Policy {
         checks,
         ..Policy::default_for("stable")
+    }
+}
+
+/// The same with `--fixed`: the one-shot z-tests (what the gate did before issue 14).
+pub fn fixed(checks: Vec<Check>) -> Policy {
+    Policy {
+        mode: Mode::Fixed,
+        ..sequential(checks)
     }
 }
 
@@ -62,9 +71,19 @@ pub fn aov() -> Check {
     parse_mean("aov=order_value/orders:1").unwrap()
 }
 
-/// The single row of a one-check, one-canary evaluation.
-pub fn one_row(t: &Totals, check: Check) -> Row {
-    let r = evaluate(t, &policy(vec![check])).unwrap();
+/// The single row of a one-check, one-canary evaluation under `policy`.
+pub fn one_row_of(policy: &Policy, t: &Totals) -> Row {
+    let r = evaluate(t, policy).unwrap();
     assert_eq!(r.rows.len(), 1, "{r:?}");
     r.rows[0].clone()
+}
+
+/// The single row of a one-check, one-canary evaluation with `--fixed`.
+pub fn one_row_fixed(t: &Totals, check: Check) -> Row {
+    one_row_of(&fixed(vec![check]), t)
+}
+
+/// The single row of a one-check, one-canary evaluation with the sequential test.
+pub fn one_row_seq(t: &Totals, check: Check) -> Row {
+    one_row_of(&sequential(vec![check]), t)
 }

@@ -187,13 +187,17 @@ fn run_against_fake_prometheus() {
         [format!("prometheus http://{}/prom", prom.addr())]
     );
     let seen: Vec<String> = seen(&seen_queries).into_iter().map(|s| s.query).collect();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    // The four keys of the checks, and the rollback guard's optional canary_writes_total.
+    assert_eq!(seen.len(), 5, "{seen:?}");
     assert!(seen
         .iter()
         .all(|q| q.contains("increase(") && q.ends_with("[30m]))")));
     assert!(seen.contains(
         &"sum by (version) (increase(canary_business_payments_total{service=\"checkout\"}[30m]))"
             .to_string()
+    ));
+    assert!(seen.contains(
+        &"sum by (version) (increase(canary_writes_total{service=\"checkout\"}[30m]))".to_string()
     ));
     // A metric Prometheus does not know: exit-1 error naming it.
     let cli = format!(
@@ -227,15 +231,23 @@ fn run_against_fake_envoys_and_unreachable_source() {
         a.addr(),
         b.addr()
     );
-    let r = run(&parse_gate(args(&cli)).unwrap()).unwrap();
+    // --fixed: 1 % vs 5.7 %, 106 responses: significant and beyond one point.
+    let r = run(&parse_gate(args(&format!("{cli} --fixed"))).unwrap()).unwrap();
     let err = &r.rows[0];
     assert_eq!(err.check, "error_ratio");
     assert_eq!((err.baseline.n, err.candidate.n), (1010.0, 106.0));
     assert_eq!((err.baseline.x, err.candidate.x), (10.0, 6.0));
-    // 1 % vs 5.7 %, 106 responses: significant and beyond one point.
     assert_eq!(err.outcome, Outcome::Rollback, "{}", r.table());
     assert_eq!(r.exit_code(), 2);
     assert_eq!(r.sources.len(), 2);
+    // The sequential test (the default) on the same counts: 3.7 points beyond the limit, but
+    // on 106 responses Λ is 5.6, short of 1/α = 20 (ln Λ 1.71 by Python): wait for more.
+    let r = run(&parse_gate(args(&cli)).unwrap()).unwrap();
+    let err = &r.rows[0];
+    assert_eq!((err.baseline.n, err.candidate.n), (1010.0, 106.0));
+    assert_eq!(err.outcome, Outcome::Inconclusive, "{}", r.table());
+    assert!((err.log_lr.unwrap() - 1.714_972_615_372_442).abs() < 1e-6);
+    assert_eq!((r.verdict, r.exit_code()), (Verdict::Wait, 3));
 
     let port = closed_port();
     let cli = format!("--service checkout --envoy http://127.0.0.1:{port}");
@@ -365,6 +377,235 @@ fn binary_exit_codes_promote_rollback_wait() {
 }
 
 #[test]
+fn binary_fixed_keeps_the_one_shot_test_and_its_exit_codes() {
+    // The same three sources as above, judged both ways: the same verdicts on these counts,
+    // each report naming its test.
+    let source =
+        |c: (f64, f64)| fake_admin(scrape(&[("stable", 2000.0, 1940.0), ("canary", c.0, c.1)]));
+    for (canary, code) in [
+        ((2000.0, 1939.0), 0),
+        ((2000.0, 1880.0), 2),
+        ((20.0, 19.0), 3),
+    ] {
+        let (admin, _) = source(canary);
+        let line = format!(
+            "--service checkout --envoy http://{} {APPROVAL}",
+            admin.addr()
+        );
+        let r = gate(&format!("{line} --fixed --json"));
+        assert_eq!(r.code, code, "{r:?}");
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(j["mode"], "fixed");
+        assert_eq!(j["exit_code"], code);
+        if code != 3 {
+            assert_eq!(j["checks"][1]["test"], "one-sided (lower is worse)");
+            assert!(j["checks"][1]["z"].is_f64(), "{}", r.stdout);
+        }
+        let r = gate(&format!("{line} --json"));
+        assert_eq!(r.code, code, "{r:?}");
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(j["mode"], "sequential");
+        if code != 3 {
+            assert_eq!(j["checks"][1]["test"], "mSPRT one-sided (lower is worse)");
+            assert!(j["checks"][1]["log_bound"].is_f64(), "{}", r.stdout);
+        }
+    }
+    let (admin, _) = source((2000.0, 1880.0));
+    let line = format!(
+        "--service checkout --envoy http://{} {APPROVAL}",
+        admin.addr()
+    );
+    let r = gate(&format!("{line} --fixed"));
+    assert!(
+        r.stdout.contains(
+            "canary approval: -3.00 points, beyond the limit -0.3 points, significant (p"
+        ),
+        "{r:?}"
+    );
+    assert!(
+        !r.stdout.contains("mSPRT") && !r.stdout.contains("Λ"),
+        "{r:?}"
+    );
+    let r = gate(&line);
+    assert!(r.stdout.contains("test: mSPRT"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains("always-valid evidence (Λ 1.6e4 ≥ 1/α 20)"),
+        "{r:?}"
+    );
+    // τ refused when not a positive number, or with --fixed: exit 1.
+    for bad in [
+        "--tau-points 0",
+        "--tau-percent -1",
+        "--tau-points inf",
+        "--fixed --tau-points 3",
+    ] {
+        let r = gate(&format!("{line} {bad}"));
+        assert_eq!(r.code, 1, "{bad}: {r:?}");
+        assert!(r.stderr.contains("--tau-"), "{bad}: {r:?}");
+        assert_eq!(r.stdout, "");
+    }
+    let r = gate(&format!("{line} --tau-points 8 --tau-percent 20"));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.contains("tau 8 points, 20 %"), "{r:?}");
+}
+
+/// `scrape` with `canary_writes_total` series: (version, method, value).
+fn scrape_with_writes(versions: &[(&str, f64, f64)], writes: &[(&str, &str, f64)]) -> String {
+    let mut out = scrape(versions);
+    for (v, method, n) in writes {
+        out.push_str(&format!(
+            "canary_writes_total{{service=\"checkout\",version=\"{v}\",method=\"{method}\"}} {n}\n"
+        ));
+    }
+    out
+}
+
+#[test]
+fn binary_rollback_guard_from_envoy_scrapes() {
+    let versions = [("stable", 2000.0, 1940.0), ("canary", 2000.0, 1880.0)];
+    // The canary wrote: a gradual rollback, exit 2 as any rollback.
+    let (admin, _) = fake_admin(scrape_with_writes(
+        &versions,
+        &[
+            ("stable", "POST", 900.0),
+            ("canary", "POST", 40.0),
+            ("canary", "PATCH", 2.0),
+        ],
+    ));
+    let line = format!(
+        "--service checkout --envoy http://{} {APPROVAL}",
+        admin.addr()
+    );
+    let r = gate(&line);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout.contains("rollback guard (canary_writes_total):"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout.contains(
+            "  canary: gradual rollback: the canary served 42 writes since the counters started"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("42 requests (PATCH 2, POST 40)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.lines().all(|l| l.chars().count() <= 100),
+        "{}",
+        r.stdout
+    );
+    let r = gate(&format!("{line} --json"));
+    assert_eq!(r.code, 2, "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["rollback"]["kind"], "gradual");
+    assert_eq!(j["rollback"]["writes"], 42);
+    assert_eq!(j["rollback"]["steps"].as_array().unwrap().len(), 4);
+    // The same under --fixed: the guard does not depend on the test.
+    let r = gate(&format!("{line} --fixed --json"));
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (r.code, j["rollback"]["kind"].as_str()),
+        (2, Some("gradual"))
+    );
+
+    // No writes: zero-kill.
+    let (admin, _) = fake_admin(scrape_with_writes(
+        &versions,
+        &[("stable", "POST", 900.0), ("canary", "POST", 0.0)],
+    ));
+    let r = gate(&format!(
+        "--service checkout --envoy http://{} {APPROVAL}",
+        admin.addr()
+    ));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout.contains(
+            "canary: zero-kill rollback: route every session to stable now (the canary changed no"
+        ),
+        "{}",
+        r.stdout
+    );
+
+    // A filter without canary_writes_total: not an error, "unknown", still exit 2.
+    let (admin, _) = fake_admin(scrape(&versions));
+    let r = gate(&format!(
+        "--service checkout --envoy http://{} {APPROVAL} --json",
+        admin.addr()
+    ));
+    assert_eq!((r.code, r.stderr.as_str()), (2, ""), "{r:?}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["rollback"]["kind"], "unknown");
+    assert_eq!(j["rollback"]["writes"], serde_json::Value::Null);
+    // Not a rollback: no guard at all.
+    let (admin, _) = fake_admin(scrape_with_writes(
+        &[("stable", 2000.0, 1940.0), ("canary", 2000.0, 1939.0)],
+        &[("canary", "POST", 7.0)],
+    ));
+    let r = gate(&format!(
+        "--service checkout --envoy http://{} {APPROVAL} --json",
+        admin.addr()
+    ));
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((r.code, &j["rollback"]), (0, &serde_json::Value::Null));
+}
+
+#[test]
+fn rollback_guard_from_prometheus() {
+    let writes = |canary: &str| {
+        let mut answers = approval_answers(1880.0);
+        answers.push((
+            "canary_writes_total{service=\"checkout\"}".into(),
+            format!(
+                r#"{{"metric":{{"version":"stable"}},"value":[1,"300"]}},
+                   {{"metric":{{"version":"canary"}},"value":[1,"{canary}"]}}"#
+            ),
+        ));
+        answers
+    };
+    let judge = |answers: Vec<(String, String)>| {
+        let (prom, _) = fake_prometheus(answers);
+        let cli = format!(
+            "--service checkout --prometheus http://{}/prom --window 30m {APPROVAL}",
+            prom.addr()
+        );
+        run(&parse_gate(args(&cli)).unwrap()).unwrap()
+    };
+    let r = judge(writes("12.4"));
+    assert_eq!(r.verdict, Verdict::Rollback, "{}", r.table());
+    assert_eq!(r.rollbacks[0].writes, Some(12.4));
+    let text = r.table();
+    assert!(
+        text.contains("gradual rollback: the canary served 12.4 writes in the last 30m"),
+        "{text}"
+    );
+    let r = judge(writes("0"));
+    assert_eq!(r.rollbacks[0].writes, Some(0.0));
+    let j = r.to_json();
+    assert_eq!(j["rollback"]["kind"], "zero-kill");
+    // With a window, writes before it are not counted: the first step says so.
+    assert!(
+        j["rollback"]["steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("served only within the last 30m"),
+        "{j}"
+    );
+    // Prometheus has no canary_writes_total (an older filter): an empty answer, not an error.
+    let r = judge(approval_answers(1880.0));
+    assert_eq!(r.verdict, Verdict::Rollback);
+    assert_eq!(r.rollbacks[0].writes, None);
+    assert!(r.table().contains(
+        "canary: unknown: the filter publishes no canary_writes_total (older than issue 14?)"
+    ));
+}
+
+#[test]
 fn binary_errors_exit_1_never_2() {
     let (admin, _) = fake_admin(scrape(&[
         ("stable", 2000.0, 1940.0),
@@ -456,7 +697,7 @@ fn bearer_token_from_file_is_sent_and_never_printed() {
     ));
     assert_eq!(r.code, 0, "{r:?}");
     let seen = seen(&log);
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 5, "the checks' 4 keys and canary_writes_total");
     for s in &seen {
         assert_eq!(
             s.authorization.as_deref(),
@@ -508,7 +749,7 @@ fn bearer_token_from_file_is_sent_and_never_printed() {
     ));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("is empty"), "{r:?}");
-    assert_eq!(self::seen(&log).len(), 4, "no request without a token");
+    assert_eq!(self::seen(&log).len(), 5, "no request without a token");
 }
 
 #[test]
