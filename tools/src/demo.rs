@@ -6,8 +6,10 @@
 //! 5 % → 20 % → 50 % is made of route changes only: each step moves the bucket-regex route file of
 //! that size over the watched one (file-based RDS, see [`crate::ramp`]). Simulated sessions
 //! (cart → checkout → pay, with a session cookie; some test merchants pinned to the canary, a few
-//! QA requests with the override token) go through the ramp. Then the per-version figures, the
-//! gate's verdict, the stickiness check and a chart.
+//! QA requests with the override token) go through the ramp. The plugin's brake (`guard`, the
+//! gate's own always-valid test inside Envoy) trips the canary when its tax per order is evidence
+//! enough; from then on no new session reaches it. Then the per-version figures, the brake's
+//! figures, the gate's verdict, the stickiness check and a chart.
 
 use crate::checkout::{self, Build};
 use crate::display_path;
@@ -20,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use sticky_canary_cli::gate::{self, Check, Policy};
 use sticky_canary_cli::prom::Scrape;
-use sticky_canary_harness::envoy::Envoy;
 use sticky_canary_harness::http::{Client, Request, Upstream};
 
 /// The QA token the demo gives Envoy's VM (never a real secret).
@@ -65,9 +66,30 @@ pub struct Figures {
     pub approval_ratio: f64,
 }
 
+/// What the brake did, as the demo saw it from Envoy's stats and its own sessions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Brake {
+    /// Canary orders from the first to the trip (Envoy's counters when the trip showed).
+    pub canary_orders: f64,
+    /// Seconds from the first canary order to the trip (100 ms resolution).
+    pub seconds: f64,
+    /// Sessions that started after the trip (and one flush interval for every worker to learn
+    /// it), QA override sessions aside.
+    pub sessions_after: usize,
+    /// Of those, how many reached the canary (must be 0).
+    pub sessions_after_on_canary: usize,
+    /// Sessions the brake sent to stable at least once (reason `guard`) instead of the canary,
+    /// QA override sessions aside.
+    pub sessions_kept_off: usize,
+    /// The brake's own log line.
+    pub line: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub figures: Vec<(String, Figures)>,
+    /// `None` when the brake never tripped.
+    pub brake: Option<Brake>,
     pub gate: gate::Report,
     /// Sessions whose requests within one step reached two versions (must be 0).
     pub flapped_within_step: usize,
@@ -94,6 +116,19 @@ pub fn plugin_config() -> Result<String, String> {
         {"name": "payments", "kind": "counter", "json": "/authorization/status"},
         {"name": "auth_approved", "kind": "counter", "json": "/authorization/status", "equals": "approved"}
     ]);
+    // The brake runs the gate's checks (and alpha) on this Envoy's counters every second.
+    v["guard"] = json!({
+        "baseline": "stable", "alpha": 0.05, "min_samples": 100,
+        "checks": [
+            {"error_ratio": {"max_points": 1.0}},
+            {"ratio": {"label": "approval", "numerator": "auth_approved",
+                       "denominator": "payments", "max_drop_points": 0.3}},
+            {"mean": {"label": "aov", "sum": "order_value", "count": "orders",
+                      "max_drift_percent": 1.0}},
+            {"mean": {"label": "tax_per_order", "sum": "tax", "count": "orders",
+                      "max_drift_percent": 1.0}}
+        ]
+    });
     Ok(v.to_string())
 }
 
@@ -118,16 +153,52 @@ enum Seen {
     Both,
 }
 
+/// One session in one step: the versions it saw, and whether it started once every worker knew
+/// of the trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Session {
+    seen: Seen,
+    after_trip: bool,
+}
+
+/// Whether the step's routes (bucket below the cohort), a pin or the QA override send session
+/// `i` to the canary: the published algorithm, computed here.
+fn cohort_is_canary(salt: &[u8], i: usize, weight: u32) -> bool {
+    let bucket = sticky_canary::decision::bucket(salt, format!("user-{i}").as_bytes());
+    is_pinned(i) || is_qa(i) || u32::from(bucket) < weight * 100
+}
+
+/// A test merchant pinned to the canary.
+fn is_pinned(i: usize) -> bool {
+    i % 50 == 7
+}
+
+/// The moment the brake's trip showed in Envoy's stats.
+type TripClock = Arc<Mutex<Option<Instant>>>;
+
+/// Started after every worker learned of the trip: within one flush interval (1 s) of it.
+fn after_trip(trip: &TripClock, start: Instant) -> bool {
+    trip.lock()
+        .ok()
+        .and_then(|t| *t)
+        .is_some_and(|t| start > t + Duration::from_millis(1200))
+}
+
+/// A QA session: it sends the override token (the brake lets it through to the canary).
+fn is_qa(i: usize) -> bool {
+    i % 250 == 3
+}
+
 fn run_session(c: &mut Client, i: usize, failed: &AtomicUsize) -> Option<Seen> {
     let id = format!("user-{i}");
     let cookie = format!("session_id={id}");
     let mut seen: Option<Seen> = None;
     for (method, path) in [("GET", "/cart"), ("POST", "/checkout"), ("POST", "/pay")] {
         let mut req = Request::new(method, path).header("cookie", &cookie);
-        if i % 50 == 7 {
+        if is_pinned(i) {
             req = req.header("x-merchant-id", "m_test_1"); // a pinned test merchant
         }
-        if i % 250 == 3 {
+        if is_qa(i) {
             req = req
                 .header("x-canary-override", "canary")
                 .header("x-canary-token", QA_TOKEN);
@@ -323,8 +394,7 @@ struct Point {
     canary: Option<f64>,
 }
 
-fn sample(envoy: &Envoy, requests: usize) -> Point {
-    let s = envoy.scrape();
+fn sample(s: &Scrape, requests: usize) -> Point {
     let per = |v: &str| {
         let orders = sum_where(&s, "canary_business_orders_total", v);
         (orders >= 20.0).then(|| sum_where(&s, "canary_business_tax_total", v) / orders / 100.0)
@@ -469,7 +539,15 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         .map_err(|e| format!("Envoy did not start:\n{e}"))?;
     let envoy = ramp.envoy();
 
+    let salt = serde_json::from_str::<serde_json::Value>(&plugin_config()?)
+        .ok()
+        .and_then(|v| v["salt"].as_str().map(|s| s.as_bytes().to_vec()))
+        .ok_or("the demo's plugin configuration has no salt")?;
     let failed = Arc::new(AtomicUsize::new(0));
+    let trip: TripClock = Arc::new(Mutex::new(None));
+    let mut first_canary_order: Option<Instant> = None;
+    let mut brake: Option<Brake> = None;
+    let (mut sessions_after, mut after_on_canary, mut kept_off) = (0, 0, 0);
     let mut previous: Option<Vec<Option<Seen>>> = None;
     let (mut flapped, mut to_canary, mut to_stable) = (0, 0, 0);
     let mut points = Vec::new();
@@ -481,13 +559,19 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             ramp.set_routes(&ramp::routes_yaml(weight)?)?;
         }
         step_marks.push((requests_done as f64, weight));
-        let seen: Arc<Mutex<Vec<Option<Seen>>>> = Arc::new(Mutex::new(vec![None; opts.sessions]));
+        let seen: Arc<Mutex<Vec<Option<Session>>>> =
+            Arc::new(Mutex::new(vec![None; opts.sessions]));
         let done = Arc::new(AtomicUsize::new(0));
         let next = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..opts.workers.max(1))
             .map(|_| {
-                let (seen, done, next, failed) =
-                    (seen.clone(), done.clone(), next.clone(), failed.clone());
+                let (seen, done, next, failed, trip) = (
+                    seen.clone(),
+                    done.clone(),
+                    next.clone(),
+                    failed.clone(),
+                    trip.clone(),
+                );
                 let (listener, n) = (envoy.listener(), opts.sessions);
                 std::thread::spawn(move || {
                     let Ok(mut c) = Client::connect(listener) else {
@@ -498,9 +582,13 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
                         if i >= n {
                             return;
                         }
+                        let after = after_trip(&trip, Instant::now());
                         let s = run_session(&mut c, i, &failed);
                         if let Ok(mut v) = seen.lock() {
-                            v[i] = s;
+                            v[i] = s.map(|seen| Session {
+                                seen,
+                                after_trip: after,
+                            });
                         }
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -508,6 +596,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             })
             .collect();
         let mut last_sample = Instant::now();
+        let mut scrape;
         while done.load(Ordering::Relaxed) < opts.sessions
             && workers.iter().any(|w| !w.is_finished())
         {
@@ -520,9 +609,11 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
                     opts.sessions,
                 );
             }
+            scrape = envoy.scrape_now();
+            watch_brake(&scrape, &trip, &mut first_canary_order, &mut brake);
             if last_sample.elapsed() > Duration::from_millis(100) {
                 points.push(sample(
-                    envoy,
+                    &scrape,
                     requests_done + 3 * done.load(Ordering::Relaxed),
                 ));
                 last_sample = Instant::now();
@@ -539,8 +630,31 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             }
         }
         requests_done += 3 * opts.sessions;
-        points.push(sample(envoy, requests_done));
+        scrape = envoy.scrape();
+        points.push(sample(&scrape, requests_done));
         let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+        // A session of the canary's cohort that saw stable was kept off the canary by the brake
+        // (without a trip the cohort always reaches it; `make test` holds that).
+        let mut braked = vec![false; seen.len()];
+        for (i, s) in seen.iter().enumerate() {
+            let Some(s) = s.filter(|_| !is_qa(i)) else {
+                continue;
+            };
+            if s.after_trip {
+                sessions_after += 1;
+                after_on_canary += usize::from(s.seen != Seen::One(false));
+            }
+            if brake.is_some() && cohort_is_canary(&salt, i, weight) && s.seen != Seen::One(true) {
+                braked[i] = true;
+                kept_off += 1;
+            }
+        }
+        // Stickiness is the ramp's: sessions the brake redirected are counted apart.
+        let seen: Vec<Option<Seen>> = seen
+            .iter()
+            .zip(&braked)
+            .map(|(s, b)| s.filter(|_| !b).map(|s| s.seen))
+            .collect();
         flapped += seen.iter().filter(|s| **s == Some(Seen::Both)).count();
         if let Some(prev) = &previous {
             for (a, b) in prev.iter().zip(&seen) {
@@ -557,6 +671,15 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     // Histograms (p99) reach the admin output on a stats flush (1 s in this config).
     std::thread::sleep(Duration::from_millis(1500));
     let scrape = envoy.scrape();
+    if let Some(b) = &mut brake {
+        b.sessions_after = sessions_after;
+        b.sessions_after_on_canary = after_on_canary;
+        b.sessions_kept_off = kept_off;
+        b.line = envoy.log().lines().find_map(|l| {
+            l.split_once("sticky-canary: guard tripped")
+                .map(|(_, r)| r.trim().to_string())
+        });
+    }
     let figures: Vec<(String, Figures)> = ["stable", "canary"]
         .iter()
         .map(|v| (v.to_string(), figures(&scrape, v)))
@@ -577,6 +700,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     ramp.stop();
     Ok(Outcome {
         figures,
+        brake,
         gate: report,
         flapped_within_step: flapped,
         moved_stable_to_canary: to_canary,
@@ -586,6 +710,33 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         chart,
         elapsed: started.elapsed(),
     })
+}
+
+/// Watches Envoy's counters for the first canary order and the brake's trip.
+fn watch_brake(
+    s: &Scrape,
+    trip: &TripClock,
+    first_canary_order: &mut Option<Instant>,
+    brake: &mut Option<Brake>,
+) {
+    if brake.is_some() {
+        return;
+    }
+    let orders = sum_where(s, "canary_business_orders_total", "canary");
+    if first_canary_order.is_none() && orders > 0.0 {
+        *first_canary_order = Some(Instant::now());
+    }
+    if sum_where(s, "canary_guard_tripped", "canary") >= 1.0 {
+        let now = Instant::now();
+        if let Ok(mut t) = trip.lock() {
+            *t = Some(now);
+        }
+        *brake = Some(Brake {
+            canary_orders: orders,
+            seconds: first_canary_order.map_or(0.0, |f| (now - f).as_secs_f64()),
+            ..Brake::default()
+        });
+    }
 }
 
 /// The default chart location.
@@ -613,6 +764,30 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
         "  requests: {} ({} failed outside the shop's own 503s)",
         o.requests, o.failed_requests
     )?;
+    writeln!(out, "\nBrake (the plugin's guard, in Envoy, every second):")?;
+    match &o.brake {
+        Some(b) => {
+            writeln!(
+                out,
+                "  tripped {:.1} s and {} canary orders after the first canary order",
+                b.seconds, b.canary_orders
+            )?;
+            if let Some(line) = &b.line {
+                writeln!(out, "  Envoy's log: guard tripped {line}")?;
+            }
+            writeln!(
+                out,
+                "  sessions started after the trip: {}, of which reached the canary: {} (QA override sessions aside)",
+                b.sessions_after, b.sessions_after_on_canary
+            )?;
+            writeln!(
+                out,
+                "  sessions the brake sent to stable instead of the canary (reason guard): {}",
+                b.sessions_kept_off
+            )?;
+        }
+        None => writeln!(out, "  did not trip")?,
+    }
     writeln!(out, "\nGate (sticky-canary gate, baseline stable):\n")?;
     write!(out, "{}", o.gate.table())?;
     if let Some(c) = &o.chart {
@@ -628,7 +803,9 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
 /// For tests: a short, quiet run.
 pub fn quick_options() -> Options {
     Options {
-        sessions: 700,
+        // Enough canary orders (~1 200 over the ramp) for the brake's tax check to trip (it
+        // needs ~500 at alpha 0.05: `make simulate`).
+        sessions: 1600,
         steps: vec![5, 20, 50],
         workers: 4,
         chart: None,

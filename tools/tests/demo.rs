@@ -23,6 +23,23 @@ fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {
     );
     assert_eq!(o.failed_requests, 0);
 
+    // The brake tripped in Envoy on tax per order, and no session that started once every
+    // worker knew of it reached the canary.
+    let brake = o.brake.as_ref().expect("the brake tripped");
+    assert!(
+        brake
+            .line
+            .as_deref()
+            .is_some_and(|l| l.contains("check tax_per_order")),
+        "{brake:?}"
+    );
+    assert!(
+        brake.canary_orders >= 100.0 && brake.seconds > 0.0,
+        "{brake:?}"
+    );
+    assert_eq!(brake.sessions_after_on_canary, 0, "{brake:?}");
+    assert!(text.contains("Brake (the plugin's guard"), "{text}");
+
     // The verdict is a rollback, and it is the money that triggers it.
     assert_eq!(o.gate.verdict, Verdict::Rollback);
     let row = |check: &str| {

@@ -45,7 +45,10 @@ fn shop(name: &str, declined_per_mille: u64, errors_per_mille: u64) -> Handler {
             .header("content-type", "application/json")
             .header("x-upstream", &name)
             .header("x-order-id", &format!("o{h:x}"))
-            .header("x-order-total", &format!("{}.{:02}", cents / 100, cents % 100))
+            .header(
+                "x-order-total",
+                &format!("{}.{:02}", cents / 100, cents % 100),
+            )
             .body(json!({"authorization": {"status": status}}).to_string())
     })
 }
@@ -95,7 +98,12 @@ fn approval_guard() -> serde_json::Value {
 impl Setup {
     /// `n` session keys the plan sends to `version`.
     fn keys(&self, version: &str, n: usize, seed: u64) -> Vec<String> {
-        let v = self.plan.versions.iter().position(|x| x.name == version).unwrap();
+        let v = self
+            .plan
+            .versions
+            .iter()
+            .position(|x| x.name == version)
+            .unwrap();
         Keys::new(seed)
             .filter(|k| self.plan.bucket(k.as_bytes()) == v)
             .take(n)
@@ -250,7 +258,10 @@ fn a_harmful_canary_is_braked_in_every_worker() {
         ) >= 200.0
     );
     let log = t.envoy.log();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("guard tripped canary")).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("guard tripped canary"))
+        .collect();
     assert!(
         !lines.is_empty() && lines[0].contains("check approval (ratio auth_approved/orders)"),
         "{log}"
@@ -289,7 +300,11 @@ fn no_bucket_reaches_an_upstream_after_a_trip() {
     assert_eq!(t.tripped(&s), 1.0, "{}", t.envoy.log());
     std::thread::sleep(Duration::from_millis(FLUSH_MS + 200));
     for i in 0..20 {
-        let r = t.order(&stable, &format!("/after/{i}"), &[("x-canary-bucket", "0042")]);
+        let r = t.order(
+            &stable,
+            &format!("/after/{i}"),
+            &[("x-canary-bucket", "0042")],
+        );
         assert_eq!(r.status, 200);
         assert!(!bucket_seen(&r), "request {i} carried a bucket upstream");
     }
@@ -322,7 +337,12 @@ fn an_aa_pair_never_trips() {
         }
         if i % 200 == 0 {
             let s = t.envoy.scrape_now();
-            assert_eq!(t.tripped(&s), 0.0, "false trip after {i} requests:\n{}", t.envoy.log());
+            assert_eq!(
+                t.tripped(&s),
+                0.0,
+                "false trip after {i} requests:\n{}",
+                t.envoy.log()
+            );
             assert!(t.envoy.is_ready());
         }
     }
@@ -336,6 +356,9 @@ fn an_aa_pair_never_trips() {
         orders("stable")
     );
     assert_eq!(t.tripped(&s), 0.0, "{}", t.envoy.log());
-    assert!(orders("canary") >= 100.0 && orders("stable") >= 100.0, "the checks judged");
+    assert!(
+        orders("canary") >= 100.0 && orders("stable") >= 100.0,
+        "the checks judged"
+    );
     assert_eq!(s.get("canary_guard_trips_total", &l("canary")), 0.0);
 }
