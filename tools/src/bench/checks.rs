@@ -86,7 +86,7 @@ pub(crate) fn counter_check(e: &Entry) -> Vec<String> {
         ));
     }
     match e.variant.key {
-        "filter-headers" => {
+        "filter-headers" | "filter-guard" => {
             for m in [
                 "canary_business_orders_total",
                 "canary_business_payment_approved_total",
@@ -106,6 +106,11 @@ pub(crate) fn counter_check(e: &Entry) -> Vec<String> {
             }
         }
         _ => {}
+    }
+    // Every version is served by the same upstream: the brake must never trip.
+    let tripped = e.envoy.sum_of("canary_guard_tripped");
+    if tripped != 0 {
+        out.push(format!("canary_guard_tripped {tripped}: a false trip"));
     }
     let skipped = e.envoy.sum_of("canary_business_skipped_total");
     if skipped as f64 > 0.01 * ok as f64 {

@@ -161,6 +161,14 @@ impl Report {
                     }));
                 }
             }
+            if let (Some(g), Some(h)) = (get("filter-guard", mode), get("filter-headers", mode)) {
+                let extra = g.cpu_us_per_request.median - h.cpu_us_per_request.median;
+                t.push(json!({
+                    "target": format!("the brake adds ≤ 1 µs per request: filter-guard − filter-headers ({mode})"),
+                    "value": extra, "limit": 1.0,
+                    "met": extra <= 1.0,
+                }));
+            }
             if let Some(j) = get("filter-json", mode) {
                 t.push(json!({
                     "target": format!("filter-json ≤ 1.30 × V8 floor ({mode})"),

@@ -55,6 +55,11 @@ pub const VARIANTS: &[Variant] = &[
         filter: Filter::StickyCanary,
     },
     Variant {
+        key: "filter-guard",
+        label: "sticky-canary: + 3 header rules + the brake (guard, 3 checks)",
+        filter: Filter::StickyCanary,
+    },
+    Variant {
         key: "filter-json",
         label: "sticky-canary: + 1 JSON rule",
         filter: Filter::StickyCanary,
