@@ -28,10 +28,11 @@ COMPOSE       := $(VENV)/bin/docker-compose
 BENCH_WRK     := $(VENV)/bench/usr/bin/wrk
 BENCH_ROUNDS  ?= 10
 BENCH_SECONDS ?= 2
+GUARD_AA_SECONDS ?= 600
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit install test-e2e test-matrix fuzz bench bench-quick simulate soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit install test-e2e test-matrix fuzz bench bench-quick simulate guard-aa soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -153,6 +154,9 @@ bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor
 
 bench-quick: ## make bench in about a minute (3 rounds × 1 s, 1 start-up): a rough look while developing
 	$(MAKE) --no-print-directory bench BENCH_ROUNDS=3 BENCH_SECONDS=1 BENCH_STARTS=1
+
+guard-aa: build envoy ## The brake on an A/A pair under a real Envoy (4 workers) for 10 minutes: no false trip (GUARD_AA_SECONDS=600)
+	STICKY_CANARY_AA_SECONDS=$(GUARD_AA_SECONDS) cargo test -p sticky-canary-harness --test guard an_aa_pair_never_trips -- --nocapture
 
 simulate: ## False trips (A/A, 1 000 runs × 1 000 looks) and time to evidence of the sequential vs fixed rule: pure simulation, no Envoy (SIMULATE_ARGS=--quick)
 	cargo run --quiet --release -p sticky-canary-tools --bin sticky-canary-simulate -- $(SIMULATE_ARGS)
