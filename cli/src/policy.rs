@@ -664,6 +664,13 @@ fn apply(row: &mut Row, j: &Judgement, tau: f64, text: &Text, two_sided: bool) {
             "{change}, beyond the limit {limit} {unit}, always-valid evidence \
              (Λ {lr} ≥ {over} {bound})"
         ),
+        // Beyond the limit by less than the continuity correction (one transaction per side):
+        // ln Λ is −∞, there is no ratio to show.
+        Outcome::Inconclusive if j.log_lr == f64::NEG_INFINITY => format!(
+            "{change}, beyond the limit {limit} {unit}, no always-valid evidence yet \
+             (less than one transaction per side beyond it, p {})",
+            fmt_p(j.p)
+        ),
         Outcome::Inconclusive => format!(
             "{change}, beyond the limit {limit} {unit}, no always-valid evidence yet \
              (Λ {lr} < {over} {bound}, p {})",
@@ -1053,16 +1060,18 @@ mod tests {
         use Outcome::*;
         let limit3 = || parse_ratio("approval=auth_approved/payments:3").unwrap();
         let limit299 = || parse_ratio("approval=auth_approved/payments:2.99").unwrap();
+        let limit29 = || parse_ratio("approval=auth_approved/payments:2.9").unwrap();
         let err = || Check::ErrorRatio { max_points: 1.0 };
         // ln Λ by Python with the formulas of sticky_canary::stats::sequential (alpha 0.05,
-        // τ 2 points / 5 %): 0.5·ln(V/(V+τ²)) + τ²x²/(2V(V+τ²)).
+        // τ 2 points / 5 %): 0.5·ln(V/(V+τ²)) + τ²x²/(2V(V+τ²)), for proportions with x less
+        // one transaction per side, x − (1/nc + 1/nb) (−∞ when that leaves nothing).
         let cases: Vec<Case> = vec![
             (
                 "the payment fall-through, 99.4 % -> 91.2 % on 250 canary payments",
                 pay((250.0, 228.0), (5000.0, 4970.0)),
                 approval(),
                 Rollback,
-                Some(75.345_412_778_014_35),
+                Some(67.419_540_845_772_94),
                 Rollback,
             ),
             (
@@ -1078,7 +1087,7 @@ mod tests {
                 pay((200.0, 188.0), (200.0, 194.0)),
                 approval(),
                 Inconclusive,
-                Some(0.213_988_785_256_245_93),
+                Some(-0.156_327_913_821_404_24),
                 Inconclusive,
             ),
             (
@@ -1087,7 +1096,7 @@ mod tests {
                 pay((300.0, 282.0), (300.0, 291.0)),
                 approval(),
                 Inconclusive,
-                Some(0.587_519_236_997_305_2),
+                Some(0.104_493_827_581_575_44),
                 Rollback,
             ),
             (
@@ -1095,7 +1104,7 @@ mod tests {
                 pay((2000.0, 1880.0), (2000.0, 1940.0)),
                 approval(),
                 Rollback,
-                Some(9.696_663_796_189_725),
+                Some(8.895_712_937_301_756),
                 Rollback,
             ),
             (
@@ -1108,11 +1117,22 @@ mod tests {
             ),
             (
                 "0.01 points beyond a 2.99 limit: --fixed tests the change against 0, the \
-                 sequential test against the limit",
+                 sequential test against the limit; 0.01 points is less than one payment per \
+                 side (2/3000 = 0.067 points), so no evidence at all (ln Λ −∞, was −1.35 \
+                 before the continuity correction)",
                 pay((3000.0, 2820.0), (3000.0, 2910.0)),
                 limit299(),
                 Inconclusive,
-                Some(-1.353_955_795_677_802_3),
+                None,
+                Rollback,
+            ),
+            (
+                "0.1 points beyond a 2.9 limit: beyond the correction, weighed, not evidence; \
+                 --fixed rolls back",
+                pay((3000.0, 2820.0), (3000.0, 2910.0)),
+                limit29(),
+                Inconclusive,
+                Some(-1.356_624_093_272_467_8),
                 Rollback,
             ),
             (
@@ -1144,7 +1164,7 @@ mod tests {
                 errors((2000.0, 60.0), (2000.0, 10.0)),
                 err(),
                 Rollback,
-                Some(8.994_086_533_538_628),
+                Some(7.596_263_144_219_339),
                 Rollback,
             ),
             (
@@ -1232,6 +1252,9 @@ mod tests {
             // The note says what decided, in words.
             let says = match seq {
                 Rollback => "always-valid evidence (Λ ",
+                Inconclusive if l == f64::NEG_INFINITY => {
+                    "no always-valid evidence yet (less than one transaction per side beyond it"
+                }
                 Inconclusive => "no always-valid evidence yet (Λ ",
                 _ if r.delta.unwrap() > 0.0 && matches!(check, Check::Ratio { .. }) => "favourable",
                 _ => "within the limit",
@@ -1244,18 +1267,37 @@ mod tests {
     fn sequential_notes_name_the_evidence() {
         let t = pay((200.0, 182.0), (4000.0, 3976.0));
         let r = one_row_seq(&t, approval());
-        // ln Λ 61.74 (the core's vector), Λ = 6.5e26.
+        // ln Λ 53.85 (the core's vector, with the continuity correction), Λ = 2.4e23.
         assert_eq!(
             r.note,
             "-8.40 points, beyond the limit -0.3 points, always-valid evidence \
-             (Λ 6.5e26 ≥ 1/α 20)"
+             (Λ 2.4e23 ≥ 1/α 20)"
         );
+        // ln Λ −0.156 by Python: Λ 0.86, p = min(1, (1/α)/Λ · α) = 1.
         let r = one_row_seq(&pay((200.0, 188.0), (200.0, 194.0)), approval());
         assert_eq!(
             r.note,
             "-3.00 points, beyond the limit -0.3 points, no always-valid evidence yet \
-             (Λ 1.24 < 1/α 20, p 0.8074)"
+             (Λ 0.86 < 1/α 20, p 1.0000)"
         );
+        // The same on 300 each: ln Λ 0.1045, Λ 1.11, p 0.05·20/1.11 = 0.9008.
+        let r = one_row_seq(&pay((300.0, 282.0), (300.0, 291.0)), approval());
+        assert_eq!(
+            r.note,
+            "-3.00 points, beyond the limit -0.3 points, no always-valid evidence yet \
+             (Λ 1.11 < 1/α 20, p 0.9008)"
+        );
+        // Beyond the limit by less than one payment per side: no ratio to weigh.
+        let r = one_row_seq(
+            &pay((3000.0, 2820.0), (3000.0, 2910.0)),
+            parse_ratio("approval=auth_approved/payments:2.99").unwrap(),
+        );
+        assert_eq!(
+            r.note,
+            "-3.00 points, beyond the limit -2.99 points, no always-valid evidence yet \
+             (less than one transaction per side beyond it, p 1.0000)"
+        );
+        assert_eq!((r.outcome, r.p), (Outcome::Inconclusive, Some(1.0)));
         let r = one_row_seq(
             &order_values((1000.0, 1940.0, 100.0), (1000.0, 2000.0, 100.0)),
             aov(),

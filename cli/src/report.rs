@@ -304,7 +304,8 @@ pub fn fmt_p(p: f64) -> String {
 }
 
 /// A likelihood ratio from its logarithm: `4.9e26`, `3.51`, `inf`, or `-` for ln Λ = −∞ (the
-/// estimate is not beyond the limit: no evidence to weigh).
+/// estimate is not beyond the limit, or, for a proportion, beyond it by less than one transaction
+/// per side: no evidence to weigh).
 pub fn fmt_lr(log_lr: f64) -> String {
     if log_lr == f64::NEG_INFINITY || log_lr.is_nan() {
         return "-".into();
@@ -658,7 +659,7 @@ fn wrap(text: &str, first: &str, rest: &str) -> String {
 }
 
 /// `text` wrapped to 100 columns at its clauses (after ", "), so that a figure such as
-/// "(Λ 1.6e4 ≥ 1/α 20)" stays on one line.
+/// "(Λ 7301 ≥ 1/α 20)" stays on one line.
 fn wrap_clauses(text: &str, first: &str, rest: &str) -> String {
     wrap_tokens(text.split_inclusive(", "), first, rest)
 }
@@ -846,9 +847,11 @@ mod tests {
         assert_eq!(a["delta_unit"], "points");
         assert_eq!(a["threshold"], 0.3);
         assert_eq!(a["z"], Value::Null);
+        // ln Λ by Python: 2000 payments each, 97 % → 94 %, x = 2.7 points less one payment
+        // per side (0.1 point).
         assert!(close(
             a["log_lr"].as_f64().unwrap(),
-            9.696_663_796_189_725,
+            8.895_712_937_301_756,
             1e-6
         ));
         assert!(close(a["log_bound"].as_f64().unwrap(), 20f64.ln(), 1e-12));
@@ -906,8 +909,8 @@ mod tests {
             assert_ne!(row[col], ' ', "{row:?}");
         }
         let approval: String = lines[head + 3].iter().collect();
-        // ln Λ 9.70: Λ 16263 against the bound 1/α = 20.
-        assert!(approval.contains("  1.6e4/20  "), "{approval}");
+        // ln Λ 8.90: Λ 7301 against the bound 1/α = 20.
+        assert!(approval.contains("  7301/20  "), "{approval}");
         assert!(approval.trim_end().ends_with("ROLLBACK"));
         let aov: String = lines[head + 4].iter().collect();
         assert!(aov.contains("/40  "), "two-sided: 2/α: {aov}");
@@ -917,7 +920,7 @@ mod tests {
         assert!(
             text.contains(
                 "  canary approval: -3.00 points, beyond the limit -0.3 points,\n    \
-                 always-valid evidence (Λ 1.6e4 ≥ 1/α 20)\n"
+                 always-valid evidence (Λ 7301 ≥ 1/α 20)\n"
             ),
             "{text}"
         );
@@ -933,8 +936,8 @@ mod tests {
             (-1.353_955_795_677_802_3, "0.26"),
             (3.0f64.ln() + 10f64.ln(), "30.0"),
             (500f64.ln(), "500"),
-            (9.696_663_796_189_725, "1.6e4"),
-            (61.739_861_569_421_14, "6.5e26"),
+            (8.895_712_937_301_756, "7301"),
+            (53.854_322_173_523_634, "2.4e23"),
             (10.0 * std::f64::consts::LN_10 - 1e-9, "1.0e10"),
             (2000.0, "3.9e868"),
         ] {

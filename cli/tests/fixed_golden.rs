@@ -101,8 +101,9 @@ fn policy(t: &[Vec<(String, String, f64)>], extra: Vec<Check>, mode: Mode) -> (T
 #[test]
 fn the_sequential_test_on_the_same_counts() {
     // The one-shot test rolls back cases 2 and 4; the sequential test waits for more evidence:
-    // a 3-point drop on 300 payments (Λ 1.8 < 20), and a drop 0.01 points beyond a 2.99 limit
-    // (it tests against the limit, not against zero).
+    // a 3-point drop on 300 payments (Λ 1.1 < 20), and a drop 0.01 points beyond a 2.99 limit
+    // (it tests against the limit, not against zero; and 0.01 points is less than one payment
+    // per side, so no evidence at all).
     let want = [
         (Verdict::Promote, Verdict::Promote),
         (Verdict::Rollback, Verdict::Rollback),

@@ -651,7 +651,8 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
         ]
     };
     // The figures in the names are the core's (ln Λ against ln 20 = 3.00 one-sided, ln 40 = 3.69
-    // two-sided, at alpha 0.05).
+    // two-sided, at alpha 0.05), the ratios' with the continuity correction: the excess less one
+    // transaction per side, 100 (1/nc + 1/nb) points.
     let scenarios: Vec<Scenario> = vec![
         (
             "identical cohorts (A/A)",
@@ -660,7 +661,7 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             business(Pass, Pass, Pass),
         ),
         (
-            "approvals drop 10 points (ln Λ 60.8)",
+            "approvals drop 10 points (ln Λ 59.1)",
             Cohort {
                 approved: 1275.0,
                 ..base
@@ -669,7 +670,7 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("approval-ratio-delta", Fail)],
         ),
         (
-            "the payment fall-through: 91.2 % of 250 canary orders against 99.4 % of 5 000 (ln Λ 75.3)",
+            "the payment fall-through: 91.2 % of 250 canary orders against 99.4 % of 5 000 (ln Λ 67.4)",
             Cohort {
                 orders: 250.0,
                 approved: 228.0,
@@ -681,6 +682,16 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
                 ..base
             },
             vec![("approval-ratio-delta", Fail)],
+        ),
+        (
+            "approvals 2.8 points lower on 1 500: evidence only without the continuity \
+             correction (ln Λ 2.69; 3.12 on the whole excess): no evidence yet",
+            Cohort {
+                approved: 1383.0,
+                ..base
+            },
+            base,
+            vec![("approval-ratio-delta", Inconclusive)],
         ),
         (
             "approvals 0.2 point lower: within the limit",
@@ -701,12 +712,22 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("approval-ratio-delta", Pass)],
         ),
         (
-            "approvals 1 point lower on 300 orders: beyond the limit, no evidence (ln Λ -0.35)",
+            "approvals 1 point lower on 300 orders: beyond the limit, no evidence (ln Λ -0.39)",
             Cohort {
                 approved: 282.0,
                 ..small
             },
             small,
+            vec![("approval-ratio-delta", Inconclusive)],
+        ),
+        (
+            "approvals 0.35 point lower on 2 000: beyond the limit by less than one order per \
+             side (0.1 point), no evidence at all (ln Λ −∞; -1.10 without the correction)",
+            Cohort {
+                approved: 1893.0,
+                ..even
+            },
+            even,
             vec![("approval-ratio-delta", Inconclusive)],
         ),
         (
@@ -762,7 +783,7 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("order-value-drift", Inconclusive)],
         ),
         (
-            "5xx +3 points (ln Λ 7.96)",
+            "5xx +3 points (ln Λ 6.74)",
             Cohort {
                 errors: 60.0,
                 ..base
@@ -771,10 +792,20 @@ fn analysis_queries_judge_known_traffic_like_the_gate() {
             vec![("error-ratio-delta", Fail)],
         ),
         (
-            "5xx +2 points on 1 500: beyond the limit, no evidence yet (ln Λ 0.85; the fixed z \
+            "5xx +2 points on 1 500: beyond the limit, no evidence yet (ln Λ 0.26; the fixed z \
              test failed it)",
             Cohort {
                 errors: 45.0,
+                ..base
+            },
+            base,
+            vec![("error-ratio-delta", Inconclusive)],
+        ),
+        (
+            "5xx +2.4 points on 1 500: evidence only without the continuity correction (ln Λ \
+             2.28; 3.12 on the whole excess): no evidence yet",
+            Cohort {
+                errors: 51.0,
                 ..base
             },
             base,
