@@ -407,7 +407,7 @@ fn sample(s: &Scrape, requests: usize) -> Point {
 }
 
 /// An SVG line chart of tax per order over the run, canary over stable, with the ramp steps.
-fn chart_svg(points: &[Point], steps: &[(f64, u32)]) -> String {
+fn chart_svg(points: &[Point], steps: &[(f64, u32)], trip: Option<f64>) -> String {
     let (w, h, left, right, top, bottom) = (900.0, 460.0, 80.0, 30.0, 70.0, 60.0);
     let xs = points.iter().map(|p| p.requests).fold(1.0, f64::max);
     let ys: Vec<f64> = points
@@ -459,6 +459,12 @@ fn chart_svg(points: &[Point], steps: &[(f64, u32)]) -> String {
         svg.push_str(&format!(
             "<line x1=\"{0:.1}\" y1=\"{top}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#999\" stroke-dasharray=\"4 4\"/><text x=\"{2:.1}\" y=\"{3}\" fill=\"#555\">canary {weight} %</text>\n",
             px(*x), h - bottom, px(*x) + 4.0, top + 14.0
+        ));
+    }
+    if let Some(x) = trip {
+        svg.push_str(&format!(
+            "<line x1=\"{0:.1}\" y1=\"{top}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#d62728\" stroke-width=\"1.5\"/><text x=\"{2:.1}\" y=\"{3}\" fill=\"#d62728\">brake trips</text>\n",
+            px(x), h - bottom, px(x) + 4.0, top + 30.0
         ));
     }
     svg.push_str(&format!(
@@ -547,6 +553,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let trip: TripClock = Arc::new(Mutex::new(None));
     let mut first_canary_order: Option<Instant> = None;
     let mut brake: Option<Brake> = None;
+    let mut trip_at_requests: Option<f64> = None;
     let (mut sessions_after, mut after_on_canary, mut kept_off) = (0, 0, 0);
     let mut previous: Option<Vec<Option<Seen>>> = None;
     let (mut flapped, mut to_canary, mut to_stable) = (0, 0, 0);
@@ -610,7 +617,12 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
                 );
             }
             scrape = envoy.scrape_now();
+            let tripped_before = brake.is_some();
             watch_brake(&scrape, &trip, &mut first_canary_order, &mut brake);
+            if brake.is_some() && !tripped_before {
+                trip_at_requests =
+                    Some((requests_done + 3 * done.load(Ordering::Relaxed)) as f64);
+            }
             if last_sample.elapsed() > Duration::from_millis(100) {
                 points.push(sample(
                     &scrape,
@@ -691,7 +703,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            std::fs::write(path, chart_svg(&points, &step_marks))
+            std::fs::write(path, chart_svg(&points, &step_marks, trip_at_requests))
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             Some(path.clone())
         }
