@@ -558,12 +558,12 @@ fn istio_bootstrap_stats_config_yields_the_same_series() {
         ours(&b),
         "Istio and plain Envoy print the same canary series"
     );
-    // Per version: 6 reasons + 5 code classes + 1 weight + 3 counters/sums + the sum's squares +
+    // Per version: 7 reasons + 5 code classes + 1 weight + 3 counters/sums + the sum's squares +
     // the tax histogram's _count + 2 invalid + 5 skipped + 3 retry series (upstream retries,
-    // retried responses, invalid attempt counts).
+    // retried responses, invalid attempt counts) + writes.
     assert_eq!(
         ours(&a).len(),
-        2 * (6 + 5 + 1 + 3 + 1 + 1 + 2 + 5 + 3),
+        2 * (7 + 5 + 1 + 3 + 1 + 1 + 2 + 5 + 3 + 1),
         "{}",
         a.text
     );
