@@ -396,8 +396,8 @@ struct Point {
 
 fn sample(s: &Scrape, requests: usize) -> Point {
     let per = |v: &str| {
-        let orders = sum_where(&s, "canary_business_orders_total", v);
-        (orders >= 20.0).then(|| sum_where(&s, "canary_business_tax_total", v) / orders / 100.0)
+        let orders = sum_where(s, "canary_business_orders_total", v);
+        (orders >= 20.0).then(|| sum_where(s, "canary_business_tax_total", v) / orders / 100.0)
     };
     Point {
         requests: requests as f64,
