@@ -9,6 +9,7 @@
 
 use crate::assign::{RawAssignCookie, RawHold};
 use crate::business::RawRule;
+use crate::grpc::RawGrpc;
 use crate::guard::RawGuard;
 use crate::stage::{RawOverride, RawPin};
 use serde::Deserialize;
@@ -72,6 +73,9 @@ pub struct RawConfig {
     /// POST, PUT, PATCH, DELETE; `[]` counts nothing (and reads no `:method`).
     #[serde(default)]
     pub write_methods: Option<Vec<String>>,
+    /// gRPC status per served version (`canary_grpc_responses_total`); off when absent.
+    #[serde(default)]
+    pub grpc: Option<RawGrpc>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@
 
 use crate::business::{Rule, RuleKind};
 use crate::check::{check_label, ConfigError};
+use crate::grpc::Grpc;
 use crate::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
 use serde::Deserialize;
 
@@ -50,12 +51,15 @@ pub struct RawCheck {
     #[serde(default)]
     pub retry_ratio: Option<RawRatioOfResponses>,
     #[serde(default)]
+    pub grpc_error_ratio: Option<RawRatioOfResponses>,
+    #[serde(default)]
     pub ratio: Option<RawRatio>,
     #[serde(default)]
     pub mean: Option<RawMean>,
 }
 
-/// `error_ratio` (5xx / responses) or `retry_ratio` (retried / responses): higher is worse.
+/// `error_ratio` (5xx / responses), `retry_ratio` (retried / responses) or `grpc_error_ratio`
+/// (gRPC responses with an error code / gRPC responses): higher is worse.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRatioOfResponses {
@@ -97,6 +101,10 @@ pub enum Series {
     Responses,
     /// `canary_retried_responses_total`.
     Retried,
+    /// `canary_grpc_responses_total` of the `grpc.error_codes`, summed.
+    GrpcErrors,
+    /// `canary_grpc_responses_total`, every `grpc_status`.
+    GrpcResponses,
     /// `canary_business_<rule>_total`, by rule index.
     Business(usize),
     /// `canary_business_<rule>_squares_total`, by rule index.
@@ -212,6 +220,7 @@ impl Guard {
         versions: &[&str],
         default_version: usize,
         rules: &[Rule],
+        grpc: Option<&Grpc>,
     ) -> Result<Guard, ConfigError> {
         let baseline = match &raw.baseline {
             None => default_version,
@@ -247,12 +256,13 @@ impl Guard {
             let at = format!("guard.checks[{i}]");
             let count = usize::from(c.error_ratio.is_some())
                 + usize::from(c.retry_ratio.is_some())
+                + usize::from(c.grpc_error_ratio.is_some())
                 + usize::from(c.ratio.is_some())
                 + usize::from(c.mean.is_some());
             if count != 1 {
                 return Err(ConfigError::new(
                     at,
-                    "a check is exactly one of error_ratio, retry_ratio, ratio, mean",
+                    "a check is exactly one of error_ratio, retry_ratio, grpc_error_ratio, ratio, mean",
                 ));
             }
             let test = |limit: f64, tau: f64, harm: Harm| Test {
@@ -261,30 +271,44 @@ impl Guard {
                 tau,
                 harm,
             };
-            let check = if let Some(r) = c.error_ratio {
-                let p = format!("{at}.error_ratio");
-                Check {
-                    label: "error_ratio".into(),
-                    what: "error_ratio 5xx/responses".into(),
-                    kind: Kind::Proportion {
-                        num: Series::Errors,
-                        den: Series::Responses,
-                    },
-                    test: test(
-                        limit(&format!("{p}.max_points"), r.max_points)?,
-                        tau(&format!("{p}.tau_points"), r.tau_points, TAU_POINTS)?,
-                        Harm::Higher,
-                    ),
+            // The three ratios of responses, higher is worse, share one arm.
+            let of_responses = [
+                (
+                    c.error_ratio,
+                    "error_ratio",
+                    "error_ratio 5xx/responses",
+                    Series::Errors,
+                    Series::Responses,
+                ),
+                (
+                    c.retry_ratio,
+                    "retry_ratio",
+                    "retry_ratio retried/responses",
+                    Series::Retried,
+                    Series::Responses,
+                ),
+                (
+                    c.grpc_error_ratio,
+                    "grpc_error_ratio",
+                    "grpc_error_ratio errors/grpc responses",
+                    Series::GrpcErrors,
+                    Series::GrpcResponses,
+                ),
+            ]
+            .into_iter()
+            .find_map(|(r, label, what, num, den)| r.map(|r| (r, label, what, num, den)));
+            let check = if let Some((r, label, what, num, den)) = of_responses {
+                let p = format!("{at}.{label}");
+                if num == Series::GrpcErrors && grpc.is_none() {
+                    return Err(ConfigError::new(
+                        p,
+                        "needs the top-level grpc block (which counts gRPC responses by status)",
+                    ));
                 }
-            } else if let Some(r) = c.retry_ratio {
-                let p = format!("{at}.retry_ratio");
                 Check {
-                    label: "retry_ratio".into(),
-                    what: "retry_ratio retried/responses".into(),
-                    kind: Kind::Proportion {
-                        num: Series::Retried,
-                        den: Series::Responses,
-                    },
+                    label: label.into(),
+                    what: what.into(),
+                    kind: Kind::Proportion { num, den },
                     test: test(
                         limit(&format!("{p}.max_points"), r.max_points)?,
                         tau(&format!("{p}.tau_points"), r.tau_points, TAU_POINTS)?,
@@ -767,6 +791,46 @@ mod tests {
             let err = plan(guard).expect_err(what);
             assert_eq!(err.path, path, "{what}: {err}");
         }
+    }
+
+    #[test]
+    fn grpc_error_ratio_needs_the_grpc_block() {
+        let check = json!({"checks": [{"grpc_error_ratio": {"max_points": 2, "tau_points": 3}}]});
+        let err = plan(check.clone()).expect_err("no grpc block");
+        assert_eq!(err.path, "guard.checks[0].grpc_error_ratio");
+        let mut config: serde_json::Value = json!({
+            "service": "checkout",
+            "versions": [{"name": "canary", "weight": 5}, {"name": "stable", "weight": 95}],
+            "session": {"sources": [{"cookie": "sid"}]},
+            "grpc": {"error_codes": [13]},
+            "guard": check
+        });
+        let g = Plan::from_json(config.to_string().as_bytes())
+            .unwrap()
+            .guard
+            .unwrap();
+        assert_eq!(g.checks[0].label, "grpc_error_ratio");
+        assert_eq!(g.checks[0].test.harm, Harm::Higher);
+        assert_eq!((g.checks[0].test.limit, g.checks[0].test.tau), (2.0, 3.0));
+        assert_eq!(g.series, [Series::GrpcErrors, Series::GrpcResponses]);
+        // Judged like error_ratio: 13 % against 1 % of gRPC responses.
+        let t = [
+            (0, Series::GrpcErrors, 130.0),
+            (0, Series::GrpcResponses, 1000.0),
+            (1, Series::GrpcErrors, 10.0),
+            (1, Series::GrpcResponses, 1000.0),
+        ];
+        assert_eq!(g.judge(0, &counts(&t)).map(|t| t.check), Some(0));
+        let aa = [
+            (0, Series::GrpcErrors, 11.0),
+            (0, Series::GrpcResponses, 1000.0),
+            (1, Series::GrpcErrors, 10.0),
+            (1, Series::GrpcResponses, 1000.0),
+        ];
+        assert_eq!(g.judge(0, &counts(&aa)), None);
+        config["guard"]["checks"][0]["grpc_error_ratio"]["max_points"] = json!(-1);
+        let err = Plan::from_json(config.to_string().as_bytes()).expect_err("negative");
+        assert_eq!(err.path, "guard.checks[0].grpc_error_ratio.max_points");
     }
 
     /// Counters by (version, series) for `judge`.

@@ -98,6 +98,7 @@ fn map_type(map: Map) -> MapType {
     match map {
         Map::Request => MapType::HttpRequestHeaders,
         Map::Response => MapType::HttpResponseHeaders,
+        Map::ResponseTrailers => MapType::HttpResponseTrailers,
     }
 }
 

@@ -11,14 +11,15 @@
 //! - [`assign`] (check): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check): override and pins;
 //!   [`business`] (check, decimal, json): business rules and body gating;
 //! - `de` (check, json): the configuration's serde deserializer, which keeps the field path;
-//! - [`guard`] (business, check, stats): the brake's `guard` block, compiled, its judgement and
+//! - [`grpc`] (check): the `grpc` block, gRPC content types and `grpc-status` labels — a leaf;
+//! - [`guard`] (business, check, grpc, stats): the brake's `guard` block, compiled, its judgement and
 //!   its shared-data record;
-//! - [`config`] (assign, business, check, de, guard, stage): the JSON schema users write, parsed;
+//! - [`config`] (assign, business, check, de, grpc, guard, stage): the JSON schema users write, parsed;
 //! - [`decision`] (assign): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
-//! - [`plan`] (assign, business, check, config, cookie, decision, guard, stage): the compiled [`plan::Plan`]
+//! - [`plan`] (assign, business, check, config, cookie, decision, grpc, guard, stage): the compiled [`plan::Plan`]
 //!   and its routing decision;
-//! - [`metrics`] (business, decision, plan): metric names and the per-version catalogue;
-//! - [`filter`] (assign, business, decision, headers, metrics, plan): the request/response logic,
+//! - [`metrics`] (business, decision, grpc, plan): metric names and the per-version catalogue;
+//! - [`filter`] (assign, business, decision, grpc, guard, headers, metrics, plan): the request/response logic,
 //!   against the [`filter::Host`] trait (a fake host in its unit tests);
 //! - `host` (filter, metrics; wasm32 only): the one adapter to the proxy-wasm ABI.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -31,6 +32,7 @@ pub mod cookie;
 mod de;
 pub mod decimal;
 pub mod decision;
+pub mod grpc;
 pub mod guard;
 pub mod headers;
 pub mod json;

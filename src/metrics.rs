@@ -50,6 +50,9 @@ pub mod names {
     pub const GUARD_TRIPPED: &str = "canary_guard_tripped";
     /// Trips of a version recorded by this Envoy (counter).
     pub const GUARD_TRIPS: &str = "canary_guard_trips_total";
+    /// gRPC responses per served version and `grpc_status` (`0`–`16`, `invalid`, `missing`),
+    /// with a `grpc` block.
+    pub const GRPC_RESPONSES: &str = "canary_grpc_responses_total";
 
     /// `canary_business_<rule>`: a histogram rule's base name.
     pub fn business(rule: &str) -> String {
@@ -68,7 +71,14 @@ pub mod names {
 }
 
 /// Tag names, in the order Envoy must list them (it prints labels in `stats_tags` order).
-pub const TAGS: [&str; 5] = ["service", "version", "reason", "code_class", "metric"];
+pub const TAGS: [&str; 6] = [
+    "service",
+    "version",
+    "reason",
+    "code_class",
+    "metric",
+    "grpc_status",
+];
 
 /// Response code classes, index 0 = `1xx`.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -167,6 +177,9 @@ pub struct Catalogue<T> {
     pub guard_tripped: Vec<T>,
     /// `canary_guard_trips_total{service,version}`; empty without a guard.
     pub guard_trips: Vec<T>,
+    /// `canary_grpc_responses_total{service,version,grpc_status}`, indexed as
+    /// [`crate::grpc::LABELS`]; rows empty without a `grpc` block.
+    pub grpc: Vec<Vec<T>>,
 }
 
 fn map_dense<T, U, E>(
@@ -224,6 +237,11 @@ impl<T> Catalogue<T> {
         self.skipped.get(version)?.get(reason.index())
     }
 
+    /// A `canary_grpc_responses_total` series by [`crate::grpc::LABELS`] index.
+    pub fn grpc(&self, version: usize, status: usize) -> Option<&T> {
+        self.grpc.get(version)?.get(status)
+    }
+
     /// Every entry, in a fixed order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.requests
@@ -241,6 +259,7 @@ impl<T> Catalogue<T> {
             .chain(self.writes.iter())
             .chain(self.guard_tripped.iter())
             .chain(self.guard_trips.iter())
+            .chain(self.grpc.iter().flatten())
     }
 
     /// The same layout with every entry mapped (e.g. name → defined metric id).
@@ -259,6 +278,7 @@ impl<T> Catalogue<T> {
             writes: map_row(self.writes, &mut f)?,
             guard_tripped: map_row(self.guard_tripped, &mut f)?,
             guard_trips: map_row(self.guard_trips, &mut f)?,
+            grpc: map_dense(self.grpc, &mut f)?,
         })
     }
 }
@@ -370,6 +390,15 @@ impl Catalogue<MetricName> {
             } else {
                 Vec::new()
             },
+            grpc: dense(
+                names::GRPC_RESPONSES,
+                "grpc_status",
+                if plan.grpc.is_some() {
+                    &crate::grpc::LABELS
+                } else {
+                    &[]
+                },
+            ),
         }
     }
 }
@@ -591,6 +620,23 @@ mod tests {
             (1..=next).collect::<Vec<_>>()
         );
         assert_eq!(ids.request(0, Reason::Override), Some(&1));
+    }
+
+    #[test]
+    fn grpc_adds_19_series_per_version() {
+        let off = Catalogue::for_plan(&plan(serde_json::json!({})));
+        assert!(off.grpc.iter().all(Vec::is_empty));
+        let p = plan(serde_json::json!({"grpc": {}}));
+        let c = Catalogue::for_plan(&p);
+        assert_eq!(c.iter().count(), off.iter().count() + 2 * 19);
+        assert_eq!(
+            c.grpc(0, 13).unwrap().name,
+            "service=.=checkout;.;version=.=canary;.;grpc_status=.=13;.;canary_grpc_responses_total"
+        );
+        assert_eq!(
+            c.grpc(1, crate::grpc::MISSING).unwrap().name,
+            "service=.=checkout;.;version=.=stable;.;grpc_status=.=missing;.;canary_grpc_responses_total"
+        );
     }
 
     #[test]

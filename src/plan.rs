@@ -14,6 +14,7 @@ use crate::config::{
 };
 use crate::cookie;
 use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};
+use crate::grpc::Grpc;
 use crate::guard::Guard;
 use crate::stage::{compile_override, compile_pins, Override, Pin};
 
@@ -74,6 +75,8 @@ pub struct Plan {
     /// Request methods counted as writes (`canary_writes_total`), as written (methods are
     /// case-sensitive); empty: none, and `:method` is not read.
     pub write_methods: Vec<String>,
+    /// gRPC status counting, when configured (`grpc`).
+    pub grpc: Option<Grpc>,
 }
 
 /// Methods counted as writes when `write_methods` is not given.
@@ -351,10 +354,11 @@ impl Plan {
             ));
         }
 
+        let grpc = raw.grpc.map(Grpc::compile).transpose()?;
         let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
         let guard = raw
             .guard
-            .map(|g| Guard::compile(g, &names, default_version, &business.rules))
+            .map(|g| Guard::compile(g, &names, default_version, &business.rules, grpc.as_ref()))
             .transpose()?;
         let write_methods = match raw.write_methods {
             None => DEFAULT_WRITE_METHODS
@@ -379,6 +383,7 @@ impl Plan {
         Ok(Plan {
             guard,
             write_methods,
+            grpc,
             service: raw.service,
             salt,
             versions,

@@ -242,6 +242,23 @@ pub struct GateArgs {
           allow_negative_numbers = true, help_heading = "Checks")]
     pub retry_ratio: Option<f64>,
 
+    /// gRPC responses with an error status / gRPC responses may rise by at most MAX_POINTS
+    /// percentage points (off unless given)
+    ///
+    /// From `canary_grpc_responses_total` (the filter counts it with a `grpc` block); the error
+    /// statuses are --grpc-error-codes. The same test as --error-ratio.
+    #[arg(long, value_name = "MAX_POINTS", value_parser = limit_arg,
+          allow_negative_numbers = true, help_heading = "Checks")]
+    pub grpc_error_ratio: Option<f64>,
+
+    /// The gRPC status codes --grpc-error-ratio counts as errors, comma-separated
+    ///
+    /// Default: the server-fault codes UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+    /// UNAVAILABLE, DATA_LOSS (the filter's default `grpc.error_codes`).
+    #[arg(long, value_name = "CODES", default_value = "2,4,12,13,14,15",
+          value_parser = grpc_codes_arg, requires = "grpc_error_ratio", help_heading = "Checks")]
+    pub grpc_error_codes: GrpcCodes,
+
     /// NUM / DEN, higher is better, may drop by at most MAX_DROP points; repeatable
     ///
     /// One-sided mSPRT (--fixed: one-sided pooled two-proportion z-test).
@@ -313,6 +330,27 @@ fn limit_arg(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|v| v.is_finite() && *v >= 0.0)
         .ok_or_else(|| "expected a non-negative number".into())
+}
+
+/// `--grpc-error-codes`: distinct gRPC status codes 0–16.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrpcCodes(pub Vec<u8>);
+
+fn grpc_codes_arg(s: &str) -> Result<GrpcCodes, String> {
+    let mut codes: Vec<u8> = Vec::new();
+    for part in s.split(',') {
+        let code = part
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|c| *c <= sticky_canary::grpc::MAX_CODE)
+            .ok_or_else(|| format!("{part:?} is not a gRPC status code (0-16)"))?;
+        if codes.contains(&code) {
+            return Err(format!("{code} is listed twice"));
+        }
+        codes.push(code);
+    }
+    Ok(GrpcCodes(codes))
 }
 
 fn tau_arg(s: &str) -> Result<f64, String> {
@@ -403,6 +441,12 @@ impl GateArgs {
         }];
         if let Some(max_points) = self.retry_ratio {
             checks.push(Check::RetryRatio { max_points });
+        }
+        if let Some(max_points) = self.grpc_error_ratio {
+            checks.push(Check::GrpcErrorRatio {
+                max_points,
+                codes: self.grpc_error_codes.0,
+            });
         }
         checks.extend(business);
         let policy = Policy {
@@ -644,6 +688,44 @@ mod tests {
     }
 
     #[test]
+    fn grpc_error_ratio_is_off_unless_given() {
+        let c = parse_args("--service s --envoy http://a:1").unwrap();
+        assert!(!c
+            .policy
+            .checks
+            .iter()
+            .any(|c| matches!(c, Check::GrpcErrorRatio { .. })));
+        let c = parse_args("--service s --envoy http://a:1 --grpc-error-ratio 0.5").unwrap();
+        let labels: Vec<&str> = c.policy.checks.iter().map(Check::label).collect();
+        assert_eq!(
+            labels,
+            ["error_ratio", "grpc_error_ratio", "approval", "aov"]
+        );
+        assert_eq!(
+            c.policy.checks[1],
+            Check::GrpcErrorRatio {
+                max_points: 0.5,
+                codes: vec![2, 4, 12, 13, 14, 15]
+            }
+        );
+        let c = parse_args(
+            "--service s --envoy http://a:1 --grpc-error-ratio 1 --grpc-error-codes 14,13,8",
+        )
+        .unwrap();
+        assert_eq!(
+            c.policy.checks[1],
+            Check::GrpcErrorRatio {
+                max_points: 1.0,
+                codes: vec![14, 13, 8]
+            }
+        );
+        assert!(c
+            .policy
+            .keys()
+            .contains(&"canary_grpc_responses_total{grpc_status=\"8\"}".to_string()));
+    }
+
+    #[test]
     fn ratio_and_mean_keep_their_order() {
         let c = parse_args(
             "--service s --envoy http://a:1 --mean m1=v/n:1 --ratio r1=a/b:1 --mean m2=v/n:1 \
@@ -720,6 +802,26 @@ mod tests {
             (&format!("{env} --error-ratio inf"), "--error-ratio"),
             (&format!("{env} --retry-ratio -1"), "--retry-ratio"),
             (&format!("{env} --retry-ratio x"), "--retry-ratio"),
+            (
+                &format!("{env} --grpc-error-ratio -1"),
+                "--grpc-error-ratio",
+            ),
+            (
+                &format!("{env} --grpc-error-ratio 1 --grpc-error-codes 2,17"),
+                "not a gRPC status code",
+            ),
+            (
+                &format!("{env} --grpc-error-ratio 1 --grpc-error-codes 13,13"),
+                "listed twice",
+            ),
+            (
+                &format!("{env} --grpc-error-ratio 1 --grpc-error-codes ''"),
+                "--grpc-error-codes",
+            ),
+            (
+                &format!("{env} --grpc-error-codes 13"),
+                "--grpc-error-ratio",
+            ),
             (&format!("{env} --ratio approval"), "LABEL=NAME/NAME:LIMIT"),
             (
                 &format!("{env} --mean aov=order_value/orders"),

@@ -13,7 +13,7 @@ use crate::report::{
     bound_name, fmt_bound, fmt_lr, fmt_n, fmt_p, Kind, Outcome, Report, Row, Side, Verdict, Writes,
     WRITES_METRIC,
 };
-use crate::sources::{responses_5xx, Totals};
+use crate::sources::{grpc_status, responses_5xx, Totals};
 use std::collections::BTreeSet;
 use sticky_canary::metrics::names::{self, business_squares, business_total};
 use sticky_canary::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
@@ -32,6 +32,10 @@ pub enum Check {
     /// `canary_responses_total`); rollback when the canary's is more than `max_points`
     /// percentage points higher (as `ErrorRatio`).
     RetryRatio { max_points: f64 },
+    /// gRPC responses whose `grpc_status` is one of `codes` / every gRPC response
+    /// (`canary_grpc_responses_total`); rollback when the canary's is more than `max_points`
+    /// percentage points higher (as `ErrorRatio`).
+    GrpcErrorRatio { max_points: f64, codes: Vec<u8> },
     /// NUM / DEN of two business counters, higher is better; rollback when the canary's drops by
     /// more than `max_drop_points` percentage points (one-sided mSPRT; fixed: one-sided pooled
     /// two-proportion z-test).
@@ -58,6 +62,7 @@ impl Check {
         match self {
             Check::ErrorRatio { .. } => "error_ratio",
             Check::RetryRatio { .. } => "retry_ratio",
+            Check::GrpcErrorRatio { .. } => "grpc_error_ratio",
             Check::Ratio { label, .. } | Check::Mean { label, .. } => label,
         }
     }
@@ -70,6 +75,7 @@ impl Check {
                 names::RETRIED_RESPONSES.to_string(),
                 names::RESPONSES.to_string(),
             ],
+            Check::GrpcErrorRatio { .. } => vec![names::GRPC_RESPONSES.to_string()],
             Check::Ratio { num, den, .. } => vec![business_total(num), business_total(den)],
             Check::Mean { sum, count, .. } => vec![
                 business_total(sum),
@@ -83,6 +89,9 @@ impl Check {
     pub fn keys(&self) -> Vec<String> {
         match self {
             Check::ErrorRatio { .. } => vec![names::RESPONSES.to_string(), responses_5xx()],
+            Check::GrpcErrorRatio { codes, .. } => std::iter::once(names::GRPC_RESPONSES.into())
+                .chain(codes.iter().map(|c| grpc_status(*c)))
+                .collect(),
             _ => self.metrics(),
         }
     }
@@ -394,6 +403,10 @@ fn missing_metric(totals: &Totals, check: &Check, metric: &str) -> String {
             return msg;
         }
     }
+    if metric == names::GRPC_RESPONSES {
+        msg.push_str(" (does the plugin config have a `grpc` block?)");
+        return msg;
+    }
     if metric.starts_with(names::BUSINESS_PREFIX) {
         msg.push_str(" (is there a business rule of that name in the plugin config?)");
     }
@@ -445,6 +458,23 @@ fn judge(totals: &Totals, policy: &Policy, canary: &str, check: &Check) -> Resul
                 (&num, den),
                 (totals.get(b, &num), totals.get(b, den)),
                 (totals.get(canary, &num), totals.get(canary, den)),
+                *max_points,
+                false,
+            ))
+        }
+        Check::GrpcErrorRatio { max_points, codes } => {
+            // The error codes' series summed, over every grpc_status series of the version.
+            let errors = |v: &str| codes.iter().map(|c| totals.get(v, &grpc_status(*c))).sum();
+            let den = names::GRPC_RESPONSES;
+            let list: Vec<String> = codes.iter().map(u8::to_string).collect();
+            let num = format!("{den}{{grpc_status=~\"{}\"}}", list.join("|"));
+            Ok(proportion_row(
+                policy,
+                canary,
+                check,
+                (&num, den),
+                (errors(b), totals.get(b, den)),
+                (errors(canary), totals.get(canary, den)),
                 *max_points,
                 false,
             ))
@@ -987,6 +1017,98 @@ mod tests {
         let check = Check::RetryRatio { max_points: 1.0 };
         assert_eq!(check.label(), "retry_ratio");
         higher_is_worse_check(names::RETRIED_RESPONSES, check);
+    }
+
+    /// Known per-code counts from an Envoy scrape: 13 and 14 are errors, 5 (NOT_FOUND) is not,
+    /// `missing` and `invalid` count in the denominator only.
+    fn grpc_scrape(canary: &[(&str, u32)]) -> Totals {
+        let mut text = String::new();
+        let stable: &[(&str, u32)] = &[("0", 1980), ("13", 10), ("5", 10)];
+        for (v, counts) in [("stable", stable), ("canary", canary)] {
+            for status in sticky_canary::grpc::LABELS {
+                let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |c| c.1);
+                text.push_str(&format!(
+                    "canary_grpc_responses_total{{service=\"checkout\",version=\"{v}\",\
+                     grpc_status=\"{status}\"}} {n}\n\
+                     canary_responses_total{{service=\"checkout\",version=\"{v}\",\
+                     code_class=\"2xx\"}} {n}\n"
+                ));
+            }
+        }
+        Totals::from_scrapes("checkout", &[crate::prom::Scrape::parse(&text)])
+    }
+
+    #[test]
+    fn grpc_error_ratio_counts_the_configured_codes() {
+        let check = Check::GrpcErrorRatio {
+            max_points: 1.0,
+            codes: vec![2, 4, 12, 13, 14, 15],
+        };
+        assert_eq!(check.label(), "grpc_error_ratio");
+        assert_eq!(check.metrics(), [names::GRPC_RESPONSES]);
+        assert_eq!(
+            check.keys()[..2],
+            [
+                names::GRPC_RESPONSES.to_string(),
+                "canary_grpc_responses_total{grpc_status=\"2\"}".to_string()
+            ]
+        );
+        // 0.5 % → 3 % errors (14 and 13), NOT_FOUND and missing never errors.
+        let bad = grpc_scrape(&[
+            ("0", 1900),
+            ("14", 40),
+            ("13", 20),
+            ("5", 30),
+            ("missing", 10),
+        ]);
+        let r = one_row_seq(&bad, check.clone());
+        assert_eq!(r.outcome, Outcome::Rollback);
+        assert_eq!((r.baseline.x, r.baseline.n), (10.0, 2000.0));
+        assert_eq!((r.candidate.x, r.candidate.n), (60.0, 2000.0));
+        assert!(close(r.delta.unwrap(), 2.5, 1e-9));
+        assert_eq!(
+            r.numerator,
+            "canary_grpc_responses_total{grpc_status=~\"2|4|12|13|14|15\"}"
+        );
+        assert_eq!(r.denominator, names::GRPC_RESPONSES);
+        assert_eq!(
+            one_row_fixed(&bad, check.clone()).outcome,
+            Outcome::Rollback
+        );
+        // The same canary with NOT_FOUND counted as an error by a code list without 13/14.
+        let not_found = Check::GrpcErrorRatio {
+            max_points: 1.0,
+            codes: vec![5],
+        };
+        let r = one_row_seq(&bad, not_found);
+        assert_eq!((r.candidate.x, r.baseline.x), (30.0, 10.0));
+        assert_eq!(
+            r.outcome,
+            Outcome::Pass,
+            "+1 point exactly: within the limit"
+        );
+        // Many caller errors, few server errors: passes.
+        let ok = grpc_scrape(&[("0", 1700), ("5", 290), ("13", 10)]);
+        assert_eq!(one_row_seq(&ok, check.clone()).outcome, Outcome::Pass);
+        // Few gRPC responses: insufficient.
+        let few = grpc_scrape(&[("0", 90), ("13", 60)]);
+        assert_eq!(
+            one_row_seq(&few, check.clone()).outcome,
+            Outcome::Insufficient
+        );
+        // No gRPC series at all: a clear error.
+        let t = Totals::from_series(
+            "checkout",
+            &[
+                (names::RESPONSES, "stable", 10.0),
+                (names::RESPONSES, "canary", 10.0),
+            ],
+        );
+        let e = evaluate(&t, &sequential(vec![check])).unwrap_err();
+        assert!(
+            e.contains("canary_grpc_responses_total not found") && e.contains("grpc"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub fn responses_5xx() -> String {
     format!("{}{{code_class=\"5xx\"}}", names::RESPONSES)
 }
 
+/// The key of a version's gRPC responses with status `code`:
+/// `canary_grpc_responses_total{grpc_status="13"}`.
+pub fn grpc_status(code: u8) -> String {
+    format!("{}{{grpc_status=\"{code}\"}}", names::GRPC_RESPONSES)
+}
+
 /// The metric name of a key (`name` or `name{label="value"}`).
 fn metric_of(key: &str) -> &str {
     key.split('{').next().unwrap_or(key)

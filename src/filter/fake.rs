@@ -26,6 +26,7 @@ pub struct Metric {
 pub struct State {
     pub request: Vec<(String, Vec<u8>)>,
     pub response: Vec<(String, Vec<u8>)>,
+    pub trailers: Vec<(String, Vec<u8>)>,
     /// The response body chunk being delivered.
     pub chunk: Vec<u8>,
     pub cluster: Option<Vec<u8>>,
@@ -105,6 +106,7 @@ impl FakeHost {
             .map(|(n, v)| (lower(n), v.as_bytes().to_vec()))
             .collect();
         s.response.clear();
+        s.trailers.clear();
         s.cluster = None;
         s.filter_state.clear();
     }
@@ -119,12 +121,21 @@ impl FakeHost {
         s.cluster = cluster.map(|c| c.as_bytes().to_vec());
     }
 
+    /// The upstream ends its response with these trailers.
+    pub fn trailers(&self, trailers: &[(&str, &str)]) {
+        self.state().trailers = trailers
+            .iter()
+            .map(|(n, v)| (lower(n), v.as_bytes().to_vec()))
+            .collect();
+    }
+
     /// Every value of a header, as text.
     pub fn values(&self, map: Map, name: &str) -> Vec<String> {
         let s = self.0.borrow();
         let headers = match map {
             Map::Request => &s.request,
             Map::Response => &s.response,
+            Map::ResponseTrailers => &s.trailers,
         };
         headers
             .iter()
@@ -159,6 +170,7 @@ impl FakeHost {
         f(match map {
             Map::Request => &mut s.request,
             Map::Response => &mut s.response,
+            Map::ResponseTrailers => &mut s.trailers,
         })
     }
 }

@@ -32,6 +32,8 @@ use std::rc::Rc;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod grpc_tests;
+#[cfg(test)]
 mod guard_tests;
 #[cfg(test)]
 mod tests;
@@ -48,6 +50,8 @@ pub const CAS_MISMATCH: HostError = HostError(8);
 pub enum Map {
     Request,
     Response,
+    /// The response trailers (read for gRPC's `grpc-status`).
+    ResponseTrailers,
 }
 
 /// Severity of a log line.
@@ -193,6 +197,22 @@ impl<H: Host> Active<H> {
                                     }))
                                 }
                                 Series::Retried => slot_ids(&[metrics.retried.get(v)]),
+                                // The error codes' series, or every series of the version.
+                                Series::GrpcErrors | Series::GrpcResponses => {
+                                    let mask = match (s, &plan.grpc) {
+                                        (Series::GrpcErrors, Some(g)) => g.error_mask,
+                                        (_, Some(_)) => u32::MAX,
+                                        (_, None) => 0,
+                                    };
+                                    let mut out = Vec::new();
+                                    let row = metrics.grpc.get(v).map_or(&[][..], Vec::as_slice);
+                                    for (c, slot) in row.iter().enumerate() {
+                                        if mask & bit(c) != 0 {
+                                            out.extend(ids.get(*slot).copied());
+                                        }
+                                    }
+                                    out
+                                }
                                 Series::Business(r) => slot_ids(&[metrics.business(v, r)]),
                                 Series::Squares(r) => slot_ids(&[metrics.squares(v, r)]),
                             })
@@ -586,6 +606,7 @@ impl<H: Host + Clone> Root<H> {
             status: 0,
             write: false,
             body: Body::Off,
+            grpc: false,
         }
     }
 }
@@ -612,6 +633,9 @@ pub struct Stream<H: Host> {
     /// The request's method is one of `write_methods`.
     write: bool,
     body: Body,
+    /// A gRPC response whose `grpc-status` is not counted yet (from its trailers, or as
+    /// `missing` when the stream ends without).
+    grpc: bool,
 }
 
 /// Request headers through the host, read on demand. A failed read counts as an absent header.
@@ -789,6 +813,21 @@ impl<H: Host> Stream<H> {
                 None | Some(Some(_)) => {}
             }
         });
+        // gRPC status (README "gRPC status per version"), with a `grpc` block only: a
+        // trailers-only response (headers ending the stream) carries `grpc-status` here;
+        // otherwise it is awaited in the trailers, and counted `missing` if the stream ends first.
+        // Both reads go through one `fn` type: one instance of `with`, not two (module size).
+        type Read = fn(Option<&[u8]>) -> usize;
+        let (is_grpc, status_of): (Read, Read) =
+            (crate::grpc::content_type_index, crate::grpc::status_of);
+        if plan.grpc.is_some() && headers.with("content-type", is_grpc) == 1 {
+            if end_of_stream {
+                let status = headers.with("grpc-status", status_of);
+                active.increment(active.metrics.grpc(v, status), 1);
+            } else {
+                self.grpc = true;
+            }
+        }
 
         for (i, rule) in plan.business.rules.iter().enumerate() {
             if let Place::Header(name) = &rule.place {
@@ -871,16 +910,29 @@ impl<H: Host> Stream<H> {
         }
     }
 
-    /// Trailers end the body.
+    /// Trailers end the body; a gRPC response's status is in them.
     pub fn on_response_trailers(&mut self) {
         self.finish_body();
+        if std::mem::take(&mut self.grpc) {
+            if let Some(active) = &self.active {
+                let status = active.host.header(Map::ResponseTrailers, "grpc-status");
+                let status = crate::grpc::status_of(status.ok().flatten().as_deref());
+                active.increment(active.metrics.grpc(self.served, status), 1);
+            }
+        }
     }
 
-    /// The stream is over. A body still being copied never completed (reset, client abort).
+    /// The stream is over. A body still being copied never completed (reset, client abort); a
+    /// gRPC response without trailers has no status.
     pub fn on_log(&mut self) {
         if let (Body::Capturing(_), Some(active)) = (&self.body, &self.active) {
             active.skipped(self.served, SkipReason::Incomplete);
             self.body = Body::Done;
+        }
+        if std::mem::take(&mut self.grpc) {
+            if let Some(active) = &self.active {
+                active.increment(active.metrics.grpc(self.served, crate::grpc::MISSING), 1);
+            }
         }
     }
 

@@ -868,6 +868,21 @@ fn the_request_path_makes_few_host_calls() {
         "{:?}",
         t.host.state().calls
     );
+    // With a `grpc` block: +1 per response (the content-type read), +1 for a gRPC response's
+    // status (its trailers, or the headers of a trailers-only response); see
+    // grpc_tests::grpc_host_calls.
+    let g = Setup::new(
+        &json!({
+            "service": "checkout",
+            "versions": [{"name": "canary", "weight": 50}, {"name": "stable", "weight": 50}],
+            "session": {"sources": [{"cookie": "session_id"}]},
+            "grpc": {}
+        })
+        .to_string(),
+    );
+    let before = g.host.call_count();
+    g.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
+    assert_eq!(g.host.call_count() - before, 9);
     // With the bucket header and the hold: one more write (the bucket), and on responses
     // served by the default version one more (the hold cookie). The hold lookup shares the
     // cookie read.

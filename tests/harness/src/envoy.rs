@@ -435,6 +435,24 @@ impl EnvoyConfig {
         *routes = Value::Sequence(new_routes);
     }
 
+    /// Every cluster speaks HTTP/2 to its upstream (cleartext, prior knowledge), as a gRPC
+    /// upstream needs: `typed_extension_protocol_options` with `explicit_http_config`
+    /// `http2_protocol_options`.
+    pub fn set_http2_upstreams(&mut self) {
+        let options: Value = serde_yaml::from_str(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n  \
+             \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n  \
+             explicit_http_config: { http2_protocol_options: {} }\n",
+        )
+        .expect("protocol options yaml");
+        let clusters = get(&mut self.doc, &["static_resources", "clusters"]);
+        for c in clusters.as_sequence_mut().expect("clusters is a list") {
+            c.as_mapping_mut()
+                .expect("a cluster is a mapping")
+                .insert(key("typed_extension_protocol_options"), options.clone());
+        }
+    }
+
     /// The clusters' first endpoints (name → address), e.g. to start upstreams where the
     /// reference config expects them.
     pub fn cluster_addresses(&mut self) -> Vec<(String, SocketAddr)> {

@@ -42,13 +42,19 @@ pub fn order_body(tax: Option<&str>, auth: Option<&str>, size: usize) -> Vec<u8>
 
 /// The shop: the query string says what to answer.
 /// `status`, `order` (x-order-id), `total` (x-order-total), `tax`, `auth`, `ct`, `enc`, `size`,
-/// `body=malformed`.
+/// `body=malformed`; `grpc=CODE`: a gRPC trailers-only answer over HTTP/1.1 (`application/grpc`,
+/// `grpc-status: CODE`, no body, so the headers end the stream).
 pub fn shop(name: &str) -> Handler {
     let name = name.to_string();
     Arc::new(move |req: &Request| {
         let q = query(&req.path);
         let status = q.get("status").and_then(|s| s.parse().ok()).unwrap_or(200);
         let mut r = Response::new(status).header("x-upstream", &name);
+        if let Some(code) = q.get("grpc") {
+            return r
+                .header("content-type", "application/grpc")
+                .header("grpc-status", code);
+        }
         if let Some(o) = q.get("order") {
             r = r.header("x-order-id", o);
         }

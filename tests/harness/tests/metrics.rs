@@ -507,7 +507,7 @@ fn header_only_configs_publish_no_body_series() {
 }
 
 /// The labels come out identically with the stats config an Istio bootstrap renders for
-/// `extraStatTags: [service, version, reason, code_class, metric]` and
+/// `extraStatTags: [service, version, reason, code_class, metric, grpc_status]` and
 /// `proxyStatsMatcher.inclusionPrefixes: ["wasmcustom."]`.
 #[test]
 fn istio_bootstrap_stats_config_yields_the_same_series() {
@@ -574,9 +574,16 @@ fn istio_bootstrap_stats_config_yields_the_same_series() {
             "{x:?}"
         );
         assert!(
-            keys.iter().all(
-                |k| ["service", "version", "reason", "code_class", "metric", "le"].contains(k)
-            ),
+            keys.iter().all(|k| [
+                "service",
+                "version",
+                "reason",
+                "code_class",
+                "metric",
+                "grpc_status",
+                "le"
+            ]
+            .contains(k)),
             "stray label: {x:?}"
         );
     }

@@ -414,6 +414,7 @@ fn grafana_dashboard_is_importable_and_well_formed() {
         "canary_version_weight",
         "by (version, reason) (rate(canary_requests_total",
         "canary_business_skipped_total",
+        "canary_grpc_responses_total{service=\"$service\",version=~\"$version\",grpc_status=~",
     ] {
         assert!(all.contains(series), "no panel reads {series}");
     }
@@ -510,6 +511,9 @@ struct Expect {
     orders: u64,
     order_value_cents: u64,
     approved: u64,
+    /// gRPC responses, and those with an error status (the default `grpc.error_codes`).
+    grpc: u64,
+    grpc_errors: u64,
 }
 
 /// The shipped plugin config (its business rules), weights 50/50, session key from `x-user-id`.
@@ -517,6 +521,7 @@ fn plugin_config() -> String {
     let mut v: Value = serde_json::from_str(&EnvoyConfig::reference().plugin_config()).unwrap();
     v["versions"] = json!([{"name": "canary", "weight": 50}, {"name": "stable", "weight": 50}]);
     v["session"] = json!({"sources": [{"header": "x-user-id"}]});
+    v["grpc"] = json!({});
     v.to_string()
 }
 
@@ -638,6 +643,16 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
                 let e = expect.entry(served).or_default();
                 e.responses += 1;
                 e.responses_5xx += 1;
+            }
+            // gRPC answers (trailers-only over HTTP/1.1): OK, INTERNAL (an error), NOT_FOUND
+            // (the caller's, not an error).
+            if i % 4 == 1 {
+                let code = ["0", "13", "5"][(i / 4 % 3) as usize];
+                let served = send(&key, &format!("/pay?grpc={code}"));
+                let e = expect.entry(served).or_default();
+                e.responses += 1;
+                e.grpc += 1;
+                e.grpc_errors += u64::from(code == "13");
             }
         }
     };
@@ -852,6 +867,10 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
         ),
         ("Tax per order", (per_version(&|_| 1.0), 0.1)),
         ("Configured weights", (per_version(&|_| 50.0), 0.0)),
+        (
+            "gRPC error ratio",
+            (per_version(&|e| e.grpc_errors as f64 / e.grpc as f64), 1e-9),
+        ),
     ]
     .into();
     let answers = poll("every dashboard query", deadline, || {
