@@ -1,7 +1,7 @@
 //! End-to-end: a shortened `make demo` run. The canary answers 200 with normal latency but
 //! overcharges tax; the gate must roll it back for the money metric, with errors and latency
 //! healthy, and no session may flap between versions.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sticky_canary_cli::gate::{Outcome, Verdict};
 use sticky_canary_tools::demo;
