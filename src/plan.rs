@@ -15,6 +15,7 @@ use crate::config::{
 use crate::cookie;
 use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};
 use crate::guard::Guard;
+use crate::matcher::Match;
 use crate::stage::{compile_override, compile_pins, Override, Pin};
 
 /// Where a session key comes from, compiled.
@@ -37,6 +38,8 @@ pub struct Version {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub service: String,
+    /// The requests that are this service's; `None`: every request.
+    pub match_: Option<Match>,
     /// Salt bytes hashed before the session key.
     pub salt: Vec<u8>,
     pub versions: Vec<Version>,
@@ -182,6 +185,7 @@ impl Plan {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Plan, ConfigError> {
         check_label("service", &raw.service)?;
+        let match_ = raw.match_.map(Match::compile).transpose()?;
 
         if raw.versions.is_empty() {
             return Err(ConfigError::new(
@@ -379,6 +383,7 @@ impl Plan {
         Ok(Plan {
             guard,
             write_methods,
+            match_,
             service: raw.service,
             salt,
             versions,

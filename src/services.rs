@@ -1,0 +1,250 @@
+//! The plugin's document: one service, as it always was (without `match` it takes every
+//! request), or `{"services": [ {service}, ... ]}`, several services in one plugin instance, each
+//! with its own `match`. Compiled into one [`Plan`] per service and the [`Matcher`] over them.
+//!
+//! Every refusal in a multi-service document names the service: `services[2].versions[0].weight`.
+
+use crate::check::ConfigError;
+use crate::config::RawConfig;
+use crate::json::{find, Pointer};
+use crate::matcher::{Match, Matcher};
+use crate::plan::Plan;
+use serde::Deserialize;
+
+/// Most services one plugin instance may carry. Configure time, memory and the metrics Envoy
+/// keeps grow with it (README "Performance"); the lookup per request does not.
+pub const MAX_SERVICES: usize = 1000;
+
+/// A multi-service document as written: nothing else at the top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServices {
+    services: Vec<RawConfig>,
+}
+
+/// Every service of a plugin instance, compiled, and which request is whose.
+#[derive(Debug)]
+pub struct Services {
+    /// In document order; `matcher` answers indexes into it.
+    pub plans: Vec<Plan>,
+    pub matcher: Matcher,
+}
+
+/// The document has a top-level `services` member.
+fn lists_services(bytes: &[u8]) -> bool {
+    Pointer::parse("/services").is_ok_and(|p| matches!(find(bytes, &p), Ok(Some(_))))
+}
+
+impl Services {
+    /// Parses and compiles a document; `env` reads the VM's environment variables.
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Services, ConfigError> {
+        if !lists_services(bytes) {
+            let plan = Plan::from_json_with_env(bytes, env)?;
+            let matcher = match &plan.match_ {
+                None => Matcher::everything(),
+                Some(m) => Matcher::build(&[(&plan.service, m)], &|_| "match".to_string())?,
+            };
+            return Ok(Services {
+                plans: vec![plan],
+                matcher,
+            });
+        }
+        let raw: RawServices = crate::de::from_slice(bytes).map_err(|e| {
+            if e.path.starts_with("services") || e.path == "(root)" {
+                e
+            } else {
+                let reason = format!(
+                    "a document with \"services\" holds nothing else; {} belongs inside each service ({})",
+                    e.path, e.reason
+                );
+                ConfigError::new(e.path, reason)
+            }
+        })?;
+        if raw.services.is_empty() || raw.services.len() > MAX_SERVICES {
+            return Err(ConfigError::new(
+                "services",
+                format!(
+                    "{} services listed; 1 to {MAX_SERVICES} are allowed",
+                    raw.services.len()
+                ),
+            ));
+        }
+        let mut plans: Vec<Plan> = Vec::with_capacity(raw.services.len());
+        for (i, service) in raw.services.into_iter().enumerate() {
+            let at = |e: ConfigError| ConfigError::new(format!("services[{i}].{}", e.path), e.reason);
+            if service.match_.is_none() {
+                return Err(ConfigError::new(
+                    format!("services[{i}].match"),
+                    "required when the document lists services: the hosts (and path prefixes) \
+                     whose requests are this service's",
+                ));
+            }
+            let plan = Plan::compile(service, env).map_err(at)?;
+            if let Some(j) = plans.iter().position(|p| p.service == plan.service) {
+                return Err(ConfigError::new(
+                    format!("services[{i}].service"),
+                    format!(
+                        "duplicate service name {:?} (also services[{j}]); each service has its \
+                         own metrics, salt and guard record",
+                        plan.service
+                    ),
+                ));
+            }
+            plans.push(plan);
+        }
+        let matches: Vec<(&str, &Match)> = plans
+            .iter()
+            .filter_map(|p| Some((p.service.as_str(), p.match_.as_ref()?)))
+            .collect();
+        let matcher = Matcher::build(&matches, &|i| format!("services[{i}].match"))?;
+        Ok(Services { plans, matcher })
+    }
+
+    /// The smallest counter flush interval of the services (their common tick), in ms; a
+    /// service that flushes at once (0) but has a guard still needs a tick; 0 when none does.
+    pub fn tick_ms(&self) -> u32 {
+        self.plans
+            .iter()
+            .map(|p| match (p.metrics_flush_ms, &p.guard) {
+                (0, Some(_)) => crate::config::DEFAULT_METRICS_FLUSH_MS,
+                (ms, _) => ms,
+            })
+            .filter(|&ms| ms > 0)
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn service(name: &str, hosts: &[&str]) -> Value {
+        json!({
+            "service": name,
+            "versions": [{"name": "canary", "weight": 10}, {"name": "stable", "weight": 90}],
+            "session": {"sources": [{"cookie": "session_id"}]},
+            "match": {"hosts": hosts}
+        })
+    }
+
+    fn compile(doc: &Value) -> Result<Services, ConfigError> {
+        Services::from_json_with_env(doc.to_string().as_bytes(), &|_| None)
+    }
+
+    #[test]
+    fn the_single_service_document_is_unchanged() {
+        let mut single = service("shop", &[]);
+        single.as_object_mut().unwrap().remove("match");
+        let s = compile(&single).unwrap();
+        assert_eq!(s.plans.len(), 1);
+        assert_eq!(s.matcher.matches_everything(), Some(0));
+        // With a match, a single service takes only its hosts.
+        let s = compile(&service("shop", &["shop.example.com"])).unwrap();
+        assert_eq!(s.matcher.matches_everything(), None);
+        let mut a = b"other".to_vec();
+        assert_eq!(s.matcher.find(&mut a, None), None);
+        let e = compile(&service("shop", &["*"])).unwrap_err();
+        assert_eq!(e.path, "match.hosts[0]");
+    }
+
+    #[test]
+    fn many_services_each_their_own_plan() {
+        let doc = json!({"services": [
+            service("shop", &["shop.example.com"]),
+            service("payments", &["pay.example.com", "*.pay.example.com"]),
+        ]});
+        let s = compile(&doc).unwrap();
+        assert_eq!(s.plans.len(), 2);
+        assert_eq!(s.plans[1].service, "payments");
+        let mut a = b"eu.pay.example.com:443".to_vec();
+        assert_eq!(s.matcher.find(&mut a, None), Some(1));
+        assert_eq!(s.tick_ms(), 1000);
+    }
+
+    #[test]
+    fn refusals_name_the_service() {
+        let mut fast = service("a", &["a.com"]);
+        fast["metrics_flush_ms"] = 250.into();
+        let s = compile(&json!({"services": [service("b", &["b.com"]), fast]})).unwrap();
+        assert_eq!(s.tick_ms(), 250, "the smallest interval");
+        let mut no_match = service("b", &[]);
+        no_match.as_object_mut().unwrap().remove("match");
+        let mut bad_weight = service("b", &["b.com"]);
+        bad_weight["versions"][0]["weight"] = json!(-1);
+        let mut bad_name = service("b", &["b.com"]);
+        bad_name["versions"][1]["name"] = json!("canary");
+        let cases = [
+            (json!({"services": []}), "services", "1 to 1000"),
+            (
+                json!({"services": [service("a", &["a.com"])], "salt": "x"}),
+                "salt",
+                "holds nothing else",
+            ),
+            (
+                json!({"services": [service("a", &["a.com"]), no_match]}),
+                "services[1].match",
+                "required",
+            ),
+            (
+                json!({"services": [service("a", &["a.com"]), service("a", &["b.com"])]}),
+                "services[1].service",
+                "duplicate service name \"a\" (also services[0])",
+            ),
+            (
+                json!({"services": [service("a", &["a.com"]), service("b", &["x.com", "A.com"])]}),
+                "services[1].match.hosts[1]",
+                "already claimed by services[0] (\"a\")",
+            ),
+            (
+                json!({"services": [service("a", &["a.*.com"])]}),
+                "services[0].match.hosts[0]",
+                "not a host",
+            ),
+            (
+                json!({"services": [service("a", &[])]}),
+                "services[0].match.hosts",
+                "at least one host",
+            ),
+            (
+                json!({"services": [service("a", &["a.com"]), bad_weight]}),
+                "services[1].versions[0].weight",
+                "invalid value",
+            ),
+            (
+                json!({"services": [bad_name]}),
+                "services[0].versions[1].name",
+                "duplicate version name",
+            ),
+        ];
+        for (doc, path, says) in cases {
+            let e = compile(&doc).unwrap_err();
+            assert_eq!(e.path, path, "{e}");
+            assert!(e.reason.contains(says), "{e}");
+        }
+        let many: Vec<Value> = (0..=MAX_SERVICES)
+            .map(|i| service(&format!("s{i}"), &[&format!("s{i}.com")]))
+            .collect();
+        let e = compile(&json!({ "services": many })).unwrap_err();
+        assert_eq!(e.path, "services");
+    }
+
+    #[test]
+    fn a_thousand_services_compile_quickly() {
+        let many: Vec<Value> = (0..MAX_SERVICES)
+            .map(|i| service(&format!("s{i}"), &[&format!("s{i}.example.com")]))
+            .collect();
+        let doc = json!({ "services": many }).to_string();
+        let start = std::time::Instant::now();
+        let s = Services::from_json_with_env(doc.as_bytes(), &|_| None).unwrap();
+        assert_eq!(s.plans.len(), MAX_SERVICES);
+        let mut a = b"s999.example.com".to_vec();
+        assert_eq!(s.matcher.find(&mut a, None), Some(999));
+        // Debug build, shared CI cores: a generous bound (it takes a few ms in release).
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    }
+}
