@@ -74,7 +74,8 @@ impl Services {
         }
         let mut plans: Vec<Plan> = Vec::with_capacity(raw.services.len());
         for (i, service) in raw.services.into_iter().enumerate() {
-            let at = |e: ConfigError| ConfigError::new(format!("services[{i}].{}", e.path), e.reason);
+            let at =
+                |e: ConfigError| ConfigError::new(format!("services[{i}].{}", e.path), e.reason);
             if service.match_.is_none() {
                 return Err(ConfigError::new(
                     format!("services[{i}].match"),

@@ -110,14 +110,44 @@ fn refusals_name_the_field() {
         (&["a.*.b"][..], None, "match.hosts[0]", "not a host"),
         (&["*foo.com"][..], None, "match.hosts[0]", "not a host"),
         (&["foo.*"][..], None, "match.hosts[0]", "not a host"),
-        (&["ok.com", "*.*.com"][..], None, "match.hosts[1]", "not a host"),
+        (
+            &["ok.com", "*.*.com"][..],
+            None,
+            "match.hosts[1]",
+            "not a host",
+        ),
         (&["a..b"][..], None, "match.hosts[0]", "not a host"),
         (&["a b"][..], None, "match.hosts[0]", "not a host"),
-        (&["a.com", "A.com:80"][..], None, "match.hosts[1]", "listed twice"),
-        (&["a.com"][..], Some(&[][..]), "match.path_prefixes", "1 to 256"),
-        (&["a.com"][..], Some(&["api"][..]), "match.path_prefixes[0]", "starts with '/'"),
-        (&["a.com"][..], Some(&["/a?b"][..]), "match.path_prefixes[0]", "query"),
-        (&["a.com"][..], Some(&["/a", "/a"][..]), "match.path_prefixes[1]", "listed twice"),
+        (
+            &["a.com", "A.com:80"][..],
+            None,
+            "match.hosts[1]",
+            "listed twice",
+        ),
+        (
+            &["a.com"][..],
+            Some(&[][..]),
+            "match.path_prefixes",
+            "1 to 256",
+        ),
+        (
+            &["a.com"][..],
+            Some(&["api"][..]),
+            "match.path_prefixes[0]",
+            "starts with '/'",
+        ),
+        (
+            &["a.com"][..],
+            Some(&["/a?b"][..]),
+            "match.path_prefixes[0]",
+            "query",
+        ),
+        (
+            &["a.com"][..],
+            Some(&["/a", "/a"][..]),
+            "match.path_prefixes[1]",
+            "listed twice",
+        ),
     ] {
         let e = compile(hosts, prefixes).unwrap_err();
         assert_eq!(e.path, path, "{hosts:?}: {e}");
@@ -141,7 +171,10 @@ fn two_services_cannot_claim_the_same_host_and_prefix() {
     ])
     .unwrap_err();
     assert_eq!(e.path, "services[1].match.hosts[0]");
-    assert!(e.reason.contains("*.example.com with path prefix \"/\""), "{e}");
+    assert!(
+        e.reason.contains("*.example.com with path prefix \"/\""),
+        "{e}"
+    );
     // The same host with other prefixes, and an exact host under a wildcard, are fine.
     matcher(&[
         ("shop", &["shop.example.com"], None),
