@@ -81,6 +81,7 @@ fn valid_name(host: &str) -> bool {
                 .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.');
     }
     !host.is_empty()
+        && host.len() <= MAX_LEN
         && !host.starts_with('.')
         && !host.ends_with('.')
         && !host.contains("..")
@@ -92,46 +93,34 @@ fn valid_name(host: &str) -> bool {
 impl Match {
     /// Compiles a written `match`; refusals name `match.hosts[i]` / `match.path_prefixes[i]`.
     pub fn compile(raw: RawMatch) -> Result<Match, ConfigError> {
-        if raw.hosts.is_empty() {
+        if raw.hosts.is_empty() || raw.hosts.len() > MAX_HOSTS {
             return Err(ConfigError::new(
                 "match.hosts",
-                "at least one host is required (an exact name or a *.suffix wildcard)",
-            ));
-        }
-        if raw.hosts.len() > MAX_HOSTS {
-            return Err(ConfigError::new(
-                "match.hosts",
-                format!("at most {MAX_HOSTS} hosts per service"),
+                "1 to 256 hosts: at least one host is required",
             ));
         }
         let mut hosts: Vec<HostPattern> = Vec::with_capacity(raw.hosts.len());
-        for (i, written) in raw.hosts.iter().enumerate() {
-            let path = format!("match.hosts[{i}]");
-            let lower = written.to_ascii_lowercase();
-            let name = std::str::from_utf8(strip_port(lower.as_bytes())).unwrap_or("");
+        for (i, mut name) in raw.hosts.into_iter().enumerate() {
+            name.make_ascii_lowercase();
+            let end = strip_port(name.as_bytes()).len();
+            name.truncate(end);
             let pattern = match name.strip_prefix("*.") {
                 Some(suffix) if valid_name(suffix) && !suffix.starts_with('[') => {
                     HostPattern::Wildcard(suffix.to_string())
                 }
-                None if valid_name(name) => HostPattern::Exact(name.to_string()),
+                None if valid_name(&name) => HostPattern::Exact(name),
                 _ => {
                     return Err(ConfigError::new(
-                        path,
-                        format!(
-                            "{written:?} is not a host: use an exact name (letters, digits, '-', \
-                             '.', '_'; an IPv6 literal in brackets) or a wildcard *.suffix \
-                             (a leading \"*.\" only)"
-                        ),
+                        format!("match.hosts[{i}]"),
+                        "not a host: an exact name (letters, digits, '-', '.', '_'; an IPv6 \
+                         literal in brackets) or a wildcard *.suffix (a leading \"*.\" only)",
                     ))
                 }
             };
-            if name.len() > MAX_LEN {
-                return Err(ConfigError::new(path, "longer than 1024 bytes"));
-            }
-            if let Some(j) = hosts.iter().position(|h| *h == pattern) {
+            if hosts.contains(&pattern) {
                 return Err(ConfigError::new(
-                    path,
-                    format!("{written:?} is listed twice (also match.hosts[{j}])"),
+                    format!("match.hosts[{i}]"),
+                    "listed twice",
                 ));
             }
             hosts.push(pattern);
@@ -141,30 +130,26 @@ impl Match {
         if written.is_empty() || written.len() > MAX_PREFIXES {
             return Err(ConfigError::new(
                 "match.path_prefixes",
-                format!("1 to {MAX_PREFIXES} prefixes, or leave the field out (every path)"),
+                "1 to 256 prefixes, or leave the field out (every path)",
             ));
         }
         for (i, p) in written.iter().enumerate() {
-            let path = format!("match.path_prefixes[{i}]");
-            if !p.starts_with('/')
+            let problem = if !p.starts_with('/')
                 || p.len() > MAX_LEN
                 || p.bytes()
                     .any(|c| c <= b' ' || c == b'?' || c == b'#' || c == 0x7f)
             {
-                return Err(ConfigError::new(
-                    path,
-                    format!(
-                        "{p:?} is not a path prefix: it starts with '/', has no query ('?'), \
-                         fragment ('#'), space or control character"
-                    ),
-                ));
-            }
-            if let Some(j) = written.iter().take(i).position(|o| o == p) {
-                return Err(ConfigError::new(
-                    path,
-                    format!("{p:?} is listed twice (also match.path_prefixes[{j}])"),
-                ));
-            }
+                "not a path prefix: it starts with '/', has no query ('?'), fragment ('#'), \
+                 space or control character"
+            } else if written.iter().take(i).any(|o| o == p) {
+                "listed twice"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::new(
+                format!("match.path_prefixes[{i}]"),
+                problem,
+            ));
         }
         Ok(Match {
             hosts,
@@ -188,41 +173,53 @@ type Routes = Vec<(Box<[u8]>, u32)>;
 /// An open-addressing hash table from a host (or wildcard suffix) to its routes.
 #[derive(Debug, Default)]
 struct Table {
-    /// Power-of-two sized; 0 = empty, else 1 + an index into `entries`.
+    /// Power-of-two sized, at least twice the keys; 0 = empty, else 1 + an index into `entries`.
     slots: Vec<u32>,
     entries: Vec<(Box<[u8]>, Routes)>,
 }
 
 impl Table {
-    fn build(entries: Vec<(Box<[u8]>, Routes)>) -> Table {
-        let size = (entries.len() * 2).max(1).next_power_of_two();
-        let mut slots = vec![0u32; size];
-        let mask = size - 1;
-        for (n, (key, _)) in entries.iter().enumerate() {
-            let mut i = fnv(key) as usize & mask;
-            while let Some(slot) = slots.get_mut(i) {
-                if *slot == 0 {
-                    *slot = n as u32 + 1;
-                    break;
-                }
-                i = (i + 1) & mask;
-            }
+    /// A table for at most `keys` keys.
+    fn with_capacity(keys: usize) -> Table {
+        Table {
+            slots: vec![0; (keys * 2).max(1).next_power_of_two()],
+            entries: Vec::new(),
         }
-        Table { slots, entries }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Routes> {
-        let mask = self.slots.len().checked_sub(1)?;
+    /// The slot where `key` is or would go, and its entry when present. At most half the slots
+    /// are taken: an empty one ends every probe sequence.
+    fn probe(&self, key: &[u8]) -> (usize, Option<usize>) {
+        let mask = self.slots.len().saturating_sub(1);
         let mut i = fnv(key) as usize & mask;
-        // At most half the slots are taken: an empty one ends every probe sequence.
         loop {
-            let n = (*self.slots.get(i)? as usize).checked_sub(1)?;
-            let (k, routes) = self.entries.get(n)?;
-            if **k == *key {
-                return Some(routes);
+            let n = match self.slots.get(i) {
+                Some(&n) if n > 0 => n as usize - 1,
+                _ => return (i, None),
+            };
+            if self.entries.get(n).is_some_and(|(k, _)| **k == *key) {
+                return (i, Some(n));
             }
             i = (i + 1) & mask;
         }
+    }
+
+    /// The routes of `key`, added empty if new.
+    fn entry(&mut self, key: &[u8]) -> Option<&mut Routes> {
+        let n = match self.probe(key) {
+            (_, Some(n)) => n,
+            (i, None) => {
+                *self.slots.get_mut(i)? = self.entries.len() as u32 + 1;
+                self.entries.push((key.into(), Vec::new()));
+                self.entries.len() - 1
+            }
+        };
+        self.entries.get_mut(n).map(|(_, r)| r)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Routes> {
+        let n = self.probe(key).1?;
+        self.entries.get(n).map(|(_, r)| r)
     }
 }
 
@@ -245,57 +242,68 @@ impl Matcher {
         }
     }
 
-    /// The matcher over `services` (name, match), in order. `path(i)` is the field path of
-    /// service `i`'s `match` (`services[i].match`, or `match` for a single service). Refuses two
+    /// The matcher over `services` (name, match), in order. `path(i)` is the field path prefix of
+    /// service `i` (`services[i].`, or empty for a single service). Refuses two
     /// services claiming the same host with the same prefix.
     pub fn build(
         services: &[(&str, &Match)],
         path: &dyn Fn(usize) -> String,
     ) -> Result<Matcher, ConfigError> {
-        // (host key, is wildcard) -> routes, with the first claim of each (host, prefix) kept.
-        let mut exact: Vec<(Box<[u8]>, Routes)> = Vec::new();
-        let mut wildcard: Vec<(Box<[u8]>, Routes)> = Vec::new();
-        let mut index: std::collections::BTreeMap<(&[u8], bool), usize> = Default::default();
+        let count = |wild: bool| {
+            services
+                .iter()
+                .flat_map(|(_, m)| &m.hosts)
+                .filter(|h| matches!(h, HostPattern::Wildcard(_)) == wild)
+                .count()
+        };
+        let mut exact = Table::with_capacity(count(false));
+        let mut wildcard = Table::with_capacity(count(true));
         for (s, (_, m)) in services.iter().enumerate() {
             for (h, pattern) in m.hosts.iter().enumerate() {
-                let (key, wild, list) = match pattern {
-                    HostPattern::Exact(k) => (k.as_bytes(), false, &mut exact),
-                    HostPattern::Wildcard(k) => (k.as_bytes(), true, &mut wildcard),
+                let (key, shown, table) = match pattern {
+                    HostPattern::Exact(k) => (k, "", &mut exact),
+                    HostPattern::Wildcard(k) => (k, "*.", &mut wildcard),
                 };
-                let at = *index.entry((key, wild)).or_insert_with(|| {
-                    list.push((key.into(), Vec::new()));
-                    list.len() - 1
-                });
-                let Some((_, routes)) = list.get_mut(at) else {
+                let Some(routes) = table.entry(key.as_bytes()) else {
                     continue;
                 };
                 for prefix in &m.path_prefixes {
-                    if let Some((_, other)) = routes.iter().find(|(p, _)| **p == *prefix.as_bytes())
-                    {
+                    let p = prefix.as_bytes();
+                    if let Some((_, other)) = routes.iter().find(|(q, _)| **q == *p) {
                         let o = *other as usize;
                         let name = services.get(o).map_or("", |(n, _)| n);
-                        let shown = if wild { "*." } else { "" };
+                        let mut why = String::new();
+                        for part in [
+                            shown,
+                            key,
+                            " with path prefix ",
+                            prefix,
+                            " is already claimed by ",
+                            path(o).trim_end_matches('.'),
+                            " (",
+                            name,
+                            "); two services cannot share a host and prefix",
+                        ] {
+                            why.push_str(part);
+                        }
                         return Err(ConfigError::new(
-                            format!("{}.hosts[{h}]", path(s)),
-                            format!(
-                                "{shown}{} with path prefix {prefix:?} is already claimed by \
-                                 {} ({name:?}); two services cannot share a host and prefix",
-                                String::from_utf8_lossy(key),
-                                path(o).trim_end_matches(".match")
-                            ),
+                            format!("{}match.hosts[{h}]", path(s)),
+                            why,
                         ));
                     }
-                    routes.push((prefix.as_bytes().into(), s as u32));
+                    // Longest first.
+                    let at = routes
+                        .iter()
+                        .position(|(q, _)| q.len() < p.len())
+                        .unwrap_or(routes.len());
+                    routes.insert(at, (p.into(), s as u32));
                 }
             }
         }
-        for (_, routes) in exact.iter_mut().chain(wildcard.iter_mut()) {
-            routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        }
         Ok(Matcher {
             everything: None,
-            exact: Table::build(exact),
-            wildcard: Table::build(wildcard),
+            exact,
+            wildcard,
             reads_path: services.iter().any(|(_, m)| m.reads_path),
         })
     }

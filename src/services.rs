@@ -6,21 +6,13 @@
 
 use crate::check::ConfigError;
 use crate::config::RawConfig;
-use crate::json::{find, Pointer};
+use crate::json::{name_matches, Scanner};
 use crate::matcher::{Match, Matcher};
 use crate::plan::Plan;
-use serde::Deserialize;
 
 /// Most services one plugin instance may carry. Configure time, memory and the metrics Envoy
 /// keeps grow with it (README "Performance"); the lookup per request does not.
 pub const MAX_SERVICES: usize = 1000;
-
-/// A multi-service document as written: nothing else at the top level.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServices {
-    services: Vec<RawConfig>,
-}
 
 /// Every service of a plugin instance, compiled, and which request is whose.
 #[derive(Debug)]
@@ -30,9 +22,17 @@ pub struct Services {
     pub matcher: Matcher,
 }
 
-/// The document has a top-level `services` member.
-fn lists_services(bytes: &[u8]) -> bool {
-    Pointer::parse("/services").is_ok_and(|p| matches!(find(bytes, &p), Ok(Some(_))))
+/// The top-level members of a document (raw name, value offset); `None` when it is not a
+/// well-formed object (the single-service reader then says what is wrong).
+fn members(bytes: &[u8]) -> Option<Vec<(&[u8], usize)>> {
+    let mut s = Scanner {
+        doc: bytes,
+        pos: 0,
+        depth: 0,
+    };
+    let members = s.children().ok()?;
+    s.skip_ws();
+    s.peek().is_none().then_some(members)
 }
 
 impl Services {
@@ -41,39 +41,49 @@ impl Services {
         bytes: &[u8],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Services, ConfigError> {
-        if !lists_services(bytes) {
+        let members = members(bytes).unwrap_or_default();
+        let services = members
+            .iter()
+            .find(|(name, _)| name_matches(name, b"services"));
+        let Some(&(_, at)) = services else {
             let plan = Plan::from_json_with_env(bytes, env)?;
             let matcher = match &plan.match_ {
                 None => Matcher::everything(),
-                Some(m) => Matcher::build(&[(&plan.service, m)], &|_| "match".to_string())?,
+                Some(m) => Matcher::build(&[(&plan.service, m)], &|_| String::new())?,
             };
             return Ok(Services {
                 plans: vec![plan],
                 matcher,
             });
-        }
-        let raw: RawServices = crate::de::from_slice(bytes).map_err(|e| {
-            if e.path.starts_with("services") || e.path == "(root)" {
-                e
-            } else {
-                let reason = format!(
-                    "a document with \"services\" holds nothing else; {} belongs inside each service ({})",
-                    e.path, e.reason
-                );
-                ConfigError::new(e.path, reason)
-            }
-        })?;
-        if raw.services.is_empty() || raw.services.len() > MAX_SERVICES {
+        };
+        if let Some((name, _)) = members
+            .iter()
+            .find(|(name, _)| !name_matches(name, b"services"))
+        {
+            let name = String::from_utf8_lossy(name);
             return Err(ConfigError::new(
-                "services",
-                format!(
-                    "{} services listed; 1 to {MAX_SERVICES} are allowed",
-                    raw.services.len()
-                ),
+                name.as_ref(),
+                "a document with \"services\" holds nothing else: this field belongs inside each service",
             ));
         }
-        let mut plans: Vec<Plan> = Vec::with_capacity(raw.services.len());
-        for (i, service) in raw.services.into_iter().enumerate() {
+        let elements = Scanner {
+            doc: bytes,
+            pos: at,
+            depth: 0,
+        }
+        .children()
+        .ok()
+        .filter(|_| bytes.get(at) == Some(&b'['))
+        .ok_or_else(|| ConfigError::new("services", "expected an array of services"))?;
+        if elements.is_empty() || elements.len() > MAX_SERVICES {
+            return Err(ConfigError::new(
+                "services",
+                "1 to 1000 services are allowed",
+            ));
+        }
+        let mut plans: Vec<Plan> = Vec::with_capacity(elements.len());
+        for (i, &(_, start)) in elements.iter().enumerate() {
+            let service: RawConfig = crate::de::from_element(bytes, start, "services", i)?;
             let at =
                 |e: ConfigError| ConfigError::new(format!("services[{i}].{}", e.path), e.reason);
             if service.match_.is_none() {
@@ -100,7 +110,7 @@ impl Services {
             .iter()
             .filter_map(|p| Some((p.service.as_str(), p.match_.as_ref()?)))
             .collect();
-        let matcher = Matcher::build(&matches, &|i| format!("services[{i}].match"))?;
+        let matcher = Matcher::build(&matches, &|i| format!("services[{i}]."))?;
         Ok(Services { plans, matcher })
     }
 
@@ -181,6 +191,7 @@ mod tests {
         bad_name["versions"][1]["name"] = json!("canary");
         let cases = [
             (json!({"services": []}), "services", "1 to 1000"),
+            (json!({"services": {}}), "services", "expected an array"),
             (
                 json!({"services": [service("a", &["a.com"])], "salt": "x"}),
                 "salt",
@@ -199,7 +210,7 @@ mod tests {
             (
                 json!({"services": [service("a", &["a.com"]), service("b", &["x.com", "A.com"])]}),
                 "services[1].match.hosts[1]",
-                "already claimed by services[0] (\"a\")",
+                "already claimed by services[0] (a)",
             ),
             (
                 json!({"services": [service("a", &["a.*.com"])]}),

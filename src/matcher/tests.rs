@@ -9,7 +9,7 @@ fn compile(hosts: &[&str], prefixes: Option<&[&str]>) -> Result<Match, ConfigErr
 }
 
 fn services_path(i: usize) -> String {
-    format!("services[{i}].match")
+    format!("services[{i}].")
 }
 
 fn matcher(services: &[(&str, &[&str], Option<&[&str]>)]) -> Result<Matcher, ConfigError> {
@@ -163,7 +163,7 @@ fn two_services_cannot_claim_the_same_host_and_prefix() {
     ])
     .unwrap_err();
     assert_eq!(e.path, "services[1].match.hosts[1]");
-    assert!(e.reason.contains("services[0] (\"shop\")"), "{e}");
+    assert!(e.reason.contains("services[0] (shop)"), "{e}");
     // The explicit "/" is the implicit one.
     let e = matcher(&[
         ("shop", &["*.example.com"], None),
@@ -172,7 +172,7 @@ fn two_services_cannot_claim_the_same_host_and_prefix() {
     .unwrap_err();
     assert_eq!(e.path, "services[1].match.hosts[0]");
     assert!(
-        e.reason.contains("*.example.com with path prefix \"/\""),
+        e.reason.contains("*.example.com with path prefix / is"),
         "{e}"
     );
     // The same host with other prefixes, and an exact host under a wildcard, are fine.
