@@ -12,7 +12,10 @@ fn services_path(i: usize) -> String {
     format!("services[{i}].")
 }
 
-fn matcher(services: &[(&str, &[&str], Option<&[&str]>)]) -> Result<Matcher, ConfigError> {
+/// (service name, hosts, path prefixes).
+type Written<'a> = (&'a str, &'a [&'a str], Option<&'a [&'a str]>);
+
+fn matcher(services: &[Written<'_>]) -> Result<Matcher, ConfigError> {
     let compiled: Vec<(String, Match)> = services
         .iter()
         .map(|(n, h, p)| (n.to_string(), compile(h, *p).unwrap()))

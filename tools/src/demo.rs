@@ -620,7 +620,8 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             let tripped_before = brake.is_some();
             watch_brake(&scrape, &trip, &mut first_canary_order, &mut brake);
             if brake.is_some() && !tripped_before {
-                trip_at_requests = Some((requests_done + 3 * done.load(Ordering::Relaxed)) as f64);
+                trip_at_requests =
+                    Some((requests_done + 3 * done.load(Ordering::Relaxed)) as f64);
             }
             if last_sample.elapsed() > Duration::from_millis(100) {
                 points.push(sample(
