@@ -267,3 +267,50 @@ proptest! {
         }
     }
 }
+
+/// The lookup's own cost at 1 to 1 000 services (ns per `find`, requests spread over every
+/// host): `cargo test --release -p sticky-canary --lib lookup_cost -- --ignored --nocapture`.
+/// Prints, asserts nothing about speed.
+#[test]
+#[ignore]
+fn lookup_cost_per_size() {
+    for n in [1usize, 10, 100, 1000] {
+        let compiled: Vec<(String, Match)> = (0..n)
+            .map(|i| {
+                let hosts = vec![format!("s{i}.bench.example"), format!("*.s{i}.example.org")];
+                (
+                    format!("s{i}"),
+                    Match::compile(RawMatch {
+                        hosts,
+                        path_prefixes: None,
+                    })
+                    .unwrap(),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &Match)> = compiled.iter().map(|(s, m)| (s.as_str(), m)).collect();
+        let m = Matcher::build(&refs, &services_path).unwrap();
+        let authorities: Vec<Vec<u8>> = (0..1000)
+            .map(|j| {
+                if j % 2 == 0 {
+                    format!("S{}.bench.example:443", j % n).into_bytes()
+                } else {
+                    format!("www.eu.s{}.example.org", j % n).into_bytes()
+                }
+            })
+            .collect();
+        let rounds = 2000;
+        let mut buf = authorities.clone();
+        let start = std::time::Instant::now();
+        let mut found = 0usize;
+        for _ in 0..rounds {
+            for (a, b) in authorities.iter().zip(buf.iter_mut()) {
+                b.copy_from_slice(a);
+                found += usize::from(m.find(b, None).is_some());
+            }
+        }
+        let ns = start.elapsed().as_nanos() as f64 / (rounds * authorities.len()) as f64;
+        assert_eq!(found, rounds * authorities.len());
+        println!("LOOKUP {n:>5} services: {ns:.1} ns per lookup (exact and wildcard hosts, half each)");
+    }
+}

@@ -11,7 +11,8 @@
 //! a fixed order, and the median of the rounds is reported. The reference row, `single`, is
 //! today's single-service document without `match` (no `:authority` read).
 //!
-//! Knobs: `SERVICES_SIZES` (default `1,10,100,1000`), `BENCH_ROUNDS` (default 3),
+//! Knobs: `SERVICES_SIZES` (default `1,10,100,1000`), `SERVICES_HOSTS` (requests spread over at
+//! most this many of the services; default all), `BENCH_ROUNDS` (default 3),
 //! `BENCH_SECONDS` (default 2), `BENCH_CONNECTIONS` (default 32).
 
 use super::measure::{measure, startup_from_log, Spread};
@@ -184,7 +185,10 @@ pub fn services(stop: &AtomicBool) -> Result<Vec<ServicesPoint>, String> {
             format!("s{}", n.saturating_sub(1))
         });
         let script = out_dir.join(format!("wrk-services-{label}.lua"));
-        write(&script, &wrk_script_hosts(n.unwrap_or(1)))?;
+        // SERVICES_HOSTS: spread the requests over at most this many services (default: all), to
+        // tell the lookup's cost from the cache footprint of touching every service.
+        let spread = env_num("SERVICES_HOSTS", usize::MAX);
+        write(&script, &wrk_script_hosts(n.unwrap_or(1).min(spread)))?;
         let point = ServicesPoint {
             services: label.clone(),
             cpu_us_per_request: Spread::default(),
