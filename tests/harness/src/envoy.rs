@@ -145,9 +145,19 @@ pub fn wasm_plugin_config(doc: &Value) -> Option<String> {
 /// without a sticky-canary filter.
 pub fn metrics_flush_of(doc: &Value) -> Duration {
     wasm_plugin_config(doc).map_or(Duration::ZERO, |json| {
-        // One service or several (`services`: their common tick, the smallest interval).
-        let ms = Services::from_json_with_env(json.as_bytes(), &|_| None)
-            .map_or(DEFAULT_METRICS_FLUSH_MS, |s| s.tick_ms());
+        // One service or several (`services`): batched counters reach Envoy on the plugin's
+        // tick, the smallest non-zero interval; 0 when every service counts at once.
+        let ms = Services::from_json_with_env(json.as_bytes(), &|_| None).map_or(
+            DEFAULT_METRICS_FLUSH_MS,
+            |s| {
+                s.plans
+                    .iter()
+                    .map(|p| p.metrics_flush_ms)
+                    .filter(|&ms| ms > 0)
+                    .min()
+                    .unwrap_or(0)
+            },
+        );
         Duration::from_millis(u64::from(ms))
     })
 }
