@@ -5,7 +5,7 @@
 //! Every refusal in a multi-service document names the service: `services[2].versions[0].weight`.
 
 use crate::check::ConfigError;
-use crate::config::RawConfig;
+use crate::config::{parse, RawConfig};
 use crate::json::{name_matches, Scanner};
 use crate::matcher::{Match, Matcher};
 use crate::plan::Plan;
@@ -45,58 +45,66 @@ impl Services {
         let services = members
             .iter()
             .find(|(name, _)| name_matches(name, b"services"));
-        let Some(&(_, at)) = services else {
-            let plan = Plan::from_json_with_env(bytes, env)?;
-            let matcher = match &plan.match_ {
-                None => Matcher::everything(),
-                Some(m) => Matcher::build(&[(&plan.service, m)], &|_| String::new())?,
-            };
-            return Ok(Services {
-                plans: vec![plan],
-                matcher,
-            });
-        };
-        if let Some((name, _)) = members
-            .iter()
-            .find(|(name, _)| !name_matches(name, b"services"))
-        {
-            let name = String::from_utf8_lossy(name);
-            return Err(ConfigError::new(
-                name.as_ref(),
-                "a document with \"services\" holds nothing else: this field belongs inside each service",
-            ));
-        }
-        let elements = Scanner {
-            doc: bytes,
-            pos: at,
-            depth: 0,
-        }
-        .children()
-        .ok()
-        .filter(|_| bytes.get(at) == Some(&b'['))
-        .ok_or_else(|| ConfigError::new("services", "expected an array of services"))?;
-        if elements.is_empty() || elements.len() > MAX_SERVICES {
-            return Err(ConfigError::new(
-                "services",
-                "1 to 1000 services are allowed",
-            ));
-        }
-        let mut plans: Vec<Plan> = Vec::with_capacity(elements.len());
-        for (i, &(_, start)) in elements.iter().enumerate() {
-            let service: RawConfig = crate::de::from_element(bytes, start, "services", i)?;
-            let at =
-                |e: ConfigError| ConfigError::new(format!("services[{i}].{}", e.path), e.reason);
-            if service.match_.is_none() {
+        // The single-service document is the one service at offset 0, read as it always was.
+        let single = services.is_none();
+        let mut starts = vec![0];
+        if let Some(&(_, at)) = services {
+            if let Some((name, _)) = members
+                .iter()
+                .find(|(name, _)| !name_matches(name, b"services"))
+            {
                 return Err(ConfigError::new(
-                    format!("services[{i}].match"),
+                    String::from_utf8_lossy(name).as_ref(),
+                    "a document with \"services\" holds nothing else: this field belongs inside \
+                     each service",
+                ));
+            }
+            starts = Scanner {
+                doc: bytes,
+                pos: at,
+                depth: 0,
+            }
+            .children()
+            .ok()
+            .filter(|_| bytes.get(at) == Some(&b'['))
+            .ok_or_else(|| ConfigError::new("services", "expected an array of services"))?
+            .into_iter()
+            .map(|(_, start)| start)
+            .collect();
+            if starts.is_empty() || starts.len() > MAX_SERVICES {
+                return Err(ConfigError::new(
+                    "services",
+                    "1 to 1000 services are allowed",
+                ));
+            }
+        }
+        let prefix = |i: usize| {
+            if single {
+                String::new()
+            } else {
+                format!("services[{i}].")
+            }
+        };
+        let mut plans: Vec<Plan> = Vec::with_capacity(starts.len());
+        for (i, &start) in starts.iter().enumerate() {
+            let service: RawConfig = if single {
+                parse(bytes)?
+            } else {
+                crate::de::from_element(bytes, start, "services", i)?
+            };
+            let at = |path: &str| prefix(i) + path;
+            if service.match_.is_none() && !single {
+                return Err(ConfigError::new(
+                    at("match"),
                     "required when the document lists services: the hosts (and path prefixes) \
                      whose requests are this service's",
                 ));
             }
-            let plan = Plan::compile(service, env).map_err(at)?;
+            let plan =
+                Plan::compile(service, env).map_err(|e| ConfigError::new(at(&e.path), e.reason))?;
             if let Some(j) = plans.iter().position(|p| p.service == plan.service) {
                 return Err(ConfigError::new(
-                    format!("services[{i}].service"),
+                    at("service"),
                     format!(
                         "duplicate service name {:?} (also services[{j}]); each service has its \
                          own metrics, salt and guard record",
@@ -106,11 +114,16 @@ impl Services {
             }
             plans.push(plan);
         }
-        let matches: Vec<(&str, &Match)> = plans
-            .iter()
-            .filter_map(|p| Some((p.service.as_str(), p.match_.as_ref()?)))
-            .collect();
-        let matcher = Matcher::build(&matches, &|i| format!("services[{i}]."))?;
+        let matcher = match plans.as_slice() {
+            [p] if p.match_.is_none() => Matcher::everything(),
+            _ => {
+                let matches: Vec<(&str, &Match)> = plans
+                    .iter()
+                    .filter_map(|p| Some((p.service.as_str(), p.match_.as_ref()?)))
+                    .collect();
+                Matcher::build(&matches, &prefix)?
+            }
+        };
         Ok(Services { plans, matcher })
     }
 

@@ -5,7 +5,11 @@
 //! in-memory host. Nothing here imports `proxy_wasm`.
 //!
 //! [`Root::on_configure`] compiles the configuration and defines every metric once; per request,
-//! [`Stream`] asks the plan for a decision, writes headers and counts. Failure policy on the
+//! [`Stream`] asks the plan for a decision, writes headers and counts. A plugin carrying several
+//! services (`{"services": [...]}`, or one service with `match`) keeps one `Active` per service
+//! and the [`crate::matcher::Matcher`]; a stream picks its service at `on_request_headers` (one
+//! `:authority` read, one `:path` read only when some service has path prefixes), and a request
+//! no service claims goes on exactly as it came, counted once in `canary_unmatched_total`. Failure policy on the
 //! request path: a header that cannot be read counts as absent (the request falls through to the
 //! next source, then to the default version); a header or metric that cannot be written is logged
 //! and the request continues.

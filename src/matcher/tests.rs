@@ -311,6 +311,8 @@ fn lookup_cost_per_size() {
         }
         let ns = start.elapsed().as_nanos() as f64 / (rounds * authorities.len()) as f64;
         assert_eq!(found, rounds * authorities.len());
-        println!("LOOKUP {n:>5} services: {ns:.1} ns per lookup (exact and wildcard hosts, half each)");
+        println!(
+            "LOOKUP {n:>5} services: {ns:.1} ns per lookup (exact and wildcard hosts, half each)"
+        );
     }
 }
