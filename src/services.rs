@@ -54,7 +54,7 @@ impl Services {
                 .find(|(name, _)| !name_matches(name, b"services"))
             {
                 return Err(ConfigError::new(
-                    String::from_utf8_lossy(name).as_ref(),
+                    std::str::from_utf8(name).unwrap_or("(a member)"),
                     "a document with \"services\" holds nothing else: this field belongs inside \
                      each service",
                 ));
