@@ -32,7 +32,7 @@ GUARD_AA_SECONDS ?= 600
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit install test-e2e test-matrix fuzz bench bench-quick simulate guard-aa soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services simulate guard-aa soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -154,6 +154,10 @@ bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor
 
 bench-quick: ## make bench in about a minute (3 rounds × 1 s, 1 start-up): a rough look while developing
 	$(MAKE) --no-print-directory bench BENCH_ROUNDS=3 BENCH_SECONDS=1 BENCH_STARTS=1
+
+bench-services: build envoy bench-tools ## One gateway, 1/10/100/1000 services: CPU per request, config load time, wasm memory (SERVICES_SIZES, BENCH_ROUNDS=3) → target/bench/services.json
+	BENCH_ROUNDS=$(or $(SERVICES_ROUNDS),3) BENCH_SECONDS=$(BENCH_SECONDS) \
+	  cargo run --quiet -p sticky-canary-tools --bin sticky-canary-bench -- services
 
 guard-aa: build envoy ## The brake on an A/A pair under a real Envoy (4 workers) for 10 minutes: no false trip (GUARD_AA_SECONDS=600)
 	STICKY_CANARY_AA_SECONDS=$(GUARD_AA_SECONDS) cargo test -p sticky-canary-harness --test guard an_aa_pair_never_trips -- --nocapture

@@ -11,6 +11,7 @@ use crate::assign::{RawAssignCookie, RawHold};
 use crate::business::RawRule;
 use crate::grpc::RawGrpc;
 use crate::guard::RawGuard;
+use crate::matcher::RawMatch;
 use crate::stage::{RawOverride, RawPin};
 use serde::Deserialize;
 
@@ -33,6 +34,10 @@ pub const MAX_METRICS_FLUSH_MS: u32 = 60_000;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub service: String,
+    /// The requests that are this service's (hosts, path prefixes); every request when absent
+    /// (a single-service document only).
+    #[serde(default, rename = "match")]
+    pub match_: Option<RawMatch>,
     #[serde(default)]
     pub salt: Option<String>,
     pub versions: Vec<RawVersion>,

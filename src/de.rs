@@ -32,21 +32,43 @@ use std::fmt;
 ///
 /// A [`ConfigError`] naming the field path (`(root)` for the document) and the reason.
 pub(crate) fn from_slice<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ConfigError> {
-    let mut p = Parser {
-        s: Scanner {
-            doc: bytes,
-            pos: 0,
-            depth: 0,
-        },
-        path: Vec::new(),
-    };
-    let value = T::deserialize(&mut p).map_err(|e| p.refusal(e))?;
+    let (value, mut p) = read(bytes, 0, Vec::new())?;
     p.s.skip_ws();
     if p.s.peek().is_some() {
         p.path.clear();
         return Err(p.refusal(Error::msg("after the JSON object: trailing characters")));
     }
     Ok(value)
+}
+
+/// Parses the value at byte `start` of `bytes`, element `index` of the top-level array `member`
+/// (a service of a multi-service document): refusals name `member[index].field` and the line
+/// and column in the whole document.
+pub(crate) fn from_element<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    start: usize,
+    member: &str,
+    index: usize,
+) -> Result<T, ConfigError> {
+    let path = vec![Segment::Key(member.to_string()), Segment::Index(index)];
+    read(bytes, start, path).map(|(value, _)| value)
+}
+
+fn read<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    start: usize,
+    path: Vec<Segment>,
+) -> Result<(T, Parser<'de>), ConfigError> {
+    let mut p = Parser {
+        s: Scanner {
+            doc: bytes,
+            pos: start,
+            depth: 0,
+        },
+        path,
+    };
+    let value = T::deserialize(&mut p).map_err(|e| p.refusal(e))?;
+    Ok((value, p))
 }
 
 /// The deserializer's error: a reason, and the field when serde reports it missing (serde

@@ -10,16 +10,20 @@
 //! - [`stats`]: the statistical tests the gate (and later the filter) runs — a leaf;
 //! - [`assign`] (check): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check): override and pins;
 //!   [`business`] (check, decimal, json): business rules and body gating;
+//! - [`matcher`] (check): a service's `match` (hosts, path prefixes) and the per-request lookup of
+//!   the service among many;
 //! - `de` (check, json): the configuration's serde deserializer, which keeps the field path;
 //! - [`grpc`] (check): the `grpc` block, gRPC content types and `grpc-status` labels — a leaf;
 //! - [`guard`] (business, check, grpc, stats): the brake's `guard` block, compiled, its judgement and
 //!   its shared-data record;
-//! - [`config`] (assign, business, check, de, grpc, guard, stage): the JSON schema users write, parsed;
+//! - [`config`] (assign, business, check, de, grpc, guard, matcher, stage): the JSON schema users write, parsed;
 //! - [`decision`] (assign): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
-//! - [`plan`] (assign, business, check, config, cookie, decision, grpc, guard, stage): the compiled [`plan::Plan`]
+//! - [`plan`] (assign, business, check, config, cookie, decision, grpc, guard, matcher, stage): the compiled [`plan::Plan`]
 //!   and its routing decision;
+//! - [`services`] (check, config, de, json, matcher, plan): the plugin's document, one service or
+//!   `{"services": [...]}`, compiled into plans and their [`matcher::Matcher`];
 //! - [`metrics`] (business, decision, grpc, plan): metric names and the per-version catalogue;
-//! - [`filter`] (assign, business, decision, grpc, guard, headers, metrics, plan): the request/response logic,
+//! - [`filter`] (assign, business, decision, grpc, guard, headers, matcher, metrics, plan, services): the request/response logic,
 //!   against the [`filter::Host`] trait (a fake host in its unit tests);
 //! - `host` (filter, metrics; wasm32 only): the one adapter to the proxy-wasm ABI.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -36,8 +40,10 @@ pub mod grpc;
 pub mod guard;
 pub mod headers;
 pub mod json;
+pub mod matcher;
 pub mod metrics;
 pub mod plan;
+pub mod services;
 pub mod stage;
 pub mod stats;
 

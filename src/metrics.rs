@@ -29,6 +29,8 @@ pub mod names {
     pub const BUSINESS_PREFIX: &str = "canary_business_";
     /// Requests per version and reason (`reason`).
     pub const REQUESTS: &str = "canary_requests_total";
+    /// Requests that matched no service of a plugin with `match` (no labels; per Envoy).
+    pub const UNMATCHED: &str = "canary_unmatched_total";
     /// Responses per version and code class (`code_class`).
     pub const RESPONSES: &str = "canary_responses_total";
     /// A version's configured weight (gauge).

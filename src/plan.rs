@@ -16,6 +16,7 @@ use crate::cookie;
 use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};
 use crate::grpc::Grpc;
 use crate::guard::Guard;
+use crate::matcher::Match;
 use crate::stage::{compile_override, compile_pins, Override, Pin};
 
 /// Where a session key comes from, compiled.
@@ -38,6 +39,8 @@ pub struct Version {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub service: String,
+    /// The requests that are this service's; `None`: every request.
+    pub match_: Option<Match>,
     /// Salt bytes hashed before the session key.
     pub salt: Vec<u8>,
     pub versions: Vec<Version>,
@@ -185,6 +188,7 @@ impl Plan {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Plan, ConfigError> {
         check_label("service", &raw.service)?;
+        let match_ = raw.match_.map(Match::compile).transpose()?;
 
         if raw.versions.is_empty() {
             return Err(ConfigError::new(
@@ -384,6 +388,7 @@ impl Plan {
             guard,
             write_methods,
             grpc,
+            match_,
             service: raw.service,
             salt,
             versions,

@@ -5,7 +5,11 @@
 //! in-memory host. Nothing here imports `proxy_wasm`.
 //!
 //! [`Root::on_configure`] compiles the configuration and defines every metric once; per request,
-//! [`Stream`] asks the plan for a decision, writes headers and counts. Failure policy on the
+//! [`Stream`] asks the plan for a decision, writes headers and counts. A plugin carrying several
+//! services (`{"services": [...]}`, or one service with `match`) keeps one `Active` per service
+//! and the [`crate::matcher::Matcher`]; a stream picks its service at `on_request_headers` (one
+//! `:authority` read, one `:path` read only when some service has path prefixes), and a request
+//! no service claims goes on exactly as it came, counted once in `canary_unmatched_total`. Failure policy on the
 //! request path: a header that cannot be read counts as absent (the request falls through to the
 //! next source, then to the default version); a header or metric that cannot be written is logged
 //! and the request continues.
@@ -21,11 +25,13 @@ use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
 use crate::decision::{bucket_digits, Decision, Reason, RequestView};
 use crate::guard::{record, Series};
+use crate::matcher::Matcher;
 use crate::metrics::{self, Catalogue, MetricKind, Tally};
 
 /// The response header in which Envoy reports how many upstream attempts the request took.
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 use crate::plan::Plan;
+use crate::services::Services;
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -35,6 +41,8 @@ mod fake;
 mod grpc_tests;
 #[cfg(test)]
 mod guard_tests;
+#[cfg(test)]
+mod services_tests;
 #[cfg(test)]
 mod tests;
 
@@ -512,12 +520,82 @@ pub fn observed_value(version: &str, reason: &str) -> String {
 /// The plugin instance: its configuration and the metrics it defined.
 pub struct Root<H: Host> {
     host: H,
-    active: Option<Rc<Active<H>>>,
+    services: Option<Rc<Deployed<H>>>,
+}
+
+/// Every service of the plugin instance, and which request is whose.
+struct Deployed<H: Host> {
+    host: H,
+    /// One per service, in document order (the matcher's indexes).
+    actives: Vec<Rc<Active<H>>>,
+    matcher: Matcher,
+    /// The host's id of `canary_unmatched_total`; defined only when a request can miss.
+    unmatched: Option<u32>,
+    /// Unmatched requests not yet handed to the host.
+    pending: Cell<u64>,
+    /// True while the root's ticks flush `pending`.
+    batching: Cell<bool>,
+}
+
+impl<H: Host> Deployed<H> {
+    /// The service of the request whose headers are being read: one `:authority` read (and a
+    /// `:path` read when some service has path prefixes), none for a plugin that takes every
+    /// request. `None`: the request is no service's; it is counted and left as it came.
+    fn pick(&self) -> Option<Rc<Active<H>>> {
+        let index = self.matcher.matches_everything().or_else(|| {
+            let read = |name: &str| self.host.header(Map::Request, name).ok().flatten();
+            let mut authority = read(":authority").unwrap_or_default();
+            let path = if self.matcher.reads_path() {
+                read(":path")
+            } else {
+                None
+            };
+            self.matcher.find(&mut authority, path.as_deref())
+        });
+        let found = index.and_then(|i| self.actives.get(i)).cloned();
+        if found.is_none() {
+            if self.batching.get() {
+                self.pending.set(self.pending.get().saturating_add(1));
+            } else {
+                self.count_unmatched(1);
+            }
+        }
+        found
+    }
+
+    fn count_unmatched(&self, n: u64) {
+        if let (Some(id), Ok(n)) = (self.unmatched, i64::try_from(n)) {
+            if n > 0 && self.host.increment_metric(id, n).is_err() {
+                self.host.log(
+                    Level::Warn,
+                    "sticky-canary: could not count an unmatched request",
+                );
+            }
+        }
+    }
+
+    fn flush(&self) {
+        self.count_unmatched(self.pending.replace(0));
+        for a in &self.actives {
+            a.flush();
+        }
+    }
+
+    fn retire(&self) {
+        self.batching.set(false);
+        self.count_unmatched(self.pending.replace(0));
+        for a in &self.actives {
+            a.retire();
+        }
+    }
 }
 
 impl<H: Host + Clone> Root<H> {
     pub fn new(host: H) -> Root<H> {
-        Root { host, active: None }
+        Root {
+            host,
+            services: None,
+        }
     }
 
     pub fn on_vm_start(&self) -> bool {
@@ -540,40 +618,64 @@ impl<H: Host + Clone> Root<H> {
             Ok(bytes) => bytes,
             Err(e) => return error(format!("cannot read the plugin configuration: {e:?}")),
         };
-        let plan = match Plan::from_json_with_env(&bytes, &|name| host.env(name)) {
-            Ok(plan) => plan,
+        let compiled = match Services::from_json_with_env(&bytes, &|name| host.env(name)) {
+            Ok(services) => services,
             Err(e) => return error(format!("invalid configuration: {e}")),
         };
-        let active = match Active::new(host.clone(), plan) {
-            Ok(a) => a,
-            Err(e) => return error(e),
-        };
-        // The brake looks on every tick; without batching it still needs one.
-        let tick_ms = match (active.plan.metrics_flush_ms, &active.plan.guard) {
-            (0, Some(_)) => crate::config::DEFAULT_METRICS_FLUSH_MS,
-            (ms, _) => ms,
-        };
-        active.restore_guard();
-        if let Err(e) = host.set_tick_period(tick_ms) {
-            // Without ticks nothing would flush: count straight into the host instead.
-            active.warn(format_args!(
-                "no timer ({e:?}); counters are updated per request"
-            ));
-            active.batching.set(false);
+        // The brake looks on every tick; without batching it still needs one. One tick for
+        // every service: the smallest interval.
+        let tick_ms = compiled.tick_ms();
+        let mut actives = Vec::with_capacity(compiled.plans.len());
+        for plan in compiled.plans {
+            match Active::new(host.clone(), plan) {
+                Ok(a) => actives.push(Rc::new(a)),
+                Err(e) => return error(e),
+            }
         }
-        host.log(
-            Level::Info,
-            &format!(
-                "sticky-canary {}: {}",
-                crate::VERSION,
-                active.plan.summary()
-            ),
-        );
-        for w in &active.plan.warnings {
-            active.warn(format_args!("{w}"));
+        let unmatched = match compiled.matcher.matches_everything() {
+            Some(_) => None,
+            None => match host.define_metric(MetricKind::Counter, metrics::names::UNMATCHED) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    return error(format!(
+                        "cannot define {}: {e:?}",
+                        metrics::names::UNMATCHED
+                    ))
+                }
+            },
+        };
+        let timer = host.set_tick_period(tick_ms);
+        for active in &actives {
+            active.restore_guard();
+            if let Err(e) = timer {
+                // Without ticks nothing would flush: count straight into the host instead.
+                active.warn(format_args!(
+                    "no timer ({e:?}); counters are updated per request"
+                ));
+                active.batching.set(false);
+            }
+            host.log(
+                Level::Info,
+                &format!(
+                    "sticky-canary {}: {}",
+                    crate::VERSION,
+                    active.plan.summary()
+                ),
+            );
+            for w in &active.plan.warnings {
+                active.warn(format_args!("{w}"));
+            }
         }
+        let deployed = Deployed {
+            host: host.clone(),
+            actives,
+            matcher: compiled.matcher,
+            unmatched,
+            pending: Cell::new(0),
+            batching: Cell::new(tick_ms > 0 && timer.is_ok()),
+        };
         // A reconfigured root context hands over what the previous plan counted.
-        if let Some(previous) = self.active.replace(Rc::new(active)) {
+        if let Some(previous) = self.services.replace(Rc::new(deployed)) {
             previous.retire();
         }
         true
@@ -581,26 +683,35 @@ impl<H: Host + Clone> Root<H> {
 
     /// The flush interval elapsed.
     pub fn on_tick(&self) {
-        if let Some(a) = &self.active {
-            a.flush();
-            a.guard_tick();
+        if let Some(d) = &self.services {
+            d.flush();
+            for a in &d.actives {
+                a.guard_tick();
+            }
         }
     }
 
     /// The host is done with this plugin instance (a new configuration replaced it, or the VM
     /// stops): nothing pending may be lost, and streams still draining count on their own.
     pub fn on_done(&self) -> bool {
-        if let Some(a) = &self.active {
-            a.retire();
+        if let Some(d) = &self.services {
+            d.retire();
         }
         true
     }
 
-    /// A new HTTP stream on the current plan. Without a plan (cannot happen after a successful
-    /// configure) the stream passes through untouched.
+    /// A new HTTP stream on the current plan. A plugin that takes every request hands it its
+    /// one service now; otherwise the stream picks its service from its request headers.
+    /// Without a plan (cannot happen after a successful configure) the stream passes through
+    /// untouched.
     pub fn stream(&self) -> Stream<H> {
+        let everything = self
+            .services
+            .as_ref()
+            .and_then(|d| d.actives.get(d.matcher.matches_everything()?));
         Stream {
-            active: self.active.clone(),
+            active: everything.cloned(),
+            services: self.services.clone().filter(|_| everything.is_none()),
             decision: None,
             served: 0,
             status: 0,
@@ -624,6 +735,8 @@ enum Body {
 /// One HTTP stream. Every callback lets the stream continue: the filter never holds a request.
 pub struct Stream<H: Host> {
     active: Option<Rc<Active<H>>>,
+    /// The plugin's services, until the request headers say whose this stream is.
+    services: Option<Rc<Deployed<H>>>,
     /// The decision for this request, for the response headers and metrics.
     decision: Option<Decision>,
     /// The version whose cluster served the response (see `on_response_headers`).
@@ -703,6 +816,10 @@ impl<H: Host> Stream<H> {
     /// Decides the version, strips the override headers, hands a minted session id to the
     /// application, and writes the route header the router matches on.
     pub fn on_request_headers(&mut self) {
+        if let Some(services) = self.services.take() {
+            // No service's: the request goes on exactly as it came.
+            self.active = services.pick();
+        }
         let Some(active) = self.active.as_deref() else {
             return;
         };

@@ -10,7 +10,7 @@ mod pointer;
 mod scanner;
 
 pub use pointer::{find, Pointer, PointerError};
-pub(crate) use scanner::Scanner;
+pub(crate) use scanner::{name_matches, Scanner};
 pub use scanner::{JsonError, Kind, Value, MAX_DEPTH};
 
 #[cfg(test)]

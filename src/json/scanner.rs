@@ -89,7 +89,7 @@ fn is_delimiter(b: u8) -> bool {
 }
 
 /// Whether a raw (escaped) member name equals an unescaped pointer token.
-fn name_matches(raw: &[u8], token: &[u8]) -> bool {
+pub(crate) fn name_matches(raw: &[u8], token: &[u8]) -> bool {
     if !raw.contains(&b'\\') {
         return raw == token;
     }
@@ -118,7 +118,7 @@ pub(crate) struct Scanner<'a> {
     pub(crate) depth: usize,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
     /// The next byte, if any.
     #[inline(always)]
     pub(crate) fn peek(&self) -> Option<u8> {
@@ -197,6 +197,57 @@ impl Scanner<'_> {
                 }
                 Some(_) => return Err(JsonError::Syntax),
                 None => return Err(JsonError::Truncated),
+            }
+        }
+    }
+
+    /// After the last member or element: `,` (bumped, `Ok(true)`) or the `close` byte (the
+    /// container closed, `Ok(false)`).
+    fn next_or_close(&mut self, close: u8) -> Result<bool, JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.bump();
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.close();
+                Ok(false)
+            }
+            Some(_) => Err(JsonError::Syntax),
+            None => Err(JsonError::Truncated),
+        }
+    }
+
+    /// Just before a container: each child's raw member name (empty for array elements) and
+    /// the offset of its value.
+    pub(crate) fn children(&mut self) -> Result<Vec<(&'a [u8], usize)>, JsonError> {
+        self.skip_ws();
+        let close = match self.peek() {
+            Some(b'{') => b'}',
+            Some(b'[') => b']',
+            _ => return Err(JsonError::Syntax),
+        };
+        self.open()?;
+        let mut out = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.close();
+            return Ok(out);
+        }
+        loop {
+            let mut name: &'a [u8] = &[];
+            if close == b'}' {
+                self.expect(b'"')?;
+                let (from, to) = self.string_body()?;
+                self.expect(b':')?;
+                name = self.doc.get(from..to).ok_or(JsonError::Syntax)?;
+            }
+            self.skip_ws();
+            out.push((name, self.pos));
+            self.skip_value()?;
+            if !self.next_or_close(close)? {
+                return Ok(out);
             }
         }
     }

@@ -52,6 +52,12 @@ fn every_bench_config_passes_envoy_validate() {
         std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None).unwrap()).unwrap();
         jobs.push((format!("{} (direct response)", v.key), path));
     }
+    // make bench-services: the filter-route service repeated 10 and 1 000 times.
+    for n in [10, 1000] {
+        let path = dir.path().join(format!("services-{n}.yaml"));
+        std::fs::write(&path, bench::services::services_yaml(Some(n)).unwrap()).unwrap();
+        jobs.push((format!("{n} services (direct response)"), path));
+    }
     // Two at a time: a wasm config takes about a second to validate (V8 compiles the module).
     let root = envoy::workspace_root();
     let failures: Vec<String> = jobs
@@ -384,4 +390,46 @@ fn filter_bucket_routes_like_filter_route_and_carries_the_bucket_and_the_hold() 
         seen.insert(want);
     }
     assert_eq!(seen.len(), 2, "both versions exercised");
+}
+
+/// `make bench-services`: with 10 services, the wrk script's requests reach every service (each
+/// tagged by its own plan), none unmatched.
+#[test]
+fn the_services_bench_spreads_requests_over_every_service() {
+    prerequisites();
+    let yaml = bench::services::services_yaml(Some(10)).unwrap();
+    let envoy = Envoy::start_yaml(&yaml, &Launch::default()).unwrap_or_else(|f| panic!("{f}"));
+    let mut c = Client::connect(envoy.listener()).unwrap();
+    let script = bench::services::wrk_script_hosts(10);
+    let hosts: Vec<&str> = script
+        .split("host: ")
+        .skip(1)
+        .map(|s| s.split('\\').next().unwrap())
+        .take(20)
+        .collect();
+    assert_eq!(hosts.len(), 20);
+    for (j, h) in hosts.iter().enumerate() {
+        assert_eq!(*h, format!("s{}.bench.example", j % 10));
+        let mut req = bench::request(&format!("k{j}"));
+        req.headers.retain(|(n, _)| n != "host");
+        let r = c.send(&req.header("host", h)).unwrap();
+        assert_eq!(r.status, 200, "{h}");
+        assert_eq!(r.header_values("x-canary-version").len(), 1, "{h}: tagged");
+    }
+    // The bench configs extract no tags: read the encoded names (`service=.=s0;.;…`).
+    envoy.await_metrics_flush();
+    let text = envoy
+        .admin_get("/stats?filter=canary_(requests|unmatched)_total")
+        .text();
+    let sum = |part: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.contains(part))
+            .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum()
+    };
+    for i in 0..10 {
+        let svc = format!("service=.=s{i};.;");
+        assert_eq!(sum(&svc), 2, "{svc}\n{text}");
+    }
+    assert_eq!(sum("canary_unmatched_total"), 0, "{text}");
 }

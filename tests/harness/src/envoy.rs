@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sticky_canary::config::DEFAULT_METRICS_FLUSH_MS;
-use sticky_canary::plan::Plan;
+use sticky_canary::services::Services;
 
 /// How long Envoy may take to become ready (or to exit, for refused configs).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,8 +145,19 @@ pub fn wasm_plugin_config(doc: &Value) -> Option<String> {
 /// without a sticky-canary filter.
 pub fn metrics_flush_of(doc: &Value) -> Duration {
     wasm_plugin_config(doc).map_or(Duration::ZERO, |json| {
-        let ms = Plan::from_json(json.as_bytes())
-            .map_or(DEFAULT_METRICS_FLUSH_MS, |p| p.metrics_flush_ms);
+        // One service or several (`services`): batched counters reach Envoy on the plugin's
+        // tick, the smallest non-zero interval; 0 when every service counts at once.
+        let ms = Services::from_json_with_env(json.as_bytes(), &|_| None).map_or(
+            DEFAULT_METRICS_FLUSH_MS,
+            |s| {
+                s.plans
+                    .iter()
+                    .map(|p| p.metrics_flush_ms)
+                    .filter(|&ms| ms > 0)
+                    .min()
+                    .unwrap_or(0)
+            },
+        );
         Duration::from_millis(u64::from(ms))
     })
 }
@@ -298,6 +309,26 @@ impl EnvoyConfig {
         seq.iter_mut()
             .find(|f| f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm"))
             .expect("envoy.yaml has the wasm filter")
+    }
+
+    /// Points cluster `name`'s first endpoint at `addr`.
+    pub fn set_cluster_address(&mut self, name: &str, addr: SocketAddr) {
+        let clusters = get(&mut self.doc, &["static_resources", "clusters"]);
+        let cluster = clusters
+            .as_sequence_mut()
+            .and_then(|cs| cs.iter_mut().find(|c| c["name"].as_str() == Some(name)))
+            .unwrap_or_else(|| panic!("no cluster {name}"));
+        let sa = get(cluster, ENDPOINT_ADDRESS);
+        *get(sa, &["address"]) = key(&addr.ip().to_string());
+        *get(sa, &["port_value"]) = Value::from(addr.port());
+    }
+
+    /// The same config without the wasm filter: what Envoy does with none of this.
+    pub fn without_wasm_filter(&mut self) {
+        let filters = get(&mut self.doc, &[HCM, &["http_filters"]].concat());
+        if let Some(fs) = filters.as_sequence_mut() {
+            fs.retain(|f| f["name"].as_str() != Some("envoy.filters.http.wasm"));
+        }
     }
 
     /// The plugin configuration (the JSON string) currently in the config.

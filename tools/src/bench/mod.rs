@@ -45,7 +45,8 @@
 //! - [`checks`]: what every variant must answer and count, so that no figure comes from a broken
 //!   config;
 //! - [`report`]: the summaries, the table, `summary.md` and `bench.json`; [`chart`]: the SVG;
-//! - [`soak`](mod@soak): `make soak`;
+//! - [`soak`](mod@soak): `make soak`; [`services`](mod@services): `make bench-services` (1 to 1 000
+//!   services in one plugin instance);
 //! - here: the knobs ([`Options`]) and the run itself ([`run`]).
 
 pub mod chart;
@@ -54,6 +55,7 @@ pub mod measure;
 pub mod procs;
 pub mod report;
 pub mod requests;
+pub mod services;
 pub mod soak;
 pub mod variants;
 

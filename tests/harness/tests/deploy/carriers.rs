@@ -3,7 +3,9 @@
 
 use super::manifests::{manifests, of_kind, Manifest};
 use serde_json::Value;
+use sticky_canary::matcher::HostPattern;
 use sticky_canary::plan::Plan;
+use sticky_canary::services::Services;
 
 /// How an entry of the VM environment gets its value.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +121,11 @@ pub(crate) fn carrier(what_contains: &str) -> Carrier {
     found[0].clone()
 }
 
+/// A carrier of a multi-service document (`{"services": [...]}`).
+fn is_shared(c: &Carrier) -> bool {
+    serde_json::from_str::<Value>(&c.json).is_ok_and(|v| v.get("services").is_some())
+}
+
 pub(crate) fn plan(c: &Carrier) -> Plan {
     Plan::from_json(c.json.as_bytes())
         .unwrap_or_else(|e| panic!("{}: the filter refuses its configuration: {e}", c.what))
@@ -127,7 +134,11 @@ pub(crate) fn plan(c: &Carrier) -> Plan {
 #[test]
 fn every_plugin_configuration_compiles_and_decides_alike() {
     let all = manifests();
-    let cs = carriers(&all);
+    // The single-service carriers of `checkout` (the shared gateway's: the test below).
+    let cs: Vec<Carrier> = carriers(&all)
+        .into_iter()
+        .filter(|c| !is_shared(c))
+        .collect();
     let names: Vec<&str> = cs.iter().map(|c| c.what.as_str()).collect();
     assert_eq!(
         cs.len(),
@@ -184,4 +195,126 @@ fn every_plugin_configuration_compiles_and_decides_alike() {
         .collect();
     assert_eq!(gateway.len(), 3);
     assert!(gateway.windows(2).all(|w| w[0] == w[1]), "{gateway:#?}");
+}
+
+/// The shared gateway (istio/shared-gateway/): one WasmPlugin carrying shop, payments and search.
+/// Every service compiles (tokens from the proxy's environment), each host it claims is a host
+/// of the Gateway and of exactly one VirtualService, which routes on the header its service sets
+/// to subsets its DestinationRule defines; the unmanaged host's VirtualService does not route on
+/// the version header (the filter leaves a client's value there). The plain-Envoy equivalent
+/// (envoy/shared-gateway.yaml) carries the same services on the same hosts.
+#[test]
+fn the_shared_gateway_carries_three_services_each_with_its_virtual_service() {
+    let all = manifests();
+    let shared: Vec<Carrier> = carriers(&all).into_iter().filter(is_shared).collect();
+    assert_eq!(shared.len(), 1, "one multi-service carrier");
+    let c = &shared[0];
+    assert!(c.what.contains("sticky-canary-shared"), "{}", c.what);
+    assert_eq!(c.failure_policy, "FAIL_OPEN");
+    assert!(c
+        .env
+        .contains(&VmEnv::Host("CANARY_OVERRIDE_TOKENS".into())));
+    let env = |n: &str| (n == "CANARY_OVERRIDE_TOKENS").then(|| "0123456789abcdef-qa".to_string());
+    let compiled = Services::from_json_with_env(c.json.as_bytes(), &env)
+        .unwrap_or_else(|e| panic!("{}: refused: {e}", c.what));
+    let names: Vec<&str> = compiled.plans.iter().map(|p| p.service.as_str()).collect();
+    assert_eq!(names, ["shop", "payments", "search"]);
+
+    let in_dir = |kind: &str| -> Vec<&Manifest> {
+        all.iter()
+            .filter(|m| m.kind() == kind && m.file.starts_with("istio/shared-gateway/"))
+            .collect()
+    };
+    let gateway = in_dir("Gateway");
+    assert_eq!(gateway.len(), 1);
+    let gateway_hosts: Vec<String> = gateway[0].doc["spec"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["hosts"].as_array().unwrap().iter())
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    let host_text = |h: &HostPattern| match h {
+        HostPattern::Exact(n) => n.clone(),
+        HostPattern::Wildcard(s) => format!("*.{s}"),
+    };
+    let vss = in_dir("VirtualService");
+    let drs = in_dir("DestinationRule");
+    let mut claimed = Vec::new();
+    for p in &compiled.plans {
+        let m = p.match_.as_ref().expect("every service has a match");
+        for h in &m.hosts {
+            let h = host_text(h);
+            assert!(gateway_hosts.contains(&h), "{h} is not a Gateway host");
+            let routing: Vec<&&Manifest> = vss
+                .iter()
+                .filter(|v| {
+                    v.doc["spec"]["hosts"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&h.clone().into())
+                })
+                .collect();
+            assert_eq!(routing.len(), 1, "{h}: one VirtualService");
+            let http = routing[0].doc["spec"]["http"].as_array().unwrap();
+            for v in &p.versions {
+                let route = http
+                    .iter()
+                    .find(|r| r["match"][0]["headers"][&p.route_header]["exact"] == v.name.as_str())
+                    .unwrap_or_else(|| panic!("{h}: no route on {} = {}", p.route_header, v.name));
+                let dest = &route["route"][0]["destination"];
+                let dr = drs
+                    .iter()
+                    .find(|d| d.doc["spec"]["host"] == dest["host"])
+                    .unwrap_or_else(|| panic!("{h}: no DestinationRule for {}", dest["host"]));
+                assert!(dr.doc["spec"]["subsets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["name"] == dest["subset"]));
+            }
+            let last = http.last().unwrap();
+            assert!(
+                last.get("match").is_none(),
+                "{h}: a last route without a match"
+            );
+            claimed.push(h);
+        }
+    }
+    // Hosts of the Gateway no service claims: their VirtualServices never match the header.
+    for h in gateway_hosts.iter().filter(|h| !claimed.contains(h)) {
+        for v in vss.iter().filter(|v| {
+            v.doc["spec"]["hosts"]
+                .as_array()
+                .unwrap()
+                .contains(&h.clone().into())
+        }) {
+            assert!(
+                !v.doc["spec"].to_string().contains("x-canary-version"),
+                "{}: an unmanaged host must not route on the version header",
+                v.at()
+            );
+        }
+    }
+
+    // The plain-Envoy equivalent: the same services on the same hosts.
+    let root = sticky_canary_harness::envoy::workspace_root();
+    let text = std::fs::read_to_string(root.join("envoy/shared-gateway.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let json = sticky_canary_harness::envoy::wasm_plugin_config(&doc).unwrap();
+    let envoy = Services::from_json_with_env(json.as_bytes(), &|_| None).unwrap();
+    let hosts = |s: &Services| -> Vec<(String, Vec<String>)> {
+        s.plans
+            .iter()
+            .map(|p| {
+                let m = p.match_.as_ref().unwrap();
+                (p.service.clone(), m.hosts.iter().map(host_text).collect())
+            })
+            .collect()
+    };
+    let mut istio_hosts = hosts(&compiled);
+    istio_hosts.sort();
+    let mut envoy_hosts = hosts(&envoy);
+    envoy_hosts.sort();
+    assert_eq!(istio_hosts, envoy_hosts);
 }
