@@ -108,6 +108,15 @@ pub fn label_value_problem(value: &str) -> Option<&'static str> {
     }
 }
 
+/// The parts joined, as `[..].concat()` would, without its generic join (~1 KB of module).
+pub(crate) fn cat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

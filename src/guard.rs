@@ -9,7 +9,7 @@
 //! Pure: no host, no allocation on the per-tick path beyond the log line of a trip.
 
 use crate::business::{Rule, RuleKind};
-use crate::check::{check_label, ConfigError};
+use crate::check::{cat, check_label, ConfigError};
 use crate::grpc::Grpc;
 use crate::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
 use serde::Deserialize;
@@ -158,58 +158,67 @@ pub struct Trip {
     pub baseline: (f64, f64),
 }
 
-fn limit(path: &str, value: f64) -> Result<f64, ConfigError> {
+/// `base.field`, built only when a refusal names it.
+fn path(base: &str, field: &str) -> String {
+    cat(&[base, ".", field])
+}
+
+fn limit(base: &str, field: &str, value: f64) -> Result<f64, ConfigError> {
     if value.is_finite() && value >= 0.0 {
         Ok(value)
     } else {
         Err(ConfigError::new(
-            path,
-            format!("{} must be a finite number ≥ 0", plain(value)),
+            path(base, field),
+            cat(&[&plain(value), " must be a finite number ≥ 0"]),
         ))
     }
 }
 
-fn tau(path: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+fn tau(base: &str, field: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
     match value {
         None => Ok(default),
         Some(t) if t.is_finite() && t > 0.0 => Ok(t),
         Some(t) => Err(ConfigError::new(
-            path,
-            format!("{} must be a finite number > 0", plain(t)),
+            path(base, field),
+            cat(&[&plain(t), " must be a finite number > 0"]),
         )),
     }
 }
 
-/// The business rule named `name`, which must be of one of `kinds`.
+/// The business rule named `name` (the check's `base.field`), which must be of `kind`: a ratio
+/// reads two counters; a mean a sum rule (only sum rules publish the squares its variance
+/// needs) per counter rule.
 fn rule(
-    path: &str,
+    base: &str,
+    field: &str,
     rules: &[Rule],
     name: &str,
-    kinds: &[RuleKind],
-    why: &str,
+    kind: RuleKind,
 ) -> Result<usize, ConfigError> {
-    let Some(i) = rules.iter().position(|r| r.name == name) else {
-        let mut known = String::new();
-        for r in rules {
-            known.push_str(if known.is_empty() { "" } else { ", " });
-            known.push_str(&r.name);
+    let found = rules.iter().enumerate().find(|(_, r)| r.name == name);
+    match found.map(|(i, r)| (i, r.kind)) {
+        Some((i, k)) if k == kind => Ok(i),
+        Some((_, k)) => Err(ConfigError::new(
+            path(base, field),
+            format!(
+                "business rule {name:?} is a {k:?} rule; a ratio reads two counter rules, a \
+                 mean a sum rule (its squares give the variance) per counter rule"
+            ),
+        )),
+        None => {
+            let mut known = String::new();
+            for r in rules {
+                known.push_str(if known.is_empty() { "" } else { ", " });
+                known.push_str(&r.name);
+            }
+            if known.is_empty() {
+                known.push_str("none");
+            }
+            Err(ConfigError::new(
+                path(base, field),
+                format!("no business rule named {name:?} (business_metrics: {known})"),
+            ))
         }
-        if known.is_empty() {
-            known.push_str("none");
-        }
-        return Err(ConfigError::new(
-            path,
-            format!("no business rule named {name:?} (business_metrics: {known})"),
-        ));
-    };
-    let kind = rules.get(i).map(|r| r.kind);
-    if kind.is_some_and(|k| kinds.contains(&k)) {
-        Ok(i)
-    } else {
-        Err(ConfigError::new(
-            path,
-            format!("business rule {name:?} is a {kind:?} rule; {why}"),
-        ))
     }
 }
 
@@ -253,7 +262,7 @@ impl Guard {
         }
         let mut checks: Vec<Check> = Vec::with_capacity(raw.checks.len());
         for (i, c) in raw.checks.into_iter().enumerate() {
-            let at = format!("guard.checks[{i}]");
+            let at = cat(&["guard.checks[", &i.to_string(), "]"]);
             let count = usize::from(c.error_ratio.is_some())
                 + usize::from(c.retry_ratio.is_some())
                 + usize::from(c.grpc_error_ratio.is_some())
@@ -265,32 +274,26 @@ impl Guard {
                     "a check is exactly one of error_ratio, retry_ratio, grpc_error_ratio, ratio, mean",
                 ));
             }
-            let test = |limit: f64, tau: f64, harm: Harm| Test {
-                alpha,
-                limit,
-                tau,
-                harm,
-            };
             // The three ratios of responses, higher is worse, share one arm.
             let of_responses = [
                 (
                     c.error_ratio,
                     "error_ratio",
-                    "error_ratio 5xx/responses",
+                    "5xx/responses",
                     Series::Errors,
                     Series::Responses,
                 ),
                 (
                     c.retry_ratio,
                     "retry_ratio",
-                    "retry_ratio retried/responses",
+                    "retried/responses",
                     Series::Retried,
                     Series::Responses,
                 ),
                 (
                     c.grpc_error_ratio,
                     "grpc_error_ratio",
-                    "grpc_error_ratio errors/grpc responses",
+                    "errors/grpc responses",
                     Series::GrpcErrors,
                     Series::GrpcResponses,
                 ),
@@ -298,7 +301,7 @@ impl Guard {
             .into_iter()
             .find_map(|(r, label, what, num, den)| r.map(|r| (r, label, what, num, den)));
             let check = if let Some((r, label, what, num, den)) = of_responses {
-                let p = format!("{at}.{label}");
+                let p = path(&at, label);
                 if num == Series::GrpcErrors && grpc.is_none() {
                     return Err(ConfigError::new(
                         p,
@@ -307,84 +310,90 @@ impl Guard {
                 }
                 Check {
                     label: label.into(),
-                    what: what.into(),
+                    what: cat(&[label, " ", what]),
                     kind: Kind::Proportion { num, den },
-                    test: test(
-                        limit(&format!("{p}.max_points"), r.max_points)?,
-                        tau(&format!("{p}.tau_points"), r.tau_points, TAU_POINTS)?,
-                        Harm::Higher,
-                    ),
-                }
-            } else if let Some(r) = c.ratio {
-                let p = format!("{at}.ratio");
-                check_label(&format!("{p}.label"), &r.label)?;
-                let counters = "a ratio reads two counter rules";
-                let num = rule(
-                    &format!("{p}.numerator"),
-                    rules,
-                    &r.numerator,
-                    &[RuleKind::Counter],
-                    counters,
-                )?;
-                let den = rule(
-                    &format!("{p}.denominator"),
-                    rules,
-                    &r.denominator,
-                    &[RuleKind::Counter],
-                    counters,
-                )?;
-                if num == den {
-                    return Err(ConfigError::new(
-                        format!("{p}.denominator"),
-                        "numerator and denominator are the same rule",
-                    ));
-                }
-                Check {
-                    what: format!("ratio {}/{}", r.numerator, r.denominator),
-                    label: r.label,
-                    kind: Kind::Proportion {
-                        num: Series::Business(num),
-                        den: Series::Business(den),
+                    test: Test {
+                        alpha,
+                        limit: limit(&p, "max_points", r.max_points)?,
+                        tau: tau(&p, "tau_points", r.tau_points, TAU_POINTS)?,
+                        harm: Harm::Higher,
                     },
-                    test: test(
-                        limit(&format!("{p}.max_drop_points"), r.max_drop_points)?,
-                        tau(&format!("{p}.tau_points"), r.tau_points, TAU_POINTS)?,
-                        Harm::Lower,
-                    ),
-                }
-            } else if let Some(m) = c.mean {
-                let p = format!("{at}.mean");
-                check_label(&format!("{p}.label"), &m.label)?;
-                let sum = rule(
-                    &format!("{p}.sum"),
-                    rules,
-                    &m.sum,
-                    &[RuleKind::Sum],
-                    "a mean needs a sum rule (only sum rules publish the squares its variance needs)",
-                )?;
-                let count = rule(
-                    &format!("{p}.count"),
-                    rules,
-                    &m.count,
-                    &[RuleKind::Counter],
-                    "a mean counts its items with a counter rule",
-                )?;
-                Check {
-                    what: format!("mean {}/{}", m.sum, m.count),
-                    label: m.label,
-                    kind: Kind::Mean {
-                        sum: Series::Business(sum),
-                        squares: Series::Squares(sum),
-                        count: Series::Business(count),
-                    },
-                    test: test(
-                        limit(&format!("{p}.max_drift_percent"), m.max_drift_percent)?,
-                        tau(&format!("{p}.tau_percent"), m.tau_percent, TAU_PERCENT)?,
-                        Harm::Either,
-                    ),
                 }
             } else {
-                continue;
+                // A ratio of two counter rules (lower is worse) or the mean of a sum rule per
+                // counted item (either way): one arm, two shapes.
+                let (kind, label, (a_field, a), (b_field, b), (limit_field, max), (tau_field, t)) =
+                    match (c.ratio, c.mean) {
+                        (Some(r), _) => (
+                            "ratio",
+                            r.label,
+                            ("numerator", r.numerator),
+                            ("denominator", r.denominator),
+                            ("max_drop_points", r.max_drop_points),
+                            ("tau_points", r.tau_points),
+                        ),
+                        (None, Some(m)) => (
+                            "mean",
+                            m.label,
+                            ("sum", m.sum),
+                            ("count", m.count),
+                            ("max_drift_percent", m.max_drift_percent),
+                            ("tau_percent", m.tau_percent),
+                        ),
+                        (None, None) => continue,
+                    };
+                let p = path(&at, kind);
+                check_label(&path(&p, "label"), &label)?;
+                let is_mean = kind == "mean";
+                let first = rule(
+                    &p,
+                    a_field,
+                    rules,
+                    &a,
+                    if is_mean {
+                        RuleKind::Sum
+                    } else {
+                        RuleKind::Counter
+                    },
+                )?;
+                let second = rule(&p, b_field, rules, &b, RuleKind::Counter)?;
+                if first == second {
+                    return Err(ConfigError::new(
+                        path(&p, b_field),
+                        "the two rules of a check must differ",
+                    ));
+                }
+                let (kind_of, harm, default_tau) = if is_mean {
+                    (
+                        Kind::Mean {
+                            sum: Series::Business(first),
+                            squares: Series::Squares(first),
+                            count: Series::Business(second),
+                        },
+                        Harm::Either,
+                        TAU_PERCENT,
+                    )
+                } else {
+                    (
+                        Kind::Proportion {
+                            num: Series::Business(first),
+                            den: Series::Business(second),
+                        },
+                        Harm::Lower,
+                        TAU_POINTS,
+                    )
+                };
+                Check {
+                    what: cat(&[kind, " ", &a, "/", &b]),
+                    label,
+                    kind: kind_of,
+                    test: Test {
+                        alpha,
+                        limit: limit(&p, limit_field, max)?,
+                        tau: tau(&p, tau_field, t, default_tau)?,
+                        harm,
+                    },
+                }
             };
             if let Some(j) = checks.iter().position(|k| k.label == check.label) {
                 return Err(ConfigError::new(
