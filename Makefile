@@ -32,7 +32,7 @@ GUARD_AA_SECONDS ?= 600
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services simulate guard-aa soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image pin test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services simulate guard-aa soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -119,6 +119,15 @@ $(WASM_OPT):
 	  apt-get install -y --no-install-recommends npm; }
 	npm install --silent --no-save --no-fund --no-audit --prefix $(VENV)/binaryen binaryen@$(BINARYEN_VERSION)
 	@test -x $@
+
+pin: image ## Re-pin istio/ (the WasmPlugins and TrafficExtension: the image manifest; the EnvoyFilter: the module) and the README's sample to the image just built
+	@manifest=$$(grep -o '"digest":"sha256:[0-9a-f]*"' $(IMAGE_DIR)/oci/index.json | head -n 1 | cut -d: -f3 | tr -d '"'); \
+	 module=$$(sha256sum $(WASM) | cut -d' ' -f1); \
+	 sed -i -E "s/^( *sha256: )[0-9a-f]{64}$$/\1$$manifest/" istio/wasmplugin.yaml istio/wasmplugin-east-west.yaml \
+	   istio/shared-gateway/wasmplugin.yaml istio/alternatives/trafficextension.yaml; \
+	 sed -i -E "s/^( *sha256: )[0-9a-f]{64}$$/\1$$module/" istio/alternatives/envoyfilter.yaml; \
+	 sed -i -E "s/^(manifest digest:  sha256:)[0-9a-f]{8}…/\1$${manifest:0:8}…/; s/^(plugin.wasm:      sha256:)[0-9a-f]{8}…/\1$${module:0:8}…/" README.md; \
+	 echo "pinned: manifest sha256:$$manifest, module sha256:$$module"; git diff --stat -- istio README.md
 
 test: build fixtures envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
 	cargo test --workspace --color=never
