@@ -161,6 +161,6 @@ fn manifests_with_pins() -> Vec<(String, String, String)> {
             out.push((m.at(), p.to_string(), want.clone()));
         }
     }
-    assert_eq!(out.len(), 4, "every module reference is pinned: {out:?}");
+    assert_eq!(out.len(), 5, "every module reference is pinned: {out:?}");
     out
 }
