@@ -1,4 +1,4 @@
-//! `make bench` (no argument) and `make soak` (`soak`): what sticky-canary costs per request in a
+//! `make bench` (no argument), `make soak` (`soak`) and `make bench-scale` (`scale`): what sticky-canary costs per request in a
 //! real Envoy, next to bare Envoy, the V8 floor and a Lua filter. See `tools/src/bench/mod.rs` for
 //! the method and the knobs (BENCH_ROUNDS, BENCH_SECONDS, …); `config VARIANT MODE` prints the
 //! exact Envoy config a variant runs with. A benchmark: it never fails on speed; it exits 1 only
@@ -15,10 +15,12 @@ fn main() {
             .and_then(bench::finish)
             .map(|_| ()),
         Some("soak") => bench::soak(&stop).map(|_| ()),
+        // `make bench-scale`: the cost curves, start-up, reconfiguration and memory (issue 17).
+        Some("scale") => bench::scale_run::run_scale(&stop).map(|_| ()),
         // The exact config a variant runs with: `config <variant> <proxy|direct> [upstream]`.
         Some("config") => print_config(std::env::args().skip(2).collect()),
         Some(other) => Err(format!(
-            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|config VARIANT MODE [UPSTREAM]]"
+            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|scale|config VARIANT MODE [UPSTREAM]]"
         )),
     };
     if let Err(e) = result {
