@@ -56,6 +56,20 @@ fn bodies_are_json_of_the_asked_size() {
 }
 
 #[test]
+fn the_body_curve_keeps_its_bodies_in_direct_mode() {
+    let yaml = scale::runnable(scale::body_config(64 << 10).unwrap()).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let routes = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+    for (i, (_, first)) in scale::BODY_PATHS.iter().enumerate() {
+        let body = routes[i]["direct_response"]["body"]["inline_string"]
+            .as_str()
+            .unwrap();
+        assert_eq!(body, scale::sized_body(64 << 10, *first));
+    }
+}
+
+#[test]
 fn request_shapes_carry_what_the_curves_say() {
     let curves: Vec<String> = CURVES.iter().map(|c| c.to_string()).collect();
     let shapes = scale::request_shapes(&curves, 20);

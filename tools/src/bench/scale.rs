@@ -320,7 +320,21 @@ fn header_option(name: &str, value: &str) -> Value {
 
 /// A generated config made runnable: free ports, absolute module paths, direct responses.
 pub fn runnable(mut doc: Value) -> Result<String, String> {
+    // `prepare` answers every route with the 1 KiB order; routes that already answer directly
+    // (the body curve's) keep their own body.
+    let path = [HCM, &["route_config", "virtual_hosts", "0", "routes"]].concat();
+    let own: Vec<Value> = get(&mut doc, &path)
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
     prepare(&mut doc, Mode::Direct, None)?;
+    if let Some(routes) = get(&mut doc, &path).as_sequence_mut() {
+        for (r, o) in routes.iter_mut().zip(own) {
+            if o.get("direct_response").is_some() {
+                *r = o;
+            }
+        }
+    }
     serde_yaml::to_string(&doc).map_err(|e| format!("serialize a scale config: {e}"))
 }
 

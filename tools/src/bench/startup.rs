@@ -77,6 +77,8 @@ pub fn startup_configs(modules: &[PathBuf]) -> Result<Vec<(String, Value)>, Stri
         ("filter-10-pins".to_string(), pins_config(10)?),
         ("filter-1000-pins".to_string(), pins_config(1_000)?),
         ("filter-100000-pins".to_string(), pins_config(100_000)?),
+        // Envoy's own cost of a 100 000-pin-sized plugin configuration: the floor ignores it.
+        ("floor-padded".to_string(), padded_floor()?),
     ];
     for m in modules {
         let mut doc = base("filter-route")?;
@@ -87,6 +89,16 @@ pub fn startup_configs(modules: &[PathBuf]) -> Result<Vec<(String, Value)>, Stri
         out.push((format!("module:{stem}"), doc));
     }
     Ok(out)
+}
+
+/// The V8 floor with a plugin configuration as long as the 100 000-pin one (which it ignores):
+/// what Envoy itself spends on carrying a configuration that big.
+pub fn padded_floor() -> Result<Value, String> {
+    let pins = pins_config(100_000)?;
+    let len = super::plugin_config(&pins).map_or(0, |c| c.len());
+    let mut doc = base("floor")?;
+    set_plugin_json(&mut doc, &json!({ "update": 0, "pad": "x".repeat(len) }))?;
+    Ok(doc)
 }
 
 fn set_module(doc: &mut Value, module: &Path) -> Result<(), String> {
@@ -363,7 +375,10 @@ fn reconfigure(listener: &mut Value, filter: bool, k: usize) -> Result<Option<St
         set_plugin_json(&mut boot, &p)?;
         Some(h)
     } else {
-        set_plugin_json(&mut boot, &json!({ "update": k }))?;
+        // Keep the floor's configuration (and its size): only `update` changes.
+        let mut p = plugin_json(&boot).unwrap_or_else(|_| json!({}));
+        p["update"] = json!(k + 1);
+        set_plugin_json(&mut boot, &p)?;
         None
     };
     *listener = boot["static_resources"]["listeners"][0].clone();
@@ -388,6 +403,7 @@ pub fn run_reloads(
         ("floor", base("floor")?, false),
         ("filter", base("filter-route")?, true),
         ("filter-100000-pins", pins_config(100_000)?, true),
+        ("floor-padded", padded_floor()?, false),
     ];
     let mut out = Vec::new();
     for &c in &opts.concurrency {

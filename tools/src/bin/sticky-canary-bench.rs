@@ -19,8 +19,10 @@ fn main() {
         Some("scale") => bench::scale_run::run_scale(&stop).map(|_| ()),
         // The exact config a variant runs with: `config <variant> <proxy|direct> [upstream]`.
         Some("config") => print_config(std::env::args().skip(2).collect()),
+        // The exact config a point of a bench-scale curve runs with: `scale-config <curve> <size>`.
+        Some("scale-config") => print_scale_config(std::env::args().skip(2).collect()),
         Some(other) => Err(format!(
-            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|scale|config VARIANT MODE [UPSTREAM]]"
+            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|scale|config VARIANT MODE [UPSTREAM]|scale-config CURVE SIZE]"
         )),
     };
     if let Err(e) = result {
@@ -45,5 +47,18 @@ fn print_config(args: Vec<String>) -> Result<(), String> {
         None => None,
     };
     print!("{}", bench::config_yaml(v, mode, upstream)?);
+    Ok(())
+}
+
+fn print_scale_config(args: Vec<String>) -> Result<(), String> {
+    let usage = format!(
+        "usage: sticky-canary-bench scale-config CURVE SIZE (curves: {})",
+        bench::scale::CURVES.join(", ")
+    );
+    let (Some(curve), Some(size)) = (args.first(), args.get(1).and_then(|s| s.parse().ok())) else {
+        return Err(usage);
+    };
+    let doc = bench::scale::curve_config(curve, size)?;
+    print!("{}", bench::scale::runnable(doc)?);
     Ok(())
 }
