@@ -280,11 +280,20 @@ pub const BODY_PATHS: &[(&str, bool)] = &[("/start", true), ("/end", false)];
 /// `/start` and `/end` from the route (`direct_response`) with a `size`-byte body each. Already in
 /// direct-response form: [`runnable`] leaves its routes alone.
 pub fn body_config(size: usize) -> Result<Value, String> {
-    let mut doc = with_plugin(|p| {
+    let doc = with_plugin(|p| {
         p["business_metrics"] =
             json!([{"name": "tax", "kind": "sum", "json": "/order/tax", "scale": 2}]);
         p["max_body_bytes"] = json!(size + 1024);
     })?;
+    with_bodies(doc, size)
+}
+
+/// The V8 floor answering the body curve's routes: what Envoy itself spends on the bytes.
+pub fn floor_body_config(size: usize) -> Result<Value, String> {
+    with_bodies(base("floor")?, size)
+}
+
+fn with_bodies(mut doc: Value, size: usize) -> Result<Value, String> {
     let rc = get(&mut doc, &[HCM, &["route_config"]].concat());
     rc["max_direct_response_body_size_bytes"] = Value::from((size + 1024) as u64);
     let mut routes = Vec::new();
@@ -374,6 +383,9 @@ pub fn curve_configs(curves: &[String]) -> Result<Vec<(String, Value)>, String> 
         }
         for &s in sizes(c) {
             out.push((format!("{c}-{s}"), curve_config(c, s)?));
+            if c == "body" {
+                out.push((format!("floor-body-{s}"), floor_body_config(s)?));
+            }
         }
     }
     Ok(out)
@@ -546,6 +558,13 @@ pub fn points(curves: &[String]) -> Vec<Point> {
                     }
                 }
                 "body" => {
+                    out.push(point(
+                        c,
+                        s,
+                        "floor (no filter)",
+                        &format!("floor-body-{s}"),
+                        "body/end",
+                    ));
                     for (path, _) in BODY_PATHS {
                         out.push(point(
                             c,
@@ -962,7 +981,9 @@ pub fn title(curve: &str) -> &'static str {
         "pins" => "Pinned values (one pin header; hits and misses)",
         "rules" => "Header business rules",
         "pointers" => "JSON pointers on one 1 KiB body",
-        "body" => "JSON body size (one pointer near the start / end)",
+        "body" => {
+            "JSON body size (one pointer near the start / end; the V8 floor on the same bytes)"
+        }
         "versions" => "Versions (one route per version)",
         "cookies" => "Cookies in the request (session cookie first / last)",
         _ => "",

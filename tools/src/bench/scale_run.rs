@@ -1,7 +1,7 @@
 //! `make bench-scale`: the cost curves ([`super::scale`]), start-up, reconfiguration and memory
 //! ([`super::startup`]) in one run, then `target/bench-scale/scale.json`, `summary.md` and one
 //! SVG per curve. A benchmark: nothing fails on speed. `SCALE_PARTS` (curves,startup,reload)
-//! picks the parts. Every part records the load average before and after it: the machine is
+//! picks the parts, `SCALE_OUT` the output directory. Every part records the load average before and after it: the machine is
 //! shared, and a busy moment says so in the summary.
 
 use super::measure::{module_size, Spread};
@@ -40,7 +40,10 @@ pub struct PartLoad {
 pub fn run_scale(stop: &AtomicBool) -> Result<PathBuf, String> {
     check_modules()?;
     let tools = Tools::find()?;
-    let out_dir = workspace_root().join("target/bench-scale");
+    // `SCALE_OUT`: another output directory (e.g. for an experiment beside the main run).
+    let out_dir = std::env::var_os("SCALE_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/bench-scale"));
     fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let parts: Vec<String> = std::env::var("SCALE_PARTS")
         .ok()

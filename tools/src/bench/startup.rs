@@ -399,12 +399,17 @@ pub fn run_reloads(
     opts: &StartOptions,
     stop: &AtomicBool,
 ) -> Result<Vec<ReloadRun>, String> {
-    let configs = [
-        ("floor", base("floor")?, false),
-        ("filter", base("filter-route")?, true),
-        ("filter-100000-pins", pins_config(100_000)?, true),
-        ("floor-padded", padded_floor()?, false),
+    let mut configs: Vec<(String, Value, bool)> = vec![
+        ("floor".into(), base("floor")?, false),
+        ("filter".into(), base("filter-route")?, true),
+        ("filter-100000-pins".into(), pins_config(100_000)?, true),
+        ("floor-padded".into(), padded_floor()?, false),
     ];
+    for (name, doc) in startup_configs(&opts.modules)? {
+        if name.starts_with("module:") {
+            configs.push((name, doc, true));
+        }
+    }
     let mut out = Vec::new();
     for &c in &opts.concurrency {
         for (name, doc, filter) in &configs {
