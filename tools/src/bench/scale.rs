@@ -9,8 +9,9 @@
 //! - every round runs every point once in a freshly shuffled (seeded) order, the V8 floor among
 //!   them, so that a slow moment of the shared machine spreads over every curve; a point's ratio
 //!   to the floor is taken within its round;
-//! - a curve is **flat** when the least-squares change over its whole range is within the noise
-//!   (the median min–max spread of its points' samples), else **linear** with the fitted slope.
+//! - a curve is **linear** when the least-squares slope fitted within each round has the same
+//!   sign in at least 85 % of the rounds (a sign test: 8 of 9 is p < 0.05), reported with the
+//!   median per-round slope; else **flat within noise**.
 //!
 //! The configs are generated from `envoy/bench/filter-route.yaml` (and `floor.yaml`) by the
 //! functions below ([`curve_configs`]), never checked in; `tools/tests/bench_configs.rs` runs
@@ -24,7 +25,7 @@ use super::procs::{clock_ticks_per_second, start_envoy, EnvoyProbe, Tools};
 use super::requests::{cookie_header, session_keys, REQUEST_HEADERS, REQUEST_PATH};
 use super::variants::{prepare, Mode, Variant, UPSTREAM_HEADERS};
 use super::{check_interrupt, env_num};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 use serde_yaml::{Mapping, Value};
 use std::fmt::Write as _;
@@ -508,7 +509,7 @@ end
 // The run.
 
 /// One measured point of a curve: a config (its Envoy) and a request shape (its wrk script).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Point {
     pub curve: String,
     /// The size (pins, rules, pointers, bytes, versions, cookies).
@@ -524,6 +525,7 @@ pub struct Point {
     pub non_2xx: u64,
     pub requests: u64,
     #[serde(skip)]
+    #[allow(dead_code)]
     samples: Vec<Sample>,
 }
 
@@ -624,6 +626,22 @@ pub fn unit(curve: &str) -> (&'static str, f64) {
     }
 }
 
+/// The least-squares slope of `ys` over `xs` (0 when the xs do not vary).
+fn least_squares(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len().min(ys.len()) as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        0.0
+    }
+}
+
 pub fn fits(points: &[Point]) -> Vec<Fit> {
     let mut out: Vec<Fit> = Vec::new();
     for p in points.iter().filter(|p| p.curve != "floor") {
@@ -650,24 +668,34 @@ pub fn fits(points: &[Point]) -> Vec<Fit> {
         let xs: Vec<f64> = pts.iter().map(|q| q.x as f64 / per).collect();
         let cpu: Vec<Spread> = pts.iter().map(|q| Spread::of(&q.cpu_us)).collect();
         let ys: Vec<f64> = cpu.iter().map(|s| s.median).collect();
-        let n = xs.len() as f64;
-        let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
-        let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
-        let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        let slope = least_squares(&xs, &ys);
         let range = xs.iter().copied().fold(f64::MIN, f64::max)
             - xs.iter().copied().fold(f64::MAX, f64::min);
         let change = slope * range;
         let noise = Spread::of(&cpu.iter().map(|s| s.max - s.min).collect::<Vec<_>>()).median;
+        // The same fit within each round (the points' r-th samples were taken in round r): a
+        // slope whose sign holds in nearly every round is real, whatever the spread of a point.
+        let rounds = pts.iter().map(|q| q.cpu_us.len()).min().unwrap_or(0);
+        let round_slopes: Vec<f64> = (0..rounds)
+            .map(|r| {
+                let ys: Vec<f64> = pts.iter().map(|q| q.cpu_us[r]).collect();
+                least_squares(&xs, &ys)
+            })
+            .collect();
+        let up = round_slopes.iter().filter(|s| **s > 0.0).count();
+        let same_sign = up.max(rounds - up);
         let (u, _) = unit(&p.curve);
-        let verdict = if change.abs() <= noise {
+        let sp = Spread::of(&round_slopes);
+        // A sign test: 8 of 9 rounds (or 5 of 5) in one direction is p < 0.05 two-sided.
+        let consistent = rounds >= 5 && same_sign as f64 >= 0.85 * rounds as f64;
+        let verdict = if consistent {
             format!(
-                "flat within noise (fitted change {change:+.1} µs over the range, noise ±{:.1} µs)",
-                noise / 2.0
+                "linear: {:+.4} µs per {u} (per-round slopes {:+.4} to {:+.4}, {same_sign} of {rounds} rounds one way; fitted change {change:+.1} µs over the range)",
+                sp.median, sp.min, sp.max
             )
         } else {
             format!(
-                "linear: {slope:+.4} µs per {u} (fitted change {change:+.1} µs over the range, noise {noise:.1} µs)"
+                "flat within noise: fitted change {change:+.1} µs over the range, per-round slopes of both signs ({up} of {rounds} rounds up); a point's samples spread {noise:.1} µs"
             )
         };
         out.push(Fit {

@@ -28,7 +28,7 @@ fn loadavg() -> String {
 }
 
 /// What one part of the run saw of the machine.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PartLoad {
     pub part: String,
     pub load_before: String,
@@ -83,7 +83,6 @@ pub fn run_scale(stop: &AtomicBool) -> Result<PathBuf, String> {
         });
     };
     let mut points: Vec<Point> = Vec::new();
-    let mut fitted: Vec<Fit> = Vec::new();
     if parts.iter().any(|p| p == "curves") {
         let p = part("curves");
         println!(
@@ -94,11 +93,7 @@ pub fn run_scale(stop: &AtomicBool) -> Result<PathBuf, String> {
             copts.curves.join(",")
         );
         points = run_curves(&tools, &copts, &out_dir, stop)?;
-        fitted = fits(&points);
         end(p, &mut loads);
-        for f in &fitted {
-            println!("{} {}: {}", f.curve, f.series, f.verdict);
-        }
     }
     let mut starts: Vec<StartRun> = Vec::new();
     if parts.iter().any(|p| p == "startup") {
@@ -111,19 +106,6 @@ pub fn run_scale(stop: &AtomicBool) -> Result<PathBuf, String> {
         let p = part("reload");
         reloads = run_reloads(&tools, &sopts, stop)?;
         end(p, &mut loads);
-    }
-    let floor = points
-        .iter()
-        .find(|p| p.curve == "floor")
-        .map(|p| Spread::of(&p.cpu_us));
-    let mut charts = Vec::new();
-    for c in CURVES {
-        if fitted.iter().any(|f| f.curve == *c) {
-            let path = out_dir.join(format!("{c}.svg"));
-            fs::write(&path, curve_svg(c, title(c), &fitted, floor))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            charts.push(path);
-        }
     }
     let modules: Vec<Json> = [
         ("sticky-canary", wasm_path()),
@@ -143,16 +125,59 @@ pub fn run_scale(stop: &AtomicBool) -> Result<PathBuf, String> {
         "curve_options": { "rounds": copts.rounds, "seconds": copts.seconds, "connections": copts.connections, "sessions": copts.sessions, "seed": copts.seed },
         "start_options": { "starts": sopts.starts, "concurrency": sopts.concurrency, "reloads": sopts.reloads },
         "points": points,
-        "fits": fitted,
         "startups": starts,
         "reloads": reloads,
     });
+    write_outputs(&out_dir, doc)?;
+    Ok(out_dir)
+}
+
+/// Re-renders `summary.md` and the charts of a run from its `scale.json` (`scale-report [DIR]`),
+/// e.g. after a change to the analysis.
+pub fn rerender(dir: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = dir.unwrap_or_else(|| workspace_root().join("target/bench-scale"));
+    let path = dir.join("scale.json");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: Json = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_outputs(&dir, doc)?;
+    Ok(dir)
+}
+
+fn field<T: serde::de::DeserializeOwned>(doc: &Json, name: &str) -> Result<T, String> {
+    serde_json::from_value(doc.get(name).cloned().unwrap_or(Json::Array(Vec::new())))
+        .map_err(|e| format!("scale.json {name}: {e}"))
+}
+
+/// Fits the curves and writes `scale.json` (with the fits), `summary.md` and the charts.
+fn write_outputs(out_dir: &std::path::Path, mut doc: Json) -> Result<(), String> {
+    let points: Vec<Point> = field(&doc, "points")?;
+    let starts: Vec<StartRun> = field(&doc, "startups")?;
+    let reloads: Vec<ReloadRun> = field(&doc, "reloads")?;
+    let loads: Vec<PartLoad> = field(&doc, "loads")?;
+    let fitted = fits(&points);
+    let floor = points
+        .iter()
+        .find(|p| p.curve == "floor")
+        .map(|p| Spread::of(&p.cpu_us));
+    let mut charts = Vec::new();
+    for c in CURVES {
+        if fitted.iter().any(|f| f.curve == *c) {
+            let path = out_dir.join(format!("{c}.svg"));
+            fs::write(&path, curve_svg(c, title(c), &fitted, floor))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            charts.push(path);
+        }
+    }
+    doc["fits"] = json!(fitted);
     let json_path = out_dir.join("scale.json");
     fs::write(
         &json_path,
         serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    for f in &fitted {
+        println!("{} {}: {}", f.curve, f.series, f.verdict);
+    }
     let md = summary_md(&doc, &fitted, floor, &starts, &reloads, &loads, &charts);
     let md_path = out_dir.join("summary.md");
     fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
@@ -164,7 +189,7 @@ pub fn run_scale(stop: &AtomicBool) -> Result<PathBuf, String> {
         charts.len(),
         out_dir.display()
     );
-    Ok(out_dir)
+    Ok(())
 }
 
 fn med(v: &[f64]) -> f64 {

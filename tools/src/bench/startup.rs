@@ -22,7 +22,7 @@
 use super::procs::{EnvoyProbe, LinearMemory, Tools};
 use super::scale::{base, pins_config, plugin_json, runnable, set_plugin_json, versions_config};
 use super::{check_interrupt, env_num};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_yaml::{Mapping, Value};
 use std::fs;
@@ -140,7 +140,7 @@ fn log_ms(line: &str) -> Option<f64> {
 }
 
 /// The phases of one start, from Envoy's log, in ms since "initializing epoch".
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Phases {
     /// "loading N listener(s)".
     pub listeners_from: Option<f64>,
@@ -202,7 +202,7 @@ pub fn phases(log: &str) -> Phases {
 }
 
 /// One wasm linear memory: its size and its resident part, KiB.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Memory {
     pub size_kb: u64,
     pub rss_kb: u64,
@@ -218,7 +218,7 @@ impl From<LinearMemory> for Memory {
 }
 
 /// The starts of one config at one concurrency.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StartRun {
     pub config: String,
     pub concurrency: u32,
@@ -296,7 +296,7 @@ pub fn run_startups(
 // Reconfiguration.
 
 /// One config's listener updates at one concurrency.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReloadRun {
     pub config: String,
     pub concurrency: u32,

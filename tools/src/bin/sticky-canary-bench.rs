@@ -17,12 +17,16 @@ fn main() {
         Some("soak") => bench::soak(&stop).map(|_| ()),
         // `make bench-scale`: the cost curves, start-up, reconfiguration and memory (issue 17).
         Some("scale") => bench::scale_run::run_scale(&stop).map(|_| ()),
+        // summary.md and the charts again from a run's scale.json: `scale-report [DIR]`.
+        Some("scale-report") => {
+            bench::scale_run::rerender(std::env::args().nth(2).map(Into::into)).map(|_| ())
+        }
         // The exact config a variant runs with: `config <variant> <proxy|direct> [upstream]`.
         Some("config") => print_config(std::env::args().skip(2).collect()),
         // The exact config a point of a bench-scale curve runs with: `scale-config <curve> <size>`.
         Some("scale-config") => print_scale_config(std::env::args().skip(2).collect()),
         Some(other) => Err(format!(
-            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|scale|config VARIANT MODE [UPSTREAM]|scale-config CURVE SIZE]"
+            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|scale|config VARIANT MODE [UPSTREAM]|scale-report [DIR]|scale-config CURVE SIZE]"
         )),
     };
     if let Err(e) = result {
