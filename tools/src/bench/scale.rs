@@ -16,7 +16,7 @@
 //! The configs are generated from `envoy/bench/filter-route.yaml` (and `floor.yaml`) by the
 //! functions below ([`curve_configs`]), never checked in; `tools/tests/bench_configs.rs` runs
 //! `envoy --mode validate` on a few of them and compiles every plugin config with the filter's own
-//! code. Knobs: `SCALE_ROUNDS` (5), `SCALE_SECONDS` (1), `SCALE_WARMUP_SECONDS` (1),
+//! code. Knobs: `SCALE_ROUNDS` (9), `SCALE_SECONDS` (1), `SCALE_WARMUP_SECONDS` (1),
 //! `SCALE_CONNECTIONS` (32), `SCALE_CURVES` (pins,rules,pointers,body,versions,cookies),
 //! `SCALE_SEED` (2026), `SCALE_SESSIONS` (500 distinct requests per wrk script).
 
@@ -66,7 +66,7 @@ impl CurveOptions {
             ));
         }
         Ok(CurveOptions {
-            rounds: env_num("SCALE_ROUNDS", 5usize).max(1),
+            rounds: env_num("SCALE_ROUNDS", 9usize).max(1),
             seconds: env_num("SCALE_SECONDS", 1.0f64).round().max(1.0),
             warmup_seconds: env_num("SCALE_WARMUP_SECONDS", 1.0f64).round().max(0.0),
             connections: env_num("SCALE_CONNECTIONS", 32u32).max(1),
