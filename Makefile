@@ -32,7 +32,7 @@ GUARD_AA_SECONDS ?= 600
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image pin test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services simulate guard-aa soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image pin test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services bench-scale simulate guard-aa soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -173,6 +173,9 @@ guard-aa: build envoy ## The brake on an A/A pair under a real Envoy (4 workers)
 
 simulate: ## False trips (A/A, 1 000 runs × 1 000 looks) and time to evidence of the sequential vs fixed rule: pure simulation, no Envoy (SIMULATE_ARGS=--quick)
 	cargo run --quiet --release -p sticky-canary-tools --bin sticky-canary-simulate -- $(SIMULATE_ARGS)
+
+bench-scale: build fixtures envoy bench-tools ## Cost curves (pins, rules, pointers, body size, versions, cookies), start-up, config reload and memory at concurrency 1/4/16 (SCALE_ROUNDS, SCALE_PARTS) → target/bench-scale/
+	cargo run --quiet -p sticky-canary-tools --bin sticky-canary-bench -- scale
 
 soak: build fixtures envoy bench-tools ## 1 M requests through the filter: wasm memory and RSS must stay flat (target/bench/soak.json)
 	cargo run --quiet -p sticky-canary-tools --bin sticky-canary-bench -- soak

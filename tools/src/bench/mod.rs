@@ -55,8 +55,11 @@ pub mod measure;
 pub mod procs;
 pub mod report;
 pub mod requests;
+pub mod scale;
+pub mod scale_run;
 pub mod services;
 pub mod soak;
+pub mod startup;
 pub mod variants;
 
 pub use checks::{expected_version, preflight};

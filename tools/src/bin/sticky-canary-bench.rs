@@ -1,4 +1,4 @@
-//! `make bench` (no argument), `make soak` (`soak`) and `make bench-services` (`services`): what sticky-canary costs per request in a
+//! `make bench` (no argument), `make soak` (`soak`), `make bench-services` (`services`) and `make bench-scale` (`scale`): what sticky-canary costs per request in a
 //! real Envoy, next to bare Envoy, the V8 floor and a Lua filter. See `tools/src/bench/mod.rs` for
 //! the method and the knobs (BENCH_ROUNDS, BENCH_SECONDS, …); `config VARIANT MODE` prints the
 //! exact Envoy config a variant runs with. A benchmark: it never fails on speed; it exits 1 only
@@ -16,10 +16,18 @@ fn main() {
             .map(|_| ()),
         Some("soak") => bench::soak(&stop).map(|_| ()),
         Some("services") => bench::services::services(&stop).map(|_| ()),
+        // `make bench-scale`: the cost curves, start-up, reconfiguration and memory (issue 17).
+        Some("scale") => bench::scale_run::run_scale(&stop).map(|_| ()),
+        // summary.md and the charts again from a run's scale.json: `scale-report [DIR]`.
+        Some("scale-report") => {
+            bench::scale_run::rerender(std::env::args().nth(2).map(Into::into)).map(|_| ())
+        }
         // The exact config a variant runs with: `config <variant> <proxy|direct> [upstream]`.
         Some("config") => print_config(std::env::args().skip(2).collect()),
+        // The exact config a point of a bench-scale curve runs with: `scale-config <curve> <size>`.
+        Some("scale-config") => print_scale_config(std::env::args().skip(2).collect()),
         Some(other) => Err(format!(
-            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|services|config VARIANT MODE [UPSTREAM]]"
+            "unknown argument {other:?}; usage: sticky-canary-bench [bench|soak|services|scale|config VARIANT MODE [UPSTREAM]|scale-report [DIR]|scale-config CURVE SIZE]"
         )),
     };
     if let Err(e) = result {
@@ -44,5 +52,18 @@ fn print_config(args: Vec<String>) -> Result<(), String> {
         None => None,
     };
     print!("{}", bench::config_yaml(v, mode, upstream)?);
+    Ok(())
+}
+
+fn print_scale_config(args: Vec<String>) -> Result<(), String> {
+    let usage = format!(
+        "usage: sticky-canary-bench scale-config CURVE SIZE (curves: {})",
+        bench::scale::CURVES.join(", ")
+    );
+    let (Some(curve), Some(size)) = (args.first(), args.get(1).and_then(|s| s.parse().ok())) else {
+        return Err(usage);
+    };
+    let doc = bench::scale::curve_config(curve, size)?;
+    print!("{}", bench::scale::runnable(doc)?);
     Ok(())
 }
