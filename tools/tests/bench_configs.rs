@@ -59,26 +59,7 @@ fn every_bench_config_passes_envoy_validate() {
         jobs.push((format!("{n} services (direct response)"), path));
     }
     // Two at a time: a wasm config takes about a second to validate (V8 compiles the module).
-    let root = envoy::workspace_root();
-    let failures: Vec<String> = jobs
-        .chunks(jobs.len().div_ceil(2))
-        .map(|chunk| {
-            let root = root.clone();
-            let chunk = chunk.to_vec();
-            std::thread::spawn(move || {
-                chunk
-                    .into_iter()
-                    .filter_map(|(name, path)| {
-                        let (ok, out) = envoy::validate(&path, &root);
-                        (!ok || !out.contains("OK")).then(|| format!("{name}:\n{out}"))
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let failures = envoy::validate_all(&jobs, &envoy::workspace_root());
     assert!(
         failures.is_empty(),
         "envoy --mode validate failed:\n{}",

@@ -123,25 +123,7 @@ fn a_few_scale_configs_pass_envoy_validate() {
             (name, p)
         })
         .collect();
-    let root = envoy::workspace_root();
-    let failures: Vec<String> = jobs
-        .chunks(jobs.len().div_ceil(2))
-        .map(|chunk| {
-            let (root, chunk) = (root.clone(), chunk.to_vec());
-            std::thread::spawn(move || {
-                chunk
-                    .into_iter()
-                    .filter_map(|(name, path)| {
-                        let (ok, out) = envoy::validate(&path, &root);
-                        (!ok || !out.contains("OK")).then(|| format!("{name}:\n{out}"))
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let failures = envoy::validate_all(&jobs, &envoy::workspace_root());
     assert!(
         failures.is_empty(),
         "envoy --mode validate failed:\n{}",

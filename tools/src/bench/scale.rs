@@ -488,20 +488,8 @@ pub fn wrk_pool_script(requests: &[String]) -> String {
     for r in requests {
         let _ = writeln!(s, "  \"{r}\",");
     }
-    s.push_str(
-        "}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  if i > #pool then i = 1 end\n  return pool[i]\nend\n",
-    );
-    s.push_str(
-        r#"done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,"status_errors":%d,"timeouts":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
-    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
-end
-"#,
-    );
+    s.push_str(super::requests::WRK_POOL_NEXT);
+    s.push_str(super::requests::WRK_DONE);
     s
 }
 
