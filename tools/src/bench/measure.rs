@@ -150,7 +150,7 @@ pub fn module_size(name: &str, path: &Path) -> Option<ModuleSize> {
 }
 
 /// Milliseconds since midnight of an Envoy log line (`[2026-11-22 02:38:24.492]...`).
-fn log_ms(line: &str) -> Option<f64> {
+pub(crate) fn log_ms(line: &str) -> Option<f64> {
     let ts = line.get(12..24)?; // HH:MM:SS.mmm
     let (h, rest) = ts.split_once(':')?;
     let (m, s) = rest.split_once(':')?;

@@ -309,23 +309,20 @@ fn with_bodies(mut doc: Value, size: usize) -> Result<Value, String> {
         d.insert(key("status"), Value::from(200));
         d.insert(key("body"), Value::Mapping(body));
         r.insert(key("direct_response"), Value::Mapping(d));
-        let mut add = vec![header_option("content-type", "application/json")];
-        add.extend(UPSTREAM_HEADERS.iter().map(|(n, v)| header_option(n, v)));
+        let mut add = vec![super::variants::header_option(
+            "content-type",
+            "application/json",
+        )];
+        add.extend(
+            UPSTREAM_HEADERS
+                .iter()
+                .map(|(n, v)| super::variants::header_option(n, v)),
+        );
         r.insert(key("response_headers_to_add"), Value::Sequence(add));
         routes.push(Value::Mapping(r));
     }
     *get(&mut rc["virtual_hosts"], &["0", "routes"]) = Value::Sequence(routes);
     Ok(doc)
-}
-
-fn header_option(name: &str, value: &str) -> Value {
-    let mut h = Mapping::new();
-    h.insert(key("key"), key(name));
-    h.insert(key("value"), key(value));
-    let mut o = Mapping::new();
-    o.insert(key("header"), Value::Mapping(h));
-    o.insert(key("append_action"), key("OVERWRITE_IF_EXISTS_OR_ADD"));
-    Value::Mapping(o)
 }
 
 /// A generated config made runnable: free ports, absolute module paths, direct responses.

@@ -107,25 +107,14 @@ pub fn services_yaml(n: Option<usize>) -> Result<String, String> {
     serde_yaml::to_string(&doc).map_err(|e| format!("serialize: {e}"))
 }
 
-/// Milliseconds of a log line's time of day.
-fn line_ms(line: &str) -> Option<f64> {
-    let ts = line.get(12..24)?;
-    let (h, rest) = ts.split_once(':')?;
-    let (m, s) = rest.split_once(':')?;
-    Some(
-        (h.parse::<f64>().ok()? * 3600.0
-            + m.parse::<f64>().ok()? * 60.0
-            + s.parse::<f64>().ok()?)
-            * 1000.0,
-    )
-}
-
 /// One VM's configure time: its first "VM started" line to the summary line of service `last`.
 fn configure_ms(log: &str, last: &str) -> Option<f64> {
     let mut lines = log.lines().skip_while(|l| !l.contains("VM started"));
-    let start = line_ms(lines.next()?)?;
+    let start = super::measure::log_ms(lines.next()?)?;
     let needle = format!("service={last} ");
-    let end = lines.find(|l| l.contains(&needle)).and_then(line_ms)?;
+    let end = lines
+        .find(|l| l.contains(&needle))
+        .and_then(super::measure::log_ms)?;
     Some(end - start)
 }
 

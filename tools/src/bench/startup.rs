@@ -126,19 +126,6 @@ fn launch(tools: &Tools, concurrency: u32) -> Launch {
     }
 }
 
-/// Milliseconds since midnight of an Envoy log line (`[2026-11-22 02:38:24.492]...`).
-fn log_ms(line: &str) -> Option<f64> {
-    let ts = line.get(12..24)?;
-    let (h, rest) = ts.split_once(':')?;
-    let (m, s) = rest.split_once(':')?;
-    Some(
-        (h.parse::<f64>().ok()? * 3600.0
-            + m.parse::<f64>().ok()? * 60.0
-            + s.parse::<f64>().ok()?)
-            * 1000.0,
-    )
-}
-
 /// The phases of one start, from Envoy's log, in ms since "initializing epoch".
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Phases {
@@ -165,12 +152,12 @@ pub fn phases(log: &str) -> Phases {
     let Some(t0) = log
         .lines()
         .find(|l| l.contains("initializing epoch"))
-        .and_then(log_ms)
+        .and_then(super::measure::log_ms)
     else {
         return p;
     };
     let at = |l: &str| {
-        log_ms(l).map(|t| {
+        super::measure::log_ms(l).map(|t| {
             let d = t - t0;
             if d < 0.0 {
                 d + 86_400_000.0

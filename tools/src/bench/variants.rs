@@ -246,7 +246,7 @@ pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) -> Res
     Ok(())
 }
 
-fn header_option(name: &str, value: &str) -> Value {
+pub(crate) fn header_option(name: &str, value: &str) -> Value {
     let mut h = Mapping::new();
     h.insert(key("key"), key(name));
     h.insert(key("value"), key(value));
