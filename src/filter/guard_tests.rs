@@ -286,3 +286,17 @@ fn writes_are_counted_per_served_version() {
         "one :method read, or none"
     );
 }
+
+#[test]
+fn a_guard_adds_no_host_call_to_the_request_path() {
+    let calls = |config: &str| {
+        let t = Setup::new(config);
+        let c = cookie(&t.key_for("canary"));
+        let before = t.host.call_count();
+        t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
+        t.host.call_count() - before
+    };
+    let with = calls(&guarded(|_| {}));
+    let without = calls(&config(|c| c["bucket_header"] = "x-canary-bucket".into()));
+    assert_eq!(with, without);
+}
