@@ -110,6 +110,28 @@ fn seen_upstream(r: &Response) -> Vec<(String, String)> {
 }
 
 /// Sum of `name` per version for one service.
+/// Every service's request and response counters are exactly what was sent to it, per version
+/// (`sent`: (service, version) → requests).
+fn assert_counts_per_service(s: &Scrape, sent: &BTreeMap<(String, String), u64>) {
+    for service in ["shop", "payments", "search"] {
+        let want: BTreeMap<String, u64> = sent
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .map(|((_, v), n)| (v.clone(), *n))
+            .collect();
+        assert_eq!(
+            per_version(s, "canary_requests_total", service),
+            want,
+            "{service}: requests"
+        );
+        assert_eq!(
+            per_version(s, "canary_responses_total", service),
+            want,
+            "{service}: responses"
+        );
+    }
+}
+
 fn per_version(s: &Scrape, name: &str, service: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for sample in s.with_prefix(name).filter(|x| x.name == name) {
@@ -222,23 +244,7 @@ fn three_services_on_one_listener_each_with_its_own_sessions_and_counters() {
 
     // Per-service counters, exact; the unmanaged request counted once, nowhere else.
     let s = envoy.scrape();
-    for service in ["shop", "payments", "search"] {
-        let want: BTreeMap<String, u64> = sent
-            .iter()
-            .filter(|((s, _), _)| s == service)
-            .map(|((_, v), n)| (v.clone(), *n))
-            .collect();
-        assert_eq!(
-            per_version(&s, "canary_requests_total", service),
-            want,
-            "{service}: requests"
-        );
-        assert_eq!(
-            per_version(&s, "canary_responses_total", service),
-            want,
-            "{service}: responses"
-        );
-    }
+    assert_counts_per_service(&s, &sent);
     assert_eq!(s.get("canary_unmatched_total", &[]), 1.0);
 }
 
@@ -479,23 +485,7 @@ fn per_service_counters_are_exact_with_four_workers() {
         }
     }
     let s = envoy.scrape();
-    for service in ["shop", "payments", "search"] {
-        let want: BTreeMap<String, u64> = sent
-            .iter()
-            .filter(|((s, _), _)| s == service)
-            .map(|((_, v), n)| (v.clone(), *n))
-            .collect();
-        assert_eq!(
-            per_version(&s, "canary_requests_total", service),
-            want,
-            "{service}"
-        );
-        assert_eq!(
-            per_version(&s, "canary_responses_total", service),
-            want,
-            "{service}"
-        );
-    }
+    assert_counts_per_service(&s, &sent);
     let unmatched = sent
         .get(&("none".into(), "none".into()))
         .copied()
