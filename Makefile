@@ -37,7 +37,7 @@ SHELL := bash
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-demo: build envoy ## The whole story: ramp 5→20→50 %, a silent money bug caught per version, gate verdict, chart
+demo: build envoy ## The whole story: ramp 5→20→50 %, a silent money bug braked inside Envoy and caught per version, gate verdict, chart
 	cargo run --quiet -p sticky-canary-tools --bin sticky-canary-demo
 
 toolchain: ## Install the Rust wasm32-wasip1 target, rustfmt and clippy (idempotent)
@@ -157,7 +157,7 @@ bench-tools: $(BENCH_WRK) ## Install wrk + nginx for make bench (Debian packages
 $(BENCH_WRK):
 	bash envoy/bench/install-tools.sh
 
-bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor, sticky-canary ×3, Lua (BENCH_ROUNDS, BENCH_SECONDS) → target/bench/
+bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor, sticky-canary ×5 (route, bucket, headers, guard, JSON), Lua (BENCH_ROUNDS, BENCH_SECONDS) → target/bench/
 	BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_SECONDS=$(BENCH_SECONDS) \
 	  cargo run --quiet -p sticky-canary-tools --bin sticky-canary-bench
 
