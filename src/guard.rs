@@ -594,20 +594,23 @@ pub mod record {
         s
     }
 
-    /// The tripped versions of `generation`; none when the record is of another generation,
+    /// The tripped versions of `generation`; `None` when the record is of another generation,
     /// another format, or not text.
-    pub fn decode(bytes: &[u8], generation: u64) -> Vec<&str> {
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            return Vec::new();
-        };
+    pub fn read(bytes: &[u8], generation: u64) -> Option<Vec<&str>> {
+        let text = std::str::from_utf8(bytes).ok()?;
         let mut words = text.split(' ');
         let gen = format!("{generation:016x}");
         match (words.next(), words.next()) {
             (Some("sticky-canary-guard/1"), Some(g)) if g == gen => {
-                words.filter(|w| !w.is_empty()).collect()
+                Some(words.filter(|w| !w.is_empty()).collect())
             }
-            _ => Vec::new(),
+            _ => None,
         }
+    }
+
+    /// The tripped versions of `generation`; none when the record is not of it ([`read`]).
+    pub fn decode(bytes: &[u8], generation: u64) -> Vec<&str> {
+        read(bytes, generation).unwrap_or_default()
     }
 }
 
@@ -949,6 +952,17 @@ mod tests {
         let r = record::encode(g1, ["canary", "v2"].into_iter());
         assert_eq!(record::decode(r.as_bytes(), g1), ["canary", "v2"]);
         assert!(record::decode(r.as_bytes(), g1 ^ 1).is_empty());
+        assert_eq!(
+            record::read(r.as_bytes(), g1 ^ 1),
+            None,
+            "another generation"
+        );
+        let empty = record::encode(g1, std::iter::empty());
+        assert_eq!(
+            record::read(empty.as_bytes(), g1),
+            Some(vec![]),
+            "this one, no trips"
+        );
         assert!(record::decode(b"garbage", g1).is_empty());
         assert!(record::decode(&[0xff, 0xfe], g1).is_empty());
         assert!(record::decode(record::encode(g1, std::iter::empty()).as_bytes(), g1).is_empty());

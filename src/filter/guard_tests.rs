@@ -300,3 +300,25 @@ fn a_guard_adds_no_host_call_to_the_request_path() {
     let without = calls(&config(|c| c["bucket_header"] = "x-canary-bucket".into()));
     assert_eq!(with, without);
 }
+
+#[test]
+fn configure_writes_the_record_only_for_a_new_generation() {
+    let t = Setup::new(&guarded(|_| {}));
+    let generation = record::generation(b"checkout", 0);
+    t.host.state().shared.insert(
+        KEY.into(),
+        (record::encode(generation, std::iter::empty()).into_bytes(), 3),
+    );
+    let writes = t.host.calls_of("set_shared_data");
+    let mut root = Root::new(t.host.clone());
+    assert!(root.on_configure());
+    assert_eq!(t.host.calls_of("set_shared_data"), writes, "same generation");
+    t.host.state().config = guarded(|c| c["guard"]["epoch"] = 2.into()).into_bytes();
+    assert!(root.on_configure());
+    assert_eq!(t.host.calls_of("set_shared_data"), writes + 1, "a new epoch");
+    let shared = t.host.state().shared.get(KEY).cloned().unwrap();
+    assert_eq!(
+        record::read(&shared.0, record::generation(b"checkout", 2)),
+        Some(vec![])
+    );
+}

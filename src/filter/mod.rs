@@ -185,48 +185,54 @@ impl<H: Host> Active<H> {
             })
             .collect();
         let guard = plan.guard.as_ref().map(|g| {
-            let slot_ids = |slots: &[Option<&usize>]| -> Vec<u32> {
+            // The host ids of the slots a series sums.
+            let ids_of = |slots: Vec<&usize>| -> Vec<u32> {
                 slots
-                    .iter()
-                    .filter_map(|s| s.and_then(|s| ids.get(*s)).copied())
+                    .into_iter()
+                    .filter_map(|s| ids.get(*s).copied())
                     .collect()
             };
-            let per_version =
-                (0..plan.versions.len())
-                    .map(|v| {
-                        g.series
-                            .iter()
-                            .map(|s| match *s {
-                                Series::Errors => slot_ids(&[metrics.response(v, 500)]),
-                                Series::Responses => {
-                                    let row = metrics.responses.get(v);
-                                    slot_ids(&row.map_or(Vec::new(), |r| {
-                                        r.iter().map(Some).collect::<Vec<_>>()
-                                    }))
-                                }
-                                Series::Retried => slot_ids(&[metrics.retried.get(v)]),
-                                // The error codes' series, or every series of the version.
-                                Series::GrpcErrors | Series::GrpcResponses => {
-                                    let mask = match (s, &plan.grpc) {
-                                        (Series::GrpcErrors, Some(g)) => g.error_mask,
-                                        (_, Some(_)) => u32::MAX,
-                                        (_, None) => 0,
-                                    };
-                                    let mut out = Vec::new();
-                                    let row = metrics.grpc.get(v).map_or(&[][..], Vec::as_slice);
-                                    for (c, slot) in row.iter().enumerate() {
-                                        if mask & bit(c) != 0 {
-                                            out.extend(ids.get(*slot).copied());
-                                        }
-                                    }
-                                    out
-                                }
-                                Series::Business(r) => slot_ids(&[metrics.business(v, r)]),
-                                Series::Squares(r) => slot_ids(&[metrics.squares(v, r)]),
-                            })
-                            .collect()
-                    })
-                    .collect();
+            let per_version = (0..plan.versions.len())
+                .map(|v| {
+                    g.series
+                        .iter()
+                        .map(|s| match *s {
+                            Series::Errors => {
+                                ids_of(metrics.response(v, 500).into_iter().collect())
+                            }
+                            Series::Responses => {
+                                ids_of(metrics.responses.get(v).into_iter().flatten().collect())
+                            }
+                            Series::Retried => ids_of(metrics.retried.get(v).into_iter().collect()),
+                            // The error codes' series, or every series of the version.
+                            Series::GrpcErrors | Series::GrpcResponses => {
+                                let mask = match (s, &plan.grpc) {
+                                    (Series::GrpcErrors, Some(g)) => g.error_mask,
+                                    (_, Some(_)) => u32::MAX,
+                                    (_, None) => 0,
+                                };
+                                ids_of(
+                                    metrics
+                                        .grpc
+                                        .get(v)
+                                        .into_iter()
+                                        .flatten()
+                                        .enumerate()
+                                        .filter(|(c, _)| mask & bit(*c) != 0)
+                                        .map(|(_, slot)| slot)
+                                        .collect(),
+                                )
+                            }
+                            Series::Business(r) => {
+                                ids_of(metrics.business(v, r).into_iter().collect())
+                            }
+                            Series::Squares(r) => {
+                                ids_of(metrics.squares(v, r).into_iter().collect())
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
             GuardState {
                 key: format!("{}{}", crate::guard::SHARED_KEY_PREFIX, plan.service),
                 generation: record::generation(&plan.salt, g.epoch),
@@ -339,13 +345,12 @@ impl<H: Host> Active<H> {
         let Some(g) = &self.guard else { return };
         let mask = match self.host.shared_data(&g.key) {
             Ok(Some((bytes, cas))) => {
-                let mask = self.mask_of(g, &bytes);
-                if mask == 0 && record::decode(&bytes, g.generation).is_empty() {
-                    // Another generation's (or no) trips: start this one clean.
+                if record::read(&bytes, g.generation).is_none() {
+                    // Another generation's trips (a new salt or epoch): start this one clean.
                     let empty = record::encode(g.generation, std::iter::empty());
                     let _ = self.host.set_shared_data(&g.key, empty.as_bytes(), cas);
                 }
-                mask
+                self.mask_of(g, &bytes)
             }
             Ok(None) => 0,
             Err(e) => {
