@@ -142,27 +142,21 @@ fn without_the_grpc_block_nothing_changes() {
         .iter()
         .all(|m| !m.name.contains("grpc")));
     // The same gRPC call costs the same host calls as without gRPC handling, and no trailer read.
-    let before = t.host.call_count();
-    call(
-        &t,
-        "canary",
-        "canary",
-        &[(":status", "200"), GRPC],
-        Some(&[("grpc-status", "13")]),
-    );
-    let calls = t.host.call_count() - before;
-    let on = Setup::new(&with_grpc(|_| {}));
-    let before = on.host.call_count();
-    call(
-        &on,
-        "canary",
-        "canary",
-        &[(":status", "200"), GRPC],
-        Some(&[("grpc-status", "13")]),
-    );
+    let cost = |s: &Setup| {
+        let before = s.host.call_count();
+        call(
+            s,
+            "canary",
+            "canary",
+            &[(":status", "200"), GRPC],
+            Some(&[("grpc-status", "13")]),
+        );
+        s.host.call_count() - before
+    };
+    let calls = cost(&t);
     // The test config reads the whole response map for its header rules: content-type comes
     // from it; the one extra call is the trailer read.
-    assert_eq!(on.host.call_count() - before, calls + 1);
+    assert_eq!(cost(&Setup::new(&with_grpc(|_| {}))), calls + 1);
 }
 
 #[test]
@@ -282,11 +276,7 @@ fn the_guard_trips_on_the_grpc_error_ratio() {
     }
     t.root.on_tick();
     assert_eq!(t.value(&t.names.guard_tripped[t.version("canary")]), 1);
-    let warns = t.host.logs(Level::Warn);
-    let line = warns
-        .iter()
-        .find(|l| l.contains("guard tripped canary"))
-        .unwrap();
+    let line = t.warn_line("guard tripped canary");
     assert!(
         line.contains("check grpc_error_ratio (grpc_error_ratio errors/grpc responses)")
             && line.contains("canary 30/60, stable 0/50"),

@@ -47,11 +47,7 @@ fn a_harmful_canary_is_tripped_and_gets_no_new_request() {
     assert_eq!(tripped_gauge(&t, "canary"), 1);
     assert_eq!(t.value(&t.names.guard_trips[t.version("canary")]), 1);
     assert_eq!(tripped_gauge(&t, "stable"), 0);
-    let warns = t.host.logs(Level::Warn);
-    let line = warns
-        .iter()
-        .find(|l| l.contains("guard tripped canary"))
-        .unwrap();
+    let line = t.warn_line("guard tripped canary");
     assert!(
         line.contains("check error_ratio (error_ratio 5xx/responses) changed +100.00 points")
             && line.contains("canary 40/40, stable 0/100"),
@@ -307,15 +303,26 @@ fn configure_writes_the_record_only_for_a_new_generation() {
     let generation = record::generation(b"checkout", 0);
     t.host.state().shared.insert(
         KEY.into(),
-        (record::encode(generation, std::iter::empty()).into_bytes(), 3),
+        (
+            record::encode(generation, std::iter::empty()).into_bytes(),
+            3,
+        ),
     );
     let writes = t.host.calls_of("set_shared_data");
     let mut root = Root::new(t.host.clone());
     assert!(root.on_configure());
-    assert_eq!(t.host.calls_of("set_shared_data"), writes, "same generation");
+    assert_eq!(
+        t.host.calls_of("set_shared_data"),
+        writes,
+        "same generation"
+    );
     t.host.state().config = guarded(|c| c["guard"]["epoch"] = 2.into()).into_bytes();
     assert!(root.on_configure());
-    assert_eq!(t.host.calls_of("set_shared_data"), writes + 1, "a new epoch");
+    assert_eq!(
+        t.host.calls_of("set_shared_data"),
+        writes + 1,
+        "a new epoch"
+    );
     let shared = t.host.state().shared.get(KEY).cloned().unwrap();
     assert_eq!(
         record::read(&shared.0, record::generation(b"checkout", 2)),

@@ -98,6 +98,15 @@ impl Setup {
         self.value(self.names.skipped(self.version(version), reason).unwrap())
     }
 
+    /// The first warn line containing `needle`.
+    pub(super) fn warn_line(&self, needle: &str) -> String {
+        let warns = self.host.logs(Level::Warn);
+        warns
+            .into_iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no warn line with {needle:?}"))
+    }
+
     /// Request headers in, a stream that has decided.
     pub(super) fn request(&self, headers: &[(&str, &str)]) -> Stream<FakeHost> {
         self.host.begin(headers);
