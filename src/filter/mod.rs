@@ -185,50 +185,45 @@ impl<H: Host> Active<H> {
             })
             .collect();
         let guard = plan.guard.as_ref().map(|g| {
-            // The host ids of the slots a series sums.
-            let ids_of = |slots: Vec<&usize>| -> Vec<u32> {
-                slots
-                    .into_iter()
-                    .filter_map(|s| ids.get(*s).copied())
-                    .collect()
-            };
+            // The host ids of the slots each series sums, per version.
             let per_version = (0..plan.versions.len())
                 .map(|v| {
                     g.series
                         .iter()
-                        .map(|s| match *s {
-                            Series::Errors => {
-                                ids_of(metrics.response(v, 500).into_iter().collect())
-                            }
-                            Series::Responses => {
-                                ids_of(metrics.responses.get(v).into_iter().flatten().collect())
-                            }
-                            Series::Retried => ids_of(metrics.retried.get(v).into_iter().collect()),
-                            // The error codes' series, or every series of the version.
-                            Series::GrpcErrors | Series::GrpcResponses => {
-                                let mask = match (s, &plan.grpc) {
-                                    (Series::GrpcErrors, Some(g)) => g.error_mask,
-                                    (_, Some(_)) => u32::MAX,
-                                    (_, None) => 0,
-                                };
-                                ids_of(
+                        .map(|s| {
+                            let mut out = Vec::new();
+                            let mut add = |slot: Option<&usize>| {
+                                out.extend(slot.and_then(|s| ids.get(*s)).copied());
+                            };
+                            match *s {
+                                Series::Errors => add(metrics.response(v, 500)),
+                                Series::Responses => {
                                     metrics
-                                        .grpc
+                                        .responses
                                         .get(v)
                                         .into_iter()
                                         .flatten()
-                                        .enumerate()
-                                        .filter(|(c, _)| mask & bit(*c) != 0)
-                                        .map(|(_, slot)| slot)
-                                        .collect(),
-                                )
+                                        .for_each(|s| add(Some(s)));
+                                }
+                                Series::Retried => add(metrics.retried.get(v)),
+                                // The error codes' series, or every series of the version.
+                                Series::GrpcErrors | Series::GrpcResponses => {
+                                    let mask = match (s, &plan.grpc) {
+                                        (Series::GrpcErrors, Some(g)) => g.error_mask,
+                                        (_, Some(_)) => u32::MAX,
+                                        (_, None) => 0,
+                                    };
+                                    let row = metrics.grpc.get(v).map_or(&[][..], Vec::as_slice);
+                                    for (c, slot) in row.iter().enumerate() {
+                                        if mask & bit(c) != 0 {
+                                            add(Some(slot));
+                                        }
+                                    }
+                                }
+                                Series::Business(r) => add(metrics.business(v, r)),
+                                Series::Squares(r) => add(metrics.squares(v, r)),
                             }
-                            Series::Business(r) => {
-                                ids_of(metrics.business(v, r).into_iter().collect())
-                            }
-                            Series::Squares(r) => {
-                                ids_of(metrics.squares(v, r).into_iter().collect())
-                            }
+                            out
                         })
                         .collect()
                 })
