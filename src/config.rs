@@ -48,6 +48,9 @@ pub struct RawConfig {
     pub route_header: Option<String>,
     #[serde(default)]
     pub response_header: Option<String>,
+    /// How the filter learns which version served a response (default `cluster`).
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
     /// Stage zero: token-guarded override.
     #[serde(default, rename = "override")]
     pub override_: Option<RawOverride>,
@@ -81,6 +84,20 @@ pub struct RawConfig {
     /// gRPC status per served version (`canary_grpc_responses_total`); off when absent.
     #[serde(default)]
     pub grpc: Option<RawGrpc>,
+}
+
+/// Where the served version comes from (README "Attribution").
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// Envoy's `xds.cluster_name` (a property read), and the filter writes `response_header`.
+    #[default]
+    Cluster,
+    /// The route already set `response_header` to the serving version's name (Envoy
+    /// `response_headers_to_add` per route or weighted cluster, Istio `headers.response.set` per
+    /// destination): one header read, no property read, no header write. A response without it
+    /// (or with a value that is no version) falls back to `cluster`.
+    ResponseHeader,
 }
 
 #[derive(Debug, Deserialize)]

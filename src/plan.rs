@@ -10,7 +10,7 @@ use crate::assign::{id_hex, AssignCookie, Hold, ID_LEN};
 use crate::business::{self, Business};
 use crate::check::{check_header_name, check_label, check_token, ConfigError};
 use crate::config::{
-    parse, RawConfig, DEFAULT_HEADER, DEFAULT_METRICS_FLUSH_MS, MAX_METRICS_FLUSH_MS, MAX_VERSIONS,
+    parse, Attribution, RawConfig, DEFAULT_HEADER, DEFAULT_METRICS_FLUSH_MS, MAX_METRICS_FLUSH_MS, MAX_VERSIONS,
 };
 use crate::cookie;
 use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};
@@ -55,6 +55,8 @@ pub struct Plan {
     pub route_header: String,
     /// Lowercase.
     pub response_header: String,
+    /// Where the served version comes from.
+    pub attribution: Attribution,
     /// Stage-zero override (headers to strip, tokens to accept), when configured.
     pub override_: Option<Override>,
     /// Pins, in config order (the first match wins).
@@ -128,6 +130,9 @@ impl Plan {
             " response_header=",
             &self.response_header,
         ]);
+        if self.attribution == Attribution::ResponseHeader {
+            put(&[" attribution=response_header"]);
+        }
         if let Some(o) = &self.override_ {
             put(&[
                 " override=",
@@ -156,6 +161,11 @@ impl Plan {
         }
         put(&[" metrics_flush_ms=", &self.metrics_flush_ms.to_string()]);
         line
+    }
+
+    /// The index of the version called `name`.
+    pub fn version_named(&self, name: &[u8]) -> Option<usize> {
+        self.versions.iter().position(|v| v.name.as_bytes() == name)
     }
 
     /// The version name at `index` (an index produced by this plan).
@@ -398,6 +408,7 @@ impl Plan {
             sources,
             route_header,
             response_header,
+            attribution: raw.attribution.unwrap_or_default(),
             override_,
             pins,
             assign,
@@ -422,7 +433,7 @@ impl Plan {
     /// version), or an Istio subset cluster `outbound|<port>|<subset>|<host>` whose subset is a
     /// version. `None` for anything else (e.g. no cluster on a local reply).
     pub fn version_of_cluster(&self, cluster: &[u8]) -> Option<usize> {
-        let find = |name: &[u8]| self.versions.iter().position(|v| v.name.as_bytes() == name);
+        let find = |name: &[u8]| self.version_named(name);
         find(cluster).or_else(|| {
             let mut parts = cluster.split(|&c| c == b'|');
             match (

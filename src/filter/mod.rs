@@ -23,6 +23,7 @@
 
 use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
+use crate::config::Attribution;
 use crate::decision::{bucket_digits, Decision, Reason, RequestView};
 use crate::guard::{record, Series};
 use crate::matcher::Matcher;
@@ -901,14 +902,23 @@ impl<H: Host> Stream<H> {
         // Attribute the response to the version whose cluster served it. It is the decision's
         // version unless the route table sent the cohort elsewhere (e.g. a rollout controller
         // dropping the canary header match sends it to stable).
-        let v = host
-            .cluster_name()
-            .ok()
-            .flatten()
-            .and_then(|c| plan.version_of_cluster(&c))
-            .unwrap_or(decision.version);
-        self.served = v;
+        // With `attribution: response_header` the route already named the serving version in
+        // `response_header` (one header read, free when the whole map is read, and no write).
         let headers = ResponseHeaders::read(host, plan.business.reads_headers());
+        let routed = match plan.attribution {
+            Attribution::ResponseHeader => {
+                headers.with(&plan.response_header, |h| plan.version_named(h?))
+            }
+            Attribution::Cluster => None,
+        };
+        let v = routed.unwrap_or_else(|| {
+            host.cluster_name()
+                .ok()
+                .flatten()
+                .and_then(|c| plan.version_of_cluster(&c))
+                .unwrap_or(decision.version)
+        });
+        self.served = v;
         self.status = headers
             .with(":status", |s| std::str::from_utf8(s?).ok()?.parse().ok())
             .unwrap_or(0);
@@ -970,11 +980,13 @@ impl<H: Host> Stream<H> {
             };
         }
 
-        active.set_header(
-            Map::Response,
-            &plan.response_header,
-            plan.version_name(v).as_bytes(),
-        );
+        if routed.is_none() {
+            active.set_header(
+                Map::Response,
+                &plan.response_header,
+                plan.version_name(v).as_bytes(),
+            );
+        }
         if let Some(h) = &plan.reason_header {
             active.set_header(Map::Response, h, decision.reason.as_str().as_bytes());
         }

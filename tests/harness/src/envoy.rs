@@ -311,6 +311,41 @@ impl EnvoyConfig {
         }
     }
 
+    /// Replaces every route to `from` by a weighted split, as Istio renders a route with several
+    /// destinations (and a rollout controller moves their weights): `(cluster, weight, tag)`,
+    /// where `tag`, when given, is what that destination sets in the response header `header`
+    /// (Istio `headers.response.set` per destination; Envoy `response_headers_to_add` of the
+    /// weighted cluster, overwriting any value the upstream sent).
+    pub fn split(&mut self, from: &str, destinations: &[(&str, u32, Option<&str>)], header: &str) {
+        let clusters: Vec<Value> = destinations
+            .iter()
+            .map(|(cluster, weight, tag)| {
+                let mut c: Value =
+                    serde_yaml::from_str(&format!("{{ name: \"{cluster}\", weight: {weight} }}"))
+                        .expect("a weighted cluster");
+                if let Some(tag) = tag {
+                    c["response_headers_to_add"] = serde_yaml::from_str(&format!(
+                        "[{{ header: {{ key: \"{header}\", value: \"{tag}\" }}, \
+                         append_action: OVERWRITE_IF_EXISTS_OR_ADD }}]"
+                    ))
+                    .expect("a header option");
+                }
+                c
+            })
+            .collect();
+        for r in self.routes().iter_mut() {
+            if r["route"]["cluster"].as_str() == Some(from) {
+                let route = r["route"].as_mapping_mut().expect("route is a map");
+                route.remove("cluster");
+                route.insert(
+                    key("weighted_clusters"),
+                    serde_yaml::from_str("{ clusters: [] }").expect("a split"),
+                );
+                r["route"]["weighted_clusters"]["clusters"] = Value::Sequence(clusters.clone());
+            }
+        }
+    }
+
     /// Renames a cluster and every route to it (e.g. to Istio's `outbound|80|canary|host`).
     pub fn rename_cluster(&mut self, from: &str, to: &str) {
         self.reroute(from, to);

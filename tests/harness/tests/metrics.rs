@@ -680,6 +680,90 @@ fn responses_are_attributed_to_the_cluster_that_served_them() {
     }
 }
 
+/// `attribution: response_header`: the destination the route picked names the serving version
+/// in the response header (what Istio renders for `headers.response.set` per destination), and
+/// the filter believes it instead of reading the cluster. Shown by a destination labelled with a
+/// version other than its cluster's; a destination without the header falls back to the cluster;
+/// an upstream's own value never counts (the route overwrites it, or it names no version).
+#[test]
+fn attribution_by_the_destinations_response_header() {
+    let mut v: serde_json::Value = serde_json::from_str(&shop_config(50, 50, 65536)).unwrap();
+    v["attribution"] = json!("response_header");
+    let plugin = v.to_string();
+    let plan = Plan::from_json(plugin.as_bytes()).unwrap();
+    // Each upstream sends a tag of its own: stable pretends to be canary, canary sends "v9".
+    let spoofing = |name: &'static str, tag: &'static str| {
+        let inner = shop(name);
+        let h: sticky_canary_harness::http::Handler =
+            Arc::new(move |r: &Request| inner(r).header("x-canary-version", tag));
+        Upstream::start_with(name, None, h).unwrap()
+    };
+    let ups = [spoofing("canary", "v9"), spoofing("stable", "canary")];
+    let pairs: Vec<_> = ups.iter().map(|u| (u.name(), u.addr())).collect();
+    let base = EnvoyConfig::for_test(&plugin, &pairs, "stable");
+    let header = "x-canary-version";
+    let routed = |canary: &[(&str, u32, Option<&str>)]| {
+        let mut cfg = base.clone();
+        cfg.split("stable", &[("stable", 100, Some("stable"))], header);
+        cfg.split("canary", canary, header);
+        cfg
+    };
+    let envoy = Envoy::start_dynamic(&routed(&[
+        ("canary", 100, Some("canary")),
+        ("stable", 0, Some("stable")),
+    ]))
+    .unwrap_or_else(|f| panic!("{}", f.log));
+    let canary_keys: Vec<String> = (0..400)
+        .map(|i| format!("u{i}"))
+        .filter(|k| plan.version_name(plan.bucket(k.as_bytes())) == "canary")
+        .take(40)
+        .collect();
+    let mut phases = canary_keys.chunks(10);
+    let mut phase = |upstream: &str, tag: &str, what: &str| {
+        let mut c = Client::connect(envoy.listener()).unwrap();
+        for k in phases.next().unwrap() {
+            let r = c
+                .send(&Request::get("/pay?order=o1&total=1.00").header("x-user-id", k))
+                .unwrap();
+            assert_eq!(r.header_str("x-upstream"), Some(upstream), "{what}");
+            assert_eq!(r.header_str(header), Some(tag), "{what}");
+            assert_eq!(r.header_values(header).len(), 1, "{what}");
+        }
+    };
+    phase("canary", "canary", "the canary destination says canary");
+    // A controller moves the canary route's weight to its stable destination (Argo Rollouts'
+    // abort with Istio): the stable destination's header names stable, over the upstream's own.
+    envoy
+        .reload(&routed(&[("canary", 0, Some("canary")), ("stable", 100, Some("stable"))]))
+        .unwrap();
+    phase("stable", "stable", "moved to stable");
+    // A destination labelled stable although its cluster is canary: the label is believed.
+    envoy
+        .reload(&routed(&[("canary", 100, Some("stable"))]))
+        .unwrap();
+    phase("canary", "stable", "the label is what counts");
+    // No label on the destination: the cluster decides, and the upstream's "v9" is replaced.
+    envoy.reload(&routed(&[("canary", 100, None)])).unwrap();
+    phase("canary", "canary", "fallback to the cluster");
+
+    let s = envoy.scrape();
+    let with = |v: &'static str, k: &'static str, x: &'static str| {
+        [("service", "checkout"), ("version", v), (k, x)]
+    };
+    assert_eq!(
+        s.get("canary_requests_total", &with("canary", "reason", "hash")),
+        40.0
+    );
+    for version in ["canary", "stable"] {
+        assert_eq!(
+            s.get("canary_responses_total", &with(version, "code_class", "2xx")),
+            20.0,
+            "{version}"
+        );
+        assert_eq!(s.get("canary_business_orders_total", &lbl(version)), 20.0);
+    }
+}
+
 /// Counters are kept in the VM and handed to Envoy every `metrics_flush_ms`; nothing is lost when
 /// a new configuration replaces the plugin instance (the old one flushes when Envoy is done with
 /// it), and `metrics_flush_ms: 0` updates Envoy on every request.
