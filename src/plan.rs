@@ -10,7 +10,8 @@ use crate::assign::{id_hex, AssignCookie, Hold, ID_LEN};
 use crate::business::{self, Business};
 use crate::check::{check_header_name, check_label, check_token, ConfigError};
 use crate::config::{
-    parse, Attribution, RawConfig, DEFAULT_HEADER, DEFAULT_METRICS_FLUSH_MS, MAX_METRICS_FLUSH_MS, MAX_VERSIONS,
+    parse, Attribution, RawConfig, DEFAULT_HEADER, DEFAULT_METRICS_FLUSH_MS, MAX_METRICS_FLUSH_MS,
+    MAX_VERSIONS,
 };
 use crate::cookie;
 use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};

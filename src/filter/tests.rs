@@ -267,7 +267,10 @@ fn responses_are_attributed_to_the_cluster_that_served_them() {
 #[test]
 fn attribution_by_the_routes_response_header_reads_it_and_writes_nothing() {
     // Routing only (single header reads) and with header rules (one map read).
-    for rules in [json!([]), json!([{"name": "orders", "kind": "counter", "header": "x-order-id"}])] {
+    for rules in [
+        json!([]),
+        json!([{"name": "orders", "kind": "counter", "header": "x-order-id"}]),
+    ] {
         let t = Setup::new(&config(|c| {
             c["attribution"] = json!("response_header");
             c["business_metrics"] = rules.clone();
@@ -278,7 +281,10 @@ fn attribution_by_the_routes_response_header_reads_it_and_writes_nothing() {
         let canary_cohort = [("cookie", c.as_str())];
         let count = |cluster: Option<&str>, response: &[(&str, &str)]| {
             let before = t.host.call_count();
-            let (clusters, writes) = (t.host.calls_of("cluster_name"), t.host.calls_of("set_header"));
+            let (clusters, writes) = (
+                t.host.calls_of("cluster_name"),
+                t.host.calls_of("set_header"),
+            );
             t.exchange(&canary_cohort, cluster, response);
             (
                 t.host.call_count() - before,
@@ -288,13 +294,27 @@ fn attribution_by_the_routes_response_header_reads_it_and_writes_nothing() {
         };
         // The route to stable named stable (a controller sent the canary cohort there): the
         // header is believed, the cluster is not read, the tag is not rewritten.
-        let (calls, clusters, writes) =
-            count(Some("canary"), &[(":status", "200"), ("x-canary-version", "stable")]);
-        assert_eq!((clusters, writes), (0, 1), "only the route header write: {rules}");
+        let (calls, clusters, writes) = count(
+            Some("canary"),
+            &[(":status", "200"), ("x-canary-version", "stable")],
+        );
+        assert_eq!(
+            (clusters, writes),
+            (0, 1),
+            "only the route header write: {rules}"
+        );
         assert_eq!(t.host.values(Map::Response, "x-canary-version"), ["stable"]);
         // cookie, :method, route header; (tag + :status + attempt count) or one map read,
         // filter state: two fewer than attribution by cluster.
-        assert_eq!(calls, if rules.as_array().unwrap().is_empty() { 7 } else { 5 }, "{rules}");
+        assert_eq!(
+            calls,
+            if rules.as_array().unwrap().is_empty() {
+                7
+            } else {
+                5
+            },
+            "{rules}"
+        );
         // No header, or a value that names no version (the upstream's own): the cluster decides
         // and the tag is written over it.
         for response in [

@@ -734,7 +734,10 @@ fn attribution_by_the_destinations_response_header() {
     // A controller moves the canary route's weight to its stable destination (Argo Rollouts'
     // abort with Istio): the stable destination's header names stable, over the upstream's own.
     envoy
-        .reload(&routed(&[("canary", 0, Some("canary")), ("stable", 100, Some("stable"))]))
+        .reload(&routed(&[
+            ("canary", 0, Some("canary")),
+            ("stable", 100, Some("stable")),
+        ]))
         .unwrap();
     phase("stable", "stable", "moved to stable");
     // A destination labelled stable although its cluster is canary: the label is believed.
@@ -756,7 +759,10 @@ fn attribution_by_the_destinations_response_header() {
     );
     for version in ["canary", "stable"] {
         assert_eq!(
-            s.get("canary_responses_total", &with(version, "code_class", "2xx")),
+            s.get(
+                "canary_responses_total",
+                &with(version, "code_class", "2xx")
+            ),
             20.0,
             "{version}"
         );

@@ -55,6 +55,11 @@ pub const VARIANTS: &[Variant] = &[
         filter: Filter::StickyCanary,
     },
     Variant {
+        key: "filter-headers-routed",
+        label: "sticky-canary: + 3 header rules, attribution by the route's header",
+        filter: Filter::StickyCanary,
+    },
+    Variant {
         key: "filter-guard",
         label: "sticky-canary: + 3 header rules + the brake (guard, 3 checks)",
         filter: Filter::StickyCanary,
@@ -238,7 +243,12 @@ pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) -> Res
                 .ok_or("bench config: a route is not a mapping")?;
             m.remove("route");
             m.insert(key("direct_response"), Value::Mapping(direct.clone()));
-            let mut add = vec![header_option("content-type", "application/json")];
+            // The route's own headers (a version tag, "filter-headers-routed") are kept.
+            let mut add = match m.remove("response_headers_to_add") {
+                Some(Value::Sequence(own)) => own,
+                _ => Vec::new(),
+            };
+            add.push(header_option("content-type", "application/json"));
             add.extend(UPSTREAM_HEADERS.iter().map(|(n, v)| header_option(n, v)));
             m.insert(key("response_headers_to_add"), Value::Sequence(add));
         }
