@@ -1,90 +1,179 @@
-//! The one adapter to the proxy-wasm ABI: Envoy's callbacks forwarded to [`crate::filter`], and
-//! [`Envoy`], the filter's [`Host`] made of panic-free bindings to the few host calls it makes.
+//! The one adapter to the proxy-wasm ABI: Envoy's callbacks (the `proxy_on_*` exports) forwarded
+//! to [`crate::filter`], and [`Envoy`], the filter's [`Host`] made of panic-free bindings to the
+//! few host calls it makes.
 //!
-//! The SDK's `hostcalls` functions return `Result` yet `panic!` on any status they did not
-//! expect, and its header-pairs decoder unwraps. With `panic = "abort"` a panic traps the VM and
-//! Envoy then fails every later request on it, so the request path goes through these instead:
-//! every status is an `Err`, every buffer is decoded with bounds checks ([`crate::headers`]).
-//! Buffers returned by the host were allocated through the SDK's `proxy_on_memory_allocate`
-//! (a boxed `[u8]` of exactly the returned size), which is why `Vec::from_raw_parts(p, n, n)`
-//! takes ownership of them soundly.
+//! No SDK: the proxy-wasm Rust SDK's dispatcher (its context maps, trait objects with every
+//! default method, thread-locals, logger) was a sixth of the module's code, which V8 compiles
+//! before Envoy is ready, it panics on an unknown context id, and it exports every callback, so
+//! Envoy crossed into the VM for request bodies and trailers the filter ignores. Here every
+//! status is an `Err`, every buffer is decoded with bounds checks ([`crate::headers`]), and an
+//! unknown context is ignored. Buffers the host returns were allocated through
+//! `proxy_on_memory_allocate` (a boxed `[u8]` of exactly the returned size), which is why
+//! `Vec::from_raw_parts(p, n, n)` takes ownership of them soundly.
 #![allow(unsafe_code)]
 
 use crate::assign::ID_BYTES;
 use crate::filter::{Host, HostError, Level, Map, Root, Stream};
 use crate::metrics::MetricKind;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(RootContextOf(Root::new(Envoy)))
+// The exports Envoy calls (proxy-wasm ABI 0.2.1). Only what the filter uses is exported: a
+// callback the module does not export is never called (no VM crossing for request bodies,
+// request trailers, HTTP-call or queue events). Unknown context ids are ignored, never a trap.
+
+/// The ABI version marker Envoy looks for.
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+extern "C" {
+    /// wasi-libc's static constructors (a reactor module runs them from `_initialize`).
+    fn __wasm_call_ctors();
+}
+
+/// Called once by Envoy after instantiation.
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    // SAFETY: called once, before any other export, as a WASI reactor's `_initialize` must.
+    unsafe { __wasm_call_ctors() }
+}
+
+/// Buffers the host hands to the VM (header values, bodies, configuration) are allocated here:
+/// a boxed `[u8]` of exactly `size` bytes, which [`owned`] takes back.
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let slice: Box<[std::mem::MaybeUninit<u8>]> = Box::new_uninit_slice(size);
+    Box::into_raw(slice).cast::<u8>()
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
+    with(|c| {
+        if root_context_id == 0 {
+            c.roots.push((context_id, Root::new(Envoy)));
+        } else if let Some(stream) = c.root(root_context_id).map(Root::stream) {
+            c.streams.insert(context_id, stream);
+        }
     });
-}}
+}
 
-/// Envoy's root context callbacks, forwarded.
-struct RootContextOf(Root<Envoy>);
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(context_id: u32, _vm_configuration_size: usize) -> bool {
+    with(|c| c.root(context_id).is_some_and(Root::on_vm_start))
+}
 
-impl Context for RootContextOf {
-    fn on_done(&mut self) -> bool {
-        self.0.on_done()
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size: usize) -> bool {
+    with(|c| c.root_mut(context_id).is_some_and(Root::on_configure))
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(context_id: u32) {
+    with(|c| c.root(context_id).map(Root::on_tick));
+}
+
+/// A stream is done at once; a root flushes its counters first (and says so).
+#[no_mangle]
+pub extern "C" fn proxy_on_done(context_id: u32) -> bool {
+    with(|c| c.root(context_id).map_or(true, Root::on_done))
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_log(context_id: u32) {
+    with(|c| c.streams.get_mut(&context_id).map(Stream::on_log));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(context_id: u32) {
+    with(|c| {
+        if c.streams.remove(&context_id).is_none() {
+            c.roots.retain(|(id, _)| *id != context_id);
+        }
+    });
+}
+
+/// `Continue`: the filter never pauses a stream.
+const CONTINUE: u32 = 0;
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: bool) -> u32 {
+    with(|c| c.streams.get_mut(&context_id).map(Stream::on_request_headers));
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, eos: bool) -> u32 {
+    with(|c| c.streams.get_mut(&context_id).map(|s| s.on_response_headers(eos)));
+    CONTINUE
+}
+
+/// Always streams on: the client gets the body exactly as the upstream sent it.
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(context_id: u32, size: usize, eos: bool) -> u32 {
+    with(|c| c.streams.get_mut(&context_id).map(|s| s.on_response_body(size, eos)));
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(context_id: u32, _trailers: usize) -> u32 {
+    with(|c| c.streams.get_mut(&context_id).map(Stream::on_response_trailers));
+    CONTINUE
+}
+
+/// The VM's contexts: a few roots (one per plugin instance sharing the VM, two while a new
+/// configuration replaces an old one), and the live streams by context id.
+struct Contexts {
+    roots: Vec<(u32, Root<Envoy>)>,
+    streams: HashMap<u32, Stream<Envoy>, BuildHasherDefault<IdHasher>>,
+}
+
+impl Contexts {
+    fn root(&self, id: u32) -> Option<&Root<Envoy>> {
+        self.roots.iter().find(|(i, _)| *i == id).map(|(_, r)| r)
+    }
+
+    fn root_mut(&mut self, id: u32) -> Option<&mut Root<Envoy>> {
+        self.roots.iter_mut().find(|(i, _)| *i == id).map(|(_, r)| r)
     }
 }
 
-impl RootContext for RootContextOf {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        self.0.on_vm_start()
-    }
+/// Context ids are small sequential integers: one multiply spreads them over the table.
+#[derive(Default)]
+struct IdHasher(u64);
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        self.0.on_configure()
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
-
-    fn on_tick(&mut self) {
-        self.0.on_tick();
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
     }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Never None: the SDK panics on None.
-        Some(Box::new(HttpContextOf(self.0.stream())))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
-/// Envoy's HTTP stream callbacks, forwarded. The filter never pauses a stream.
-struct HttpContextOf(Stream<Envoy>);
+/// The contexts of this VM. A proxy-wasm VM runs one thread (wasm32-wasip1 has none), so
+/// sharing a `RefCell` is sound here; a re-entrant callback (none exists in the ABI) would find
+/// it borrowed and do nothing rather than trap.
+struct Global(RefCell<Option<Contexts>>);
 
-impl Context for HttpContextOf {}
+// SAFETY: the module is single-threaded (see above); nothing is ever shared across threads.
+unsafe impl Sync for Global {}
 
-impl HttpContext for HttpContextOf {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.0.on_request_headers();
-        Action::Continue
-    }
+static CONTEXTS: Global = Global(RefCell::new(None));
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.0.on_response_headers(end_of_stream);
-        Action::Continue
-    }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.0.on_response_body(body_size, end_of_stream);
-        // Always stream on: the client gets the body exactly as the upstream sent it.
-        Action::Continue
-    }
-
-    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.0.on_response_trailers();
-        Action::Continue
-    }
-
-    fn on_log(&mut self) {
-        self.0.on_log();
-    }
+fn with<R: Default>(f: impl FnOnce(&mut Contexts) -> R) -> R {
+    let Ok(mut contexts) = CONTEXTS.0.try_borrow_mut() else {
+        return R::default();
+    };
+    f(contexts.get_or_insert_with(|| Contexts {
+        roots: Vec::new(),
+        streams: HashMap::default(),
+    }))
 }
 
 /// Envoy's `xds.cluster_name` attribute (the routed cluster), in the property ABI's encoding.
@@ -94,13 +183,21 @@ const CLUSTER_NAME: &[u8] = b"xds\0cluster_name\0";
 #[derive(Clone, Copy)]
 pub struct Envoy;
 
+/// The ABI's header map types.
+type MapType = u32;
+
 fn map_type(map: Map) -> MapType {
     match map {
-        Map::Request => MapType::HttpRequestHeaders,
-        Map::Response => MapType::HttpResponseHeaders,
-        Map::ResponseTrailers => MapType::HttpResponseTrailers,
+        Map::Request => 0,
+        Map::Response => 2,
+        Map::ResponseTrailers => 3,
     }
 }
+
+/// The ABI's buffer types.
+type BufferType = u32;
+const HTTP_RESPONSE_BODY: BufferType = 1;
+const PLUGIN_CONFIGURATION: BufferType = 7;
 
 impl Host for Envoy {
     fn header(&self, map: Map, name: &str) -> Result<Option<Vec<u8>>, HostError> {
@@ -125,10 +222,10 @@ impl Host for Envoy {
         set_property(key.as_bytes(), value)
     }
     fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
-        buffer_range(BufferType::HttpResponseBody, 0, size)
+        buffer_range(HTTP_RESPONSE_BODY, 0, size)
     }
     fn plugin_configuration(&self) -> Result<Vec<u8>, HostError> {
-        buffer_range(BufferType::PluginConfiguration, 0, usize::MAX)
+        buffer_range(PLUGIN_CONFIGURATION, 0, usize::MAX)
     }
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
@@ -158,11 +255,13 @@ impl Host for Envoy {
         set_tick_period(period_ms)
     }
     fn log(&self, level: Level, message: &str) {
-        match level {
-            Level::Info => log::info!("{message}"),
-            Level::Warn => log::warn!("{message}"),
-            Level::Error => log::error!("{message}"),
-        }
+        let level = match level {
+            Level::Info => 2,
+            Level::Warn => 3,
+            Level::Error => 4,
+        };
+        // SAFETY: the message outlives the call. A failed log has nowhere to be reported.
+        unsafe { proxy_log(level, message.as_ptr(), message.len()) };
     }
 }
 
@@ -171,6 +270,7 @@ const NOT_FOUND: u32 = 1;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -215,7 +315,7 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_define_metric(
-        metric_type: MetricType,
+        metric_type: u32,
         name_data: *const u8,
         name_size: usize,
         return_id: *mut u32,
@@ -361,10 +461,10 @@ fn set_property(path: &[u8], value: &[u8]) -> Result<(), HostError> {
 
 /// Defines (or finds) a metric; returns its id.
 fn define_metric(kind: MetricKind, name: &str) -> Result<u32, HostError> {
-    let t = match kind {
-        MetricKind::Counter => MetricType::Counter,
-        MetricKind::Gauge => MetricType::Gauge,
-        MetricKind::Histogram => MetricType::Histogram,
+    let t: u32 = match kind {
+        MetricKind::Counter => 0,
+        MetricKind::Gauge => 1,
+        MetricKind::Histogram => 2,
     };
     let mut id = 0u32;
     // SAFETY: the name outlives the call; `id` is a live local.
