@@ -1,7 +1,7 @@
 //! sticky-canary: sticky per-session canary routing for Envoy, as a proxy-wasm filter.
 //!
 //! A pure core plus a thin host shell. Every module but `host` builds and is tested on the host
-//! with `cargo test`; none but `host` imports `proxy_wasm`. The import graph is a DAG (a unit test
+//! with `cargo test`; none but `host` touches the proxy-wasm ABI. The import graph is a DAG (a unit test
 //! below fails on a cycle); each line names what a module may import from the crate:
 //!
 //! - `check` (private): [`config::ConfigError`] and the name/token checks every section shares — a leaf;

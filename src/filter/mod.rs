@@ -2,7 +2,7 @@
 //!
 //! `crate::host` implements [`Host`] with the proxy-wasm ABI and forwards Envoy's callbacks to
 //! [`Root`] and [`Stream`]; the unit tests (`fake.rs`, `tests.rs`) run the same code against an
-//! in-memory host. Nothing here imports `proxy_wasm`.
+//! in-memory host. Nothing here touches the proxy-wasm ABI.
 //!
 //! [`Root::on_configure`] compiles the configuration and defines every metric once; per request,
 //! [`Stream`] asks the plan for a decision, writes headers and counts. A plugin carrying several
