@@ -802,7 +802,7 @@ mod tests {
         let want = model(FULL.as_bytes()).unwrap();
         assert_eq!(format!("{got:?}"), format!("{want:?}"));
         assert_eq!(got.salt.as_deref(), Some("s\u{e9}l\n"));
-        assert_eq!(got.pins[0].values[1], "\u{1f600}");
+        assert_eq!(got.pins[0].values.list.get(1), Some("\u{1f600}".as_bytes()));
     }
 
     /// Refusals: the path, and the reason exactly as serde_json worded and placed it.
@@ -839,6 +839,14 @@ mod tests {
             (
                 r#"{"pins": [{"header": "h", "values": "v"}]}"#,
                 "pins[0].values",
+            ),
+            (
+                r#"{"pins": [{"header": "h", "values": ["a", 1]}]}"#,
+                "pins[0].values[1]",
+            ),
+            (
+                r#"{"pins": [{"header": "h", "values": ["a", "", null]}]}"#,
+                "pins[0].values[2]",
             ),
             (r#"{"service": "a" "versions": []}"#, "(root)"),
             (r#"{"service": "a", "versions": [}"#, "versions[0]"),

@@ -8,7 +8,8 @@
 //! - [`cookie`], [`decimal`], [`headers`], [`json`]: byte-level readers (Cookie header, exact
 //!   decimals, the proxy-wasm header-map wire format, JSON Pointer and the JSON scanner) — leaves;
 //! - [`stats`]: the statistical tests the gate (and later the filter) runs — a leaf;
-//! - [`assign`] (check): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check): override and pins;
+//! - [`pinset`]: the pinned header values as one byte arena and hash table — a leaf;
+//! - [`assign`] (check): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check, pinset): override and pins;
 //!   [`business`] (check, decimal, json): business rules and body gating;
 //! - [`matcher`] (check): a service's `match` (hosts, path prefixes) and the per-request lookup of
 //!   the service among many;
@@ -42,6 +43,7 @@ pub mod headers;
 pub mod json;
 pub mod matcher;
 pub mod metrics;
+pub mod pinset;
 pub mod plan;
 pub mod services;
 pub mod stage;

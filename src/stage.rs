@@ -3,8 +3,10 @@
 //! and constant-time token comparison.
 
 use crate::check::{check_header_name, ConfigError};
+use crate::pinset::{PinList, PinSet};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::fmt;
 
 /// Default header naming the version a QA request asks for.
 pub const DEFAULT_OVERRIDE_HEADER: &str = "x-canary-override";
@@ -32,8 +34,74 @@ pub struct RawOverride {
 #[serde(deny_unknown_fields)]
 pub struct RawPin {
     pub header: String,
-    pub values: Vec<String>,
+    pub values: PinValues,
     pub version: String,
+}
+
+/// `pins[].values` as written: each string appended straight into one byte arena as it is read
+/// (no `String` per value; issue 17). Empty strings are not kept, only where the first was.
+#[derive(Debug, Default)]
+pub struct PinValues {
+    /// The non-empty values, duplicates included.
+    pub list: PinList,
+    /// How many strings the array held.
+    pub count: usize,
+    /// The index of the first empty string.
+    pub first_empty: Option<usize>,
+}
+
+impl<'de> Deserialize<'de> for PinValues {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(ValuesVisitor)
+    }
+}
+
+/// The array of [`PinValues`].
+struct ValuesVisitor;
+
+impl<'de> Visitor<'de> for ValuesVisitor {
+    type Value = PinValues;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PinValues, A::Error> {
+        let mut values = PinValues::default();
+        while seq.next_element_seed(Element(&mut values))?.is_some() {}
+        Ok(values)
+    }
+}
+
+/// One string of [`PinValues`], appended where it is read (borrowed from the document when it
+/// has no escapes).
+struct Element<'a>(&'a mut PinValues);
+
+impl<'de> DeserializeSeed<'de> for Element<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Element<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        let values = self.0;
+        if v.is_empty() {
+            values.first_empty = values.first_empty.or(Some(values.count));
+        } else if !values.list.push(v.as_bytes()) {
+            return Err(E::custom("the pinned values pass 4 GiB in all"));
+        }
+        values.count += 1;
+        Ok(())
+    }
 }
 
 /// The compiled override.
@@ -80,7 +148,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Pin {
     /// Lowercase.
     pub header: String,
-    pub values: HashSet<Vec<u8>>,
+    /// The distinct values.
+    pub values: PinSet,
     /// Index into the plan's versions.
     pub version: usize,
 }
@@ -172,40 +241,80 @@ pub fn compile_pins(
     raw: Vec<RawPin>,
     version_index: &dyn Fn(&str) -> Option<usize>,
 ) -> Result<Vec<Pin>, ConfigError> {
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let header = check_header_name(&format!("pins[{i}].header"), &p.header)?;
-            if p.values.is_empty() {
-                return Err(ConfigError::new(
-                    format!("pins[{i}].values"),
-                    "at least one value is required",
-                ));
-            }
-            if let Some(j) = p.values.iter().position(String::is_empty) {
-                return Err(ConfigError::new(
-                    format!("pins[{i}].values[{j}]"),
-                    "empty value (an empty header never matches)",
-                ));
-            }
-            let version = version_index(&p.version).ok_or_else(|| {
-                ConfigError::new(
-                    format!("pins[{i}].version"),
-                    format!("{:?} is not one of the listed versions", p.version),
-                )
-            })?;
-            Ok(Pin {
-                header,
-                values: p.values.into_iter().map(String::into_bytes).collect(),
-                version,
-            })
-        })
-        .collect()
+    let mut pins = Vec::with_capacity(raw.len());
+    for (i, p) in raw.into_iter().enumerate() {
+        let header = check_header_name(&format!("pins[{i}].header"), &p.header)?;
+        if p.values.count == 0 {
+            return Err(ConfigError::new(
+                format!("pins[{i}].values"),
+                "at least one value is required",
+            ));
+        }
+        if let Some(j) = p.values.first_empty {
+            return Err(ConfigError::new(
+                format!("pins[{i}].values[{j}]"),
+                "empty value (an empty header never matches)",
+            ));
+        }
+        let Some(version) = version_index(&p.version) else {
+            return Err(ConfigError::new(
+                format!("pins[{i}].version"),
+                format!("{:?} is not one of the listed versions", p.version),
+            ));
+        };
+        pins.push(Pin {
+            header,
+            values: p.values.list.into_set(),
+            version,
+        });
+    }
+    Ok(pins)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pinned values go straight from the document into the arena: escaped or not, duplicates
+    /// once, empty strings remembered by their index only.
+    #[test]
+    fn pin_values_read_into_the_arena() {
+        let doc = br#"{"header": "X-M", "values": ["a", "b\u0041", "a", "", "\u00e9", ""], "version": "v"}"#;
+        let raw: RawPin = crate::de::from_slice(doc).unwrap();
+        assert_eq!((raw.values.count, raw.values.first_empty), (6, Some(3)));
+        assert_eq!(raw.values.list.len(), 4);
+        let same: RawPin = serde_json::from_slice(doc).unwrap();
+        assert_eq!(format!("{raw:?}"), format!("{same:?}"));
+        let err = compile_pins(vec![raw], &|_| Some(0)).unwrap_err();
+        assert_eq!(err.path, "pins[0].values[3]");
+
+        let doc =
+            br#"{"header": "X-M", "values": ["a", "b\u0041", "a", "\u00e9"], "version": "v"}"#;
+        let raw: RawPin = crate::de::from_slice(doc).unwrap();
+        let pins = compile_pins(vec![raw], &|v| (v == "v").then_some(1)).unwrap();
+        let p = &pins[0];
+        assert_eq!(
+            (p.header.as_str(), p.version, p.values.len()),
+            ("x-m", 1, 3)
+        );
+        for (value, pinned) in [
+            (&b"a"[..], true),
+            (b"bA", true),
+            ("\u{e9}".as_bytes(), true),
+            (b"b\\u0041", false),
+            (b"", false),
+        ] {
+            assert_eq!(p.values.contains(value), pinned, "{value:?}");
+        }
+
+        let raw: RawPin =
+            crate::de::from_slice(br#"{"header": "x", "values": [], "version": "v"}"#).unwrap();
+        let err = compile_pins(vec![raw], &|_| Some(0)).unwrap_err();
+        assert_eq!(
+            (err.path.as_str(), err.reason.as_str()),
+            ("pins[0].values", "at least one value is required")
+        );
+    }
 
     #[test]
     fn constant_time_eq_table() {
