@@ -136,15 +136,29 @@ impl Rule {
         let Place::Json(pointer) = &self.place else {
             return Ok(Outcome::Nothing);
         };
-        match json::find(body, pointer)? {
-            None => Ok(Outcome::Nothing),
-            Some(v) if v.kind == JsonKind::Null => Ok(Outcome::Nothing),
-            Some(v) => Ok(match v.text() {
+        Ok(self.evaluate_value(json::find(body, pointer)?))
+    }
+
+    /// [`Rule::evaluate_json`] on a prefix of a body still arriving: the outcome once the value is
+    /// certainly complete in `prefix` ([`json::find_complete`]); `None`: not known yet.
+    pub fn evaluate_json_prefix(&self, prefix: &[u8]) -> Option<Outcome> {
+        let Place::Json(pointer) = &self.place else {
+            return None;
+        };
+        json::find_complete(prefix, pointer).map(|v| self.evaluate_value(Some(v)))
+    }
+
+    /// The outcome of a JSON value found (`None`: absent).
+    fn evaluate_value(&self, found: Option<json::Value<'_>>) -> Outcome {
+        match found {
+            None => Outcome::Nothing,
+            Some(v) if v.kind == JsonKind::Null => Outcome::Nothing,
+            Some(v) => match v.text() {
                 Some(text) => self.evaluate(Some(&text)),
                 // A string with an invalid escape: present, but not a usable value.
                 None if self.takes_decimals() => Outcome::Invalid,
                 None => self.evaluate(Some(v.raw)),
-            }),
+            },
         }
     }
 }

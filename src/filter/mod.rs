@@ -19,7 +19,8 @@
 //! replaces the plan; a stream that outlives its root then counts straight into the host.
 //!
 //! Response bodies are observed, never held: each chunk is copied (up to `max_body_bytes`) while
-//! Envoy streams it on unchanged, and JSON rules run on the copy once the body is complete.
+//! Envoy streams it on unchanged, and JSON rules run on the copy once the body is complete, or
+//! as soon as every rule's value is in the copy (tried each time it has doubled; the copy stops).
 
 use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
@@ -717,6 +718,7 @@ impl<H: Host + Clone> Root<H> {
             status: 0,
             write: false,
             body: Body::Off,
+            tried: 0,
             grpc: false,
         }
     }
@@ -746,6 +748,8 @@ pub struct Stream<H: Host> {
     /// The request's method is one of `write_methods`.
     write: bool,
     body: Body,
+    /// The copy's length when the JSON rules were last tried on it before its end.
+    tried: usize,
     /// A gRPC response whose `grpc-status` is not counted yet (from its trailers, or as
     /// `missing` when the stream ends without).
     grpc: bool,
@@ -1024,6 +1028,13 @@ impl<H: Host> Stream<H> {
         }
         if end_of_stream {
             self.finish_body();
+        } else if let Body::Capturing(buf) = &self.body {
+            // Each time the copy has doubled (so the rescans cost at most the body once more):
+            // once every rule has its value, the copy stops. What follows is never examined.
+            if buf.len() >= self.tried.saturating_mul(2) && !buf.is_empty() {
+                self.tried = buf.len();
+                self.run_json_rules(false);
+            }
         }
     }
 
@@ -1055,25 +1066,39 @@ impl<H: Host> Stream<H> {
 
     /// Runs the JSON rules on a complete body copy.
     fn finish_body(&mut self) {
-        let Body::Capturing(body) = std::mem::replace(&mut self.body, Body::Done) else {
-            return;
-        };
-        let Some(active) = &self.active else {
+        self.run_json_rules(true);
+    }
+
+    /// Runs the JSON rules that apply to this response on the copy and ends it: on the complete
+    /// body, or on a prefix only when every rule has its value there (else nothing happens).
+    /// Each rule is applied once; on a prefix, a first pass checks that all have their value.
+    fn run_json_rules(&mut self, complete: bool) {
+        let (Body::Capturing(body), Some(active)) = (&self.body, &self.active) else {
             return;
         };
         let v = self.served;
         let mut malformed = false;
-        for (i, rule) in active.plan.business.rules.iter().enumerate() {
-            if !matches!(rule.place, Place::Json(_)) || !rule.status.matches(self.status) {
-                continue;
-            }
-            match rule.evaluate_json(&body) {
-                Ok(outcome) => active.apply(v, i, outcome),
-                Err(_) => malformed = true,
+        for pass in usize::from(complete)..2 {
+            for (i, rule) in active.plan.business.rules.iter().enumerate() {
+                if !matches!(rule.place, Place::Json(_)) || !rule.status.matches(self.status) {
+                    continue;
+                }
+                let outcome = if complete {
+                    rule.evaluate_json(body).ok()
+                } else {
+                    rule.evaluate_json_prefix(body)
+                };
+                match (outcome, pass) {
+                    (None, 0) => return,
+                    (Some(_), 0) => {}
+                    (Some(outcome), _) => active.apply(v, i, outcome),
+                    (None, _) => malformed = true,
+                }
             }
         }
         if malformed {
             active.skipped(v, SkipReason::Malformed);
         }
+        self.body = Body::Done;
     }
 }
