@@ -1083,12 +1083,7 @@ impl<H: Host> Stream<H> {
                 if !matches!(rule.place, Place::Json(_)) || !rule.status.matches(self.status) {
                     continue;
                 }
-                let outcome = if complete {
-                    rule.evaluate_json(body).ok()
-                } else {
-                    rule.evaluate_json_prefix(body)
-                };
-                match (outcome, pass) {
+                match (rule.evaluate_json_in(body, complete), pass) {
                     (None, 0) => return,
                     (Some(_), 0) => {}
                     (Some(outcome), _) => active.apply(v, i, outcome),

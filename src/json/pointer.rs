@@ -123,7 +123,10 @@ pub fn find_complete<'a>(prefix: &'a [u8], pointer: &Pointer) -> Option<Value<'a
 }
 
 /// [`find`], and the offset just past the value's source text.
-fn locate<'a>(doc: &'a [u8], pointer: &Pointer) -> Result<Option<(Value<'a>, usize)>, JsonError> {
+pub(crate) fn locate<'a>(
+    doc: &'a [u8],
+    pointer: &Pointer,
+) -> Result<Option<(Value<'a>, usize)>, JsonError> {
     let mut s = Scanner {
         doc,
         pos: 0,
