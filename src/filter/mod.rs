@@ -1029,7 +1029,7 @@ impl<H: Host> Stream<H> {
         if end_of_stream {
             self.finish_body();
         } else if let Body::Capturing(buf) = &self.body {
-            // Each time the copy has doubled (so the rescans cost at most the body once more):
+            // Each time the copy has doubled (so the tries together scan at most twice the copy):
             // once every rule has its value, the copy stops. What follows is never examined.
             if buf.len() >= self.tried.saturating_mul(2) && !buf.is_empty() {
                 self.tried = buf.len();
