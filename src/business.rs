@@ -136,15 +136,36 @@ impl Rule {
         let Place::Json(pointer) = &self.place else {
             return Ok(Outcome::Nothing);
         };
-        match json::find(body, pointer)? {
-            None => Ok(Outcome::Nothing),
-            Some(v) if v.kind == JsonKind::Null => Ok(Outcome::Nothing),
-            Some(v) => Ok(match v.text() {
+        Ok(self.evaluate_value(json::find(body, pointer)?))
+    }
+
+    /// [`Rule::evaluate_json`] on the copy of a body: on the `complete` body (`None`: malformed),
+    /// or on a prefix still arriving, once the value is certainly complete in it
+    /// ([`json::find_complete`]; `None`: not known yet).
+    pub fn evaluate_json_in(&self, body: &[u8], complete: bool) -> Option<Outcome> {
+        let Place::Json(pointer) = &self.place else {
+            return None;
+        };
+        // `json::find_complete`'s rule on a prefix, without a second copy of the walk in the module.
+        let found = match json::locate(body, pointer) {
+            Ok(Some((value, end))) if complete || end < body.len() => Some(value),
+            Ok(None) if complete => None,
+            _ => return None,
+        };
+        Some(self.evaluate_value(found))
+    }
+
+    /// The outcome of a JSON value found (`None`: absent).
+    fn evaluate_value(&self, found: Option<json::Value<'_>>) -> Outcome {
+        match found {
+            None => Outcome::Nothing,
+            Some(v) if v.kind == JsonKind::Null => Outcome::Nothing,
+            Some(v) => match v.text() {
                 Some(text) => self.evaluate(Some(&text)),
                 // A string with an invalid escape: present, but not a usable value.
                 None if self.takes_decimals() => Outcome::Invalid,
                 None => self.evaluate(Some(v.raw)),
-            }),
+            },
         }
     }
 }
@@ -469,6 +490,40 @@ mod tests {
             Ok(Outcome::Count)
         );
         assert!(tax.evaluate_json(br#"{"order":{"tax":"#).is_err());
+        // On the copy: a prefix answers only with a value that something follows.
+        let cases: &[(&[u8], bool, Option<Outcome>)] = &[
+            (br#"{"order":{"tax":1.99"#, false, None),
+            (
+                br#"{"order":{"tax":1.99}"#,
+                false,
+                Some(Outcome::Record(199)),
+            ),
+            (br#"{"order":{"tax":"1.99""#, false, None),
+            (
+                br#"{"order":{"tax":"1.99","#,
+                false,
+                Some(Outcome::Record(199)),
+            ),
+            (br#"{"order":{"tax":null,"#, false, Some(Outcome::Nothing)),
+            (br#"{"order":{}}"#, false, None),
+            (br#"{"order":{}}"#, true, Some(Outcome::Nothing)),
+            (br#"{"order":{"tax":"#, false, None),
+            (br#"{"order":{"tax":"#, true, None),
+            (
+                br#"{"order":{"tax":1.99}"#,
+                true,
+                Some(Outcome::Record(199)),
+            ),
+            (
+                br#"{"order":{"tax":1.99}}"#,
+                true,
+                Some(Outcome::Record(199)),
+            ),
+        ];
+        for &(body, complete, want) in cases {
+            let got = tax.evaluate_json_in(body, complete);
+            assert_eq!(got, want, "{} {complete}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

@@ -15,14 +15,14 @@
 //!   `serde_json::Value::pointer` on presence and content (strings compared unescaped, other values
 //!   re-parsed by serde_json), for the fuzzer's pointer and for every path of the document (up to
 //!   64); and any prefix of the document either answers the same or is `Truncated` (never a
-//!   wrong answer, never `Syntax`).
+//!   wrong answer, never `Syntax`), and `find_complete` on it is nothing or the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as JsonValue};
 use std::fmt;
-use sticky_canary::json::{find, JsonError, Kind, Pointer, PointerError, Value};
+use sticky_canary::json::{find, find_complete, JsonError, Kind, Pointer, PointerError, Value};
 
 /// A serde_json value that refuses duplicate member names.
 struct NoDup(JsonValue);
@@ -232,6 +232,11 @@ fn paths(v: &JsonValue, prefix: String, out: &mut Vec<String>, limit: usize) {
 /// A prefix of a valid document answers like the whole one, or says it is truncated.
 fn prefix_agrees(doc: &[u8], cut: usize, pointer: &Pointer, whole: Option<Value<'_>>, root: bool) {
     let prefix = &doc[..cut];
+    // What the filter takes from a body still arriving is the whole document's answer.
+    if let Some(early) = find_complete(prefix, pointer) {
+        let same = whole.is_some_and(|b| b.kind == early.kind && b.raw == early.raw);
+        assert!(same, "prefix of {cut} bytes completes {early:?}, the whole document {whole:?}");
+    }
     match find(prefix, pointer) {
         Err(JsonError::Truncated) => {}
         Err(e) => panic!("prefix of {cut} bytes of a valid document: {e:?}"),

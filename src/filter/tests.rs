@@ -489,6 +489,92 @@ fn json_bodies_are_copied_across_chunks_and_read_at_the_end() {
 }
 
 #[test]
+fn the_copy_stops_once_every_json_rule_has_its_value() {
+    let t = Setup::new(&config(|c| {
+        c["metrics_flush_ms"] = json!(0);
+        c["max_body_bytes"] = json!(1024);
+        let rules = c["business_metrics"].as_array_mut().unwrap();
+        rules.push(json!({"name": "tax", "kind": "sum", "json": "/tax", "scale": 0}));
+        // Not for a 200: never waited for.
+        rules.push(json!({"name": "refunds", "kind": "counter", "json": "/r", "status": [201]}));
+    }));
+    let json = [(":status", "200"), ("content-type", "application/json")];
+    let start = || {
+        let mut s = t.request(&[]);
+        t.host.respond(Some("stable"), &json);
+        s.on_response_headers(false);
+        s
+    };
+    // Both values in the first chunk: applied at once, and nothing after it is copied, not even
+    // a malformed tail or one past `max_body_bytes`.
+    let mut s = start();
+    t.body(
+        &mut s,
+        br#"{"tax": 5, "authorization": {"status": "approved"}"#,
+        false,
+    );
+    assert_eq!((t.business("stable", 2), t.business("stable", 3)), (1, 5));
+    let reads = t.host.calls_of("response_body");
+    t.body(&mut s, b", oops", false);
+    t.body(&mut s, &[b' '; 1024], true);
+    s.on_log();
+    assert_eq!(
+        t.host.calls_of("response_body"),
+        reads,
+        "no copy after the values"
+    );
+    assert_eq!((t.business("stable", 2), t.business("stable", 3)), (1, 5));
+    for reason in [
+        SkipReason::Malformed,
+        SkipReason::TooLarge,
+        SkipReason::Incomplete,
+    ] {
+        assert_eq!(t.skipped("stable", reason), 0, "{reason:?}");
+    }
+    // A number at the end of a chunk may go on in the next one: `12` | `3,` is 123.
+    let mut s = start();
+    t.body(&mut s, br#"{"tax": 12"#, false);
+    t.body(&mut s, br#"3, "authorization": {"status": "x"}, "#, false);
+    assert_eq!(t.business("stable", 3), 5, "not tried again before 80 bytes");
+    t.body(&mut s, &[b' '; 40], false);
+    assert_eq!(t.business("stable", 3), 5 + 123);
+    assert_eq!(t.business("stable", 2), 1, "declined: nothing to count");
+    let reads = t.host.calls_of("response_body");
+    t.body(&mut s, b"}", true);
+    assert_eq!(t.host.calls_of("response_body"), reads);
+    // Rules are tried again only when the copy has grown eightfold (at 30, 240 bytes here), and
+    // no rule is applied until all have their values.
+    let mut s = start();
+    t.body(&mut s, format!("{:<30}", r#"{"tax": 1,"#).as_bytes(), false);
+    t.body(&mut s, &[b' '; 30], false);
+    t.body(&mut s, br#""authorization": {"status": "approved"}"#, false);
+    t.body(&mut s, &[b' '; 140], false);
+    assert_eq!(
+        (t.business("stable", 2), t.business("stable", 3)),
+        (1, 128),
+        "complete at 99 bytes, not tried at 239"
+    );
+    t.body(&mut s, b",", false);
+    assert_eq!((t.business("stable", 2), t.business("stable", 3)), (2, 129));
+    let reads = t.host.calls_of("response_body");
+    t.body(&mut s, b"}", true);
+    assert_eq!(t.host.calls_of("response_body"), reads);
+    // One value found, the other never: decided at the end exactly as before (here: the
+    // body outgrows the bound, so no rule counts).
+    let mut s = start();
+    t.body(&mut s, br#"{"tax": 7, "pad": ""#, false);
+    t.body(&mut s, &[b'x'; 1024], false);
+    assert_eq!(t.skipped("stable", SkipReason::TooLarge), 1);
+    s.on_log();
+    assert_eq!((t.business("stable", 2), t.business("stable", 3)), (2, 129));
+    // The body's last chunk: read once, at its end, as before.
+    let mut s = start();
+    t.body(&mut s, br#"{"tax": 2}"#, false);
+    t.body(&mut s, b"", true);
+    assert_eq!((t.business("stable", 2), t.business("stable", 3)), (2, 131));
+}
+
+#[test]
 fn a_body_over_max_body_bytes_is_skipped_not_held() {
     let t = Setup::new(&config(|c| c["metrics_flush_ms"] = json!(0)));
     let json = [(":status", "200"), ("content-type", "application/json")];

@@ -9,7 +9,8 @@
 mod pointer;
 mod scanner;
 
-pub use pointer::{find, Pointer, PointerError};
+pub(crate) use pointer::locate;
+pub use pointer::{find, find_complete, Pointer, PointerError};
 pub(crate) use scanner::{name_matches, Scanner};
 pub use scanner::{JsonError, Kind, Value, MAX_DEPTH};
 

@@ -107,6 +107,26 @@ fn unescape_token(token: &[u8]) -> Result<Vec<u8>, PointerError> {
 /// [`MAX_DEPTH`](super::MAX_DEPTH), [`JsonError::Truncated`] when the input ends too early — in each case only
 /// when met before the answer is known.
 pub fn find<'a>(doc: &'a [u8], pointer: &Pointer) -> Result<Option<Value<'a>>, JsonError> {
+    Ok(locate(doc, pointer)?.map(|(value, _)| value))
+}
+
+/// [`find`] on a prefix of a document still arriving: the value only when at least one byte of
+/// `prefix` follows its source text, so that it is certainly complete (`12` at the very end may be
+/// `123`) and [`find`] on the whole document returns it too. `None`: not found, or not yet known
+/// (an error or an absence on a prefix is decided on the whole document).
+#[must_use]
+pub fn find_complete<'a>(prefix: &'a [u8], pointer: &Pointer) -> Option<Value<'a>> {
+    match locate(prefix, pointer) {
+        Ok(Some((value, end))) if end < prefix.len() => Some(value),
+        _ => None,
+    }
+}
+
+/// [`find`], and the offset just past the value's source text.
+pub(crate) fn locate<'a>(
+    doc: &'a [u8],
+    pointer: &Pointer,
+) -> Result<Option<(Value<'a>, usize)>, JsonError> {
     let mut s = Scanner {
         doc,
         pos: 0,
@@ -146,7 +166,7 @@ pub fn find<'a>(doc: &'a [u8], pointer: &Pointer) -> Result<Option<Value<'a>>, J
         (start, s.pos)
     };
     let raw = doc.get(from..to).ok_or(JsonError::Syntax)?;
-    Ok(Some(Value { kind, raw }))
+    Ok(Some((Value { kind, raw }, s.pos)))
 }
 
 /// An array index token: `0` or `[1-9][0-9]*` that fits in `usize`.

@@ -403,6 +403,95 @@ fn large_strings() {
     );
 }
 
+/// The string scan byte by byte, as before the 8-bytes-a-step one: just after an opening quote,
+/// the offset of the closing quote.
+fn reference_string(doc: &[u8]) -> Result<usize, JsonError> {
+    let mut i = 0;
+    loop {
+        match doc.get(i) {
+            None => return Err(JsonError::Truncated),
+            Some(b'"') => return Ok(i),
+            Some(b'\\') => {
+                let len = match doc.get(i + 1) {
+                    None => return Err(JsonError::Truncated),
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
+                    Some(b'u') => {
+                        for j in i + 2..i + 6 {
+                            match doc.get(j) {
+                                None => return Err(JsonError::Truncated),
+                                Some(b) if !b.is_ascii_hexdigit() => return Err(JsonError::Syntax),
+                                Some(_) => {}
+                            }
+                        }
+                        6
+                    }
+                    Some(_) => return Err(JsonError::Syntax),
+                };
+                i += len;
+            }
+            Some(&b) if b < 0x20 => return Err(JsonError::Syntax),
+            Some(_) => i += 1,
+        }
+    }
+}
+
+/// The scanner's string scan on `doc` (just after an opening quote): the closing quote's offset.
+fn scanned_string(doc: &[u8]) -> Result<usize, JsonError> {
+    let mut s = Scanner {
+        doc,
+        pos: 0,
+        depth: 0,
+    };
+    let (from, to) = s.string_body()?;
+    assert_eq!((from, s.pos), (0, to + 1));
+    Ok(to)
+}
+
+#[test]
+fn strings_stop_at_every_offset() {
+    // Each special piece at every offset modulo 8 (and across two words), in short and long
+    // strings, alone or closed.
+    let pieces: &[(&[u8], Result<(), JsonError>)] = &[
+        (b"\\\"", Ok(())),
+        (b"\\\\", Ok(())),
+        (b"\\n", Ok(())),
+        (b"\\u00e9", Ok(())),
+        (b"\\uD83D\\ude00", Ok(())),
+        (b"\\x", Err(JsonError::Syntax)),
+        (b"\\u12g4", Err(JsonError::Syntax)),
+        (b"\x00", Err(JsonError::Syntax)),
+        (b"\n", Err(JsonError::Syntax)),
+        (b"\x1f", Err(JsonError::Syntax)),
+        (b"\x7f\x80\xff \x20", Ok(())),
+    ];
+    for before in 0..24 {
+        for after in [0, 1, 7, 8, 9, 40] {
+            for (piece, ok) in pieces {
+                let mut doc = vec![b'a'; before];
+                doc.extend_from_slice(piece);
+                doc.extend(std::iter::repeat(b'b').take(after));
+                let close = doc.len();
+                doc.extend_from_slice(b"\", \"c\"");
+                let want = ok.map(|()| close);
+                assert_eq!(reference_string(&doc), want, "{before} {piece:?} {after}");
+                assert_eq!(scanned_string(&doc), want, "{before} {piece:?} {after}");
+                // Cut anywhere before the closing quote: truncated, unless already refused.
+                for cut in 0..close {
+                    let cut = &doc[..cut];
+                    assert_eq!(scanned_string(cut), reference_string(cut));
+                }
+            }
+        }
+    }
+    let long = [b'z'; 100_003];
+    for end in [0, 1, 7, 8, 9, 4095, 100_002] {
+        let mut doc = long[..end].to_vec();
+        doc.push(b'"');
+        assert_eq!(scanned_string(&doc), Ok(end));
+        assert_eq!(scanned_string(&long[..end]), Err(JsonError::Truncated));
+    }
+}
+
 #[test]
 fn error_display() {
     for e in [JsonError::Syntax, JsonError::TooDeep, JsonError::Truncated] {
@@ -511,6 +600,27 @@ proptest! {
     }
 
     #[test]
+    fn strings_scan_like_the_reference(
+        doc in proptest::collection::vec(
+            prop_oneof![
+                30 => Just(b'a'),
+                2 => Just(b'"'),
+                3 => Just(b'\\'),
+                2 => Just(b'u'),
+                1 => Just(b'n'),
+                1 => Just(b'F'),
+                1 => Just(0x1f_u8),
+                1 => Just(0x20_u8),
+                1 => Just(0x80_u8),
+                2 => any::<u8>(),
+            ],
+            0..100,
+        ),
+    ) {
+        prop_assert_eq!(scanned_string(&doc), reference_string(&doc));
+    }
+
+    #[test]
     fn prefixes_never_lie(
         members in proptest::collection::vec(("[a-c]{1,2}", any::<i32>(), "[a-z\\\\\"]{0,4}"), 1..6),
         cut in any::<prop::sample::Index>(),
@@ -529,6 +639,70 @@ proptest! {
             let full = find(bytes, &ptr(p)).unwrap();
             let partial = find(prefix, &ptr(p));
             prop_assert!(partial.is_err() || partial == Ok(full), "{:?} {} {:?} vs {:?}", String::from_utf8_lossy(prefix), p, partial, full);
+            // A value taken from a prefix is the whole document's.
+            let complete = find_complete(prefix, &ptr(p));
+            prop_assert!(complete.is_none() || complete == full, "{:?} {} {:?}", String::from_utf8_lossy(prefix), p, complete);
+            if p.is_empty() {
+                prop_assert_eq!(complete, None, "nothing follows the document");
+            }
         }
+    }
+}
+
+/// Two 1 MiB documents whose target is at the very end: an array of small records (compact and
+/// indented), and one long string (the shape of the e2e and benchmark bodies).
+fn bench_docs() -> Vec<(&'static str, Vec<u8>)> {
+    let mut records = String::from("{\"items\": [");
+    let mut pretty = String::from("{\n  \"items\": [\n");
+    let mut i = 0u32;
+    while records.len() < (1 << 20) {
+        if i > 0 {
+            records.push(',');
+            pretty.push_str(",\n");
+        }
+        records.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"item {i} \\\"quoted\\\" name\",\"price\":{}.{:02},\"tags\":[\"a\",\"bb\"],\"active\":true,\"note\":null}}",
+            i % 1000,
+            i % 100
+        ));
+        pretty.push_str(&format!(
+            "    {{\n      \"id\": {i},\n      \"name\": \"item {i} with a longer description text\",\n      \"price\": {}.{:02},\n      \"active\": false\n    }}",
+            i % 1000,
+            i % 100
+        ));
+        i += 1;
+    }
+    records.push_str("], \"end\": 7}");
+    pretty.push_str("\n  ],\n  \"end\": 7\n}\n");
+    let pad = format!(
+        "{{\"order\":{{\"id\":1}},\"pad\":\"{}\",\"end\":7}}",
+        "x".repeat(1 << 20)
+    );
+    vec![
+        ("records", records.into_bytes()),
+        ("indented", pretty.into_bytes()),
+        ("long string", pad.into_bytes()),
+    ]
+}
+
+/// Scanner throughput (no assertion on speed): `cargo test --release -p sticky-canary --lib
+/// scanner_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark"]
+fn scanner_throughput() {
+    let p = ptr("/end");
+    for (name, doc) in bench_docs() {
+        assert_eq!(find(&doc, &p).unwrap().unwrap().raw, b"7");
+        // The best of 40 batches of 10: the machine is shared, the best batch is the least disturbed.
+        let mut best = f64::MAX;
+        for _ in 0..40 {
+            let start = std::time::Instant::now();
+            for _ in 0..10 {
+                std::hint::black_box(find(std::hint::black_box(&doc), &p).ok());
+            }
+            best = best.min(start.elapsed().as_secs_f64() / 10.0);
+        }
+        let mbps = doc.len() as f64 / best / 1e6;
+        eprintln!("{name:12} {:7} bytes: {mbps:8.0} MB/s", doc.len());
     }
 }
