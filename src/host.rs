@@ -43,8 +43,10 @@ pub extern "C" fn _initialize() {
 /// a boxed `[u8]` of exactly `size` bytes, which [`owned`] takes back.
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    let slice: Box<[std::mem::MaybeUninit<u8>]> = Box::new_uninit_slice(size);
-    Box::into_raw(slice).cast::<u8>()
+    let mut v: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: `MaybeUninit` needs no initialisation, and the capacity is `size`.
+    unsafe { v.set_len(size) };
+    Box::into_raw(v.into_boxed_slice()).cast::<u8>()
 }
 
 #[no_mangle]
@@ -98,26 +100,42 @@ const CONTINUE: u32 = 0;
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: bool) -> u32 {
-    with(|c| c.streams.get_mut(&context_id).map(Stream::on_request_headers));
+    with(|c| {
+        c.streams
+            .get_mut(&context_id)
+            .map(Stream::on_request_headers)
+    });
     CONTINUE
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, eos: bool) -> u32 {
-    with(|c| c.streams.get_mut(&context_id).map(|s| s.on_response_headers(eos)));
+    with(|c| {
+        c.streams
+            .get_mut(&context_id)
+            .map(|s| s.on_response_headers(eos))
+    });
     CONTINUE
 }
 
 /// Always streams on: the client gets the body exactly as the upstream sent it.
 #[no_mangle]
 pub extern "C" fn proxy_on_response_body(context_id: u32, size: usize, eos: bool) -> u32 {
-    with(|c| c.streams.get_mut(&context_id).map(|s| s.on_response_body(size, eos)));
+    with(|c| {
+        c.streams
+            .get_mut(&context_id)
+            .map(|s| s.on_response_body(size, eos))
+    });
     CONTINUE
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_trailers(context_id: u32, _trailers: usize) -> u32 {
-    with(|c| c.streams.get_mut(&context_id).map(Stream::on_response_trailers));
+    with(|c| {
+        c.streams
+            .get_mut(&context_id)
+            .map(Stream::on_response_trailers)
+    });
     CONTINUE
 }
 
@@ -134,7 +152,10 @@ impl Contexts {
     }
 
     fn root_mut(&mut self, id: u32) -> Option<&mut Root<Envoy>> {
-        self.roots.iter_mut().find(|(i, _)| *i == id).map(|(_, r)| r)
+        self.roots
+            .iter_mut()
+            .find(|(i, _)| *i == id)
+            .map(|(_, r)| r)
     }
 }
 

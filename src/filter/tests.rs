@@ -535,7 +535,11 @@ fn the_copy_stops_once_every_json_rule_has_its_value() {
     let mut s = start();
     t.body(&mut s, br#"{"tax": 12"#, false);
     t.body(&mut s, br#"3, "authorization": {"status": "x"}, "#, false);
-    assert_eq!(t.business("stable", 3), 5, "not tried again before 80 bytes");
+    assert_eq!(
+        t.business("stable", 3),
+        5,
+        "not tried again before 80 bytes"
+    );
     t.body(&mut s, &[b' '; 40], false);
     assert_eq!(t.business("stable", 3), 5 + 123);
     assert_eq!(t.business("stable", 2), 1, "declined: nothing to count");
