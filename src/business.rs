@@ -139,20 +139,22 @@ impl Rule {
         Ok(self.evaluate_value(json::find(body, pointer)?))
     }
 
-    /// [`Rule::evaluate_json`] on the copy of a body: on the `complete` body (`None`: malformed),
-    /// or on a prefix still arriving, once the value is certainly complete in it
-    /// ([`json::find_complete`]; `None`: not known yet).
-    pub fn evaluate_json_in(&self, body: &[u8], complete: bool) -> Option<Outcome> {
-        let Place::Json(pointer) = &self.place else {
-            return None;
-        };
-        // `json::find_complete`'s rule on a prefix, without a second copy of the walk in the module.
-        let found = match json::locate(body, pointer) {
-            Ok(Some((value, end))) if complete || end < body.len() => Some(value),
-            Ok(None) if complete => None,
+    /// [`Rule::evaluate_json`] from its pointer's answer in the copy of a body of `len` bytes
+    /// ([`json::locate_all`]): on the `complete` body (`None`: malformed), or on a prefix still
+    /// arriving, once the value is certainly complete in it (something follows it, as in
+    /// [`json::find_complete`]; `None`: not known yet, an absence included).
+    pub fn evaluate_found(
+        &self,
+        found: json::Found<'_>,
+        len: usize,
+        complete: bool,
+    ) -> Option<Outcome> {
+        let value = match found {
+            json::Found::Value(value, end) if complete || end < len => Some(value),
+            json::Found::Absent if complete => None,
             _ => return None,
         };
-        Some(self.evaluate_value(found))
+        Some(self.evaluate_value(value))
     }
 
     /// The outcome of a JSON value found (`None`: absent).
@@ -188,6 +190,59 @@ impl Business {
         self.rules.iter().any(|r| matches!(r.place, Place::Json(_)))
     }
 
+    /// Evaluates the JSON rules that apply to a response with `status` on the copy of its body,
+    /// all in one walk of it ([`json::locate_all`]), and hands each rule's index and outcome to
+    /// `apply`, once (`None`: the body is malformed before the rule's value is known). On the
+    /// `complete` body, always; on a prefix still arriving, only when every rule has its value
+    /// there ([`Rule::evaluate_found`]), else nothing is handed over and the answer is `false`.
+    pub fn evaluate_json_rules(
+        &self,
+        status: u16,
+        body: &[u8],
+        complete: bool,
+        mut apply: impl FnMut(usize, Option<Outcome>),
+    ) -> bool {
+        // At most MAX_RULES rules (`compile` refuses more): fixed arrays, no allocation.
+        let mut pointers: [&Pointer; MAX_RULES] = [&WHOLE_DOCUMENT; MAX_RULES];
+        let mut which = [0usize; MAX_RULES];
+        let mut n = 0usize;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Place::Json(pointer) = &rule.place else {
+                continue;
+            };
+            if let (true, Some(p), Some(w)) = (
+                rule.status.matches(status),
+                pointers.get_mut(n),
+                which.get_mut(n),
+            ) {
+                *p = pointer;
+                *w = i;
+                n = n.saturating_add(1);
+            }
+        }
+        let mut found = [json::Found::Absent; MAX_RULES];
+        // An error leaves the pointers it stopped `Pending`: their rules' outcome is `None`.
+        let _ = json::locate_all(
+            body,
+            pointers.get(..n).unwrap_or_default(),
+            found.get_mut(..n).unwrap_or_default(),
+        );
+        let mut outcomes = [None; MAX_RULES];
+        for ((outcome, &i), &f) in outcomes.iter_mut().zip(&which).zip(&found).take(n) {
+            *outcome = self
+                .rules
+                .get(i)
+                .and_then(|rule| rule.evaluate_found(f, body.len(), complete));
+            if outcome.is_none() && !complete {
+                return false;
+            }
+        }
+        for (&outcome, &i) in outcomes.iter().zip(&which).take(n) {
+            apply(i, outcome);
+        }
+        true
+    }
+
     /// True when a JSON-body rule applies to a response with this status.
     pub fn wants_body(&self, status: u16) -> bool {
         self.rules
@@ -195,6 +250,9 @@ impl Business {
             .any(|r| matches!(r.place, Place::Json(_)) && r.status.matches(status))
     }
 }
+
+/// The filler of [`Business::evaluate_json_rules`]'s pointers.
+static WHOLE_DOCUMENT: Pointer = Pointer::WHOLE_DOCUMENT;
 
 /// Why a response body was not examined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -521,9 +579,68 @@ mod tests {
             ),
         ];
         for &(body, complete, want) in cases {
-            let got = tax.evaluate_json_in(body, complete);
+            let Place::Json(pointer) = &tax.place else {
+                unreachable!()
+            };
+            let mut found = [json::Found::Absent];
+            let _ = json::locate_all(body, &[pointer], &mut found);
+            let got = tax.evaluate_found(found[0], body.len(), complete);
             assert_eq!(got, want, "{} {complete}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn json_rules_in_one_walk() {
+        let b = rules(
+            r#"[{"name":"h","kind":"counter","header":"x"},
+                {"name":"tax","kind":"sum","json":"/order/tax","scale":2},
+                {"name":"taxed","kind":"counter","json":"/order/tax"},
+                {"name":"tax_again","kind":"histogram","json":"/order/tax","scale":2},
+                {"name":"ok","kind":"counter","json":"/status","equals":"ok"},
+                {"name":"first","kind":"counter","json":"/items/0","status":[200]},
+                {"name":"refund","kind":"sum","json":"/refund","status":"5xx"}]"#,
+        )
+        .unwrap();
+        let run = |status: u16, body: &[u8], complete: bool| {
+            let mut got = Vec::new();
+            let settled = b.evaluate_json_rules(status, body, complete, |i, o| got.push((i, o)));
+            settled.then_some(got)
+        };
+        let body = br#"{"items": [1], "order": {"tax": "1.99"}, "status": "ok", "refund": 3}"#;
+        let all = [
+            (1, Some(Outcome::Add(199))),
+            (2, Some(Outcome::Count)),
+            (3, Some(Outcome::Record(199))),
+            (4, Some(Outcome::Count)),
+            (5, Some(Outcome::Count)),
+        ];
+        assert_eq!(run(200, body, true), Some(all.to_vec()));
+        // On a prefix: all or nothing; a value counts once something follows it.
+        let cut = body.iter().position(|&c| c == b'k').unwrap() + 3;
+        assert_eq!(run(200, &body[..cut], false), Some(all.to_vec()));
+        assert_eq!(run(200, &body[..cut - 2], false), None);
+        assert_eq!(run(200, &body[..cut - 2], true).unwrap()[3], (4, None));
+        // The 5xx rule, alone on a 503 with the others but the status-filtered one.
+        let got = run(503, body, true).unwrap();
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[4], (6, Some(Outcome::Add(3))));
+        // Absent on a prefix is not known yet; on the whole body it counts nothing.
+        assert_eq!(run(200, br#"{"items": [], "#, false), None);
+        let got = run(200, br#"{"items": []}"#, true).unwrap();
+        assert!(got.iter().all(|&(_, o)| o == Some(Outcome::Nothing)));
+        // Malformed after every value: the values count.
+        let tail = br#"{"status": "ok", "items": [1], "order": {"tax": 2}, oops"#;
+        assert_eq!(
+            run(200, tail, true).unwrap()[0],
+            (1, Some(Outcome::Add(200)))
+        );
+        // Malformed before: every rule not yet answered is `None`.
+        let got = run(200, br#"{"status": "ok", oops"#, true).unwrap();
+        assert_eq!(got[3], (4, Some(Outcome::Count)));
+        assert!(got
+            .iter()
+            .filter(|&&(i, _)| i != 4)
+            .all(|&(_, o)| o.is_none()));
     }
 
     #[test]

@@ -15,14 +15,20 @@
 //!   `serde_json::Value::pointer` on presence and content (strings compared unescaped, other values
 //!   re-parsed by serde_json), for the fuzzer's pointer and for every path of the document (up to
 //!   64); and any prefix of the document either answers the same or is `Truncated` (never a
-//!   wrong answer, never `Syntax`), and `find_complete` on it is nothing or the same value.
+//!   wrong answer, never `Syntax`), and `find_complete` on it is nothing or the same value;
+//! - `locate_all` (one walk for several pointers) answers each pointer exactly as `locate` does,
+//!   and stops with `locate`'s error for the pointers it leaves pending: on any document, for a
+//!   few fixed pointers and the fuzzer's (twice), and on a document serde_json accepts for every
+//!   path of it too, on the whole document and on prefixes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as JsonValue};
 use std::fmt;
-use sticky_canary::json::{find, find_complete, JsonError, Kind, Pointer, PointerError, Value};
+use sticky_canary::json::{
+    find, find_complete, locate, locate_all, Found, JsonError, Kind, Pointer, PointerError, Value,
+};
 
 /// A serde_json value that refuses duplicate member names.
 struct NoDup(JsonValue);
@@ -250,6 +256,29 @@ fn prefix_agrees(doc: &[u8], cut: usize, pointer: &Pointer, whole: Option<Value<
     }
 }
 
+/// `locate_all` agrees with `locate` for each pointer.
+fn all_agree(doc: &[u8], pointers: &[&Pointer]) {
+    let mut out = vec![Found::Absent; pointers.len()];
+    let walk = locate_all(doc, pointers, &mut out);
+    let mut pending = false;
+    for (p, slot) in pointers.iter().zip(&out) {
+        match (locate(doc, p), slot) {
+            (Ok(Some((v, end))), Found::Value(w, e)) => {
+                assert!(v == *w && end == *e, "{p:?}: {v:?} {end} vs {w:?} {e}")
+            }
+            (Ok(None), Found::Absent) => {}
+            (Err(err), Found::Pending(_)) => {
+                pending = true;
+                assert_eq!(walk, Err(err), "{p:?}");
+            }
+            (one, all) => panic!("{p:?}: locate {one:?}, locate_all {all:?}"),
+        }
+    }
+    if !pending {
+        assert_eq!(walk, Ok(()));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let (ptr_text, doc) = match data.iter().position(|&b| b == 0) {
         Some(i) => (
@@ -273,6 +302,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    let fixed: Vec<Pointer> = ["", "/a", "/0", "/a/0", "/0/a", "/a/b", "/1"]
+        .iter()
+        .map(|p| Pointer::parse(p).unwrap())
+        .collect();
+    let mut some: Vec<&Pointer> = fixed.iter().chain(pointer.as_ref()).collect();
+    some.extend(pointer.as_ref());
+    all_agree(doc, &some);
+
     let Ok(NoDup(value)) = serde_json::from_slice::<NoDup>(doc) else {
         return;
     };
@@ -285,8 +322,16 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut all = Vec::new();
     paths(&value, String::new(), &mut all, 64);
+    let mut every = Vec::new();
     for path in &all {
         let p = check_pointer(path).expect("generated pointers parse");
         agree(path, find(doc, &p), value.pointer(path));
+        every.push(p);
+    }
+    let mut every: Vec<&Pointer> = every.iter().chain(&fixed).collect();
+    every.extend(pointer.as_ref());
+    all_agree(doc, &every);
+    for cut in [doc.len() / 3, doc.len() / 2, doc.len().saturating_sub(1)] {
+        all_agree(&doc[..cut], &every);
     }
 });

@@ -1090,25 +1090,23 @@ impl<H: Host> Stream<H> {
 
     /// Runs the JSON rules that apply to this response on the copy and ends it: on the complete
     /// body, or on a prefix only when every rule has its value there (else nothing happens).
-    /// Each rule is applied once; on a prefix, a first pass checks that all have their value.
+    /// One walk of the copy finds every rule's value; each rule is applied once.
     fn run_json_rules(&mut self, complete: bool) {
         let (Body::Capturing(body), Some(active)) = (&self.body, &self.active) else {
             return;
         };
         let v = self.served;
         let mut malformed = false;
-        for pass in usize::from(complete)..2 {
-            for (i, rule) in active.plan.business.rules.iter().enumerate() {
-                if !matches!(rule.place, Place::Json(_)) || !rule.status.matches(self.status) {
-                    continue;
-                }
-                match (rule.evaluate_json_in(body, complete), pass) {
-                    (None, 0) => return,
-                    (Some(_), 0) => {}
-                    (Some(outcome), _) => active.apply(v, i, outcome),
-                    (None, _) => malformed = true,
-                }
-            }
+        let settled =
+            active
+                .plan
+                .business
+                .evaluate_json_rules(self.status, body, complete, |i, outcome| match outcome {
+                    Some(outcome) => active.apply(v, i, outcome),
+                    None => malformed = true,
+                });
+        if !settled {
+            return;
         }
         if malformed {
             active.skipped(v, SkipReason::Malformed);

@@ -4,13 +4,13 @@
 //!
 //! - `scanner`: the byte cursor (whitespace, strings, numbers, literals, skipping subtrees with a
 //!   128-bit stack, never recursing), [`Value`], [`Kind`], [`JsonError`] and string unescaping;
-//! - `pointer`: compiled pointers ([`Pointer`]) and [`find`], the walk along a pointer's path.
+//! - `pointer`: compiled pointers ([`Pointer`]), [`find`], the walk along a pointer's path, and
+//!   [`locate_all`], one walk for several pointers (the filter's JSON rules).
 
 mod pointer;
 mod scanner;
 
-pub(crate) use pointer::locate;
-pub use pointer::{find, find_complete, Pointer, PointerError};
+pub use pointer::{find, find_complete, locate, locate_all, Found, Pointer, PointerError};
 pub(crate) use scanner::{name_matches, Scanner};
 pub use scanner::{JsonError, Kind, Value, MAX_DEPTH};
 

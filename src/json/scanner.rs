@@ -207,7 +207,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scans `"name"` `:` (with whitespace around) and returns the raw name.
-    fn member_name(&mut self) -> Result<&'_ [u8], JsonError> {
+    pub(super) fn member_name(&mut self) -> Result<&'a [u8], JsonError> {
         self.expect(b'"')?;
         let (from, to) = self.string_body()?;
         self.expect(b':')?;
@@ -241,7 +241,7 @@ impl<'a> Scanner<'a> {
 
     /// After the last member or element: `,` (bumped, `Ok(true)`) or the `close` byte (the
     /// container closed, `Ok(false)`).
-    fn next_or_close(&mut self, close: u8) -> Result<bool, JsonError> {
+    pub(super) fn next_or_close(&mut self, close: u8) -> Result<bool, JsonError> {
         self.skip_ws();
         match self.peek() {
             Some(b',') => {

@@ -7,9 +7,9 @@ fn ptr(text: &str) -> Pointer {
 }
 
 /// What [`get`] reports: the kind and raw text of the value found.
-type Found<'a> = Result<Option<(Kind, &'a str)>, JsonError>;
+type Got<'a> = Result<Option<(Kind, &'a str)>, JsonError>;
 
-fn get<'a>(doc: &'a str, pointer: &str) -> Found<'a> {
+fn get<'a>(doc: &'a str, pointer: &str) -> Got<'a> {
     find(doc.as_bytes(), &ptr(pointer))
         .map(|found| found.map(|v| (v.kind, std::str::from_utf8(v.raw).unwrap())))
 }
@@ -258,7 +258,7 @@ fn whole_document_and_whitespace() {
 #[test]
 fn malformed_documents() {
     use JsonError::*;
-    let cases: &[(&str, &str, Found)] = &[
+    let cases: &[(&str, &str, Got)] = &[
         ("", "", Err(Truncated)),
         ("   ", "/a", Err(Truncated)),
         ("{\"a\":", "/a", Err(Truncated)),
@@ -649,6 +649,226 @@ proptest! {
     }
 }
 
+/// Member names of the generated documents (and tokens of the generated pointers): escapes in
+/// JSON (`"`, `\`, `/` as `\/`, non-ASCII as `\u`) and in pointers (`~0`, `~1`).
+const NAMES: [&str; 7] = ["a", "b", "a/b", "m~n", "é", "", "k\"l"];
+
+/// A random JSON document (nested objects, arrays and scalars, random whitespace) as text.
+fn document() -> impl Strategy<Value = String> {
+    let scalar = prop_oneof![
+        Just("1".to_string()),
+        Just("-0.5".to_string()),
+        Just("123".to_string()),
+        Just("true".to_string()),
+        Just("false".to_string()),
+        Just("null".to_string()),
+        Just("\"x\"".to_string()),
+        Just(r#""a\"b\u00e9""#.to_string()),
+        Just("\"\"".to_string()),
+    ];
+    scalar.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(
+                (
+                    0..NAMES.len(),
+                    any::<bool>(),
+                    any::<bool>(),
+                    ws(),
+                    inner.clone()
+                ),
+                0..5
+            )
+            .prop_map(|members| {
+                let members = members
+                    .into_iter()
+                    .map(|(name, slash, unicode, w, value)| {
+                        let name = json_escape(NAMES[name], slash, unicode);
+                        format!("{w}\"{name}\"{w}:{w}{value}{w}")
+                    })
+                    .collect::<Vec<_>>();
+                format!("{{{}}}", members.join(","))
+            }),
+            proptest::collection::vec((ws(), inner), 0..5).prop_map(|elements| {
+                let elements = elements
+                    .into_iter()
+                    .map(|(w, value)| format!("{w}{value}{w}"))
+                    .collect::<Vec<_>>();
+                format!("[{}]", elements.join(","))
+            }),
+        ]
+    })
+}
+
+/// A random pointer over [`NAMES`] and array indices (valid or not: `01`, `-`).
+fn pointer() -> impl Strategy<Value = Pointer> {
+    let token = prop_oneof![
+        (0..NAMES.len()).prop_map(|i| pointer_escape(NAMES[i])),
+        Just("0".to_string()),
+        Just("1".to_string()),
+        Just("2".to_string()),
+        Just("01".to_string()),
+        Just("-".to_string()),
+    ];
+    proptest::collection::vec(token, 0..4)
+        .prop_map(|tokens| ptr(&tokens.iter().map(|t| format!("/{t}")).collect::<String>()))
+}
+
+/// [`locate_all`] answers each pointer as [`locate`] does, and stops with the error [`locate`]
+/// meets for the pointers it leaves pending.
+fn locate_all_agrees(doc: &[u8], pointers: &[Pointer]) -> Result<(), TestCaseError> {
+    let refs: Vec<&Pointer> = pointers.iter().collect();
+    let mut out = vec![Found::Absent; refs.len()];
+    let walk = locate_all(doc, &refs, &mut out);
+    let text = String::from_utf8_lossy(doc);
+    let mut unresolved = false;
+    for (p, slot) in pointers.iter().zip(&out) {
+        match (locate(doc, p), slot) {
+            (Ok(Some((v, end))), Found::Value(w, e)) => {
+                prop_assert!(
+                    v == *w && end == *e,
+                    "{text:?} {p:?}: {v:?} {end} vs {w:?} {e}"
+                );
+            }
+            (Ok(None), Found::Absent) => {}
+            (Err(err), Found::Pending(_)) => {
+                unresolved = true;
+                prop_assert_eq!(walk, Err(err), "{:?} {:?}", text, p);
+            }
+            (one, all) => prop_assert!(false, "{text:?} {p:?}: locate {one:?}, locate_all {all:?}"),
+        }
+    }
+    if !unresolved {
+        prop_assert_eq!(walk, Ok(()), "{:?}", text);
+    }
+    Ok(())
+}
+
+#[test]
+fn locate_all_table() {
+    let doc =
+        br#" {"a": {"b": [10, {"c": "x"}, true], "a/b": 1, "m~n": 2, "k\"l": 3, "\u00e9\/": 4},
+        "a": "second", "": {"": 5}, "s": "t", "n": null} "#;
+    let pointers = [
+        "",
+        "/a",
+        "/a/b",
+        "/a/b/0",
+        "/a/b/1/c",
+        "/a/b/2",
+        "/a/b/3",
+        "/a/b/01",
+        "/a/b/-",
+        "/a/b/1/c/0",
+        "/a/a~1b",
+        "/a/m~0n",
+        "/a/k\"l",
+        "/a/é~1",
+        "/a/b/0/x",
+        "/",
+        "//",
+        "/s/0",
+        "/n",
+        "/zz",
+        "/a/b",
+        "/a/b/1/c",
+    ];
+    let pointers: Vec<Pointer> = pointers.iter().map(|p| ptr(p)).collect();
+    locate_all_agrees(doc, &pointers).unwrap();
+    let refs: Vec<&Pointer> = pointers.iter().collect();
+    let mut out = vec![Found::Pending(7); refs.len()];
+    locate_all(doc, &refs, &mut out).unwrap();
+    let raw = |f: &Found<'_>| match f {
+        Found::Value(v, _) => Some(std::str::from_utf8(v.raw).unwrap().to_string()),
+        _ => None,
+    };
+    let got: Vec<_> = out.iter().map(raw).collect();
+    let want = [
+        Some(std::str::from_utf8(doc).unwrap().trim()),
+        Some(r#"{"b": [10, {"c": "x"}, true], "a/b": 1, "m~n": 2, "k\"l": 3, "\u00e9\/": 4}"#),
+        Some(r#"[10, {"c": "x"}, true]"#),
+        Some("10"),
+        Some("x"),
+        Some("true"),
+        None,
+        None,
+        None,
+        None,
+        Some("1"),
+        Some("2"),
+        Some("3"),
+        Some("4"),
+        None,
+        Some(r#"{"": 5}"#),
+        Some("5"),
+        None,
+        Some("null"),
+        None,
+        Some(r#"[10, {"c": "x"}, true]"#),
+        Some("x"),
+    ];
+    let want: Vec<_> = want.iter().map(|w| w.map(str::to_string)).collect();
+    assert_eq!(got, want);
+    // Extra slots are left alone; no pointers, nothing read.
+    let mut out = [Found::Pending(7); 3];
+    locate_all(br#"{"a": 1}"#, &[&ptr("/a")], &mut out).unwrap();
+    assert_eq!(out[1..], [Found::Pending(7); 2]);
+    assert_eq!(locate_all(b"{", &[], &mut out[..0]), Ok(()));
+    // The walk stops at the last answer: what follows is not examined.
+    let mut out = [Found::Absent; 2];
+    let stop = br#"{"a": 1, "b": [2], "c": oops"#;
+    locate_all(stop, &[&ptr("/b/0"), &ptr("/a")], &mut out).unwrap();
+    assert_eq!(
+        out[0],
+        Found::Value(
+            Value {
+                kind: Kind::Number,
+                raw: b"2"
+            },
+            16
+        )
+    );
+    // Once the error is met, the pointers not answered yet are pending; the others keep theirs.
+    let p = [&ptr("/a"), &ptr("/c"), &ptr("/c/x"), &ptr("/b/x")];
+    let mut out = [Found::Absent; 4];
+    assert_eq!(locate_all(stop, &p, &mut out), Err(JsonError::Syntax));
+    assert!(matches!(out[0], Found::Value(..)));
+    assert!(matches!(out[1], Found::Pending(_)));
+    assert!(matches!(out[2], Found::Pending(_)));
+    assert_eq!(out[3], Found::Absent);
+    // Too deep only where a pointer goes, or a skipped subtree is.
+    let deep = nested(MAX_DEPTH + 1, "[", "]", "1");
+    let mut out = [Found::Absent; 2];
+    assert_eq!(
+        locate_all(deep.as_bytes(), &[&ptr("/x"), &ptr("/0")], &mut out),
+        Err(JsonError::TooDeep)
+    );
+    assert_eq!(out[0], Found::Absent);
+    locate_all_agrees(deep.as_bytes(), &[ptr("/x"), ptr("/0"), ptr("/0/0/0")]).unwrap();
+}
+
+proptest! {
+    #[test]
+    fn locate_all_is_locate_for_each_pointer(
+        doc in document(),
+        pointers in proptest::collection::vec(pointer(), 1..8),
+        twice in any::<prop::sample::Index>(),
+        damage in proptest::option::of((any::<prop::sample::Index>(), "[{}\\[\\]\":,0a \\\\]")),
+    ) {
+        let mut pointers = pointers;
+        // Identical pointers.
+        let copy = pointers[twice.index(pointers.len())].clone();
+        pointers.push(copy);
+        let mut doc = doc.into_bytes();
+        if let Some((at, byte)) = damage {
+            let at = at.index(doc.len());
+            doc[at] = byte.as_bytes()[0];
+        }
+        for cut in 0..=doc.len() {
+            locate_all_agrees(&doc[..cut], &pointers)?;
+        }
+    }
+}
+
 /// Two 1 MiB documents whose target is at the very end: an array of small records (compact and
 /// indented), and one long string (the shape of the e2e and benchmark bodies).
 fn bench_docs() -> Vec<(&'static str, Vec<u8>)> {
@@ -704,5 +924,66 @@ fn scanner_throughput() {
         }
         let mbps = doc.len() as f64 / best / 1e6;
         eprintln!("{name:12} {:7} bytes: {mbps:8.0} MB/s", doc.len());
+    }
+}
+
+/// k walks of [`locate`] against one of [`locate_all`] for 4 pointers near the end of a 64 KiB
+/// document (no assertion on speed): `cargo test --release -p sticky-canary --lib
+/// one_walk_for_all_pointers -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark"]
+fn one_walk_for_all_pointers() {
+    let mut doc = String::from("{\"items\": [");
+    let mut i = 0u32;
+    while doc.len() < 64 * 1024 - 100 {
+        if i > 0 {
+            doc.push(',');
+        }
+        doc.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"item {i}\",\"price\":{}.{:02},\"active\":true}}",
+            i % 1000,
+            i % 100
+        ));
+        i += 1;
+    }
+    doc.push_str(r#"], "order": {"tax": "1.99", "total": 12.5}, "status": "ok", "end": 7}"#);
+    let doc = doc.into_bytes();
+    let pointers = [
+        ptr("/order/tax"),
+        ptr("/order/total"),
+        ptr("/status"),
+        ptr("/end"),
+    ];
+    let refs: Vec<&Pointer> = pointers.iter().collect();
+    locate_all_agrees(&doc, &pointers).unwrap();
+    let best = |f: &mut dyn FnMut()| {
+        let mut best = f64::MAX;
+        for _ in 0..40 {
+            let start = std::time::Instant::now();
+            for _ in 0..20 {
+                f();
+            }
+            best = best.min(start.elapsed().as_secs_f64() / 20.0);
+        }
+        best * 1e6
+    };
+    for k in 1..=pointers.len() {
+        let single = best(&mut || {
+            for p in &pointers[..k] {
+                std::hint::black_box(locate(std::hint::black_box(&doc), p).ok());
+            }
+        });
+        let mut out = [Found::Absent; 4];
+        let multi = best(&mut || {
+            let _ = std::hint::black_box(locate_all(
+                std::hint::black_box(&doc),
+                &refs[..k],
+                &mut out[..k],
+            ));
+        });
+        eprintln!(
+            "{} bytes, {k} pointers: {single:7.1} µs in {k} walks, {multi:7.1} µs in one",
+            doc.len()
+        );
     }
 }
