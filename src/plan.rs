@@ -514,10 +514,7 @@ impl Plan {
     fn override_version<R: RequestView>(&self, request: &mut R) -> Option<usize> {
         let o = self.override_.as_ref().filter(|o| o.enabled())?;
         let wanted = request.get(&o.header)?;
-        let version = self
-            .versions
-            .iter()
-            .position(|v| v.name.as_bytes() == wanted.as_ref())?;
+        let version = self.version_named(wanted.as_ref())?;
         let token = request.get(&o.token_header)?;
         o.accepts(token.as_ref()).then_some(version)
     }

@@ -320,7 +320,7 @@ impl<H: Host> Active<H> {
     fn mask_of(&self, g: &GuardState, bytes: &[u8]) -> u32 {
         record::decode(bytes, g.generation)
             .into_iter()
-            .filter_map(|name| self.plan.versions.iter().position(|v| v.name == name))
+            .filter_map(|name| self.plan.version_named(name.as_bytes()))
             .fold(0, |m, v| m | bit(v))
     }
 
