@@ -122,6 +122,17 @@ pub fn key(k: &str) -> Value {
     Value::String(k.to_string())
 }
 
+/// A `response_headers_to_add` entry that sets `name: value`, overwriting any value already there.
+pub fn header_option(name: &str, value: &str) -> Value {
+    let mut h = Mapping::new();
+    h.insert(key("key"), key(name));
+    h.insert(key("value"), key(value));
+    let mut o = Mapping::new();
+    o.insert(key("header"), Value::Mapping(h));
+    o.insert(key("append_action"), key("OVERWRITE_IF_EXISTS_OR_ADD"));
+    Value::Mapping(o)
+}
+
 /// The node at `path` (mapping keys, or list indexes as numbers); panics naming the path.
 pub fn get<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Value {
     let mut cur = v;
@@ -320,28 +331,25 @@ impl EnvoyConfig {
         let clusters: Vec<Value> = destinations
             .iter()
             .map(|(cluster, weight, tag)| {
-                let mut c: Value =
-                    serde_yaml::from_str(&format!("{{ name: \"{cluster}\", weight: {weight} }}"))
-                        .expect("a weighted cluster");
+                let mut c = Mapping::new();
+                c.insert(key("name"), key(cluster));
+                c.insert(key("weight"), Value::from(*weight));
                 if let Some(tag) = tag {
-                    c["response_headers_to_add"] = serde_yaml::from_str(&format!(
-                        "[{{ header: {{ key: \"{header}\", value: \"{tag}\" }}, \
-                         append_action: OVERWRITE_IF_EXISTS_OR_ADD }}]"
-                    ))
-                    .expect("a header option");
+                    c.insert(
+                        key("response_headers_to_add"),
+                        Value::Sequence(vec![header_option(header, tag)]),
+                    );
                 }
-                c
+                Value::Mapping(c)
             })
             .collect();
         for r in self.routes().iter_mut() {
             if r["route"]["cluster"].as_str() == Some(from) {
                 let route = r["route"].as_mapping_mut().expect("route is a map");
                 route.remove("cluster");
-                route.insert(
-                    key("weighted_clusters"),
-                    serde_yaml::from_str("{ clusters: [] }").expect("a split"),
-                );
-                r["route"]["weighted_clusters"]["clusters"] = Value::Sequence(clusters.clone());
+                let mut split = Mapping::new();
+                split.insert(key("clusters"), Value::Sequence(clusters.clone()));
+                route.insert(key("weighted_clusters"), Value::Mapping(split));
             }
         }
     }

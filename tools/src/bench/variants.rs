@@ -5,6 +5,7 @@ use serde_yaml::{Mapping, Value};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+pub(crate) use sticky_canary_harness::envoy::header_option;
 use sticky_canary_harness::envoy::{get, key, set_free_ports_of, wasm_path, workspace_root};
 use sticky_canary_harness::envoy::{ENDPOINT_ADDRESS, HCM};
 
@@ -254,16 +255,6 @@ pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) -> Res
         }
     }
     Ok(())
-}
-
-pub(crate) fn header_option(name: &str, value: &str) -> Value {
-    let mut h = Mapping::new();
-    h.insert(key("key"), key(name));
-    h.insert(key("value"), key(value));
-    let mut o = Mapping::new();
-    o.insert(key("header"), Value::Mapping(h));
-    o.insert(key("append_action"), key("OVERWRITE_IF_EXISTS_OR_ADD"));
-    Value::Mapping(o)
 }
 
 fn set_endpoint(cluster: &mut Value, addr: SocketAddr) {
