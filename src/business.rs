@@ -141,18 +141,19 @@ impl Rule {
 
     /// [`Rule::evaluate_json`] from its pointer's answer in the copy of a body of `len` bytes
     /// ([`json::locate_all`]): on the `complete` body (`None`: malformed), or on a prefix still
-    /// arriving, once the value is certainly complete in it (something follows it, as in
-    /// [`json::find_complete`]; `None`: not known yet, an absence included).
+    /// arriving, once the value is certainly complete in it ([`json::Found::complete_in`];
+    /// `None`: not known yet, an absence included).
     pub fn evaluate_found(
         &self,
         found: json::Found<'_>,
         len: usize,
         complete: bool,
     ) -> Option<Outcome> {
-        let value = match found {
-            json::Found::Value(value, end) if complete || end < len => Some(value),
-            json::Found::Absent if complete => None,
-            _ => return None,
+        let value = match (found, complete) {
+            (json::Found::Value(value, _), true) => Some(value),
+            (json::Found::Absent, true) => None,
+            (found, false) => Some(found.complete_in(len)?),
+            (json::Found::Pending(_), true) => return None,
         };
         Some(self.evaluate_value(value))
     }

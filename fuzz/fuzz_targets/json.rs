@@ -15,7 +15,7 @@
 //!   `serde_json::Value::pointer` on presence and content (strings compared unescaped, other values
 //!   re-parsed by serde_json), for the fuzzer's pointer and for every path of the document (up to
 //!   64); and any prefix of the document either answers the same or is `Truncated` (never a
-//!   wrong answer, never `Syntax`), and `find_complete` on it is nothing or the same value;
+//!   wrong answer, never `Syntax`), and a value `Found::complete_in` takes from it is the same;
 //! - `locate_all` (one walk for several pointers) answers each pointer exactly as `locate` does,
 //!   and stops with `locate`'s error for the pointers it leaves pending: on any document, for a
 //!   few fixed pointers and the fuzzer's (twice), and on a document serde_json accepts for every
@@ -27,7 +27,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as JsonValue};
 use std::fmt;
 use sticky_canary::json::{
-    find, find_complete, locate, locate_all, Found, JsonError, Kind, Pointer, PointerError, Value,
+    find, locate, locate_all, Found, JsonError, Kind, Pointer, PointerError, Value,
 };
 
 /// A serde_json value that refuses duplicate member names.
@@ -239,7 +239,9 @@ fn paths(v: &JsonValue, prefix: String, out: &mut Vec<String>, limit: usize) {
 fn prefix_agrees(doc: &[u8], cut: usize, pointer: &Pointer, whole: Option<Value<'_>>, root: bool) {
     let prefix = &doc[..cut];
     // What the filter takes from a body still arriving is the whole document's answer.
-    if let Some(early) = find_complete(prefix, pointer) {
+    let mut found = [Found::Absent];
+    let _ = locate_all(prefix, &[pointer], &mut found);
+    if let Some(early) = found[0].complete_in(prefix.len()) {
         let same = whole.is_some_and(|b| b.kind == early.kind && b.raw == early.raw);
         assert!(same, "prefix of {cut} bytes completes {early:?}, the whole document {whole:?}");
     }

@@ -10,7 +10,7 @@
 mod pointer;
 mod scanner;
 
-pub use pointer::{find, find_complete, locate, locate_all, Found, Pointer, PointerError};
+pub use pointer::{find, locate, locate_all, Found, Pointer, PointerError};
 pub(crate) use scanner::{name_matches, Scanner};
 pub use scanner::{JsonError, Kind, Value, MAX_DEPTH};
 

@@ -116,18 +116,6 @@ pub fn find<'a>(doc: &'a [u8], pointer: &Pointer) -> Result<Option<Value<'a>>, J
     Ok(locate(doc, pointer)?.map(|(value, _)| value))
 }
 
-/// [`find`] on a prefix of a document still arriving: the value only when at least one byte of
-/// `prefix` follows its source text, so that it is certainly complete (`12` at the very end may be
-/// `123`) and [`find`] on the whole document returns it too. `None`: not found, or not yet known
-/// (an error or an absence on a prefix is decided on the whole document).
-#[must_use]
-pub fn find_complete<'a>(prefix: &'a [u8], pointer: &Pointer) -> Option<Value<'a>> {
-    match locate(prefix, pointer) {
-        Ok(Some((value, end))) if end < prefix.len() => Some(value),
-        _ => None,
-    }
-}
-
 /// [`find`], and the offset just past the value's source text.
 ///
 /// # Errors
@@ -195,6 +183,20 @@ pub enum Found<'a> {
     Absent,
     /// The value and the offset just past its source text: [`locate`]'s `Ok(Some(..))`.
     Value(Value<'a>, usize),
+}
+
+impl<'a> Found<'a> {
+    /// The value when it is certainly complete in a document still arriving, of which `len`
+    /// bytes are here: at least one byte follows its source text (`12` at the very end may be
+    /// `123`), so the whole document has it too. `None`: absent, not resolved, or not yet known
+    /// (an absence or an error on a prefix is decided on the whole document).
+    #[must_use]
+    pub fn complete_in(self, len: usize) -> Option<Value<'a>> {
+        match self {
+            Found::Value(value, end) if end < len => Some(value),
+            _ => None,
+        }
+    }
 }
 
 /// A container on the path of the walk of [`locate_all`].
