@@ -487,7 +487,7 @@ fn scan_error(e: JsonError, syntax: &str) -> Error {
 /// the first 18 significant digits and the exponent, then one multiplication or division by a
 /// power of ten. Exact (correctly rounded) for the values a configuration holds (≤ 15
 /// significant digits, exponents within ±22); `None` when the result is not finite.
-fn decimal_f64(text: &str) -> Option<f64> {
+pub(crate) fn decimal_f64(text: &str) -> Option<f64> {
     let (negative, rest) = match text.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, text),

@@ -11,6 +11,7 @@
 use crate::business::{Rule, RuleKind};
 use crate::check::{cat, check_label, ConfigError};
 use crate::grpc::Grpc;
+use crate::pool::{Pool, RawPool};
 use crate::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
 use serde::Deserialize;
 
@@ -39,6 +40,9 @@ pub struct RawGuard {
     /// Changing it clears every trip (as does a new `salt`).
     #[serde(default)]
     pub epoch: Option<u64>,
+    /// Judge the evidence of every Envoy, pooled by Prometheus.
+    #[serde(default)]
+    pub pool: Option<RawPool>,
 }
 
 /// One check as written: exactly one of the fields. Kept as options (rather than a serde enum)
@@ -146,6 +150,38 @@ pub struct Guard {
     /// Every series the checks read, each once, in the order first read: read once per
     /// version per tick.
     pub series: Vec<Series>,
+    /// Each series' `metric` label in the pool's evidence gauges ([`Series::label`]).
+    pub labels: Vec<String>,
+    /// The trips' generation: the salt and `epoch` ([`record::generation`]).
+    pub generation: u64,
+    /// The pooled evidence of every Envoy (`guard.pool`).
+    pub pool: Option<Pool>,
+}
+
+impl Series {
+    /// The series' `metric` label in `canary_guard_evidence`: `errors`, `responses`, `retried`,
+    /// `grpc_errors`, `grpc_responses`, `business_<rule>`, `squares_<rule>`.
+    pub fn label(self, rules: &[Rule]) -> String {
+        let rule = |i: usize| rules.get(i).map_or("", |r| r.name.as_str());
+        match self {
+            Series::Errors => "errors".into(),
+            Series::Responses => "responses".into(),
+            Series::Retried => "retried".into(),
+            Series::GrpcErrors => "grpc_errors".into(),
+            Series::GrpcResponses => "grpc_responses".into(),
+            Series::Business(i) => cat(&["business_", rule(i)]),
+            Series::Squares(i) => cat(&["squares_", rule(i)]),
+        }
+    }
+}
+
+/// Where the guard is compiled: the service, its salt, the VM environment and the plan's
+/// warnings (for `guard.pool`).
+pub struct Context<'a> {
+    pub service: &'a str,
+    pub salt: &'a [u8],
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub warnings: &'a mut Vec<String>,
 }
 
 /// A harmful canary: which check, on which counts.
@@ -230,6 +266,7 @@ impl Guard {
         default_version: usize,
         rules: &[Rule],
         grpc: Option<&Grpc>,
+        context: Context<'_>,
     ) -> Result<Guard, ConfigError> {
         let baseline = match &raw.baseline {
             None => default_version,
@@ -422,13 +459,31 @@ impl Guard {
                 }
             }
         }
+        let epoch = raw.epoch.unwrap_or(0);
+        let generation = record::generation(context.salt, epoch);
+        let pool = raw
+            .pool
+            .map(|p| {
+                Pool::compile(
+                    p,
+                    context.service,
+                    generation,
+                    alpha,
+                    context.env,
+                    context.warnings,
+                )
+            })
+            .transpose()?;
         Ok(Guard {
             baseline,
             alpha,
             min_samples,
-            epoch: raw.epoch.unwrap_or(0),
+            epoch,
             checks,
+            labels: series.iter().map(|s| s.label(rules)).collect(),
             series,
+            generation,
+            pool,
         })
     }
 
@@ -438,6 +493,16 @@ impl Guard {
     /// capped at it (the two are read a moment apart while other workers flush), and any
     /// non-finite figure judges nothing.
     pub fn judge(&self, canary: usize, read: &dyn Fn(usize, Series) -> f64) -> Option<Trip> {
+        self.judge_at(canary, read, self.alpha)
+    }
+
+    /// [`Guard::judge`] at another alpha (the local test beside a pool: `pool.local_alpha`).
+    pub fn judge_at(
+        &self,
+        canary: usize,
+        read: &dyn Fn(usize, Series) -> f64,
+        alpha: f64,
+    ) -> Option<Trip> {
         let min = self.min_samples as f64;
         let (b, c) = (self.baseline, canary);
         for (i, check) in self.checks.iter().enumerate() {
@@ -448,7 +513,11 @@ impl Guard {
                     if !(nc >= min && nb >= min && nc.is_finite() && nb.is_finite()) {
                         continue;
                     }
-                    (check.test.proportions(xc, nc, xb, nb), (xc, nc), (xb, nb))
+                    let test = Test {
+                        alpha,
+                        ..check.test
+                    };
+                    (test.proportions(xc, nc, xb, nb), (xc, nc), (xb, nb))
                 }
                 Kind::Mean {
                     sum,
@@ -463,7 +532,11 @@ impl Guard {
                     if !(sc.2 >= min && sb.2 >= min && finite) {
                         continue;
                     }
-                    (check.test.means(sc, sb), (sc.0, sc.2), (sb.0, sb.2))
+                    let test = Test {
+                        alpha,
+                        ..check.test
+                    };
+                    (test.means(sc, sb), (sc.0, sc.2), (sb.0, sb.2))
                 }
             };
             if let Some(j) = j.filter(Judgement::harmful) {
@@ -480,6 +553,19 @@ impl Guard {
 
     /// The warn line of a trip: the check, its figures, the test and what happens next.
     pub fn describe(&self, trip: &Trip, canary: &str, baseline: &str) -> String {
+        self.describe_at(trip, canary, baseline, self.alpha, "")
+    }
+
+    /// [`Guard::describe`] of a test at `alpha`, with `scope` after the version's name (e.g.
+    /// " on the pooled evidence of every Envoy").
+    pub fn describe_at(
+        &self,
+        trip: &Trip,
+        canary: &str,
+        baseline: &str,
+        alpha: f64,
+        scope: &str,
+    ) -> String {
         let Some(check) = self.checks.get(trip.check) else {
             return format!("guard tripped {canary}");
         };
@@ -499,7 +585,7 @@ impl Guard {
         };
         let sign = if j.change >= 0.0 { "+" } else { "" };
         format!(
-            "guard tripped {canary}: check {} ({}) changed {sign}{} {unit} against {baseline}, \
+            "guard tripped {canary}{scope}: check {} ({}) changed {sign}{} {unit} against {baseline}, \
              beyond the limit {limit} {unit} ({canary} {}, {baseline} {}); ln Λ {} ≥ {} \
              (alpha {}, always-valid p {}); no new request is routed to {canary} \
              (override excepted) until the salt or guard.epoch changes",
@@ -510,7 +596,7 @@ impl Guard {
             figures(trip.baseline),
             fixed(j.log_lr, 2),
             fixed(j.log_bound, 2),
-            plain(self.alpha),
+            plain(alpha),
             sci(j.p),
         )
     }

@@ -60,10 +60,9 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
-/// Serializes like the host does (for tests: the fake host of `crate::filter` and the decoder's
-/// own round trips).
-#[cfg(test)]
-pub(crate) fn serialize(map: &[(&[u8], &[u8])]) -> Vec<u8> {
+/// Serializes like the host does: the headers of an HTTP call (`crate::filter`'s pool query),
+/// the fake host of the filter's tests, and the decoder's own round trips.
+pub fn serialize(map: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut out = (map.len() as u32).to_le_bytes().to_vec();
     for (n, v) in map {
         out.extend_from_slice(&(n.len() as u32).to_le_bytes());

@@ -21,7 +21,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 // The exports Envoy calls (proxy-wasm ABI 0.2.1). Only what the filter uses is exported: a
 // callback the module does not export is never called (no VM crossing for request bodies,
-// request trailers, HTTP-call or queue events). Unknown context ids are ignored, never a trap.
+// request trailers or queue events). HTTP-call answers reach only the root that sent the call
+// (the guard pool's query). Unknown context ids are ignored, never a trap.
 
 /// The ABI version marker Envoy looks for.
 #[no_mangle]
@@ -73,6 +74,21 @@ pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size
 #[no_mangle]
 pub extern "C" fn proxy_on_tick(context_id: u32) {
     with(|c| c.root(context_id).map(Root::on_tick));
+}
+
+/// The answer to the guard pool's query (or its failure: no headers).
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(
+    context_id: u32,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+    _num_trailers: usize,
+) {
+    with(|c| {
+        c.root(context_id)
+            .map(|r| r.on_http_call_response(token, num_headers, body_size))
+    });
 }
 
 /// A stream is done at once; a root flushes its counters first (and says so).
@@ -212,12 +228,14 @@ fn map_type(map: Map) -> MapType {
         Map::Request => 0,
         Map::Response => 2,
         Map::ResponseTrailers => 3,
+        Map::HttpCallResponse => 6,
     }
 }
 
 /// The ABI's buffer types.
 type BufferType = u32;
 const HTTP_RESPONSE_BODY: BufferType = 1;
+const HTTP_CALL_RESPONSE_BODY: BufferType = 4;
 const PLUGIN_CONFIGURATION: BufferType = 7;
 
 impl Host for Envoy {
@@ -274,6 +292,20 @@ impl Host for Envoy {
     }
     fn set_tick_period(&self, period_ms: u32) -> Result<(), HostError> {
         set_tick_period(period_ms)
+    }
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u32,
+    ) -> Result<u32, HostError> {
+        http_call(cluster, headers, timeout_ms)
+    }
+    fn http_call_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        buffer_range(HTTP_CALL_RESPONSE_BODY, 0, size)
     }
     fn log(&self, level: Level, message: &str) {
         let level = match level {
@@ -358,6 +390,19 @@ extern "C" {
         cas: u32,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_milliseconds: u32,
+        return_token: *mut u32,
+    ) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: BufferType,
@@ -553,6 +598,44 @@ fn set_tick_period(period_ms: u32) -> Result<(), HostError> {
     // SAFETY: a plain value.
     match unsafe { proxy_set_tick_period_milliseconds(period_ms) } {
         OK => Ok(()),
+        status => Err(HostError(status)),
+    }
+}
+
+/// The host's wall clock in milliseconds since the Unix epoch (0 if it cannot be read).
+fn now_ms() -> u64 {
+    let mut ns = 0u64;
+    // SAFETY: `ns` is a live local.
+    match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
+        OK => ns / 1_000_000,
+        _ => 0,
+    }
+}
+
+/// Sends an HTTP request without a body to `cluster`; returns the call's token.
+fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Result<u32, HostError> {
+    let pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let map = crate::headers::serialize(&pairs);
+    let mut token = 0u32;
+    // SAFETY: the slices outlive the call; `token` is a live local; empty body and trailers.
+    match unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            map.as_ptr(),
+            map.len(),
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            0,
+            timeout_ms,
+            &mut token,
+        )
+    } {
+        OK => Ok(token),
         status => Err(HostError(status)),
     }
 }

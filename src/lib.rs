@@ -15,7 +15,9 @@
 //!   the service among many;
 //! - `de` (check, json): the configuration's serde deserializer, which keeps the field path;
 //! - [`grpc`] (check): the `grpc` block, gRPC content types and `grpc-status` labels — a leaf;
-//! - [`guard`] (business, check, grpc, stats): the brake's `guard` block, compiled, its judgement and
+//! - [`pool`] (check, de, json): the brake's `guard.pool`, compiled, its Prometheus query, the one
+//!   reader of Prometheus answers, the pooled figures and the lease kept in shared data;
+//! - [`guard`] (business, check, grpc, pool, stats): the brake's `guard` block, compiled, its judgement and
 //!   its shared-data record;
 //! - [`config`] (assign, business, check, de, grpc, guard, matcher, stage): the JSON schema users write, parsed;
 //! - [`decision`] (assign): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
@@ -23,8 +25,8 @@
 //!   and its routing decision;
 //! - [`services`] (check, config, de, json, matcher, plan): the plugin's document, one service or
 //!   `{"services": [...]}`, compiled into plans and their [`matcher::Matcher`];
-//! - [`metrics`] (business, decision, grpc, plan): metric names and the per-version catalogue;
-//! - [`filter`] (assign, business, decision, grpc, guard, headers, matcher, metrics, plan, services): the request/response logic,
+//! - [`metrics`] (business, decision, grpc, plan, pool): metric names and the per-version catalogue;
+//! - [`filter`] (assign, business, decision, grpc, guard, headers, matcher, metrics, plan, pool, services): the request/response logic,
 //!   against the [`filter::Host`] trait (a fake host in its unit tests);
 //! - `host` (filter, metrics; wasm32 only): the one adapter to the proxy-wasm ABI.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -45,6 +47,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod pinset;
 pub mod plan;
+pub mod pool;
 pub mod services;
 pub mod stage;
 pub mod stats;

@@ -49,7 +49,14 @@ pub mod names {
     /// Requests whose method changes state (`write_methods`), per served version.
     pub const WRITES: &str = "canary_writes_total";
     /// 1 while the guard has tripped a version in this Envoy, else 0 (gauge).
-    pub const GUARD_TRIPPED: &str = "canary_guard_tripped";
+    pub const GUARD_TRIPPED: &str = crate::pool::TRIPPED;
+    /// This Envoy's evidence since it joined the guard's generation, per version and series
+    /// (`metric`), for the pool (gauge).
+    pub const GUARD_EVIDENCE: &str = crate::pool::EVIDENCE;
+    /// The generation this Envoy's guard judges, low 32 bits (gauge; with a pool).
+    pub const GUARD_GENERATION: &str = crate::pool::GENERATION;
+    /// Pool queries by `outcome` (counter; with a pool).
+    pub const GUARD_POOL_QUERIES: &str = crate::pool::QUERIES;
     /// Trips of a version recorded by this Envoy (counter).
     pub const GUARD_TRIPS: &str = "canary_guard_trips_total";
     /// gRPC responses per served version and `grpc_status` (`0`–`16`, `invalid`, `missing`),
@@ -73,13 +80,14 @@ pub mod names {
 }
 
 /// Tag names, in the order Envoy must list them (it prints labels in `stats_tags` order).
-pub const TAGS: [&str; 6] = [
+pub const TAGS: [&str; 7] = [
     "service",
     "version",
     "reason",
     "code_class",
     "metric",
     "grpc_status",
+    "outcome",
 ];
 
 /// Response code classes, index 0 = `1xx`.
@@ -182,6 +190,14 @@ pub struct Catalogue<T> {
     /// `canary_grpc_responses_total{service,version,grpc_status}`, indexed as
     /// [`crate::grpc::LABELS`]; rows empty without a `grpc` block.
     pub grpc: Vec<Vec<T>>,
+    /// `canary_guard_evidence{service,version,metric}` (gauge), per version, one per guard
+    /// series; empty without `guard.pool`.
+    pub guard_evidence: Vec<Vec<T>>,
+    /// `canary_guard_generation{service}` (gauge); empty without `guard.pool`.
+    pub guard_generation: Vec<T>,
+    /// `canary_guard_pool_queries_total{service,outcome}`, indexed by
+    /// [`crate::pool::Outcome::index`]; empty without `guard.pool`.
+    pub pool_queries: Vec<T>,
 }
 
 fn map_dense<T, U, E>(
@@ -262,6 +278,9 @@ impl<T> Catalogue<T> {
             .chain(self.guard_tripped.iter())
             .chain(self.guard_trips.iter())
             .chain(self.grpc.iter().flatten())
+            .chain(self.guard_evidence.iter().flatten())
+            .chain(self.guard_generation.iter())
+            .chain(self.pool_queries.iter())
     }
 
     /// The same layout with every entry mapped (e.g. name → defined metric id).
@@ -281,6 +300,9 @@ impl<T> Catalogue<T> {
             guard_tripped: map_row(self.guard_tripped, &mut f)?,
             guard_trips: map_row(self.guard_trips, &mut f)?,
             grpc: map_dense(self.grpc, &mut f)?,
+            guard_evidence: map_dense(self.guard_evidence, &mut f)?,
+            guard_generation: map_row(self.guard_generation, &mut f)?,
+            pool_queries: map_row(self.pool_queries, &mut f)?,
         })
     }
 }
@@ -323,6 +345,16 @@ impl Catalogue<MetricName> {
                 .map(|v| counter(encode(base, &[("service", svc), ("version", v)])))
                 .collect()
         };
+        // The pool's gauges: `service` first, then the given tags (stats_tags order).
+        let gauge = |base: &str, tags: &[(&str, &str)]| {
+            let mut all = vec![("service", svc)];
+            all.extend_from_slice(tags);
+            MetricName {
+                kind: MetricKind::Gauge,
+                name: encode(base, &all),
+            }
+        };
+        let pooled = plan.guard.as_ref().filter(|g| g.pool.is_some());
         let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         let skip_reasons: Vec<&str> = if plan.business.has_json_rules() {
             SkipReason::ALL.iter().map(|r| r.as_str()).collect()
@@ -401,6 +433,34 @@ impl Catalogue<MetricName> {
                     &[]
                 },
             ),
+            guard_evidence: match pooled {
+                Some(g) => versions
+                    .iter()
+                    .map(|v| {
+                        g.labels
+                            .iter()
+                            .map(|m| gauge(names::GUARD_EVIDENCE, &[("version", v), ("metric", m)]))
+                            .collect()
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
+            guard_generation: pooled
+                .map(|_| gauge(names::GUARD_GENERATION, &[]))
+                .into_iter()
+                .collect(),
+            pool_queries: match pooled {
+                Some(_) => crate::pool::Outcome::ALL
+                    .iter()
+                    .map(|o| {
+                        counter(encode(
+                            names::GUARD_POOL_QUERIES,
+                            &[("service", svc), ("outcome", o.as_str())],
+                        ))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
         }
     }
 }

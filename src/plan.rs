@@ -371,9 +371,25 @@ impl Plan {
 
         let grpc = raw.grpc.map(Grpc::compile).transpose()?;
         let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
+        let salt = raw.salt.unwrap_or_else(|| raw.service.clone()).into_bytes();
         let guard = raw
             .guard
-            .map(|g| Guard::compile(g, &names, default_version, &business.rules, grpc.as_ref()))
+            .map(|g| {
+                let context = crate::guard::Context {
+                    service: &raw.service,
+                    salt: &salt,
+                    env,
+                    warnings: &mut warnings,
+                };
+                Guard::compile(
+                    g,
+                    &names,
+                    default_version,
+                    &business.rules,
+                    grpc.as_ref(),
+                    context,
+                )
+            })
             .transpose()?;
         let write_methods = match raw.write_methods {
             None => DEFAULT_WRITE_METHODS
@@ -394,7 +410,6 @@ impl Plan {
             }
         };
 
-        let salt = raw.salt.unwrap_or_else(|| raw.service.clone()).into_bytes();
         Ok(Plan {
             guard,
             write_methods,

@@ -22,6 +22,9 @@ pub struct Metric {
     pub records: Vec<u64>,
 }
 
+/// An HTTP call the filter sent: token, cluster, headers, timeout (ms).
+pub type HttpCall = (u32, String, Vec<(String, String)>, u32);
+
 #[derive(Default)]
 pub struct State {
     pub request: Vec<(String, Vec<u8>)>,
@@ -47,6 +50,13 @@ pub struct State {
     pub failing: BTreeSet<String>,
     /// Host calls made, by method name.
     pub calls: BTreeMap<&'static str, usize>,
+    /// The clock (ms since the epoch).
+    pub now_ms: u64,
+    /// HTTP calls sent: token, cluster, headers, timeout.
+    pub http_calls: Vec<HttpCall>,
+    /// The answer to an HTTP call being delivered: headers and body.
+    pub call_response: Vec<(String, Vec<u8>)>,
+    pub call_body: Vec<u8>,
 }
 
 /// A shared handle: the filter keeps clones, the test keeps one to look and to steer.
@@ -136,6 +146,7 @@ impl FakeHost {
             Map::Request => &s.request,
             Map::Response => &s.response,
             Map::ResponseTrailers => &s.trailers,
+            Map::HttpCallResponse => &s.call_response,
         };
         headers
             .iter()
@@ -171,6 +182,7 @@ impl FakeHost {
             Map::Request => &mut s.request,
             Map::Response => &mut s.response,
             Map::ResponseTrailers => &mut s.trailers,
+            Map::HttpCallResponse => &mut s.call_response,
         })
     }
 }
@@ -324,5 +336,33 @@ impl Host for FakeHost {
 
     fn log(&self, level: Level, message: &str) {
         self.state().logs.push((level, message.to_string()));
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.borrow().now_ms
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u32,
+    ) -> Result<u32, HostError> {
+        self.enter("http_call", cluster)?;
+        let mut s = self.state();
+        let token = s.http_calls.len() as u32 + 1;
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        s.http_calls
+            .push((token, cluster.to_string(), headers, timeout_ms));
+        Ok(token)
+    }
+
+    fn http_call_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        self.enter("http_call_body", "")?;
+        let s = self.0.borrow();
+        Ok(s.call_body[..size.min(s.call_body.len())].to_vec())
     }
 }

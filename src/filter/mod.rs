@@ -38,12 +38,16 @@ use crate::services::Services;
 use std::cell::Cell;
 use std::rc::Rc;
 
+mod pool;
+
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod grpc_tests;
 #[cfg(test)]
 mod guard_tests;
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod services_tests;
 #[cfg(test)]
@@ -63,6 +67,8 @@ pub enum Map {
     Response,
     /// The response trailers (read for gRPC's `grpc-status`).
     ResponseTrailers,
+    /// The headers of the answer to an HTTP call (the pool's query), while it is delivered.
+    HttpCallResponse,
 }
 
 /// Severity of a log line.
@@ -118,6 +124,18 @@ pub trait Host {
     fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError>;
     /// Calls the root's `on_tick` every `period_ms` (0 stops the ticks).
     fn set_tick_period(&self, period_ms: u32) -> Result<(), HostError>;
+    /// The host's clock: milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// Sends an HTTP request (no body) to `cluster`, answered within `timeout_ms`; the answer
+    /// reaches the root's [`Root::on_http_call_response`] with the returned token.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u32,
+    ) -> Result<u32, HostError>;
+    /// Up to `size` bytes of the body of the HTTP call's answer being delivered.
+    fn http_call_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
     /// Writes one log line.
     fn log(&self, level: Level, message: &str);
 }
@@ -154,6 +172,18 @@ struct GuardState {
     ids: Vec<Vec<Vec<u32>>>,
     /// Bit `v` set: version `v` is tripped in this Envoy (what this VM knows).
     tripped: Cell<u32>,
+    /// The pooled brake's state, with `guard.pool`.
+    pool: Option<pool::PoolState>,
+}
+
+/// Why a version is tripped on this look.
+enum Found {
+    /// This Envoy's counters crossed the bound.
+    Local(crate::guard::Trip),
+    /// The pooled counters of every Envoy crossed it.
+    Pooled(crate::guard::Trip),
+    /// Another Envoy of the generation reports the version tripped (how many do).
+    Adopted(f64),
 }
 
 /// The bit of a version in a trip mask (versions are at most 16).
@@ -231,11 +261,23 @@ impl<H: Host> Active<H> {
                         .collect()
                 })
                 .collect();
+            let tick = match plan.metrics_flush_ms {
+                0 => crate::config::DEFAULT_METRICS_FLUSH_MS,
+                ms => ms,
+            };
             GuardState {
                 key: format!("{}{}", crate::guard::SHARED_KEY_PREFIX, plan.service),
-                generation: record::generation(&plan.salt, g.epoch),
+                generation: g.generation,
                 ids: per_version,
                 tripped: Cell::new(0),
+                pool: g.pool.as_ref().map(|_| {
+                    pool::PoolState::new(
+                        &plan.service,
+                        host.random_id(),
+                        host.now_ms(),
+                        u64::from(tick),
+                    )
+                }),
             }
         });
         Ok(Active {
@@ -259,10 +301,14 @@ impl<H: Host> Active<H> {
         }
     }
 
-    /// Flushes, and sends every later increment straight to the host.
+    /// Flushes, sends every later increment straight to the host, and gives up the pool's
+    /// lease.
     fn retire(&self) {
         self.batching.set(false);
         self.flush();
+        if let Some(p) = self.guard.as_ref().and_then(|g| g.pool.as_ref()) {
+            self.release_pool(p);
+        }
     }
 
     /// Adds to a counter: in the tally while batching, else at once.
@@ -363,6 +409,12 @@ impl<H: Host> Active<H> {
                 self.names_of(mask)
             ));
         }
+        if let (Some(p), Some(pool)) = (
+            &g.pool,
+            self.plan.guard.as_ref().and_then(|x| x.pool.as_ref()),
+        ) {
+            self.restore_pool(g, p, pool);
+        }
     }
 
     fn names_of(&self, mask: u32) -> String {
@@ -379,60 +431,75 @@ impl<H: Host> Active<H> {
     }
 
     /// One look of the brake (every tick, after the flush): learns the trips other VMs
-    /// recorded, judges every other canary on the Envoy-wide counters, and records new trips.
+    /// recorded, judges every other canary on the Envoy-wide counters (without a pool, or at
+    /// `pool.local_alpha` beside it), and records new trips. With a pool, the lease holder also
+    /// publishes the evidence and sends the pool's query (see `pool.rs`).
     fn guard_tick(&self) {
         let (Some(guard), Some(g)) = (&self.plan.guard, &self.guard) else {
             return;
         };
-        let shared = match self.host.shared_data(&g.key) {
-            Ok(found) => found,
-            Err(e) => {
-                self.warn(format_args!("guard: cannot read {}: {e:?}", g.key));
-                None
-            }
+        let recorded = self.learn_trips(g);
+        let mask = g.tripped.get() | recorded;
+        if mask != g.tripped.get() {
+            self.set_tripped(g, mask, false);
+        }
+        let (alpha, counts) = match (&g.pool, &guard.pool) {
+            (Some(p), Some(pool)) => (pool.local_alpha, self.pool_tick(g, p, pool)),
+            _ => (Some(guard.alpha), None),
         };
-        let recorded = shared.as_ref().map_or(0, |(b, _)| self.mask_of(g, b));
-        let mut mask = g.tripped.get() | recorded;
-        let versions = self.plan.versions.len();
+        // The local test: off with a pool unless `local_alpha` is set.
+        let Some(alpha) = alpha else { return };
         // The counters of the baseline and of every untripped canary, read once.
         let wanted = |v: usize| v == guard.baseline || mask & bit(v) == 0;
-        let values: Vec<Vec<f64>> = (0..versions)
-            .map(|v| {
-                let Some(row) = g.ids.get(v).filter(|_| wanted(v)) else {
-                    return Vec::new();
-                };
-                row.iter()
-                    .map(|ids| {
-                        ids.iter()
-                            .try_fold(0u64, |sum, id| {
-                                self.host.metric(*id).ok().map(|n| sum.saturating_add(n))
-                            })
-                            // A counter that cannot be read judges nothing.
-                            .map_or(f64::NAN, |n| n as f64)
-                    })
-                    .collect()
-            })
-            .collect();
+        let values = counts.unwrap_or_else(|| self.read_counts(g, &wanted));
         let read = |v: usize, s: Series| -> f64 {
             let i = guard.series.iter().position(|x| *x == s);
             i.and_then(|i| values.get(v)?.get(i))
                 .copied()
                 .unwrap_or(f64::NAN)
         };
-        let mut trips = Vec::new();
-        for c in 0..versions {
+        let mut found = Vec::new();
+        for c in 0..self.plan.versions.len() {
             if c == guard.baseline || mask & bit(c) != 0 {
                 continue;
             }
-            if let Some(trip) = guard.judge(c, &read) {
-                mask |= bit(c);
-                trips.push((c, trip));
+            if let Some(trip) = guard.judge_at(c, &read, alpha) {
+                found.push((c, Found::Local(trip)));
             }
         }
+        if !found.is_empty() {
+            self.commit_trips(g, guard, found);
+        }
+    }
+
+    /// The trips of this generation other VMs of this Envoy recorded (0 when unreadable).
+    fn learn_trips(&self, g: &GuardState) -> u32 {
+        match self.host.shared_data(&g.key) {
+            Ok(found) => found.as_ref().map_or(0, |(b, _)| self.mask_of(g, b)),
+            Err(e) => {
+                self.warn(format_args!("guard: cannot read {}: {e:?}", g.key));
+                0
+            }
+        }
+    }
+
+    /// Trips versions: records them for the other VMs, counts them, sets the gauges and writes
+    /// one warn line each.
+    fn commit_trips(
+        &self,
+        g: &GuardState,
+        guard: &crate::guard::Guard,
+        found: Vec<(usize, Found)>,
+    ) {
+        let shared = self.host.shared_data(&g.key).ok().flatten();
+        let recorded = shared.as_ref().map_or(0, |(b, _)| self.mask_of(g, b));
+        let mask = found
+            .iter()
+            .fold(g.tripped.get() | recorded, |m, (c, _)| m | bit(*c));
         if mask & !recorded != 0 {
             self.record_trips(g, mask, shared.map(|(_, cas)| cas));
         }
-        for (c, trip) in &trips {
+        for (c, why) in &found {
             // Straight to the host: the tick's flush is already done.
             if let Some(&id) = self
                 .metrics
@@ -442,11 +509,31 @@ impl<H: Host> Active<H> {
             {
                 self.increment_now(id, 1);
             }
-            let line = guard.describe(
-                trip,
-                self.plan.version_name(*c),
-                self.plan.version_name(guard.baseline),
-            );
+            let canary = self.plan.version_name(*c);
+            let baseline = self.plan.version_name(guard.baseline);
+            let line = match why {
+                Found::Local(trip) => {
+                    let alpha = guard
+                        .pool
+                        .as_ref()
+                        .and_then(|p| p.local_alpha)
+                        .unwrap_or(guard.alpha);
+                    guard.describe_at(trip, canary, baseline, alpha, "")
+                }
+                Found::Pooled(trip) => guard.describe_at(
+                    trip,
+                    canary,
+                    baseline,
+                    guard.alpha,
+                    " on the pooled evidence of every Envoy",
+                ),
+                Found::Adopted(n) => format!(
+                    "guard tripped {canary}: adopted from the pool ({} Envoy(s) of this \
+                     generation report it tripped); no new request is routed to {canary} \
+                     (override excepted) until the salt or guard.epoch changes",
+                    *n as u64
+                ),
+            };
             self.warn(format_args!("{line}"));
         }
         if mask != g.tripped.get() {
@@ -690,6 +777,22 @@ impl<H: Host + Clone> Root<H> {
             d.flush();
             for a in &d.actives {
                 a.guard_tick();
+            }
+        }
+    }
+
+    /// The answer to an HTTP call this root sent (the pool's query of one service): `headers`
+    /// pairs (0 when the call failed) and `body_size` bytes of body. An unknown token is
+    /// ignored.
+    pub fn on_http_call_response(&self, token: u32, headers: usize, body_size: usize) {
+        let Some(d) = &self.services else { return };
+        for a in &d.actives {
+            if let (Some(g), Some(guard)) = (&a.guard, &a.plan.guard) {
+                if let (Some(p), Some(pool)) = (&g.pool, &guard.pool) {
+                    if p.awaits(token) {
+                        return a.pool_answer(g, p, pool, headers, body_size);
+                    }
+                }
             }
         }
     }

@@ -40,7 +40,11 @@ pub(super) struct Setup {
 
 impl Setup {
     pub(super) fn new(config: &str) -> Setup {
-        let host = FakeHost::with_config(config);
+        Setup::new_on(FakeHost::with_config(config), config)
+    }
+
+    /// [`Setup::new`] on a host prepared by the test (clock, environment, randomness).
+    pub(super) fn new_on(host: FakeHost, config: &str) -> Setup {
         let mut root = Root::new(host.clone());
         assert!(root.on_vm_start());
         assert!(root.on_configure(), "{:?}", host.logs(Level::Error));

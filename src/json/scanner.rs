@@ -321,7 +321,7 @@ impl<'a> Scanner<'a> {
 
     /// Skips one value (after whitespace) and returns its kind. Iterative: bit `i` of `stack`
     /// says whether the `i`-th innermost open container of this value is an object.
-    pub(super) fn skip_value(&mut self) -> Result<Kind, JsonError> {
+    pub(crate) fn skip_value(&mut self) -> Result<Kind, JsonError> {
         self.skip_ws();
         let kind = match self.peek() {
             Some(b'{') => Kind::Object,

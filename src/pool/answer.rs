@@ -1,0 +1,398 @@
+//! The one reader of Prometheus answers: an `/api/v1/query` answer whose result is an instant
+//! vector, read into samples, with bounds. The pool (in every Envoy) and `sticky-canary gate
+//! --prometheus` both read Prometheus through it.
+//!
+//! Bounds: an answer longer than the caller's limit is refused before a byte of it is read
+//! ([`read`] takes the limit), nesting deeper than [`MAX_DEPTH`](crate::json::MAX_DEPTH) is
+//! refused by the scanner (no recursion: 100 000 nested arrays cost one pass), and a sample value
+//! that cannot be a count — `NaN`, `±Inf`, negative, not a number — makes the whole answer
+//! [`AnswerError::Value`]: a counter Prometheus reports as such is broken, and nothing is judged
+//! on it.
+
+use crate::json::{JsonError, Kind, Scanner, Value};
+
+/// One element of the vector: its labels (`__name__` included when Prometheus keeps it) and
+/// its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    /// The value of label `name`, if the sample has it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why an answer was not read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnswerError {
+    /// Longer than the limit (bytes, limit).
+    TooLarge(usize, usize),
+    /// Not JSON, or JSON nested too deeply.
+    Json(JsonError),
+    /// JSON, but not a Prometheus query answer of the expected shape (what is wrong).
+    Shape(&'static str),
+    /// `"status": "error"`, with Prometheus's `errorType: error`.
+    Status(String),
+    /// A sample value that cannot be a count (the value's text).
+    Value(String),
+}
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge(n, max) => write!(f, "answer of {n} bytes, above the limit of {max}"),
+            Self::Json(e) => write!(f, "not a JSON answer: {e}"),
+            Self::Shape(what) => write!(f, "not an instant-vector answer: {what}"),
+            Self::Status(e) => write!(f, "Prometheus answered with an error: {e}"),
+            Self::Value(v) => write!(f, "sample value {v:?} cannot be a count"),
+        }
+    }
+}
+
+impl From<JsonError> for AnswerError {
+    fn from(e: JsonError) -> Self {
+        AnswerError::Json(e)
+    }
+}
+
+/// The value at `pos` of `doc`, after whitespace, and where it ends.
+fn value_at(doc: &[u8], pos: usize) -> Result<Value<'_>, JsonError> {
+    let mut s = Scanner { doc, pos, depth: 0 };
+    s.skip_ws();
+    let from = s.pos;
+    let kind = s.skip_value()?;
+    let raw = match kind {
+        // Between the quotes.
+        Kind::String => doc.get(from + 1..s.pos.saturating_sub(1)),
+        _ => doc.get(from..s.pos),
+    };
+    Ok(Value {
+        kind,
+        raw: raw.ok_or(JsonError::Syntax)?,
+    })
+}
+
+/// The members (or elements) of the container at `pos`.
+fn children(doc: &[u8], pos: usize) -> Result<Vec<(&[u8], usize)>, JsonError> {
+    Scanner { doc, pos, depth: 0 }.children()
+}
+
+/// The text of a string value, unescaped; `None` for anything but a string.
+fn text(doc: &[u8], pos: usize) -> Result<Option<String>, JsonError> {
+    let v = value_at(doc, pos)?;
+    if v.kind != Kind::String {
+        return Ok(None);
+    }
+    let t = v.text().ok_or(JsonError::Syntax)?;
+    Ok(Some(String::from_utf8_lossy(&t).into_owned()))
+}
+
+fn member(members: &[(&[u8], usize)], name: &str) -> Option<usize> {
+    members
+        .iter()
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, at)| *at)
+}
+
+/// Reads a Prometheus `/api/v1/query` answer whose result is a vector; `limit` bounds its size
+/// in bytes. The whole document is checked to be JSON (one pass, iterative), then the members
+/// the reader needs are taken; unknown members (`warnings`, `infos`, `stats`) are skipped.
+pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
+    if body.len() > limit {
+        return Err(AnswerError::TooLarge(body.len(), limit));
+    }
+    // The document must be one JSON value and nothing after it.
+    let mut whole = Scanner {
+        doc: body,
+        pos: 0,
+        depth: 0,
+    };
+    whole.skip_ws();
+    let first = whole.peek();
+    whole.skip_value()?;
+    whole.skip_ws();
+    if whole.peek().is_some() {
+        return Err(AnswerError::Json(JsonError::Syntax));
+    }
+    if first != Some(b'{') {
+        return Err(AnswerError::Shape("not a JSON object"));
+    }
+    let root = children(body, 0)?;
+    let status = member(&root, "status")
+        .map(|at| text(body, at))
+        .transpose()?
+        .flatten();
+    match status.as_deref() {
+        Some("success") => {}
+        Some("error") => {
+            let e = member(&root, "error")
+                .map(|at| text(body, at))
+                .transpose()?
+                .flatten()
+                .unwrap_or_else(|| "(no error message)".into());
+            let t = member(&root, "errorType")
+                .map(|at| text(body, at))
+                .transpose()?
+                .flatten()
+                .unwrap_or_default();
+            return Err(AnswerError::Status(if t.is_empty() {
+                e
+            } else {
+                format!("{t}: {e}")
+            }));
+        }
+        _ => return Err(AnswerError::Shape("no \"status\": \"success\"")),
+    }
+    let data = member(&root, "data").ok_or(AnswerError::Shape("no data"))?;
+    if value_at(body, data)?.kind != Kind::Object {
+        return Err(AnswerError::Shape("data is not an object"));
+    }
+    let data = children(body, data)?;
+    let kind = member(&data, "resultType")
+        .map(|at| text(body, at))
+        .transpose()?
+        .flatten();
+    if kind.as_deref() != Some("vector") {
+        return Err(AnswerError::Shape("data.resultType is not \"vector\""));
+    }
+    let result = member(&data, "result").ok_or(AnswerError::Shape("no data.result"))?;
+    if value_at(body, result)?.kind != Kind::Array {
+        return Err(AnswerError::Shape("data.result is not an array"));
+    }
+    let mut samples = Vec::new();
+    for (_, at) in children(body, result)? {
+        if value_at(body, at)?.kind != Kind::Object {
+            return Err(AnswerError::Shape(
+                "an element of data.result is not an object",
+            ));
+        }
+        let element = children(body, at)?;
+        let mut labels = Vec::new();
+        if let Some(m) = member(&element, "metric") {
+            if value_at(body, m)?.kind != Kind::Object {
+                return Err(AnswerError::Shape("a metric is not an object"));
+            }
+            for (name, v) in children(body, m)? {
+                let value = text(body, v)?.ok_or(AnswerError::Shape("a label is not a string"))?;
+                let name = Value {
+                    kind: Kind::String,
+                    raw: name,
+                }
+                .text()
+                .ok_or(JsonError::Syntax)?;
+                labels.push((String::from_utf8_lossy(&name).into_owned(), value));
+            }
+        }
+        let pair = member(&element, "value").ok_or(AnswerError::Shape("a sample has no value"))?;
+        if value_at(body, pair)?.kind != Kind::Array {
+            return Err(AnswerError::Shape(
+                "a sample's value is not [time, \"value\"]",
+            ));
+        }
+        let pair = children(body, pair)?;
+        let (Some(&(_, v)), 2) = (pair.get(1), pair.len()) else {
+            return Err(AnswerError::Shape(
+                "a sample's value is not [time, \"value\"]",
+            ));
+        };
+        let v = text(body, v)?.ok_or(AnswerError::Shape("a sample value is not a string"))?;
+        let value = count(&v).ok_or(AnswerError::Value(v))?;
+        samples.push(Sample { labels, value });
+    }
+    Ok(samples)
+}
+
+/// A sample value as Prometheus writes it (`"1234"`, `"0.5"`, `"1e+21"`), when it can be a count:
+/// finite and not negative (`-0` is 0).
+pub fn count(text: &str) -> Option<f64> {
+    let t = text.strip_prefix('+').unwrap_or(text);
+    let valid = !t.is_empty()
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if !valid {
+        return None;
+    }
+    let v = crate::de::decimal_f64(t)?;
+    if v == 0.0 {
+        return Some(0.0);
+    }
+    (v > 0.0).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const OK: &str = r#"{"status":"success","data":{"resultType":"vector","result":[
+        {"metric":{"__name__":"canary_guard_evidence","metric":"responses","version":"canary"},"value":[1733600000.123,"1234"]},
+        {"metric":{"version":"st\u0061ble"},"value":[1733600000,"0.5"]},
+        {"metric":{},"value":[1733600000,"1e+21"]}]},
+        "warnings":["x"],"infos":[{"deep":[[[1]]]}]}"#;
+
+    #[test]
+    fn reads_a_vector_answer() {
+        let s = read(OK.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].label("__name__"), Some("canary_guard_evidence"));
+        assert_eq!(s[0].label("metric"), Some("responses"));
+        assert_eq!(s[0].value, 1234.0);
+        assert_eq!(s[1].label("version"), Some("stable"), "escapes are read");
+        assert_eq!(s[1].value, 0.5);
+        assert_eq!(s[2].value, 1e21);
+        let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(read(empty.as_bytes(), 100).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn refuses_every_bad_answer() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_in_answer = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[]}},"x":{deep}}}"#
+        );
+        let value = |v: &str| {
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,{v}]}}]}}}}"#
+            )
+        };
+        let cases: Vec<(String, &str)> = vec![
+            ("".into(), "json"),
+            ("<html>502 Bad Gateway</html>".into(), "json"),
+            ("[1,2]".into(), "shape"),
+            (deep.clone(), "json"),
+            (deep_in_answer, "json"),
+            (r#"{"status":"success"}"#.into(), "shape"),
+            (
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.into(),
+                "shape",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":{}}}"#.into(),
+                "shape",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[1]}}"#.into(),
+                "shape",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}} x"#.into(),
+                "json",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":["#.into(),
+                "json",
+            ),
+            (
+                r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#.into(),
+                "status",
+            ),
+            (value(r#""NaN""#), "value"),
+            (value(r#""+Inf""#), "value"),
+            (value(r#""-Inf""#), "value"),
+            (value(r#""-1""#), "value"),
+            (value(r#""12abc""#), "value"),
+            (value(r#""""#), "value"),
+            (value("12"), "shape"),
+            (value(r#""1", "2""#), "shape"),
+        ];
+        for (body, want) in cases {
+            let got = read(body.as_bytes(), 1 << 20).expect_err(&body[..body.len().min(80)]);
+            let kind = match got {
+                AnswerError::TooLarge(..) => "large",
+                AnswerError::Json(_) => "json",
+                AnswerError::Shape(_) => "shape",
+                AnswerError::Status(_) => "status",
+                AnswerError::Value(_) => "value",
+            };
+            assert_eq!(kind, want, "{}: {got}", &body[..body.len().min(80)]);
+        }
+        assert_eq!(
+            read(OK.as_bytes(), 100),
+            Err(AnswerError::TooLarge(OK.len(), 100))
+        );
+        let e = read(
+            br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+            1000,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Prometheus answered with an error: bad_data: parse error"
+        );
+    }
+
+    #[test]
+    fn counts() {
+        for (t, want) in [
+            ("0", Some(0.0)),
+            ("-0", Some(0.0)),
+            ("17", Some(17.0)),
+            ("+17", Some(17.0)),
+            ("2.5", Some(2.5)),
+            ("9007199254740993", Some(9_007_199_254_740_992.0)),
+            ("1e3", Some(1000.0)),
+            ("NaN", None),
+            ("Inf", None),
+            ("+Inf", None),
+            ("-3", None),
+            ("1e400", None),
+            ("0x10", None),
+            (" 1", None),
+            ("", None),
+        ] {
+            assert_eq!(count(t), want, "{t:?}");
+        }
+    }
+
+    proptest! {
+        /// Any bytes: an answer or an error, never a panic; a sample's value is always a count.
+        #[test]
+        fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(samples) = read(&body, 1 << 20) {
+                prop_assert!(samples.iter().all(|s| s.value.is_finite() && s.value >= 0.0));
+            }
+        }
+
+        /// Damaged copies of a good answer: never a panic, and never a non-count.
+        #[test]
+        fn damaged_answers(cut in 0usize..400, at in 0usize..400, byte in any::<u8>()) {
+            let mut body = OK.as_bytes().to_vec();
+            if let Some(b) = body.get_mut(at) { *b = byte; }
+            body.truncate(cut.max(1));
+            if let Ok(samples) = read(&body, 1 << 20) {
+                prop_assert!(samples.iter().all(|s| s.value.is_finite() && s.value >= 0.0));
+            }
+        }
+
+        /// Written values come back exactly.
+        #[test]
+        fn round_trip(values in proptest::collection::vec(0u64..(1 << 53), 0..20)) {
+            let result: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!(r#"{{"metric":{{"version":"v{i}"}},"value":[1.5,"{v}"]}}"#))
+                .collect();
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+                result.join(",")
+            );
+            let samples = read(body.as_bytes(), 1 << 20).unwrap();
+            prop_assert_eq!(samples.len(), values.len());
+            for (i, (s, v)) in samples.iter().zip(&values).enumerate() {
+                prop_assert_eq!(s.value, *v as f64);
+                let name = format!("v{i}");
+                prop_assert_eq!(s.label("version"), Some(name.as_str()));
+            }
+        }
+    }
+}
