@@ -4,13 +4,15 @@
 //!
 //! - [`demo`]: `make demo`, the whole story in one run, with [`checkout`], its two shops;
 //! - [`ramp`]: the ramp in plain Envoy by route changes (`envoy/ramp/`), which the demo runs;
-//! - [`bench`](mod@bench): `make bench` and `make soak`.
+//! - [`bench`](mod@bench): `make bench` and `make soak`;
+//! - [`simulate`] and [`mesh`]: `make simulate` (pure simulation of the statistics, no Envoy).
 //!
 //! The binaries (`src/bin/`): `sticky-canary-demo`, `sticky-canary-run`, `sticky-canary-bench`.
 
 pub mod bench;
 pub mod checkout;
 pub mod demo;
+pub mod mesh;
 pub mod ramp;
 pub mod simulate;
 

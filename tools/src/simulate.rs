@@ -170,7 +170,7 @@ pub enum Values<'a> {
 
 impl Values<'_> {
     /// Adds `k` transactions to `side`.
-    fn draw(&self, k: u64, side: &mut Side, rng: &mut Rng) {
+    pub fn draw(&self, k: u64, side: &mut Side, rng: &mut Rng) {
         match *self {
             Values::Bernoulli(p) => {
                 let x = rng.binomial(k, p) as f64;
@@ -835,7 +835,7 @@ pub struct Spread {
     pub concluded: usize,
 }
 
-fn spread(values: impl Iterator<Item = Option<f64>>) -> Spread {
+pub fn spread(values: impl Iterator<Item = Option<f64>>) -> Spread {
     let all: Vec<Option<f64>> = values.collect();
     let mut v: Vec<f64> = all.iter().flatten().copied().collect();
     v.sort_by(f64::total_cmp);
@@ -874,6 +874,20 @@ pub struct EvidenceRow {
     pub fixed_look_power: Rate,
 }
 
+/// The demo's tax drift: tax per order, the stable build's pool against the canary's
+/// ([`demo_tax_pools`]), limit 1 %, τ 5 %, two-sided.
+pub fn tax_check<'a>(tax: (&'a [f64], &'a [f64])) -> Check<'a> {
+    Check {
+        label: "tax per order (make demo)",
+        kind: Kind::Mean,
+        harm: Harm::Either,
+        limit: 1.0,
+        tau: TAU_PERCENT,
+        baseline: Values::Pool(tax.0),
+        canary: Values::Pool(tax.1),
+    }
+}
+
 /// The evidence scenarios: approvals 99.4 % → 91.2 % and the demo's tax drift, canary 5 % and
 /// 20 %, alpha 0.01 and 0.05, the brake at `min_samples`.
 pub fn evidence_study(
@@ -885,15 +899,6 @@ pub fn evidence_study(
     progress: Progress,
 ) -> Vec<EvidenceRow> {
     let (tb, tc) = (mean_sd(tax.0), mean_sd(tax.1));
-    let tax_check = Check {
-        label: "tax per order (make demo)",
-        kind: Kind::Mean,
-        harm: Harm::Either,
-        limit: 1.0,
-        tau: TAU_PERCENT,
-        baseline: Values::Pool(tax.0),
-        canary: Values::Pool(tax.1),
-    };
     let scenarios = [
         (
             approval(0.912),
@@ -903,7 +908,7 @@ pub fn evidence_study(
             (0.912, 0.0),
         ),
         (
-            tax_check,
+            tax_check(tax),
             format!("{:+.2} %", drift_percent(tb.0, tc.0)),
             Kind::Mean,
             tb,
@@ -1027,7 +1032,8 @@ pub fn run(seed: u64, sizes: Sizes, min_samples: Option<u32>, progress: Progress
     }
 }
 
-fn opt(v: Option<f64>, unit: &str) -> String {
+/// A figure with its unit, or "> horizon" when it never concluded.
+pub fn opt(v: Option<f64>, unit: &str) -> String {
     v.map_or_else(|| "> horizon".to_string(), |x| format!("{x:.0}{unit}"))
 }
 
