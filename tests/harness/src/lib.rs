@@ -7,6 +7,7 @@
 //!   HTTP/1.1 client able to send hostile requests;
 //! - [`schema`]: validation of manifests against Kubernetes CRD schemas;
 //! - [`shop`]: an upstream answering known business traffic (order headers, JSON bodies);
+//! - [`prometheus`]: a real Prometheus on loopback (scraping Envoys, its HTTP API);
 //! - [`prom`]: reading Envoy's Prometheus output — the product CLI's parser
 //!   (`sticky_canary_cli::prom`), re-exported;
 //! - here: [`Fixture`] (one upstream per version of a plugin config, plus an Envoy in front of
@@ -18,6 +19,7 @@
 pub mod envoy;
 pub mod http;
 pub use sticky_canary_cli::prom;
+pub mod prometheus;
 pub mod schema;
 pub mod shop;
 

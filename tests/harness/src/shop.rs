@@ -1,5 +1,6 @@
-//! A test shop upstream: what it answers is driven by the request's query string, so tests and
-//! demos can produce known business traffic.
+//! Test shop upstreams: [`shop`] answers what the request's query string asks for, so tests and
+//! demos can produce known business traffic; [`payments`] is an order endpoint whose
+//! authorizations are declined (and whose answers fail) at set rates.
 
 use crate::http::{Handler, Request, Response};
 use serde_json::json;
@@ -79,5 +80,34 @@ pub fn shop(name: &str) -> Handler {
             )
         };
         r.body(body)
+    })
+}
+
+/// An order endpoint: `x-order-id`, an order total, and an authorization that is declined for
+/// `declined_per_mille` of requests (drawn per request from its path).
+pub fn payments(name: &str, declined_per_mille: u64, errors_per_mille: u64) -> Handler {
+    let name = name.to_string();
+    Arc::new(move |req: &Request| {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for b in req.path.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut rng = crate::Rng::new(h);
+        let roll = rng.next_u64() % 1000;
+        if roll < errors_per_mille {
+            return Response::new(503).header("x-upstream", &name);
+        }
+        let approved = rng.next_u64() % 1000 >= declined_per_mille;
+        let cents = 1000 + rng.next_u64() % 3000;
+        let status = if approved { "approved" } else { "declined" };
+        Response::new(200)
+            .header("content-type", "application/json")
+            .header("x-upstream", &name)
+            .header("x-order-id", &format!("o{h:x}"))
+            .header(
+                "x-order-total",
+                &format!("{}.{:02}", cents / 100, cents % 100),
+            )
+            .body(json!({"authorization": {"status": status}}).to_string())
     })
 }

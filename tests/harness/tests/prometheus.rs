@@ -15,42 +15,20 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use sticky_canary::business::SkipReason;
 use sticky_canary::decision::Reason;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{workspace_root, Envoy, EnvoyConfig};
-use sticky_canary_harness::http::{free_port, send_once, Client, Request};
+use sticky_canary_harness::http::{Client, Request};
+use sticky_canary_harness::prometheus::{poll, prometheus_bin, promtool, urlencode, Prometheus};
 use sticky_canary_harness::shop::shop;
-use sticky_canary_harness::{addresses, read_text, tempdir, upstreams_for};
+use sticky_canary_harness::{addresses, read_text, upstreams_for};
 
 /// The whole e2e test must finish well within a minute.
 const TEST_BUDGET: Duration = Duration::from_secs(50);
-
-/// `env`, else `.venv/prometheus/usr/bin/<name>`; a missing binary is a test failure.
-fn tool(env: &str, name: &str) -> PathBuf {
-    let path = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/prometheus/usr/bin").join(name));
-    assert!(
-        path.is_file(),
-        "{name} not found at {} — run `make prometheus` (or `bash prometheus/install.sh`, or set {env})",
-        path.display()
-    );
-    path
-}
-
-fn promtool() -> PathBuf {
-    tool("PROMTOOL_BIN", "promtool")
-}
-
-fn prometheus_bin() -> PathBuf {
-    tool("PROMETHEUS_BIN", "prometheus")
-}
 
 fn rules_path() -> PathBuf {
     workspace_root().join("prometheus/rules.yaml")
@@ -80,166 +58,6 @@ fn promtool_checks_and_tests_the_shipped_rules() {
         &["test", "rules"],
         &workspace_root().join("prometheus/rules_test.yaml"),
     );
-}
-
-// ---- a real Prometheus -----------------------------------------------------------------------
-
-/// A Prometheus process on loopback. Dropping it kills the process (and prints its log if the test
-/// is panicking).
-struct Prometheus {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-fn yaml_str(s: &str) -> String {
-    // A JSON string is a YAML scalar.
-    serde_json::to_string(s).expect("quote")
-}
-
-impl Prometheus {
-    /// Starts Prometheus scraping `target`'s `/stats/prometheus` every second and evaluating the
-    /// shipped rules every second; waits for `/-/ready`. Retries on another port if the chosen
-    /// one was taken in the meantime.
-    fn start(target: SocketAddr, deadline: Instant) -> Prometheus {
-        for _attempt in 0..5 {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port().expect("bind 127.0.0.1:0"))
-                .parse()
-                .unwrap();
-            let mut p = Prometheus::spawn(target, addr);
-            match p.wait_ready(deadline) {
-                Ok(()) => return p,
-                // The port was taken between our probe and Prometheus's bind: try another.
-                Err(log) if log.contains("address already in use") => continue,
-                Err(log) => {
-                    p.kill();
-                    panic!("Prometheus did not become ready; log:\n{log}")
-                }
-            }
-        }
-        panic!("Prometheus could not bind a free loopback port in 5 attempts");
-    }
-
-    fn spawn(target: SocketAddr, addr: SocketAddr) -> Prometheus {
-        let dir = tempdir("sticky-canary-prometheus-");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    \
-             static_configs:\n      - targets: [{}]\n",
-            yaml_str(&rules_path().to_string_lossy()),
-            yaml_str(&target.to_string()),
-        );
-        let config_path = dir.path().join("prometheus.yml");
-        fs::write(&config_path, config).expect("write prometheus.yml");
-        let log = fs::File::create(dir.path().join("prometheus.log")).expect("create log");
-        let child = Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", prometheus_bin().display()));
-        Prometheus {
-            child: Some(child),
-            dir,
-            addr,
-        }
-    }
-
-    /// Waits for `/-/ready`; the log if the process exited or the deadline passed.
-    fn wait_ready(&mut self, deadline: Instant) -> Result<(), String> {
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(format!("(exited: {status})\n{}", self.log()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("(not ready in time)\n{}", self.log()));
-            }
-            if send_once(self.addr, &Request::get("/-/ready")).is_ok_and(|r| r.status == 200) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        read_text(&self.dir.path().join("prometheus.log"))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A GET on the HTTP API; the parsed `data`, or a description of the failure.
-    fn api(&self, path: &str) -> Result<Value, String> {
-        let r =
-            send_once(self.addr, &Request::get(path)).map_err(|e| format!("GET {path}: {e}"))?;
-        let body = r.json();
-        if r.status != 200 || body["status"] != "success" {
-            return Err(format!("GET {path}: {} {}", r.status, r.text()));
-        }
-        Ok(body["data"].clone())
-    }
-
-    /// An instant query whose result is keyed by `version`: version → the value as Prometheus
-    /// printed it.
-    fn by_version(&self, promql: &str) -> Result<BTreeMap<String, String>, String> {
-        let data = self.api(&format!("/api/v1/query?query={}", urlencode(promql)))?;
-        let mut out = BTreeMap::new();
-        for s in data["result"].as_array().cloned().unwrap_or_default() {
-            let version = s["metric"]["version"].as_str().unwrap_or("").to_string();
-            let value = s["value"][1].as_str().unwrap_or("").to_string();
-            out.insert(version, value);
-        }
-        Ok(out)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "----- Prometheus log ({}) -----\n{}\n----- end of Prometheus log -----",
-                self.dir.path().display(),
-                self.log()
-            );
-        }
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Calls `check` every 200 ms until it returns `Ok`, or panics with its last error at `deadline`.
-fn poll<T>(what: &str, deadline: Instant, mut check: impl FnMut() -> Result<T, String>) -> T {
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("timed out waiting for {what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 // ---- the Grafana dashboard (grafana/sticky-canary.json) ---------------------------------------
@@ -582,7 +400,7 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
     );
     let envoy = Envoy::start(&cfg).unwrap_or_else(|f| panic!("Envoy did not start:\n{}", f.log));
 
-    let prom = Prometheus::start(envoy.admin(), deadline);
+    let prom = Prometheus::start(&[envoy.admin()], Some(&rules_path()), deadline);
 
     // Prometheus has scraped the zeros before any traffic: the 5 m windows start at 0.
     let zero: BTreeMap<&str, f64> = [("canary", 0.0), ("stable", 0.0)].into();
