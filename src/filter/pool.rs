@@ -162,10 +162,7 @@ impl<H: Host> Active<H> {
                     .collect();
                 let record = lease::encode_start(g.generation, &now);
                 let cas = stored.map_or(0, |(_, c)| c);
-                match self
-                    .host
-                    .set_shared_data(&p.start_key, record.as_bytes(), cas)
-                {
+                match self.host.set_shared_data(&p.start_key, &record, cas) {
                     Ok(()) => now,
                     // Another worker joined first: its zero is the Envoy's.
                     Err(_) => self
@@ -204,7 +201,7 @@ impl<H: Host> Active<H> {
             let cas = stored.as_ref().map_or(0, |(_, c)| *c);
             leader = self
                 .host
-                .set_shared_data(&p.lease_key, renewed.encode().as_bytes(), cas)
+                .set_shared_data(&p.lease_key, &renewed.encode(), cas)
                 .is_ok();
             if leader && !p.leader.get() {
                 // Newly elected: keep the interval since the last query of any holder, and
@@ -281,7 +278,7 @@ impl<H: Host> Active<H> {
         };
         let _ = self
             .host
-            .set_shared_data(&p.lease_key, renewed.encode().as_bytes(), 0);
+            .set_shared_data(&p.lease_key, &renewed.encode(), 0);
         match self
             .host
             .http_call(&pool.cluster, &headers, pool.timeout_ms)
@@ -314,7 +311,7 @@ impl<H: Host> Active<H> {
                 "answers again; pooled judging resumes".to_string()
             } else {
                 format!(
-                    "{}: {}; nothing is judged on the pool until it answers (routing unchanged)",
+                    "{}: {}; no pooled judging until it answers",
                     outcome.as_str(),
                     detail()
                 )
@@ -363,8 +360,7 @@ impl<H: Host> Active<H> {
                 Level::Info,
                 &format!(
                     "sticky-canary: guard pool of {}: a pooled figure went down (an Envoy left \
-                     or restarted, or another Prometheus replica answered); such looks judge \
-                     nothing",
+                     or restarted?); such answers judge nothing",
                     self.plan.service
                 ),
             );
@@ -390,7 +386,7 @@ impl<H: Host> Active<H> {
                     .position(|x| *x == s)
                     .map_or(f64::NAN, |i| pooled.get(v, i))
             };
-            if let Some(trip) = guard.judge(c, &read) {
+            if let Some(trip) = guard.judge_at(c, &read, guard.alpha) {
                 found.push((c, super::Found::Pooled(trip)));
             }
         }
@@ -475,7 +471,7 @@ impl<H: Host> Active<H> {
                 let released = Lease { expires_ms: 0, ..l };
                 let _ = self
                     .host
-                    .set_shared_data(&p.lease_key, released.encode().as_bytes(), cas);
+                    .set_shared_data(&p.lease_key, &released.encode(), cas);
             }
         }
     }

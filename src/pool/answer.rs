@@ -91,7 +91,9 @@ fn text(doc: &[u8], pos: usize) -> Result<Option<String>, JsonError> {
         return Ok(None);
     }
     let t = v.text().ok_or(JsonError::Syntax)?;
-    Ok(Some(String::from_utf8_lossy(&t).into_owned()))
+    String::from_utf8(t.into_owned())
+        .map(Some)
+        .map_err(|_| JsonError::Syntax)
 }
 
 fn member(members: &[(&[u8], usize)], name: &str) -> Option<usize> {
@@ -104,6 +106,7 @@ fn member(members: &[(&[u8], usize)], name: &str) -> Option<usize> {
 /// Reads a Prometheus `/api/v1/query` answer whose result is a vector; `limit` bounds its size
 /// in bytes. The whole document is checked to be JSON (one pass, iterative), then the members
 /// the reader needs are taken; unknown members (`warnings`, `infos`, `stats`) are skipped.
+#[inline(never)]
 pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
     if body.len() > limit {
         return Err(AnswerError::TooLarge(body.len(), limit));
@@ -187,7 +190,8 @@ pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
                 }
                 .text()
                 .ok_or(JsonError::Syntax)?;
-                labels.push((String::from_utf8_lossy(&name).into_owned(), value));
+                let name = String::from_utf8(name.into_owned()).map_err(|_| JsonError::Syntax)?;
+                labels.push((name, value));
             }
         }
         let pair = member(&element, "value").ok_or(AnswerError::Shape("a sample has no value"))?;

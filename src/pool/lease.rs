@@ -2,8 +2,8 @@
 //! lease that elects the one worker that queries Prometheus, and the counters at the moment this
 //! Envoy joined the generation (the zero of its evidence).
 //!
-//! Records are text, `sticky-canary-…/1` then fields separated by spaces; anything else reads as
-//! absent, never as a panic.
+//! Records are bytes: a tag, then little-endian u64 words; anything else reads as absent, never
+//! as a panic.
 
 /// The shared-data key of a service's lease.
 pub fn lease_key(service: &str) -> String {
@@ -27,32 +27,48 @@ pub struct Lease {
     pub last_query_ms: u64,
 }
 
-const LEASE: &str = "sticky-canary-pool/1";
-const START: &str = "sticky-canary-pool-start/1";
+/// Record tags: the first byte of each record (and a format version).
+const LEASE: u8 = 0x51;
+const START: u8 = 0x52;
+
+/// `n` little-endian u64 words after a tag byte.
+fn words(bytes: &[u8], tag: u8) -> Option<impl Iterator<Item = u64> + '_> {
+    let (&first, rest) = bytes.split_first()?;
+    (first == tag && rest.len() % 8 == 0).then(|| {
+        rest.chunks_exact(8).map(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+    })
+}
+
+fn record(tag: u8, words: impl Iterator<Item = u64>) -> Vec<u8> {
+    let mut out = vec![tag];
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
 
 impl Lease {
-    pub fn encode(&self) -> String {
-        format!(
-            "{LEASE} {:016x} {} {}",
-            self.holder, self.expires_ms, self.last_query_ms
+    /// The record: a tag byte, then holder, expiry and last query as little-endian u64s.
+    pub fn encode(&self) -> Vec<u8> {
+        record(
+            LEASE,
+            [self.holder, self.expires_ms, self.last_query_ms].into_iter(),
         )
     }
 
     /// The lease in a record; `None` for anything else.
     pub fn decode(bytes: &[u8]) -> Option<Lease> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut w = text.split(' ');
-        if w.next()? != LEASE {
-            return None;
-        }
-        let holder = u64::from_str_radix(w.next()?, 16).ok()?;
-        let expires_ms = w.next()?.parse().ok()?;
-        let last_query_ms = w.next()?.parse().ok()?;
-        w.next().is_none().then_some(Lease {
-            holder,
-            expires_ms,
-            last_query_ms,
-        })
+        let mut w = words(bytes, LEASE)?;
+        let lease = Lease {
+            holder: w.next()?,
+            expires_ms: w.next()?,
+            last_query_ms: w.next()?,
+        };
+        w.next().is_none().then_some(lease)
     }
 
     /// Whether `me` may hold the lease at `now`: it holds it already, it has expired, or the
@@ -64,25 +80,22 @@ impl Lease {
 }
 
 /// The counters of every (version, series) when this Envoy joined `generation`, in the
-/// guard's order (`version * series + s`).
-pub fn encode_start(generation: u64, counts: &[u64]) -> String {
-    let mut s = format!("{START} {generation:016x}");
-    for c in counts {
-        s.push(' ');
-        s.push_str(&c.to_string());
-    }
-    s
+/// guard's order (`version * series + s`): a tag byte, the generation, the counters.
+pub fn encode_start(generation: u64, counts: &[u64]) -> Vec<u8> {
+    record(
+        START,
+        std::iter::once(generation).chain(counts.iter().copied()),
+    )
 }
 
 /// The counters recorded for `generation` (exactly `len` of them); `None` for another
 /// generation or anything unreadable.
 pub fn decode_start(bytes: &[u8], generation: u64, len: usize) -> Option<Vec<u64>> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut w = text.split(' ');
-    if w.next()? != START || u64::from_str_radix(w.next()?, 16).ok()? != generation {
+    let mut w = words(bytes, START)?;
+    if w.next()? != generation {
         return None;
     }
-    let counts: Vec<u64> = w.map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let counts: Vec<u64> = w.collect();
     (counts.len() == len).then_some(counts)
 }
 
@@ -97,16 +110,22 @@ mod tests {
             expires_ms: 1_000,
             last_query_ms: 400,
         };
-        assert_eq!(Lease::decode(l.encode().as_bytes()), Some(l));
-        for bad in [
-            &b""[..],
+        let bytes = l.encode();
+        assert_eq!(Lease::decode(&bytes), Some(l));
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0; 8]);
+        let start = encode_start(1, &[2, 3]);
+        let bad: [&[u8]; 7] = [
+            b"",
             b"x",
-            b"sticky-canary-pool/1 zz 1 2",
-            b"sticky-canary-pool/1 1 2",
-            b"sticky-canary-pool/1 1 2 3 4",
+            &bytes[..bytes.len() - 1],
+            &bytes[..17],
+            &longer,
+            &start,
             &[0xff, 0xfe],
-        ] {
-            assert_eq!(Lease::decode(bad), None, "{bad:?}");
+        ];
+        for b in bad {
+            assert_eq!(Lease::decode(b), None, "{b:?}");
         }
         assert!(Lease::may_take(None, 7, 0), "absent");
         assert!(Lease::may_take(Some(&l), 0xabc, 999), "mine");
@@ -117,23 +136,11 @@ mod tests {
     #[test]
     fn start_round_trips_per_generation() {
         let r = encode_start(42, &[0, 5, u64::MAX]);
-        assert_eq!(
-            decode_start(r.as_bytes(), 42, 3),
-            Some(vec![0, 5, u64::MAX])
-        );
-        assert_eq!(
-            decode_start(r.as_bytes(), 43, 3),
-            None,
-            "another generation"
-        );
-        assert_eq!(decode_start(r.as_bytes(), 42, 2), None, "another layout");
-        assert_eq!(
-            decode_start(b"sticky-canary-pool-start/1 2a x", 42, 1),
-            None
-        );
-        assert_eq!(
-            decode_start(encode_start(1, &[]).as_bytes(), 1, 0),
-            Some(vec![])
-        );
+        assert_eq!(decode_start(&r, 42, 3), Some(vec![0, 5, u64::MAX]));
+        assert_eq!(decode_start(&r, 43, 3), None, "another generation");
+        assert_eq!(decode_start(&r, 42, 2), None, "another layout");
+        assert_eq!(decode_start(&r[..r.len() - 3], 42, 3), None, "cut");
+        assert_eq!(decode_start(&[0x52, 1], 42, 1), None);
+        assert_eq!(decode_start(&encode_start(1, &[]), 1, 0), Some(vec![]));
     }
 }

@@ -203,16 +203,14 @@ impl Pool {
                 }
                 Some(_) => {
                     warnings.push(format!(
-                        "guard.pool.token_env: environment variable {var} is empty or not a \
-                         token; queries go without one"
+                        "guard.pool.token_env: {var} is empty or not a token; queries go without"
                     ));
                     None
                 }
                 None => {
                     warnings.push(format!(
-                        "guard.pool.token_env: environment variable {var} is not set in the VM \
-                         (Envoy vm_config.environment_variables, Istio vmConfig.env); queries go \
-                         without a token"
+                        "guard.pool.token_env: environment variable {var} is not set in the VM; \
+                         queries go without a token"
                     ));
                     None
                 }
@@ -222,8 +220,7 @@ impl Pool {
             if !(a > 0.0 && a < alpha) {
                 return Err(ConfigError::new(
                     field("local_alpha"),
-                    "must be above 0 and below guard.alpha (the mesh's false trips are at most \
-                     alpha + N × local_alpha for N Envoys)",
+                    "must be above 0 and below guard.alpha",
                 ));
             }
         }
@@ -292,11 +289,7 @@ pub fn percent_encode(s: &str) -> String {
 pub fn check_selector(selector: &str) -> Result<(), String> {
     let b = selector.trim().as_bytes();
     let mut i = 0;
-    let bad = |what: &str| {
-        Err(format!(
-            "{what}: expected label matchers such as mesh=\"prod\",cluster=~\"eu-.*\""
-        ))
-    };
+    let bad = |what: &str| Err(cat(&[what, ": expected label matchers like mesh=\"prod\""]));
     let skip_ws = |i: &mut usize| {
         while b.get(*i).is_some_and(|c| *c == b' ') {
             *i += 1;
@@ -315,7 +308,7 @@ pub fn check_selector(selector: &str) -> Result<(), String> {
             return bad("a label name");
         }
         if &b[start..i] == b"__name__" || &b[start..i] == b"service" {
-            return bad("the service and the metric name are the filter's own matchers");
+            return bad("service and __name__ are the filter's");
         }
         skip_ws(&mut i);
         match (b.get(i), b.get(i + 1)) {
