@@ -264,7 +264,7 @@ fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
                 .sum()
         };
         match v.key {
-            "filter-headers" | "filter-headers-routed" | "filter-guard" => {
+            "filter-headers" | "filter-headers-routed" | "filter-guard" | "filter-guard-pool" => {
                 assert_eq!(sum("canary_business_orders_total"), 1, "{stats}");
                 assert_eq!(sum("canary_business_order_value_total"), 4141, "{stats}");
                 assert_eq!(sum("canary_business_payment_approved_total"), 1, "{stats}");

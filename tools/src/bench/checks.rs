@@ -86,7 +86,7 @@ pub(crate) fn counter_check(e: &Entry) -> Vec<String> {
         ));
     }
     match e.variant.key {
-        "filter-headers" | "filter-headers-routed" | "filter-guard" => {
+        "filter-headers" | "filter-headers-routed" | "filter-guard" | "filter-guard-pool" => {
             for m in [
                 "canary_business_orders_total",
                 "canary_business_payment_approved_total",

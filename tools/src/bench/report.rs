@@ -171,6 +171,15 @@ impl Report {
                     "met": extra <= 1.0,
                 }));
             }
+            if let (Some(p), Some(g)) = (get("filter-guard-pool", mode), get("filter-guard", mode))
+            {
+                let extra = p.cpu_us_per_request.median - g.cpu_us_per_request.median;
+                t.push(json!({
+                    "target": format!("the pool adds nothing measurable per request: filter-guard-pool − filter-guard ({mode})"),
+                    "value": extra, "limit": 1.0,
+                    "met": extra <= 1.0,
+                }));
+            }
             if let Some(j) = get("filter-json", mode) {
                 t.push(json!({
                     "target": format!("filter-json ≤ 1.30 × V8 floor ({mode})"),

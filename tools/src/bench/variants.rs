@@ -66,6 +66,11 @@ pub const VARIANTS: &[Variant] = &[
         filter: Filter::StickyCanary,
     },
     Variant {
+        key: "filter-guard-pool",
+        label: "sticky-canary: + 3 header rules + the pooled brake (guard.pool, a query a second)",
+        filter: Filter::StickyCanary,
+    },
+    Variant {
         key: "filter-json",
         label: "sticky-canary: + 1 JSON rule",
         filter: Filter::StickyCanary,
