@@ -214,19 +214,35 @@ pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
 }
 
 /// A sample value as Prometheus writes it (`"1234"`, `"0.5"`, `"1e+21"`), when it can be a count:
-/// finite and not negative (`-0` is 0).
+/// a JSON-style number, finite and not negative (`-0` is 0).
 pub fn count(text: &str) -> Option<f64> {
-    let t = text.strip_prefix('+').unwrap_or(text);
-    let valid = !t.is_empty()
-        && t.bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_digit() || b == b'-')
-        && t.bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
-    if !valid {
+    // Strictly `-?digits(.digits)?([eE][+-]?digits)?`: the float parser below reads digits and
+    // points leniently.
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let mut valid = digits(&mut i);
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        valid &= digits(&mut i);
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        valid &= digits(&mut i);
+    }
+    if !valid || i != b.len() {
         return None;
     }
-    let v = crate::de::decimal_f64(t)?;
+    let v = crate::de::decimal_f64(text)?;
     if v == 0.0 {
         return Some(0.0);
     }
@@ -341,7 +357,14 @@ mod tests {
             ("0", Some(0.0)),
             ("-0", Some(0.0)),
             ("17", Some(17.0)),
-            ("+17", Some(17.0)),
+            ("+17", None),
+            ("1..2", None),
+            ("06666666........20.......67", None),
+            ("1.", None),
+            (".5", None),
+            ("1e", None),
+            ("1e+6", Some(1e6)),
+            ("1-2", None),
             ("2.5", Some(2.5)),
             ("9007199254740993", Some(9_007_199_254_740_992.0)),
             ("1e3", Some(1000.0)),
