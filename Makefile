@@ -171,7 +171,7 @@ bench-services: build envoy bench-tools ## One gateway, 1/10/100/1000 services: 
 guard-aa: build envoy ## The brake on an A/A pair under a real Envoy (4 workers) for 10 minutes: no false trip (GUARD_AA_SECONDS=600)
 	STICKY_CANARY_AA_SECONDS=$(GUARD_AA_SECONDS) cargo test -p sticky-canary-harness --test guard an_aa_pair_never_trips -- --nocapture
 
-simulate: ## False trips (A/A, 1 000 runs × 1 000 looks) and time to evidence of the sequential vs fixed rule: pure simulation, no Envoy (SIMULATE_ARGS=--quick)
+simulate: ## False trips (A/A, 1 000 runs × 1 000 looks) and time to evidence of the sequential vs fixed rule, and the mesh (pooled vs local brake, 1–100 Envoys): pure simulation, no Envoy, ~1 min (SIMULATE_ARGS=--quick)
 	cargo run --quiet --release -p sticky-canary-tools --bin sticky-canary-simulate -- $(SIMULATE_ARGS)
 
 bench-scale: build fixtures envoy bench-tools ## Cost curves (pins, rules, pointers, body size, versions, cookies), start-up, config reload and memory at concurrency 1/4/16 (SCALE_ROUNDS, SCALE_PARTS) → target/bench-scale/
