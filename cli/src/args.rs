@@ -7,7 +7,7 @@
 //! Prometheus, …) and builds the gate's [`Config`].
 
 use crate::gate::{Config, Source};
-use crate::http::{HttpUrl, Timeouts};
+use crate::http::{HttpUrl, Timeouts, MAX_ANSWER_BYTES, MAX_SCRAPE_BYTES, MIN_ANSWER_BYTES};
 use crate::policy::{default_business_checks, parse_mean, parse_ratio, Check, Mode, Policy};
 use crate::sources::{check_window, parse_duration};
 use crate::{assign, cohort};
@@ -162,18 +162,22 @@ Rollback guard: with a ROLLBACK verdict the report says, per rolled-back canary,
 wrote (canary_writes_total: requests with a state-changing method): zero writes, a zero-kill
 rollback; writes, a gradual one, with its steps; no such metric, unknown.
 
-HTTP: URLs are http[s]://host[:port][/prefix] (https: rustls with Mozilla's root certificates).
-Credentials in a URL (https://USER:PASSWORD@host) are sent as basic auth; --prometheus-token-file
-sends a bearer token instead. Neither is ever printed; prefer https:// for both. The first of
-ALL_PROXY, HTTPS_PROXY and HTTP_PROXY that is set (upper or lower case) proxies every request,
-except to the hosts in NO_PROXY. Redirects are not followed: an answer other than 2xx is an error.
+HTTP: URLs are http[s]://host[:port][/prefix] (https: rustls with Mozilla's root certificates,
+or with --ca-file only the CA certificates in that file). Each request, from connecting to the
+last byte of the answer, is bounded by --timeout, and each Prometheus answer by
+--max-answer-bytes. Credentials in a URL (https://USER:PASSWORD@host) are sent as basic auth;
+--prometheus-token-file sends a bearer token instead. Neither is ever printed; prefer https://
+for both. The first of ALL_PROXY, HTTPS_PROXY and HTTP_PROXY that is set (upper or lower case)
+proxies every request, except to the hosts in NO_PROXY. Redirects are not followed: an answer
+other than 2xx is an error.
 
 Exit status:
   0 PROMOTE   every check passed for every canary
   2 ROLLBACK  some check is `rollback`
   3 WAIT      not enough data yet: some check is `insufficient` or `inconclusive` (--wait-exit)
-  1           usage error, unreachable source, HTTP error or timeout, or a metric missing from
-              the data";
+  1           usage error, unreachable source, HTTP or TLS error or timeout, a bad answer from
+              Prometheus (too large, not JSON, a value that cannot be a count), or a metric
+              missing from the data";
 
 /// The flags of `sticky-canary gate`.
 #[derive(Debug, Args)]
@@ -198,6 +202,23 @@ pub struct GateArgs {
     /// Bearer token for Prometheus, read once from FILE (trimmed, never printed)
     #[arg(long, value_name = "FILE", help_heading = "Source")]
     pub prometheus_token_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) trusted for https:// sources, instead of Mozilla's roots
+    ///
+    /// Every CERTIFICATE in FILE is trusted, and nothing else (as curl --cacert): for a
+    /// Prometheus or Envoy behind a private CA, the usual case inside a cluster. Read once; an
+    /// unreadable file, or one without a certificate, is an error naming it.
+    #[arg(long, value_name = "FILE", help_heading = "Source")]
+    pub ca_file: Option<PathBuf>,
+
+    /// With --prometheus: the largest answer read, in bytes [default: 4194304, 4 MiB]
+    ///
+    /// A longer answer is refused as a bad answer on its Content-Length, or as soon as the byte
+    /// past the limit arrives: the rest is never read. The gate's queries answer one element per
+    /// version, a few hundred bytes. From 1024 to 536870912 (512 MiB, the limit of an Envoy
+    /// scrape, which this flag does not change).
+    #[arg(long, value_name = "BYTES", value_parser = answer_bytes_arg, help_heading = "Source")]
+    pub max_answer_bytes: Option<u64>,
 
     /// Time limit for connecting to a source (TCP, proxy and TLS handshakes)
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = timeout_arg,
@@ -324,6 +345,15 @@ fn timeout_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).ok_or_else(|| "expected a duration such as 500ms, 10s or 1m".into())
 }
 
+fn answer_bytes_arg(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| (MIN_ANSWER_BYTES..=MAX_SCRAPE_BYTES).contains(n))
+        .ok_or_else(|| {
+            format!("expected a number of bytes from {MIN_ANSWER_BYTES} to {MAX_SCRAPE_BYTES}")
+        })
+}
+
 fn limit_arg(s: &str) -> Result<f64, String> {
     s.trim()
         .parse::<f64>()
@@ -400,6 +430,11 @@ impl GateArgs {
                 if self.prometheus_token_file.is_some() {
                     return Err("--prometheus-token-file needs --prometheus".into());
                 }
+                if self.max_answer_bytes.is_some() {
+                    return Err("--max-answer-bytes needs --prometheus (an Envoy scrape's \
+                                limit is 512 MiB)"
+                        .into());
+                }
                 let urls = self
                     .envoy
                     .iter()
@@ -421,6 +456,7 @@ impl GateArgs {
                     url,
                     window: self.window,
                     token_file: self.prometheus_token_file,
+                    max_answer_bytes: self.max_answer_bytes.unwrap_or(MAX_ANSWER_BYTES),
                 }
             }
         };
@@ -474,6 +510,7 @@ impl GateArgs {
                 connect: self.connect_timeout,
                 request: self.timeout,
             },
+            ca_file: self.ca_file,
         })
     }
 }
@@ -615,6 +652,7 @@ mod tests {
                 url: url("http://prom:9090"),
                 window: Some("1h".into()),
                 token_file: None,
+                max_answer_bytes: 4 << 20,
             }
         );
         assert_eq!(c.policy.baseline, "v1");
@@ -750,6 +788,49 @@ mod tests {
             c.source,
             Source::Prometheus { token_file: Some(ref f), .. } if f == std::path::Path::new("/t")
         ));
+        assert_eq!(c.ca_file, None);
+    }
+
+    #[test]
+    fn ca_file_and_answer_bound() {
+        let c = parse_args("--service s --prometheus https://prom:9090 --ca-file /ca.pem").unwrap();
+        assert_eq!(c.ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert!(matches!(
+            c.source,
+            Source::Prometheus {
+                max_answer_bytes: 4_194_304,
+                ..
+            }
+        ));
+        // --ca-file serves https:// Envoy admin endpoints too.
+        let c = parse_args("--service s --envoy https://envoy:9901 --ca-file /ca.pem").unwrap();
+        assert!(c.ca_file.is_some());
+        let c = parse_args("--service s --prometheus http://p:1 --max-answer-bytes 1024").unwrap();
+        assert!(matches!(
+            c.source,
+            Source::Prometheus {
+                max_answer_bytes: 1024,
+                ..
+            }
+        ));
+        let c =
+            parse_args("--service s --prometheus http://p:1 --max-answer-bytes 536870912").unwrap();
+        assert!(matches!(
+            c.source,
+            Source::Prometheus {
+                max_answer_bytes: 536_870_912,
+                ..
+            }
+        ));
+        for bad in ["1023", "536870913", "4MiB", "0", "1e6"] {
+            let e = parse_args(&format!(
+                "--service s --prometheus http://p:1 --max-answer-bytes {bad}"
+            ))
+            .unwrap_err();
+            assert!(e.contains("from 1024 to 536870912"), "{bad}: {e}");
+        }
+        let e = parse_args("--service s --envoy http://a:1 --max-answer-bytes 4096").unwrap_err();
+        assert!(e.contains("--max-answer-bytes needs --prometheus"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub use crate::policy::{evaluate, parse_mean, parse_ratio, verdict_of, Check, Po
 pub use crate::report::{Kind, Mode, Outcome, Report, RollbackKind, Row, Side, Verdict, Writes};
 pub use crate::sources::{prometheus_query, responses_5xx, scrape_envoy, Totals};
 
-use crate::http::{Client, HttpUrl, Timeouts, Token};
+use crate::http::{CaFile, Client, HttpUrl, Timeouts, Token};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -24,6 +24,8 @@ pub enum Source {
         window: Option<String>,
         /// `--prometheus-token-file`: read once, when the gate runs.
         token_file: Option<PathBuf>,
+        /// `--max-answer-bytes`: the bound of each answer, in bytes.
+        max_answer_bytes: u64,
     },
 }
 
@@ -36,13 +38,21 @@ pub struct Config {
     pub json: bool,
     pub wait_exit_code: i32,
     pub timeouts: Timeouts,
+    /// `--ca-file`: CA certificates (PEM) trusted for `https://` sources instead of Mozilla's
+    /// roots; read once, when the gate runs.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Reads the source, evaluates the policy. Errors are exit-1 errors.
 pub fn run(config: &Config) -> Result<Report, String> {
+    let roots = config
+        .ca_file
+        .as_deref()
+        .map(CaFile::from_file)
+        .transpose()?;
     let (totals, sources, window) = match &config.source {
         Source::Envoy(urls) => {
-            let client = Client::new(config.timeouts, None);
+            let client = Client::new(config.timeouts, None, roots.as_ref());
             let scrapes = urls
                 .iter()
                 .map(|u| scrape_envoy(&client, u))
@@ -61,14 +71,21 @@ pub fn run(config: &Config) -> Result<Report, String> {
             url,
             window,
             token_file,
+            max_answer_bytes,
         } => {
             let token = token_file.as_deref().map(Token::from_file).transpose()?;
-            let client = Client::new(config.timeouts, token);
+            let client = Client::new(config.timeouts, token, roots.as_ref());
             let mut keys = config.policy.keys();
             keys.extend(config.policy.optional_keys());
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let totals =
-                Totals::from_prometheus(&client, url, &config.service, window.as_deref(), &keys)?;
+            let totals = Totals::from_prometheus(
+                &client,
+                url,
+                &config.service,
+                window.as_deref(),
+                &keys,
+                *max_answer_bytes,
+            )?;
             (
                 totals,
                 vec![format!("prometheus {}", url.shown())],

@@ -1,9 +1,13 @@
 //! HTTP GETs to Envoy admin endpoints and Prometheus, through `ureq`.
 //!
-//! - URLs are `http://` or `https://` (rustls, Mozilla's root certificates), with an optional
-//!   path prefix and optional `USER:PASSWORD@` credentials, sent as basic auth;
+//! - URLs are `http://` or `https://` (rustls, Mozilla's root certificates, or instead the CA
+//!   certificates of `--ca-file`), with an optional path prefix and optional `USER:PASSWORD@`
+//!   credentials, sent as basic auth;
 //! - a bearer token may be given instead (`--prometheus-token-file`);
-//! - the connect timeout and the time limit of each request are real (`ureq` timeouts);
+//! - the connect timeout and the time limit of each request are real (`ureq` timeouts: the
+//!   limit is `timeout_global`, from resolving the host to the last byte of the body);
+//! - a body is read up to a bound and no further: [`Client::get_bounded`] (Prometheus answers,
+//!   `--max-answer-bytes`), [`Client::get`] (Envoy scrapes, [`MAX_SCRAPE_BYTES`]);
 //! - `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` (or lower case) are honoured;
 //! - redirects are not followed and any non-2xx answer is an error.
 //!
@@ -17,8 +21,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The time limit of one request (connect, send, answer and body) unless `--timeout` says
 /// otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest body read (a big mesh's `/stats/prometheus` runs to tens of MB).
-const MAX_BODY: u64 = 512 << 20;
+/// The largest Envoy scrape read (a big mesh's `/stats/prometheus` runs to tens of MB).
+pub const MAX_SCRAPE_BYTES: u64 = 512 << 20;
+/// The largest Prometheus answer read unless `--max-answer-bytes` says otherwise. The gate's
+/// queries are `sum by (version)`: one element per version, a few hundred bytes.
+pub const MAX_ANSWER_BYTES: u64 = 4 << 20;
+/// The smallest `--max-answer-bytes`: room for an answer with a few versions.
+pub const MIN_ANSWER_BYTES: u64 = 1 << 10;
 
 /// `http[s]://[USER[:PASSWORD]@]host[:port][/prefix]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -243,36 +252,129 @@ impl Default for Timeouts {
     }
 }
 
+/// The CA certificates of `--ca-file`: the only roots trusted for `https://` sources when given
+/// (as `curl --cacert`), instead of Mozilla's.
+#[derive(Clone)]
+pub struct CaFile {
+    certs: Vec<ureq::tls::Certificate<'static>>,
+}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaFile({} certificates)", self.certs.len())
+    }
+}
+
+impl CaFile {
+    /// Reads a PEM bundle: every `CERTIFICATE` in it (other sections, such as keys, are
+    /// skipped). An unreadable file, a damaged PEM section or no certificate is an error naming
+    /// the file.
+    pub fn from_file(path: &std::path::Path) -> Result<CaFile, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+        CaFile::from_pem(&pem).map_err(|e| format!("--ca-file {}: {e}", path.display()))
+    }
+
+    /// The certificates of a PEM bundle.
+    pub fn from_pem(pem: &[u8]) -> Result<CaFile, String> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(format!("not a readable PEM file ({e})")),
+            }
+        }
+        if certs.is_empty() {
+            return Err("no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)".into());
+        }
+        Ok(CaFile { certs })
+    }
+}
+
+/// An answer longer than the bound of [`Client::get_bounded`]; nothing past the bound was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLarge {
+    /// The answer's length when it announced one (`Content-Length`).
+    pub length: Option<u64>,
+    /// The bound.
+    pub limit: u64,
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.length {
+            Some(n) => write!(f, "answer of {n} bytes, above the limit of {}", self.limit),
+            None => write!(
+                f,
+                "answer longer than the limit of {} bytes, not read further",
+                self.limit
+            ),
+        }
+    }
+}
+
 /// An HTTP client: one `ureq` agent (connections kept alive across the gate's queries).
 pub struct Client {
     agent: ureq::Agent,
     token: Option<Token>,
     timeouts: Timeouts,
+    custom_roots: bool,
 }
 
 impl Client {
     /// A client with these timeouts; proxies from the environment. `token`, when given, is sent
     /// as `Authorization: Bearer` on every request (the gate gives one only for Prometheus).
-    pub fn new(timeouts: Timeouts, token: Option<Token>) -> Client {
-        let config = ureq::Agent::config_builder()
+    /// `roots`, when given, are the only CA certificates trusted for `https://`.
+    pub fn new(timeouts: Timeouts, token: Option<Token>, roots: Option<&CaFile>) -> Client {
+        let mut config = ureq::Agent::config_builder()
             .timeout_connect(Some(timeouts.connect))
-            .timeout_per_call(Some(timeouts.request))
+            // The whole exchange: resolving, connecting, the request, the answer's head and
+            // every byte of its body (`timeout_per_call` is the same without redirects).
+            .timeout_global(Some(timeouts.request))
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
             .user_agent(concat!("sticky-canary/", env!("CARGO_PKG_VERSION")))
-            .proxy(ureq::Proxy::try_from_env())
-            .build();
+            .proxy(ureq::Proxy::try_from_env());
+        if let Some(ca) = roots {
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&ca.certs))
+                    .build(),
+            );
+        }
         Client {
-            agent: config.into(),
+            agent: config.build().into(),
             token,
             timeouts,
+            custom_roots: roots.is_some(),
         }
     }
 
-    /// GET `prefix + path` of `url`; the body of a 2xx answer. Errors name the URL (without
-    /// credentials) and never hold a password or a token.
+    /// GET `prefix + path` of `url`; the body of a 2xx answer, at most [`MAX_SCRAPE_BYTES`]
+    /// (bytes that are not UTF-8 are replaced). Errors name the URL (without credentials) and
+    /// never hold a password or a token.
     pub fn get(&self, url: &HttpUrl, path: &str) -> Result<String, String> {
+        let target = url.join(path);
+        match self.get_bounded(url, path, MAX_SCRAPE_BYTES)? {
+            Ok(body) => Ok(match String::from_utf8(body) {
+                Ok(text) => text,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            }),
+            Err(too_large) => Err(format!("{target}: {too_large}")),
+        }
+    }
+
+    /// GET `prefix + path` of `url`; the body of a 2xx answer, or [`TooLarge`] when it is longer
+    /// than `limit` bytes: refused on its `Content-Length` before any of the body is read, or
+    /// as soon as the byte after `limit` arrives. Errors (the outer `Err`) name the URL (without
+    /// credentials) and never hold a password or a token.
+    pub fn get_bounded(
+        &self,
+        url: &HttpUrl,
+        path: &str,
+        limit: u64,
+    ) -> Result<Result<Vec<u8>, TooLarge>, String> {
         let target = url.join(path);
         let mut req = self
             .agent
@@ -289,22 +391,53 @@ impl Client {
         }
         let mut response = req.call().map_err(|e| self.describe(&target, e))?;
         let status = response.status();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .lossy_utf8(true)
-            .read_to_string()
-            .map_err(|e| self.describe(&format!("{target}: reading the answer"), e))?;
         if !status.is_success() {
-            let head: String = body.chars().take(300).collect();
+            // The start of an error page, for the message; the rest is not read.
+            let mut start = Vec::new();
+            let _ = std::io::Read::read_to_end(
+                &mut std::io::Read::take(response.body_mut().as_reader(), 4096),
+                &mut start,
+            );
+            let head: String = String::from_utf8_lossy(&start).chars().take(300).collect();
             return Err(format!(
                 "{target}: HTTP {}: {}",
                 status.as_u16(),
                 head.trim()
             ));
         }
-        Ok(body)
+        let length = response.body().content_length();
+        if let Some(n) = length.filter(|n| *n > limit) {
+            return Ok(Err(TooLarge {
+                length: Some(n),
+                limit,
+            }));
+        }
+        match response.body_mut().with_config().limit(limit).read_to_vec() {
+            Ok(body) => Ok(Ok(body)),
+            Err(ureq::Error::BodyExceedsLimit(_)) => Ok(Err(TooLarge {
+                length: None,
+                limit,
+            })),
+            Err(e) => Err(self.describe(&format!("{target}: reading the answer"), e)),
+        }
+    }
+
+    /// A TLS error of a request to `what` (rustls's, during the handshake or after), with the
+    /// roots it was checked against.
+    fn tls_error(&self, what: &str, e: &rustls::Error) -> String {
+        let trusted = if self.custom_roots {
+            "the certificates of --ca-file"
+        } else {
+            "Mozilla's root certificates; for a private CA, give its certificate with --ca-file"
+        };
+        match e {
+            rustls::Error::InvalidCertificate(_) => {
+                format!(
+                    "{what}: TLS: the server's certificate is refused: {e} (trusted: {trusted})"
+                )
+            }
+            e => format!("{what}: TLS: {e} (trusted: {trusted})"),
+        }
     }
 
     /// An error of a request to `what`, in words.
@@ -321,6 +454,11 @@ impl Client {
                 "{what}: timed out: no complete answer within {:?} (--timeout)",
                 self.timeouts.request
             ),
+            ureq::Error::Rustls(e) => self.tls_error(what, &e),
+            ureq::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref()) {
+                Some(e) => self.tls_error(what, e),
+                None => format!("{what}: {io}"),
+            },
             e => format!("{what}: {e}"),
         }
     }
@@ -423,5 +561,58 @@ mod tests {
         assert!(!e.contains("secret"), "{e}");
         assert!(Token::from_file(&dir.join("absent")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ca_files() {
+        // Not a certificate anyone should trust: only its PEM framing matters here.
+        let pem = "junk before\n-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n";
+        assert_eq!(CaFile::from_pem(pem.as_bytes()).unwrap().certs.len(), 1);
+        let two =
+            format!("{pem}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{pem}");
+        assert_eq!(CaFile::from_pem(two.as_bytes()).unwrap().certs.len(), 2);
+        for bad in [
+            "",
+            "not PEM at all",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            let e = CaFile::from_pem(bad.as_bytes()).unwrap_err();
+            assert!(e.contains("no PEM certificate"), "{bad:?}: {e}");
+        }
+        let dir = std::env::temp_dir().join(format!("sc-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ca.pem");
+        let e = CaFile::from_file(&file).unwrap_err();
+        assert!(
+            e.starts_with(&format!("--ca-file {}: ", file.display())),
+            "{e}"
+        );
+        std::fs::write(&file, "hello\n").unwrap();
+        let e = CaFile::from_file(&file).unwrap_err();
+        assert!(
+            e.contains(&file.display().to_string()) && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn too_large_in_words() {
+        let t = TooLarge {
+            length: Some(96_000_000),
+            limit: 4 << 20,
+        };
+        assert_eq!(
+            t.to_string(),
+            "answer of 96000000 bytes, above the limit of 4194304"
+        );
+        let t = TooLarge {
+            length: None,
+            limit: 1024,
+        };
+        assert_eq!(
+            t.to_string(),
+            "answer longer than the limit of 1024 bytes, not read further"
+        );
     }
 }

@@ -7,10 +7,10 @@
 
 use crate::http::{Client, HttpUrl};
 use crate::prom::Scrape;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use sticky_canary::metrics::names;
+use sticky_canary::pool::answer::{self, AnswerError};
 
 /// The key of a version's 5xx responses: `canary_responses_total{code_class="5xx"}`.
 pub fn responses_5xx() -> String {
@@ -103,63 +103,71 @@ impl Totals {
 
     /// Instant queries against Prometheus at `url`, one per key in `keys`:
     /// `sum by (version) (KEY{service="S"})`, or with a window
-    /// `sum by (version) (increase(KEY{service="S"}[WINDOW]))`.
+    /// `sum by (version) (increase(KEY{service="S"}[WINDOW]))`. Each answer is read up to
+    /// `max_answer_bytes` (`--max-answer-bytes`) and no further, then by the core's one reader
+    /// of Prometheus answers ([`answer::read`]).
     ///
     /// A key Prometheus has no series of is simply absent ([`Totals::has_metric`] false): the
     /// gate decides what that means, an error for a key a check reads, "unknown" for an
     /// optional one such as the rollback guard's `canary_writes_total`
     /// ([`crate::policy::Policy::optional_keys`]).
+    ///
+    /// An answer that is too large, not JSON, of the wrong shape or with a value that cannot be
+    /// a count is an error starting with "bad answer from Prometheus"; Prometheus's own
+    /// `status: error` is reported as what Prometheus said.
     pub fn from_prometheus(
         client: &Client,
         url: &HttpUrl,
         service: &str,
         window: Option<&str>,
         keys: &[&str],
+        max_answer_bytes: u64,
     ) -> Result<Totals, String> {
         if let Some(w) = window {
             check_window(w)?;
         }
+        let limit = usize::try_from(max_answer_bytes).unwrap_or(usize::MAX);
         let mut t = Totals::new(service);
         for key in keys {
             let query = prometheus_query(service, key, window);
             let path = format!("/api/v1/query?query={}", percent_encode(&query));
-            let body = client.get(url, &path)?;
-            t.add_prometheus_result(key, &body)
-                .map_err(|e| format!("Prometheus {}, query {query}: {e}", url.display()))?;
+            let body = client
+                .get_bounded(url, &path, max_answer_bytes)?
+                .map_err(|too_large| {
+                    format!(
+                        "bad answer from Prometheus {}: {too_large} (--max-answer-bytes); \
+                         query {query}",
+                        url.display()
+                    )
+                })?;
+            t.add_prometheus_result(key, &body, limit)
+                .map_err(|e| match e {
+                    AnswerError::Status(said) => format!(
+                        "Prometheus {}, query {query}: status \"error\": {said}",
+                        url.display()
+                    ),
+                    e => format!(
+                        "bad answer from Prometheus {}: {e}; query {query}",
+                        url.display()
+                    ),
+                })?;
         }
         Ok(t)
     }
 
-    /// Adds the vector result of a Prometheus `/api/v1/query` answer (`body`, JSON) to `key`,
-    /// one element per version.
-    pub fn add_prometheus_result(&mut self, key: &str, body: &str) -> Result<(), String> {
-        let v: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
-        if v["status"] != "success" {
-            return Err(format!(
-                "status {}: {}",
-                v["status"],
-                v["error"].as_str().unwrap_or("(no error message)")
-            ));
-        }
-        if v["data"]["resultType"] != "vector" {
-            return Err(format!(
-                "expected a vector result, got {}",
-                v["data"]["resultType"]
-            ));
-        }
-        let results = v["data"]["result"]
-            .as_array()
-            .ok_or("no data.result array")?;
-        for r in results {
-            let Some(version) = r["metric"]["version"].as_str() else {
-                continue;
-            };
-            let value = r["value"][1]
-                .as_str()
-                .and_then(|s| s.parse::<f64>().ok())
-                .ok_or_else(|| format!("unreadable sample value {}", r["value"]))?;
-            if value.is_finite() {
-                self.add(version, key, value);
+    /// Adds the vector result of a Prometheus `/api/v1/query` answer (`body`, at most `limit`
+    /// bytes) to `key`, one element per version; elements without a `version` label are
+    /// skipped. Nothing is added unless the whole answer reads ([`answer::read`]: JSON, a
+    /// vector, every value a count).
+    pub fn add_prometheus_result(
+        &mut self,
+        key: &str,
+        body: &[u8],
+        limit: usize,
+    ) -> Result<(), AnswerError> {
+        for sample in answer::read(body, limit)? {
+            if let Some(version) = sample.label("version") {
+                self.add(version, key, sample.value);
             }
         }
         Ok(())
@@ -354,12 +362,11 @@ mod tests {
             "sum by (version) (canary_business_orders_total{service=\"checkout\"})"
         );
         let mut t = Totals::new("checkout");
-        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
             {"metric":{"version":"canary"},"value":[1700000000.1,"250.5"]},
             {"metric":{"version":"stable"},"value":[1700000000.1,"4000"]},
-            {"metric":{},"value":[1700000000.1,"9"]},
-            {"metric":{"version":"odd"},"value":[1700000000.1,"NaN"]}]}}"#;
-        t.add_prometheus_result("canary_business_orders_total", body)
+            {"metric":{},"value":[1700000000.1,"9"]}]}}"#;
+        t.add_prometheus_result("canary_business_orders_total", body, 1 << 20)
             .unwrap();
         assert_eq!(t.get("canary", "canary_business_orders_total"), 250.5);
         assert_eq!(t.get("stable", "canary_business_orders_total"), 4000.0);
@@ -367,17 +374,45 @@ mod tests {
         let err = t
             .add_prometheus_result(
                 "x",
-                r#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#,
+                br#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#,
+                1 << 20,
             )
             .unwrap_err();
-        assert!(err.contains("parse error at char 4"), "{err}");
-        assert!(t.add_prometheus_result("x", "<html>").is_err());
-        assert!(t
-            .add_prometheus_result(
+        assert_eq!(
+            err,
+            AnswerError::Status("bad_data: parse error at char 4".into())
+        );
+        assert!(matches!(
+            t.add_prometheus_result("x", b"<html>", 1 << 20),
+            Err(AnswerError::Json(_))
+        ));
+        assert!(matches!(
+            t.add_prometheus_result(
                 "x",
-                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#
-            )
-            .is_err());
+                br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+                1 << 20
+            ),
+            Err(AnswerError::Shape(_))
+        ));
+        assert!(matches!(
+            t.add_prometheus_result("x", body, 100),
+            Err(AnswerError::TooLarge(_, 100))
+        ));
+        // A value that cannot be a count spoils the whole answer: nothing of it is added.
+        for bad in ["NaN", "+Inf", "-Inf", "-1", "12abc"] {
+            let mut t = Totals::new("checkout");
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[
+                {{"metric":{{"version":"stable"}},"value":[1,"4000"]}},
+                {{"metric":{{"version":"canary"}},"value":[1,"{bad}"]}}]}}}}"#
+            );
+            assert_eq!(
+                t.add_prometheus_result("x", body.as_bytes(), 1 << 20),
+                Err(AnswerError::Value(bad.into())),
+                "{bad}"
+            );
+            assert!(t.versions().is_empty(), "{bad}");
+        }
         assert_eq!(
             percent_encode("sum by (v) (a{s=\"x\"}[5m])"),
             "sum%20by%20%28v%29%20%28a%7Bs%3D%22x%22%7D%5B5m%5D%29"

@@ -738,7 +738,7 @@ fn bearer_token_from_file_is_sent_and_never_printed() {
     assert!(r
         .stderr
         .contains(&format!("Prometheus http://{}", erring.addr())));
-    assert!(r.stderr.contains("status \"error\": no"), "{r:?}");
+    assert!(r.stderr.contains("status \"error\": bad_data: no"), "{r:?}");
 
     // A missing or empty token file is an error before any request.
     let empty = TempFile::new("empty", " \n");
