@@ -169,7 +169,7 @@ fn analysis_queries() -> Vec<Query> {
 }
 
 /// `PROMTOOL_BIN`, else `.venv/prometheus/usr/bin/promtool`, else `promtool` on PATH.
-fn promtool() -> PathBuf {
+pub(crate) fn promtool() -> PathBuf {
     find_tool("PROMTOOL_BIN", "prometheus/usr/bin/promtool", "promtool").unwrap_or_else(|| {
         panic!(
             "promtool not found (PROMTOOL_BIN, {}, PATH) — run `make prometheus`",
@@ -180,7 +180,7 @@ fn promtool() -> PathBuf {
     })
 }
 
-fn run_promtool(args: &[&str], file: &Path) -> (bool, String) {
+pub(crate) fn run_promtool(args: &[&str], file: &Path) -> (bool, String) {
     let out = Command::new(promtool())
         .args(args)
         .arg(file)

@@ -126,4 +126,56 @@ fn docker_compose_runs_the_tested_config_in_the_tested_envoy() {
             admin["port_value"]
         )
     );
+
+    // The optional pooled Envoy (`--profile pool`): envoy/pool.yaml unchanged, in the same image
+    // with the same module, scraped by the same Prometheus it queries (brake.rs checks that its
+    // `prometheus` cluster is where this Prometheus listens).
+    let pool_svc = &services["envoy-pool"];
+    assert_eq!(pool_svc["image"], envoy_svc["image"]);
+    assert_eq!(pool_svc["network_mode"], "host");
+    assert_eq!(pool_svc["profiles"], serde_json::json!(["pool"]));
+    let pool_wd = pool_svc["working_dir"].as_str().unwrap();
+    let pool_mounts: BTreeMap<String, String> = pool_svc["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
+            (parts[1].to_string(), parts[0].to_string())
+        })
+        .collect();
+    let pool_target = format!("{pool_wd}/envoy/pool.yaml");
+    assert_eq!(
+        Path::new(&pool_mounts[&pool_target]),
+        root.join("envoy/pool.yaml"),
+        "{pool_mounts:?}"
+    );
+    assert_eq!(
+        Path::new(&pool_mounts[&format!("{pool_wd}/{wasm_file}")]),
+        root.join(wasm_file)
+    );
+    let pool_command: Vec<&str> = pool_svc["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let c = pool_command.iter().position(|a| *a == "-c").expect("-c");
+    assert_eq!(format!("{pool_wd}/{}", pool_command[c + 1]), pool_target);
+    let pool_doc: Value =
+        serde_yaml::from_str(&fs::read_to_string(root.join("envoy/pool.yaml")).unwrap()).unwrap();
+    let pool_admin = &pool_doc["admin"]["address"]["socket_address"];
+    let pool_admin = format!(
+        "{}:{}",
+        pool_admin["address"].as_str().unwrap(),
+        pool_admin["port_value"]
+    );
+    assert!(
+        job["static_configs"][0]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == pool_admin.as_str()),
+        "Prometheus scrapes envoy/pool.yaml's admin {pool_admin}"
+    );
 }

@@ -11,6 +11,10 @@
 //!   overrides and pins; the EnvoyFilter patch passes `envoy --mode validate` as shipped and with
 //!   the local module;
 //! - `agreement`: routing, rollout and mesh manifests agree with the plugin configuration;
+//! - `brake`: the pooled brake (`guard.pool`) as shipped: Istio's outbound cluster for Prometheus
+//!   and the EnvoyFilter that keeps it on the gateways, the rendered filter querying it from a
+//!   real Envoy, `envoy/pool.yaml` against `envoy/envoy.yaml`, `envoy --mode validate` on every
+//!   shipped Envoy config, Flagger's rollback webhook (promtool);
 //! - `pipeline`: the Argo Rollout's staged pipeline (stage zero, test merchants, 5/25/50 % bucket
 //!   cohorts, promotion, abort) rendered as Argo and Istio would, step by step in a real Envoy
 //!   (LDS reloads), with returning sessions, with and without the idle hold;
@@ -25,6 +29,7 @@
 
 mod agreement;
 mod analysis;
+mod brake;
 mod carriers;
 mod compose;
 mod crds;
