@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod checkout;
 pub mod demo;
+pub mod demo_mesh;
 pub mod mesh;
 pub mod ramp;
 pub mod simulate;
