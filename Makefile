@@ -37,7 +37,7 @@ SHELL := bash
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-demo: build envoy ## The whole story: ramp 5→20→50 %, a silent money bug braked inside Envoy and caught per version, gate verdict, chart
+demo: build envoy prometheus ## The whole story: ramp 5→20→50 %, a silent money bug braked inside Envoy and caught per version, gate verdict, chart; then two gateway replicas braked together by the pooled brake
 	cargo run --quiet -p sticky-canary-tools --bin sticky-canary-demo
 
 toolchain: ## Install the Rust wasm32-wasip1 target, rustfmt and clippy (idempotent)
