@@ -3,35 +3,20 @@
 //! in-process upstream (`sticky_canary_harness::http::Upstream`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use sticky_canary::metrics::names;
 use sticky_canary_cli::args::parse_gate;
 use sticky_canary_cli::gate::{run, Outcome, Verdict};
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
 
+mod common;
+use common::{gate, percent_decode, sticky_canary};
+
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// What a fake saw of one request: the decoded query (Prometheus) or path, and the
@@ -261,63 +246,6 @@ fn run_against_fake_envoys_and_unreachable_source() {
 }
 
 // ---- the binary ---------------------------------------------------------------------------
-
-/// What one run of `sticky-canary` gave.
-#[derive(Debug)]
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// Runs the built `sticky-canary` with `args` (proxy variables removed, then `env` set),
-/// killed after 30 s.
-fn sticky_canary(args: &[&str], env: &[(&str, &str)]) -> Ran {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sticky-canary"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"] {
-        cmd.env_remove(var).env_remove(var.to_lowercase());
-    }
-    cmd.envs(env.iter().copied());
-    let start = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            r.read_to_string(&mut s).unwrap();
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("sticky-canary {args:?} still running after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ran {
-        code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        took: start.elapsed(),
-    }
-}
-
-/// `sticky-canary gate ARGS` (ARGS split at spaces).
-fn gate(line: &str) -> Ran {
-    let mut argv = vec!["gate"];
-    argv.extend(line.split_whitespace());
-    sticky_canary(&argv, &[])
-}
 
 #[test]
 fn binary_exit_codes_promote_rollback_wait() {

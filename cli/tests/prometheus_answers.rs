@@ -13,7 +13,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,59 +20,10 @@ use std::time::{Duration, Instant};
 use sticky_canary::metrics::names;
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
 
+mod common;
+use common::{gate, percent_decode, Ran};
+
 // ---- the binary ---------------------------------------------------------------------------
-
-/// What one run of `sticky-canary gate` gave.
-#[derive(Debug)]
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// Runs the built `sticky-canary gate ARGS` (ARGS split at spaces, proxy variables removed),
-/// killed after 30 s.
-fn gate(line: &str) -> Ran {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sticky-canary"));
-    cmd.arg("gate")
-        .args(line.split_whitespace())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"] {
-        cmd.env_remove(var).env_remove(var.to_lowercase());
-    }
-    let start = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            r.read_to_string(&mut s).unwrap();
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            let _ = child.wait();
-            panic!("sticky-canary gate {line} still running after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let took = start.elapsed();
-    Ran {
-        code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        took,
-    }
-}
 
 /// A bad answer: exit 1, the message, and no verdict.
 fn assert_bad_answer(r: &Ran, says: &str) {
@@ -120,22 +70,6 @@ fn approval_answers() -> Vec<(String, String)> {
 }
 
 const APPROVAL: &str = "--ratio approval=auth_approved/payments:0.3";
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
 
 /// The answer to the request for `path`: the elements of the selector the query holds (none
 /// for an unknown one), plus `padding` elements without a `version` label.

@@ -72,6 +72,12 @@ fn first_query(t: &Setup, roots: &[&Root<FakeHost>]) -> u32 {
     panic!("no query within 10 s");
 }
 
+/// The root's next query, answered 200 with `body`.
+fn look(t: &Setup, body: &str) {
+    let token = next_query(t, &t.root);
+    deliver(t, &t.root, token, 200, body.as_bytes());
+}
+
 /// Ticks `root` once a second until its next query goes out; returns its token.
 fn next_query(t: &Setup, root: &Root<FakeHost>) -> u32 {
     let before = calls(t);
@@ -305,14 +311,7 @@ fn a_harmful_pooled_answer_trips_every_worker_and_an_aa_answer_does_not() {
         evidence(("1", "2"), ("300", "300")).as_bytes(),
     );
     assert_eq!(tripped(&t), 0, "an A/A answer trips nothing");
-    let token = next_query(&t, &t.root);
-    deliver(
-        &t,
-        &t.root,
-        token,
-        200,
-        evidence(("40", "2"), ("400", "400")).as_bytes(),
-    );
+    look(&t, &evidence(("40", "2"), ("400", "400")));
     assert_eq!(tripped(&t), 1);
     let line = t.warn_line("guard tripped canary on the pooled evidence of every Envoy");
     assert!(line.contains("canary 40/400, stable 2/400"), "{line}");
@@ -344,14 +343,7 @@ fn a_trip_reported_by_another_envoy_of_the_generation_is_adopted() {
         .warn_line("guard tripped canary: adopted from the pool")
         .contains("1 Envoy"));
     // Nothing in an answer ever untrips: a later answer without the trip changes nothing.
-    let token = next_query(&t, &t.root);
-    deliver(
-        &t,
-        &t.root,
-        token,
-        200,
-        evidence(("0", "0"), ("0", "0")).as_bytes(),
-    );
+    look(&t, &evidence(("0", "0"), ("0", "0")));
     assert_eq!(tripped(&t), 1);
 }
 
@@ -366,27 +358,13 @@ fn a_figure_that_went_down_judges_nothing() {
         200,
         evidence(("1", "2"), ("300", "300")).as_bytes(),
     );
-    let token = next_query(&t, &t.root);
     // Harmful, but stable's responses went down (an Envoy left): not judged.
-    deliver(
-        &t,
-        &t.root,
-        token,
-        200,
-        evidence(("60", "2"), ("400", "250")).as_bytes(),
-    );
+    look(&t, &evidence(("60", "2"), ("400", "250")));
     assert_eq!(tripped(&t), 0);
     let infos = t.host.logs(Level::Info);
     assert_eq!(infos.iter().filter(|l| l.contains("went down")).count(), 1);
     // The next look, from there on up, judges again.
-    let token = next_query(&t, &t.root);
-    deliver(
-        &t,
-        &t.root,
-        token,
-        200,
-        evidence(("70", "2"), ("450", "260")).as_bytes(),
-    );
+    look(&t, &evidence(("70", "2"), ("450", "260")));
     assert_eq!(tripped(&t), 1);
 }
 

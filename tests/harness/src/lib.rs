@@ -210,6 +210,15 @@ impl Iterator for Keys {
     }
 }
 
+/// `n` session keys (drawn from `Keys::new(seed)`) that the published algorithm sends to
+/// `version`.
+pub fn keys_for(plan: &Plan, version: &str, n: usize, seed: u64) -> Vec<String> {
+    Keys::new(seed)
+        .filter(|k| plan.version_name(plan.bucket(k.as_bytes())) == version)
+        .take(n)
+        .collect()
+}
+
 /// A fresh temporary directory named `<prefix>…`, removed on drop.
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

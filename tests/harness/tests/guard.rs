@@ -20,7 +20,7 @@ use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{send_once, Handler, Request, Response, Upstream};
 use sticky_canary_harness::prom::Scrape;
 use sticky_canary_harness::shop::payments as shop;
-use sticky_canary_harness::{addresses, upstreams_for, Keys};
+use sticky_canary_harness::{addresses, keys_for, upstreams_for, Keys};
 
 const WORKERS: u32 = 4;
 const FLUSH_MS: u64 = 500;
@@ -70,16 +70,7 @@ fn approval_guard() -> serde_json::Value {
 impl Setup {
     /// `n` session keys the plan sends to `version`.
     fn keys(&self, version: &str, n: usize, seed: u64) -> Vec<String> {
-        let v = self
-            .plan
-            .versions
-            .iter()
-            .position(|x| x.name == version)
-            .unwrap();
-        Keys::new(seed)
-            .filter(|k| self.plan.bucket(k.as_bytes()) == v)
-            .take(n)
-            .collect()
+        keys_for(&self.plan, version, n, seed)
     }
 
     /// One POST on a fresh connection (so that requests spread over the workers).

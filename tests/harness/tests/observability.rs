@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{self, Client, Request, Response, Upstream};
-use sticky_canary_harness::{addresses, upstreams_for, Keys};
+use sticky_canary_harness::{addresses, keys_for, upstreams_for};
 
 /// The reference plugin config, 50/50, with the reason on the response (to compare with).
 fn plugin_config() -> String {
@@ -119,14 +119,6 @@ fn send(client: &mut Client, path: &str, key: Option<&str>) -> Told {
     }
 }
 
-/// `n` session keys the published algorithm sends to `version`.
-fn keys_for(plan: &Plan, version: &str, n: usize) -> Vec<String> {
-    Keys::new(16)
-        .filter(|k| plan.version_name(plan.bucket(k.as_bytes())) == version)
-        .take(n)
-        .collect()
-}
-
 /// The access log's fields of the request for `path`, once Envoy has written its line.
 fn log_fields(line: &str) -> Option<(String, HashMap<String, String>)> {
     // [time] "GET /path HTTP/1.1" 200 - 1ms upstream=canary sticky_canary="canary hash" route_version=canary request_id=…
@@ -211,8 +203,8 @@ fn every_access_log_line_and_span_names_the_served_version_and_reason() {
     let mut client = Client::connect(s.envoy.listener()).unwrap();
     let mut told = Vec::new();
     let sessions = [
-        keys_for(&s.plan, "canary", 6),
-        keys_for(&s.plan, "stable", 6),
+        keys_for(&s.plan, "canary", 6, 16),
+        keys_for(&s.plan, "stable", 6, 16),
     ]
     .concat();
     for (i, key) in sessions.iter().enumerate() {
@@ -257,7 +249,7 @@ fn a_rerouted_cohort_is_logged_and_traced_as_the_version_that_served_it() {
     let s = start(|cfg| cfg.reroute("canary", "stable"));
     let mut client = Client::connect(s.envoy.listener()).unwrap();
     let mut told = Vec::new();
-    for (i, key) in keys_for(&s.plan, "canary", 4).iter().enumerate() {
+    for (i, key) in keys_for(&s.plan, "canary", 4, 16).iter().enumerate() {
         let path = format!("/rerouted/{i}");
         let t = send(&mut client, &path, Some(key));
         // The decision said canary, stable served it.

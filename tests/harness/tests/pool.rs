@@ -31,7 +31,7 @@ use sticky_canary_harness::http::{send_once, Handler, Request, Response, Upstrea
 use sticky_canary_harness::prom::Scrape;
 use sticky_canary_harness::prometheus::Prometheus;
 use sticky_canary_harness::shop::payments;
-use sticky_canary_harness::{addresses, upstreams_for, Keys, Rng};
+use sticky_canary_harness::{addresses, keys_for, upstreams_for, Keys, Rng};
 
 const FLUSH_MS: u64 = 500;
 const INTERVAL_MS: u64 = 1000;
@@ -90,16 +90,7 @@ fn fleet(
 
 impl Fleet {
     fn keys(&self, version: &str, n: usize, seed: u64) -> Vec<String> {
-        let v = self
-            .plan
-            .versions
-            .iter()
-            .position(|x| x.name == version)
-            .unwrap();
-        Keys::new(seed)
-            .filter(|k| self.plan.bucket(k.as_bytes()) == v)
-            .take(n)
-            .collect()
+        keys_for(&self.plan, version, n, seed)
     }
 
     fn admins(&self) -> Vec<SocketAddr> {
