@@ -13,7 +13,7 @@ use sticky_canary_cli::gate::{run, Outcome, Verdict};
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
 
 mod common;
-use common::{gate, percent_decode, sticky_canary};
+use common::{approval_answers, gate, percent_decode, sticky_canary};
 
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
@@ -59,29 +59,6 @@ fn fake_prometheus(answers: Vec<(String, String)>) -> (Upstream, Log) {
         Upstream::start_with("prometheus", None, handler).unwrap(),
         log,
     )
-}
-
-/// Stable and canary both at `(stable, canary)` for every selector of an approval-ratio gate.
-fn approval_answers(approved_canary: f64) -> Vec<(String, String)> {
-    let v = |s: f64, c: f64| -> String {
-        format!(
-            r#"{{"metric":{{"version":"stable"}},"value":[1,"{s}"]}},
-               {{"metric":{{"version":"canary"}},"value":[1,"{c}"]}}"#
-        )
-    };
-    let sel = |name: &str, extra: &str| format!("{name}{{service=\"checkout\"{extra}}}");
-    vec![
-        (sel(names::RESPONSES, ",code_class=\"5xx\""), v(3.0, 4.0)),
-        (sel(names::RESPONSES, ""), v(3000.0, 3000.0)),
-        (
-            sel(&names::business_total("payments"), ""),
-            v(2000.0, 2000.0),
-        ),
-        (
-            sel(&names::business_total("auth_approved"), ""),
-            v(1940.0, approved_canary),
-        ),
-    ]
 }
 
 /// A fake Envoy admin answering `/stats/prometheus` with `text`, recording every request.

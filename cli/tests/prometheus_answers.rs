@@ -17,11 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use sticky_canary::metrics::names;
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
 
 mod common;
-use common::{gate, percent_decode, Ran};
+use common::{approval_answers, gate, percent_decode, Ran};
 
 // ---- the binary ---------------------------------------------------------------------------
 
@@ -45,37 +44,13 @@ fn vector(elements: &str) -> String {
     format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{elements}]}}}}"#)
 }
 
-/// The elements of a PROMOTE for `--ratio approval=auth_approved/payments:0.3`: the selector
-/// each query contains, and its elements.
-fn approval_answers() -> Vec<(String, String)> {
-    let v = |s: f64, c: f64| -> String {
-        format!(
-            r#"{{"metric":{{"version":"stable"}},"value":[1,"{s}"]}},
-               {{"metric":{{"version":"canary"}},"value":[1,"{c}"]}}"#
-        )
-    };
-    let sel = |name: &str, extra: &str| format!("{name}{{service=\"checkout\"{extra}}}");
-    vec![
-        (sel(names::RESPONSES, ",code_class=\"5xx\""), v(3.0, 4.0)),
-        (sel(names::RESPONSES, ""), v(3000.0, 3000.0)),
-        (
-            sel(&names::business_total("payments"), ""),
-            v(2000.0, 2000.0),
-        ),
-        (
-            sel(&names::business_total("auth_approved"), ""),
-            v(1940.0, 1939.0),
-        ),
-    ]
-}
-
 const APPROVAL: &str = "--ratio approval=auth_approved/payments:0.3";
 
 /// The answer to the request for `path`: the elements of the selector the query holds (none
 /// for an unknown one), plus `padding` elements without a `version` label.
 fn answer_for(path: &str, padding: usize) -> Option<String> {
     let q = percent_decode(path.strip_prefix("/api/v1/query?query=")?);
-    let mut elements = approval_answers()
+    let mut elements = approval_answers(1939.0)
         .into_iter()
         .find(|(selector, _)| q.contains(selector.as_str()))
         .map_or(String::new(), |(_, e)| e);

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use sticky_canary::metrics::names;
 
 /// `%XX` decoded (the fakes' view of a query).
 pub fn percent_decode(s: &str) -> String {
@@ -78,4 +79,27 @@ pub fn gate(line: &str) -> Ran {
     let mut argv = vec!["gate"];
     argv.extend(line.split_whitespace());
     sticky_canary(&argv, &[])
+}
+
+/// Stable and canary both at `(stable, canary)` for every selector of an approval-ratio gate.
+pub fn approval_answers(approved_canary: f64) -> Vec<(String, String)> {
+    let v = |s: f64, c: f64| -> String {
+        format!(
+            r#"{{"metric":{{"version":"stable"}},"value":[1,"{s}"]}},
+               {{"metric":{{"version":"canary"}},"value":[1,"{c}"]}}"#
+        )
+    };
+    let sel = |name: &str, extra: &str| format!("{name}{{service=\"checkout\"{extra}}}");
+    vec![
+        (sel(names::RESPONSES, ",code_class=\"5xx\""), v(3.0, 4.0)),
+        (sel(names::RESPONSES, ""), v(3000.0, 3000.0)),
+        (
+            sel(&names::business_total("payments"), ""),
+            v(2000.0, 2000.0),
+        ),
+        (
+            sel(&names::business_total("auth_approved"), ""),
+            v(1940.0, approved_canary),
+        ),
+    ]
 }

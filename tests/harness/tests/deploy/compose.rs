@@ -18,6 +18,19 @@ fn tested_envoy_version() -> String {
         .to_string()
 }
 
+/// A compose service's volumes: container path → host path.
+fn mounts_of(svc: &Value) -> BTreeMap<String, String> {
+    svc["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
+            (parts[1].to_string(), parts[0].to_string())
+        })
+        .collect()
+}
+
 #[test]
 fn docker_compose_runs_the_tested_config_in_the_tested_envoy() {
     let root = workspace_root();
@@ -53,15 +66,7 @@ fn docker_compose_runs_the_tested_config_in_the_tested_envoy() {
     );
     // The very envoy/envoy.yaml, unchanged, where the command reads it.
     let wd = envoy_svc["working_dir"].as_str().unwrap();
-    let mounts: BTreeMap<String, String> = envoy_svc["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
-            (parts[1].to_string(), parts[0].to_string())
-        })
-        .collect();
+    let mounts = mounts_of(envoy_svc);
     let cfg_target = format!("{wd}/envoy/envoy.yaml");
     assert_eq!(
         Path::new(&mounts[&cfg_target]),
@@ -135,15 +140,7 @@ fn docker_compose_runs_the_tested_config_in_the_tested_envoy() {
     assert_eq!(pool_svc["network_mode"], "host");
     assert_eq!(pool_svc["profiles"], serde_json::json!(["pool"]));
     let pool_wd = pool_svc["working_dir"].as_str().unwrap();
-    let pool_mounts: BTreeMap<String, String> = pool_svc["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
-            (parts[1].to_string(), parts[0].to_string())
-        })
-        .collect();
+    let pool_mounts = mounts_of(pool_svc);
     let pool_target = format!("{pool_wd}/envoy/pool.yaml");
     assert_eq!(
         Path::new(&pool_mounts[&pool_target]),
