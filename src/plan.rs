@@ -89,6 +89,20 @@ pub struct Plan {
 pub const DEFAULT_WRITE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
 
 impl Plan {
+    /// How often this plan needs the root's tick, in ms: its counter flush interval; with a
+    /// guard it needs one even when it flushes at once (0); a guard's pool queries on ticks, so
+    /// its `interval_ms` bounds it too; 0 when it needs none.
+    pub fn tick_ms(&self) -> u32 {
+        let flush = match (self.metrics_flush_ms, &self.guard) {
+            (0, Some(_)) => crate::config::DEFAULT_METRICS_FLUSH_MS,
+            (ms, _) => ms,
+        };
+        match self.guard.as_ref().and_then(|g| g.pool.as_ref()) {
+            Some(pool) if flush == 0 || pool.interval_ms < flush => pool.interval_ms,
+            _ => flush,
+        }
+    }
+
     /// Parses and compiles a JSON configuration (no environment: `tokens_env` finds nothing).
     pub fn from_json(bytes: &[u8]) -> Result<Plan, ConfigError> {
         Plan::try_from(parse(bytes)?)

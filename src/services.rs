@@ -127,15 +127,12 @@ impl Services {
         Ok(Services { plans, matcher })
     }
 
-    /// The smallest counter flush interval of the services (their common tick), in ms; a
-    /// service that flushes at once (0) but has a guard still needs a tick; 0 when none does.
+    /// The services' common tick, in ms: the smallest of their own ([`Plan::tick_ms`]); 0 when
+    /// no service needs a tick.
     pub fn tick_ms(&self) -> u32 {
         self.plans
             .iter()
-            .map(|p| match (p.metrics_flush_ms, &p.guard) {
-                (0, Some(_)) => crate::config::DEFAULT_METRICS_FLUSH_MS,
-                (ms, _) => ms,
-            })
+            .map(Plan::tick_ms)
             .filter(|&ms| ms > 0)
             .min()
             .unwrap_or(0)
@@ -196,6 +193,16 @@ mod tests {
         fast["metrics_flush_ms"] = 250.into();
         let s = compile(&json!({"services": [service("b", &["b.com"]), fast]})).unwrap();
         assert_eq!(s.tick_ms(), 250, "the smallest interval");
+        // A pool's interval bounds the tick (queries go out on ticks).
+        let mut pooled = service("p", &["p.com"]);
+        pooled["metrics_flush_ms"] = 60_000.into();
+        pooled["guard"] = json!({"checks": [{"error_ratio": {"max_points": 1}}],
+                                 "pool": {"cluster": "prometheus", "interval_ms": 5000}});
+        let s = compile(&json!({"services": [pooled.clone()]})).unwrap();
+        assert_eq!(s.tick_ms(), 5000);
+        pooled["guard"]["pool"]["interval_ms"] = 90_000.into();
+        let s = compile(&json!({"services": [pooled]})).unwrap();
+        assert_eq!(s.tick_ms(), 60_000, "the flush when it is shorter");
         let mut no_match = service("b", &[]);
         no_match.as_object_mut().unwrap().remove("match");
         let mut bad_weight = service("b", &["b.com"]);

@@ -261,10 +261,7 @@ impl<H: Host> Active<H> {
                         .collect()
                 })
                 .collect();
-            let tick = match plan.metrics_flush_ms {
-                0 => crate::config::DEFAULT_METRICS_FLUSH_MS,
-                ms => ms,
-            };
+            let tick = plan.tick_ms();
             GuardState {
                 key: format!("{}{}", crate::guard::SHARED_KEY_PREFIX, plan.service),
                 generation: g.generation,
