@@ -13,7 +13,7 @@
 
 use super::{bit, Active, GuardState, Host, Level, Map};
 use crate::guard::Series;
-use crate::pool::answer::{self, AnswerError};
+use crate::pool::answer::AnswerError;
 use crate::pool::lease::{self, Lease};
 use crate::pool::{Outcome, Pool, Pooled, MAX_ANSWER_BYTES};
 use std::cell::{Cell, RefCell};
@@ -336,20 +336,22 @@ impl<H: Host> Active<H> {
         let sent = p.in_flight.take().map_or(0, |(_, at)| at);
         let now = self.host.now_ms();
         let late = now.saturating_sub(sent) >= u64::from(pool.timeout_ms);
-        let (outcome, samples) = self.classify(headers, body_size, late);
-        let samples = match (outcome, samples) {
-            (Outcome::Ok, Ok(samples)) => samples,
-            (outcome, detail) => {
-                let text = detail.err().unwrap_or_default();
-                return self.pool_outcome(p, outcome, &|| text.clone());
-            }
-        };
-        self.pool_outcome(p, Outcome::Ok, &String::new);
         let Some(guard) = &self.plan.guard else {
             return;
         };
         let versions: Vec<&str> = self.plan.versions.iter().map(|v| v.name.as_str()).collect();
-        let pooled = Pooled::from_samples(&samples, &versions, &guard.labels);
+        let pooled = self.classify(headers, body_size, late).and_then(|body| {
+            match Pooled::read(&body, &versions, &guard.labels) {
+                Ok(pooled) => Ok(pooled),
+                Err(e @ AnswerError::Status(_)) => Err((Outcome::HttpError, e.to_string())),
+                Err(e) => Err((Outcome::BadAnswer, e.to_string())),
+            }
+        });
+        let pooled = match pooled {
+            Ok(pooled) => pooled,
+            Err((outcome, detail)) => return self.pool_outcome(p, outcome, &|| detail.clone()),
+        };
+        self.pool_outcome(p, Outcome::Ok, &String::new);
         let down = p
             .previous
             .borrow()
@@ -396,20 +398,20 @@ impl<H: Host> Active<H> {
         }
     }
 
-    /// What the answer is: the outcome and, for a 200, the samples (else a detail for the log).
+    /// A 200's body, or what else the answer is: its outcome and a detail for the log.
     fn classify(
         &self,
         headers: usize,
         body_size: usize,
         late: bool,
-    ) -> (Outcome, Result<Vec<answer::Sample>, String>) {
+    ) -> Result<Vec<u8>, (Outcome, String)> {
         if headers == 0 {
             let o = if late {
                 Outcome::Timeout
             } else {
                 Outcome::Unreachable
             };
-            return (o, Err("no answer (connection failed or reset)".into()));
+            return Err((o, "no answer (connection failed or reset)".into()));
         }
         let map = self
             .host
@@ -435,26 +437,15 @@ impl<H: Host> Active<H> {
             } else {
                 Outcome::HttpError
             };
-            return (o, Err(format!("HTTP status {status}")));
+            return Err((o, format!("HTTP status {status}")));
         }
         if body_size > MAX_ANSWER_BYTES {
             let e = AnswerError::TooLarge(body_size, MAX_ANSWER_BYTES);
-            return (Outcome::BadAnswer, Err(e.to_string()));
+            return Err((Outcome::BadAnswer, e.to_string()));
         }
-        let body = match self.host.http_call_body(body_size) {
-            Ok(b) => b,
-            Err(e) => {
-                return (
-                    Outcome::BadAnswer,
-                    Err(format!("cannot read the body ({e:?})")),
-                )
-            }
-        };
-        match answer::read(&body, MAX_ANSWER_BYTES) {
-            Ok(samples) => (Outcome::Ok, Ok(samples)),
-            Err(e @ AnswerError::Status(_)) => (Outcome::HttpError, Err(e.to_string())),
-            Err(e) => (Outcome::BadAnswer, Err(e.to_string())),
-        }
+        self.host
+            .http_call_body(body_size)
+            .map_err(|e| (Outcome::BadAnswer, format!("cannot read the body ({e:?})")))
     }
 }
 

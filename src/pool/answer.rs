@@ -9,7 +9,7 @@
 //! [`AnswerError::Value`]: a counter Prometheus reports as such is broken, and nothing is judged
 //! on it.
 
-use crate::json::{JsonError, Kind, Scanner, Value};
+use crate::json::{name_matches, JsonError, Kind, Scanner, Value};
 
 /// One element of the vector: its labels (`__name__` included when Prometheus keeps it) and
 /// its value.
@@ -99,15 +99,61 @@ fn text(doc: &[u8], pos: usize) -> Result<Option<String>, JsonError> {
 fn member(members: &[(&[u8], usize)], name: &str) -> Option<usize> {
     members
         .iter()
-        .find(|(n, _)| *n == name.as_bytes())
+        .find(|(n, _)| name_matches(n, name.as_bytes()))
         .map(|(_, at)| *at)
 }
 
-/// Reads a Prometheus `/api/v1/query` answer whose result is a vector; `limit` bounds its size
-/// in bytes. The whole document is checked to be JSON (one pass, iterative), then the members
-/// the reader needs are taken; unknown members (`warnings`, `infos`, `stats`) are skipped.
+/// Whether the string value at `pos` is `want` (escapes allowed, as JSON allows them).
+fn is(doc: &[u8], pos: Option<usize>, want: &str) -> Result<bool, JsonError> {
+    let Some(pos) = pos else { return Ok(false) };
+    let v = value_at(doc, pos)?;
+    Ok(v.kind == Kind::String && name_matches(v.raw, want.as_bytes()))
+}
+
+/// A label of a sample as it is in the answer: name and value, still escaped. Compare with
+/// [`Label::is`]; [`Label::text`] unescapes.
+#[derive(Clone, Copy, Debug)]
+pub struct Label<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl Label<'_> {
+    /// Whether this is label `name` with value `value`.
+    pub fn is(&self, name: &str, value: &str) -> bool {
+        name_matches(self.name, name.as_bytes()) && name_matches(self.value, value.as_bytes())
+    }
+
+    /// Whether this is label `name`.
+    pub fn named(&self, name: &str) -> bool {
+        name_matches(self.name, name.as_bytes())
+    }
+
+    /// Name and value unescaped, if both are UTF-8.
+    pub fn text(&self) -> Option<(String, String)> {
+        let owned = |raw: &[u8]| {
+            let t = Value {
+                kind: Kind::String,
+                raw,
+            }
+            .text()?;
+            String::from_utf8(t.into_owned()).ok()
+        };
+        Some((owned(self.name)?, owned(self.value)?))
+    }
+}
+
+/// Reads a Prometheus `/api/v1/query` answer whose result is a vector and calls `each` with
+/// every sample's labels and value, in order; `limit` bounds its size in bytes. The whole
+/// document is checked to be JSON first (one pass, iterative), so `each` is called only for an
+/// answer that is read whole; unknown members (`warnings`, `infos`, `stats`) are skipped. No
+/// label is copied: the filter compares them where they are.
 #[inline(never)]
-pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
+pub fn read_each<'a>(
+    body: &'a [u8],
+    limit: usize,
+    each: &mut dyn FnMut(&[Label<'a>], f64),
+) -> Result<(), AnswerError> {
     if body.len() > limit {
         return Err(AnswerError::TooLarge(body.len(), limit));
     }
@@ -128,53 +174,41 @@ pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
         return Err(AnswerError::Shape("not a JSON object"));
     }
     let root = children(body, 0)?;
-    let status = member(&root, "status")
-        .map(|at| text(body, at))
-        .transpose()?
-        .flatten();
-    match status.as_deref() {
-        Some("success") => {}
-        Some("error") => {
-            let e = member(&root, "error")
-                .map(|at| text(body, at))
-                .transpose()?
-                .flatten()
-                .unwrap_or_else(|| "(no error message)".into());
-            let t = member(&root, "errorType")
-                .map(|at| text(body, at))
-                .transpose()?
-                .flatten()
-                .unwrap_or_default();
+    if !is(body, member(&root, "status"), "success")? {
+        if is(body, member(&root, "status"), "error")? {
+            let text_of = |name: &str| -> Result<String, JsonError> {
+                Ok(member(&root, name)
+                    .map(|at| text(body, at))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or_default())
+            };
+            let (t, e) = (text_of("errorType")?, text_of("error")?);
             return Err(AnswerError::Status(if t.is_empty() {
                 e
             } else {
                 format!("{t}: {e}")
             }));
         }
-        _ => return Err(AnswerError::Shape("no \"status\": \"success\"")),
+        return Err(AnswerError::Shape("no \"status\": \"success\""));
     }
     let data = member(&root, "data").ok_or(AnswerError::Shape("no data"))?;
     if value_at(body, data)?.kind != Kind::Object {
         return Err(AnswerError::Shape("data is not an object"));
     }
     let data = children(body, data)?;
-    let kind = member(&data, "resultType")
-        .map(|at| text(body, at))
-        .transpose()?
-        .flatten();
-    if kind.as_deref() != Some("vector") {
+    if !is(body, member(&data, "resultType"), "vector")? {
         return Err(AnswerError::Shape("data.resultType is not \"vector\""));
     }
     let result = member(&data, "result").ok_or(AnswerError::Shape("no data.result"))?;
     if value_at(body, result)?.kind != Kind::Array {
         return Err(AnswerError::Shape("data.result is not an array"));
     }
-    let mut samples = Vec::new();
-    for (_, at) in children(body, result)? {
+    let elements = children(body, result)?;
+    let mut samples: Vec<(Vec<Label<'a>>, f64)> = Vec::with_capacity(elements.len());
+    for (_, at) in elements {
         if value_at(body, at)?.kind != Kind::Object {
-            return Err(AnswerError::Shape(
-                "an element of data.result is not an object",
-            ));
+            return Err(AnswerError::Shape("an element is not an object"));
         }
         let element = children(body, at)?;
         let mut labels = Vec::new();
@@ -183,32 +217,45 @@ pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
                 return Err(AnswerError::Shape("a metric is not an object"));
             }
             for (name, v) in children(body, m)? {
-                let value = text(body, v)?.ok_or(AnswerError::Shape("a label is not a string"))?;
-                let name = Value {
-                    kind: Kind::String,
-                    raw: name,
+                let v = value_at(body, v)?;
+                if v.kind != Kind::String || v.text().is_none() {
+                    return Err(AnswerError::Shape("a label is not a string"));
                 }
-                .text()
-                .ok_or(JsonError::Syntax)?;
-                let name = String::from_utf8(name.into_owned()).map_err(|_| JsonError::Syntax)?;
-                labels.push((name, value));
+                labels.push(Label { name, value: v.raw });
             }
         }
-        let pair = member(&element, "value").ok_or(AnswerError::Shape("a sample has no value"))?;
-        if value_at(body, pair)?.kind != Kind::Array {
-            return Err(AnswerError::Shape(
-                "a sample's value is not [time, \"value\"]",
-            ));
-        }
-        let pair = children(body, pair)?;
-        let (Some(&(_, v)), 2) = (pair.get(1), pair.len()) else {
-            return Err(AnswerError::Shape(
-                "a sample's value is not [time, \"value\"]",
-            ));
+        let bad = AnswerError::Shape("a sample's value is not [time, \"value\"]");
+        let pair = member(&element, "value").ok_or(bad.clone())?;
+        let pair = match value_at(body, pair)?.kind {
+            Kind::Array => children(body, pair)?,
+            _ => return Err(bad),
         };
-        let v = text(body, v)?.ok_or(AnswerError::Shape("a sample value is not a string"))?;
+        let (Some(&(_, v)), 2) = (pair.get(1), pair.len()) else {
+            return Err(bad);
+        };
+        let v = text(body, v)?.ok_or(bad)?;
         let value = count(&v).ok_or(AnswerError::Value(v))?;
-        samples.push(Sample { labels, value });
+        samples.push((labels, value));
+    }
+    for (labels, value) in &samples {
+        each(labels, *value);
+    }
+    Ok(())
+}
+
+/// [`read_each`], into owned samples (labels unescaped).
+pub fn read(body: &[u8], limit: usize) -> Result<Vec<Sample>, AnswerError> {
+    let mut samples = Vec::new();
+    let mut unreadable = false;
+    read_each(body, limit, &mut |labels, value| {
+        let labels: Option<Vec<(String, String)>> = labels.iter().map(Label::text).collect();
+        match labels {
+            Some(labels) => samples.push(Sample { labels, value }),
+            None => unreadable = true,
+        }
+    })?;
+    if unreadable {
+        return Err(AnswerError::Json(JsonError::Syntax));
     }
     Ok(samples)
 }

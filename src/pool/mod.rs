@@ -16,6 +16,7 @@ pub mod answer;
 pub mod lease;
 
 use crate::check::{cat, ConfigError};
+use answer::AnswerError;
 use serde::Deserialize;
 
 /// Default `guard.pool.path`: Prometheus's instant-query endpoint.
@@ -353,43 +354,32 @@ pub struct Pooled {
 }
 
 impl Pooled {
-    /// Reads the samples of an answer: `versions` and the guard's `series` labels name what
-    /// is wanted; anything else is ignored (another version, another series).
-    pub fn from_samples(
-        samples: &[answer::Sample],
-        versions: &[&str],
-        series: &[String],
-    ) -> Pooled {
+    /// Reads an answer (at most [`MAX_ANSWER_BYTES`]): `versions` and the guard's `series`
+    /// labels name what is wanted; anything else is ignored (another version, another series).
+    /// Labels are compared where they are in the answer, never copied.
+    pub fn read(body: &[u8], versions: &[&str], series: &[String]) -> Result<Pooled, AnswerError> {
         let mut p = Pooled {
             values: vec![f64::NAN; versions.len() * series.len()],
             series: series.len(),
             tripped: vec![0.0; versions.len()],
         };
-        for s in samples {
-            let Some(v) = s
-                .label("version")
-                .and_then(|name| versions.iter().position(|x| *x == name))
-            else {
-                continue;
+        answer::read_each(body, MAX_ANSWER_BYTES, &mut |labels, value| {
+            let has = |name: &str, value: &str| labels.iter().any(|l| l.is(name, value));
+            let Some(v) = versions.iter().position(|x| has("version", x)) else {
+                return;
             };
-            match s.label("__name__") {
-                Some(EVIDENCE) => {
-                    let at = s
-                        .label("metric")
-                        .and_then(|m| series.iter().position(|x| x == m));
-                    if let Some(slot) = at.and_then(|i| p.values.get_mut(v * series.len() + i)) {
-                        *slot = s.value;
-                    }
+            if has("__name__", EVIDENCE) {
+                let at = series.iter().position(|m| has("metric", m));
+                if let Some(slot) = at.and_then(|i| p.values.get_mut(v * series.len() + i)) {
+                    *slot = value;
                 }
-                Some(TRIPPED) => {
-                    if let Some(t) = p.tripped.get_mut(v) {
-                        *t = s.value;
-                    }
+            } else if has("__name__", TRIPPED) {
+                if let Some(t) = p.tripped.get_mut(v) {
+                    *t = value;
                 }
-                _ => {}
             }
-        }
-        p
+        })?;
+        Ok(p)
     }
 
     /// The pooled value of `version`'s series `s` (`NaN` when absent).
@@ -568,9 +558,8 @@ mod tests {
             {"metric":{"__name__":"canary_guard_evidence","metric":"other","version":"stable"},"value":[1,"9"]},
             {"metric":{"__name__":"canary_guard_evidence","metric":"errors","version":"blue"},"value":[1,"9"]},
             {"metric":{"__name__":"canary_guard_tripped","version":"canary"},"value":[1,"2"]}]}}"#;
-        let samples = answer::read(body.as_bytes(), MAX_ANSWER_BYTES).unwrap();
         let series = ["errors".to_string(), "responses".to_string()];
-        let p = Pooled::from_samples(&samples, &["canary", "stable"], &series);
+        let p = Pooled::read(body.as_bytes(), &["canary", "stable"], &series).unwrap();
         assert_eq!(p.get(0, 1), 120.0);
         assert_eq!(p.get(1, 0), 3.0);
         assert!(p.get(0, 0).is_nan() && p.get(1, 1).is_nan() && p.get(5, 5).is_nan());
