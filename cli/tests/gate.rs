@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sticky_canary::metrics::names;
@@ -13,7 +12,7 @@ use sticky_canary_cli::gate::{run, Outcome, Verdict};
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
 
 mod common;
-use common::{approval_answers, gate, percent_decode, sticky_canary};
+use common::{approval_answers, gate, percent_decode, sticky_canary, TempFile};
 
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
@@ -106,29 +105,6 @@ fn closed_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A file of the test's own, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, content: &str) -> TempFile {
-        let dir = std::env::temp_dir().join(format!("sc-gate-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, content).unwrap();
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        // The directory goes with the test's last file.
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
 }
 
 // ---- in-process runs ----------------------------------------------------------------------

@@ -12,7 +12,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
 
 mod common;
-use common::{approval_answers, gate, percent_decode, Ran};
+use common::{approval_answers, gate, percent_decode, Ran, TempFile};
 
 // ---- the binary ---------------------------------------------------------------------------
 
@@ -364,28 +363,6 @@ fn values_that_cannot_be_counts_are_a_bad_answer_never_a_verdict() {
 }
 
 // ---- HTTPS behind a private CA --------------------------------------------------------------
-
-/// A file of the test's own, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, content: &[u8]) -> TempFile {
-        let dir = std::env::temp_dir().join(format!("sc-answers-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, content).unwrap();
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
 
 /// A CA of the test's own, named `name`, and a server certificate it issued for 127.0.0.1 and localhost:
 /// (the CA's PEM, the server's TLS configuration).

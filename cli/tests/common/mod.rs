@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use sticky_canary::metrics::names;
@@ -102,4 +103,27 @@ pub fn approval_answers(approved_canary: f64) -> Vec<(String, String)> {
             v(1940.0, approved_canary),
         ),
     ]
+}
+
+/// A file of the test's own, removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, content: impl AsRef<[u8]>) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("sc-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        // The directory goes with the test's last file.
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
