@@ -568,7 +568,7 @@ fn binary_errors_exit_1_never_2() {
 #[test]
 fn bearer_token_from_file_is_sent_and_never_printed() {
     let token = "s3cr3t.t0ken-value";
-    let file = TempFile::new("token", &format!("\n  {token}\n"));
+    let file = TempFile::new("token", format!("\n  {token}\n"));
     let (prom, log) = fake_prometheus(approval_answers(1939.0));
     let r = gate(&format!(
         "--service checkout --prometheus http://{}/prom --prometheus-token-file {} {APPROVAL} \
