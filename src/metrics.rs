@@ -345,7 +345,7 @@ impl Catalogue<MetricName> {
                 .map(|v| counter(encode(base, &[("service", svc), ("version", v)])))
                 .collect()
         };
-        // The pool's gauges: `service` first, then the given tags (stats_tags order).
+        // A gauge: `service` first, then the given tags (stats_tags order).
         let gauge = |base: &str, tags: &[(&str, &str)]| {
             let mut all = vec![("service", svc)];
             all.extend_from_slice(tags);
@@ -366,10 +366,7 @@ impl Catalogue<MetricName> {
             responses: dense(names::RESPONSES, "code_class", &CODE_CLASSES),
             weight: versions
                 .iter()
-                .map(|v| MetricName {
-                    kind: MetricKind::Gauge,
-                    name: encode(names::VERSION_WEIGHT, &[("service", svc), ("version", v)]),
-                })
+                .map(|v| gauge(names::VERSION_WEIGHT, &[("version", v)]))
                 .collect(),
             business: per_rule(&|v, r| {
                 let tags = [("service", svc), ("version", v)];
@@ -411,10 +408,7 @@ impl Catalogue<MetricName> {
             guard_tripped: if plan.guard.is_some() {
                 versions
                     .iter()
-                    .map(|v| MetricName {
-                        kind: MetricKind::Gauge,
-                        name: encode(names::GUARD_TRIPPED, &[("service", svc), ("version", v)]),
-                    })
+                    .map(|v| gauge(names::GUARD_TRIPPED, &[("version", v)]))
                     .collect()
             } else {
                 Vec::new()

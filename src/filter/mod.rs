@@ -449,21 +449,23 @@ impl<H: Host> Active<H> {
         // The counters of the baseline and of every untripped canary, read once.
         let wanted = |v: usize| v == guard.baseline || mask & bit(v) == 0;
         let values = counts.unwrap_or_else(|| self.read_counts(g, &wanted));
-        let read = |v: usize, s: Series| -> f64 {
-            let i = guard.series.iter().position(|x| *x == s);
-            i.and_then(|i| values.get(v)?.get(i))
+        let read = |v: usize, i: usize| -> f64 {
+            values
+                .get(v)
+                .and_then(|row| row.get(i))
                 .copied()
                 .unwrap_or(f64::NAN)
         };
-        let mut found = Vec::new();
-        for c in 0..self.plan.versions.len() {
-            if c == guard.baseline || mask & bit(c) != 0 {
-                continue;
-            }
-            if let Some(trip) = guard.judge_at(c, &read, alpha) {
-                found.push((c, Found::Local(trip)));
-            }
-        }
+        let found: Vec<(usize, Found)> = guard
+            .judge_canaries(
+                self.plan.versions.len(),
+                alpha,
+                &|c| mask & bit(c) != 0,
+                &read,
+            )
+            .into_iter()
+            .map(|(c, trip)| (c, Found::Local(trip)))
+            .collect();
         if !found.is_empty() {
             self.commit_trips(g, guard, found);
         }

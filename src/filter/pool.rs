@@ -11,8 +11,7 @@
 //! a timeout, an HTTP error, a body that is not an answer — is counted by outcome, warned once
 //! per change of outcome, and changes nothing else.
 
-use super::{bit, Active, GuardState, Host, Level, Map};
-use crate::guard::Series;
+use super::{bit, Active, Found, GuardState, Host, Level, Map};
 use crate::pool::answer::AnswerError;
 use crate::pool::lease::{self, Lease};
 use crate::pool::{Outcome, Pool, Pooled, MAX_ANSWER_BYTES};
@@ -367,30 +366,26 @@ impl<H: Host> Active<H> {
                 ),
             );
         }
+        // Adoption first: another Envoy of this generation reports the version tripped. Then
+        // the pooled figures judge the other canaries, unless a figure went down.
         let mask = g.tripped.get();
-        let mut found = Vec::new();
-        for c in 0..versions.len() {
-            if c == guard.baseline || mask & bit(c) != 0 {
-                continue;
-            }
-            // Adoption: another Envoy of this generation reports the version tripped.
-            if pooled.tripped.get(c).is_some_and(|n| *n >= 1.0) {
-                found.push((c, super::Found::Adopted(pooled.tripped[c])));
-                continue;
-            }
-            if down {
-                continue;
-            }
-            let read = |v: usize, s: Series| -> f64 {
-                guard
-                    .series
-                    .iter()
-                    .position(|x| *x == s)
-                    .map_or(f64::NAN, |i| pooled.get(v, i))
-            };
-            if let Some(trip) = guard.judge_at(c, &read, guard.alpha) {
-                found.push((c, super::Found::Pooled(trip)));
-            }
+        let untripped = |c: usize| c != guard.baseline && mask & bit(c) == 0;
+        let mut found: Vec<(usize, Found)> = (0..versions.len())
+            .filter(|&c| untripped(c))
+            .filter_map(|c| {
+                let n = pooled.tripped.get(c).copied().filter(|n| *n >= 1.0)?;
+                Some((c, Found::Adopted(n)))
+            })
+            .collect();
+        if !down {
+            let adopted = |c: usize| found.iter().any(|(a, _)| *a == c);
+            let trips = guard.judge_canaries(
+                versions.len(),
+                guard.alpha,
+                &|c| !untripped(c) || adopted(c),
+                &|v, i| pooled.get(v, i),
+            );
+            found.extend(trips.into_iter().map(|(c, trip)| (c, Found::Pooled(trip))));
         }
         *p.previous.borrow_mut() = Some(pooled);
         if !found.is_empty() {
