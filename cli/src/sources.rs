@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use sticky_canary::metrics::names;
 use sticky_canary::pool::answer::{self, AnswerError};
+use sticky_canary::pool::{escape_string, percent_encode};
 
 /// The key of a version's 5xx responses: `canary_responses_total{code_class="5xx"}`.
 pub fn responses_5xx() -> String {
@@ -93,7 +94,7 @@ impl Totals {
             t.add(version, &sample.name, sample.value);
             for (label, value) in &sample.labels {
                 if label != "service" && label != "version" {
-                    let key = format!("{}{{{label}=\"{}\"}}", sample.name, escape(value));
+                    let key = format!("{}{{{label}=\"{}\"}}", sample.name, escape_string(value));
                     t.add(version, &key, sample.value);
                 }
             }
@@ -230,18 +231,13 @@ pub fn scrape_envoy(client: &Client, url: &HttpUrl) -> Result<Scrape, String> {
     Ok(Scrape::parse(&client.get(url, "/stats/prometheus")?))
 }
 
-/// Escapes a label value for a key or a PromQL string literal.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 /// The PromQL query for `key` of `service`.
 pub fn prometheus_query(service: &str, key: &str, window: Option<&str>) -> String {
     let (name, extra) = match key.split_once('{') {
         Some((n, rest)) => (n, rest.trim_end_matches('}')),
         None => (key, ""),
     };
-    let mut matchers = format!("service=\"{}\"", escape(service));
+    let mut matchers = format!("service=\"{}\"", escape_string(service));
     if !extra.is_empty() {
         matchers.push(',');
         matchers.push_str(extra);
@@ -303,19 +299,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         millis = millis.checked_add(n.checked_mul(scale)?)?;
     }
     (millis > 0).then(|| Duration::from_millis(millis))
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -253,7 +253,7 @@ impl Pool {
 ///   (canary_guard_generation{service="checkout", mesh="prod"} == 3735928559))
 /// ```
 pub fn query(service: &str, selector: &str, generation: u32) -> String {
-    let mut matchers = format!("service=\"{}\"", escape(service));
+    let mut matchers = format!("service=\"{}\"", escape_string(service));
     if !selector.trim().is_empty() {
         matchers.push(',');
         matchers.push_str(selector.trim());
@@ -264,12 +264,13 @@ pub fn query(service: &str, selector: &str, generation: u32) -> String {
     )
 }
 
-/// A PromQL string literal's contents.
-fn escape(s: &str) -> String {
+/// A PromQL string literal's contents (also the gate's label values and keys).
+pub fn escape_string(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-/// Percent-encodes a query parameter: unreserved characters stay, every other byte is `%XX`.
+/// Percent-encodes a query parameter: RFC 3986 unreserved characters stay, every other byte is
+/// `%XX` (the pool's query, the gate's, and the e2e suites' own).
 pub fn percent_encode(s: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len() * 2);

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use sticky_canary::pool::percent_encode;
 
 /// `env`, else `.venv/prometheus/usr/bin/<name>`; a missing binary is a test failure (a skipped
 /// test proves nothing).
@@ -185,7 +186,7 @@ impl Prometheus {
     /// An instant query whose result is keyed by `version`: version → the value as Prometheus
     /// printed it.
     pub fn by_version(&self, promql: &str) -> Result<BTreeMap<String, String>, String> {
-        let data = self.api(&format!("/api/v1/query?query={}", urlencode(promql)))?;
+        let data = self.api(&format!("/api/v1/query?query={}", percent_encode(promql)))?;
         let mut out = BTreeMap::new();
         for s in data["result"].as_array().cloned().unwrap_or_default() {
             let version = s["metric"]["version"].as_str().unwrap_or("").to_string();
@@ -213,19 +214,6 @@ impl Drop for Prometheus {
             );
         }
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Calls `check` every 200 ms until it returns `Ok`, or panics with its last error at `deadline`.

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use sticky_canary::business::SkipReason;
 use sticky_canary::decision::Reason;
 use sticky_canary::plan::Plan;
+use sticky_canary::pool::percent_encode;
 use sticky_canary_harness::envoy::{workspace_root, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Client, Request};
-use sticky_canary_harness::prometheus::{poll, prometheus_bin, promtool, urlencode, Prometheus};
+use sticky_canary_harness::prometheus::{poll, prometheus_bin, promtool, Prometheus};
 use sticky_canary_harness::shop::shop;
 use sticky_canary_harness::{addresses, read_text, upstreams_for};
 
@@ -257,7 +258,7 @@ fn dashboard_queries_answer(
     let targets = dashboard_targets(&d);
     for (title, expr, legend) in &targets {
         let sent = substitute(expr, service, &versions);
-        let data = prom.api(&format!("/api/v1/query?query={}", urlencode(&sent)))?;
+        let data = prom.api(&format!("/api/v1/query?query={}", percent_encode(&sent)))?;
         let result = data["result"].as_array().cloned().unwrap_or_default();
         let labels = legend_labels(legend);
         let mut seen = BTreeSet::new();
@@ -648,7 +649,7 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
     let versions = prom
         .api(&format!(
             "/api/v1/label/version/values?match[]={}",
-            urlencode(&format!(
+            percent_encode(&format!(
                 "canary_requests_total{{service=\"{}\"}}",
                 plan.service
             ))
