@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 use sticky_canary::guard::DEFAULT_MIN_SAMPLES;
 use sticky_canary::plan::Plan;
 use sticky_canary_cli::prom::Scrape;
+use sticky_canary_harness::brake::{self, approval_guard, guarded_plugin};
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{send_once, Request, Upstream};
 use sticky_canary_harness::prometheus::Prometheus;
 use sticky_canary_harness::shop::payments;
 use sticky_canary_harness::Keys;
 
-const SERVICE: &str = "checkout";
 /// The plugin's counter flush (and the brake's tick).
 pub const FLUSH_MS: u64 = 500;
 /// `guard.pool.interval_ms`: each replica asks Prometheus every second.
@@ -171,25 +171,13 @@ pub struct Outcome {
 /// `canary_percent`, counters flushed every 500 ms, and the brake on the approval ratio; with a
 /// pool when `pooled` (its cluster `prometheus`; the local test off, the default with a pool).
 pub fn plugin_config(canary_percent: u32, pooled: bool) -> Result<String, String> {
-    let mut reference = EnvoyConfig::reference();
-    let mut p: serde_json::Value = serde_json::from_str(&reference.plugin_config())
-        .map_err(|e| format!("envoy/envoy.yaml: the plugin configuration: {e}"))?;
-    let canary = canary_percent.min(100);
-    p["versions"] = json!([
-        {"name": "canary", "weight": canary},
-        {"name": "stable", "weight": 100 - canary}
-    ]);
-    p["reason_header"] = "x-canary-reason".into();
-    p["metrics_flush_ms"] = FLUSH_MS.into();
     // min_samples: the default (100 orders a side).
-    p["guard"] = json!({"baseline": "stable", "alpha": ALPHA,
-        "checks": [{"ratio": {"label": "approval", "numerator": "auth_approved",
-                              "denominator": "orders", "max_drop_points": 0.3}}]});
+    let mut guard = approval_guard(None);
     if pooled {
-        p["guard"]["pool"] = json!({"cluster": "prometheus", "interval_ms": POOL_INTERVAL_MS,
-                                    "timeout_ms": POOL_TIMEOUT_MS});
+        guard["pool"] = json!({"cluster": "prometheus", "interval_ms": POOL_INTERVAL_MS,
+                               "timeout_ms": POOL_TIMEOUT_MS});
     }
-    let text = p.to_string();
+    let text = guarded_plugin(canary_percent, FLUSH_MS, guard).to_string();
     Plan::from_json(text.as_bytes()).map_err(|e| format!("the demo's plugin config: {e}"))?;
     Ok(text)
 }
@@ -204,15 +192,7 @@ fn replica_of(i: u64, share_a: u32) -> usize {
 fn tripped(envoy: &Envoy) -> bool {
     envoy
         .try_admin_get("/stats/prometheus?filter=canary_guard_tripped")
-        .ok()
-        .map(|r| Scrape::parse(&r.text()))
-        .and_then(|s| {
-            s.value(
-                "canary_guard_tripped",
-                &[("service", SERVICE), ("version", "canary")],
-            )
-        })
-        == Some(1.0)
+        .is_ok_and(|r| brake::tripped(&Scrape::parse(&r.text()), "canary") == 1.0)
 }
 
 /// The replica's trip line, and how it tripped.

@@ -7,6 +7,8 @@
 //!   HTTP/1.1 client able to send hostile requests;
 //! - [`schema`]: validation of manifests against Kubernetes CRD schemas;
 //! - [`shop`]: an upstream answering known business traffic (order headers, JSON bodies);
+//! - [`brake`]: the brake's fixtures (the approval guard, a guarded plugin config, the tripped
+//!   gauge);
 //! - [`prometheus`]: a real Prometheus on loopback (scraping Envoys, its HTTP API);
 //! - [`prom`]: reading Envoy's Prometheus output — the product CLI's parser
 //!   (`sticky_canary_cli::prom`), re-exported;
@@ -16,6 +18,7 @@
 //!   [`read_text`], [`find_tool`], [`wrapped`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod brake;
 pub mod envoy;
 pub mod http;
 pub use sticky_canary_cli::prom;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sticky_canary::guard::Series;
 use sticky_canary::plan::Plan;
+use sticky_canary_harness::brake::{self, guarded_plugin};
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{send_once, Handler, Request, Response, Upstream};
 use sticky_canary_harness::prom::Scrape;
@@ -35,15 +36,9 @@ struct Setup {
 /// `guard`; four workers.
 fn start(guard: serde_json::Value, handler: impl Fn(&str) -> Handler) -> Setup {
     envoy::check_prerequisites();
-    let mut reference = EnvoyConfig::reference();
-    let mut plugin: serde_json::Value = serde_json::from_str(&reference.plugin_config()).unwrap();
-    plugin["versions"] =
-        json!([{"name": "canary", "weight": 50}, {"name": "stable", "weight": 50}]);
+    let mut plugin = guarded_plugin(50, FLUSH_MS, guard);
     plugin["override"] = json!({"tokens": ["0123456789abcdef-qa"]});
     plugin["bucket_header"] = "x-canary-bucket".into();
-    plugin["reason_header"] = "x-canary-reason".into();
-    plugin["metrics_flush_ms"] = FLUSH_MS.into();
-    plugin["guard"] = guard;
     let plugin = plugin.to_string();
     let plan = Plan::from_json(plugin.as_bytes()).unwrap();
     let upstreams = upstreams_for(&plan, handler);
@@ -62,9 +57,7 @@ fn start(guard: serde_json::Value, handler: impl Fn(&str) -> Handler) -> Setup {
 }
 
 fn approval_guard() -> serde_json::Value {
-    json!({"baseline": "stable", "alpha": 0.01, "min_samples": 20,
-           "checks": [{"ratio": {"label": "approval", "numerator": "auth_approved",
-                                 "denominator": "orders", "max_drop_points": 0.3}}]})
+    brake::approval_guard(Some(20))
 }
 
 impl Setup {
@@ -83,11 +76,7 @@ impl Setup {
     }
 
     fn tripped(&self, s: &Scrape) -> f64 {
-        s.value(
-            "canary_guard_tripped",
-            &[("service", "checkout"), ("version", "canary")],
-        )
-        .unwrap_or(0.0)
+        brake::tripped(s, "canary")
     }
 
     fn envoy_log_on_failure(&self) -> String {

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sticky_canary::plan::Plan;
 use sticky_canary::pool::Outcome;
+use sticky_canary_harness::brake::{self, approval_guard, guarded_plugin};
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{send_once, Handler, Request, Response, Upstream};
 use sticky_canary_harness::prom::Scrape;
@@ -39,16 +40,10 @@ const SCRAPE_MS: u64 = 1000;
 
 /// The shipped plugin config at 50/50 with a reason header and a pooled approval guard.
 fn plugin(cluster: &str, timeout_ms: u64) -> String {
-    let mut reference = EnvoyConfig::reference();
-    let mut p: serde_json::Value = serde_json::from_str(&reference.plugin_config()).unwrap();
-    p["versions"] = json!([{"name": "canary", "weight": 50}, {"name": "stable", "weight": 50}]);
-    p["reason_header"] = "x-canary-reason".into();
-    p["metrics_flush_ms"] = FLUSH_MS.into();
-    p["guard"] = json!({"baseline": "stable", "alpha": 0.01, "min_samples": 20,
-        "checks": [{"ratio": {"label": "approval", "numerator": "auth_approved",
-                              "denominator": "orders", "max_drop_points": 0.3}}],
-        "pool": {"cluster": cluster, "interval_ms": INTERVAL_MS, "timeout_ms": timeout_ms}});
-    p.to_string()
+    let mut guard = approval_guard(Some(20));
+    guard["pool"] =
+        json!({"cluster": cluster, "interval_ms": INTERVAL_MS, "timeout_ms": timeout_ms});
+    guarded_plugin(50, FLUSH_MS, guard).to_string()
 }
 
 struct Fleet {
@@ -114,10 +109,7 @@ fn order(envoy: &Envoy, key: &str, i: usize) -> Response {
 }
 
 fn tripped(s: &Scrape) -> bool {
-    s.value(
-        "canary_guard_tripped",
-        &[("service", "checkout"), ("version", "canary")],
-    ) == Some(1.0)
+    brake::tripped(s, "canary") == 1.0
 }
 
 fn outcome(s: &Scrape, o: Outcome) -> f64 {
