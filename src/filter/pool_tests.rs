@@ -72,7 +72,7 @@ fn first_query(t: &Setup, roots: &[&Root<FakeHost>]) -> u32 {
     panic!("no query within 10 s");
 }
 
-/// The root's next query, answered 200 with `body`.
+/// The root's next query (its first, too), answered 200 with `body`.
 fn look(t: &Setup, body: &str) {
     let token = next_query(t, &t.root);
     deliver(t, &t.root, token, 200, body.as_bytes());
@@ -302,14 +302,7 @@ fn evidence_counts_from_the_generation_start_and_restarts_with_a_new_epoch() {
 fn a_harmful_pooled_answer_trips_every_worker_and_an_aa_answer_does_not() {
     let t = setup(&pooled(|_| {}));
     let second = vm(&t.host);
-    let token = first_query(&t, &[&t.root]);
-    deliver(
-        &t,
-        &t.root,
-        token,
-        200,
-        evidence(("1", "2"), ("300", "300")).as_bytes(),
-    );
+    look(&t, &evidence(("1", "2"), ("300", "300")));
     assert_eq!(tripped(&t), 0, "an A/A answer trips nothing");
     look(&t, &evidence(("40", "2"), ("400", "400")));
     assert_eq!(tripped(&t), 1);
@@ -331,13 +324,14 @@ fn a_harmful_pooled_answer_trips_every_worker_and_an_aa_answer_does_not() {
 #[test]
 fn a_trip_reported_by_another_envoy_of_the_generation_is_adopted() {
     let t = setup(&pooled(|_| {}));
-    let token = first_query(&t, &[&t.root]);
-    let body = answer(&[
-        ("canary_guard_evidence", "canary", "errors", "0"),
-        ("canary_guard_evidence", "canary", "responses", "10"),
-        ("canary_guard_tripped", "canary", "", "1"),
-    ]);
-    deliver(&t, &t.root, token, 200, body.as_bytes());
+    look(
+        &t,
+        &answer(&[
+            ("canary_guard_evidence", "canary", "errors", "0"),
+            ("canary_guard_evidence", "canary", "responses", "10"),
+            ("canary_guard_tripped", "canary", "", "1"),
+        ]),
+    );
     assert_eq!(tripped(&t), 1);
     assert!(t
         .warn_line("guard tripped canary: adopted from the pool")
@@ -350,14 +344,7 @@ fn a_trip_reported_by_another_envoy_of_the_generation_is_adopted() {
 #[test]
 fn a_figure_that_went_down_judges_nothing() {
     let t = setup(&pooled(|_| {}));
-    let token = first_query(&t, &[&t.root]);
-    deliver(
-        &t,
-        &t.root,
-        token,
-        200,
-        evidence(("1", "2"), ("300", "300")).as_bytes(),
-    );
+    look(&t, &evidence(("1", "2"), ("300", "300")));
     // Harmful, but stable's responses went down (an Envoy left): not judged.
     look(&t, &evidence(("60", "2"), ("400", "250")));
     assert_eq!(tripped(&t), 0);
