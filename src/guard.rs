@@ -551,25 +551,29 @@ impl Guard {
         None
     }
 
-    /// Judges every canary (every version but the baseline) that `skip` leaves, at `alpha`:
-    /// the harmful ones and their trips. `read(version, i)` is the value of `self.series[i]`.
+    /// Judges every canary (every version but the baseline) that `skip` leaves, at `alpha`, and
+    /// hands each harmful one and its trip to `found`. `read(version, i)` is the value of
+    /// `self.series[i]`.
     pub fn judge_canaries(
         &self,
         versions: usize,
         alpha: f64,
         skip: &dyn Fn(usize) -> bool,
         read: &dyn Fn(usize, usize) -> f64,
-    ) -> Vec<(usize, Trip)> {
-        let by_series = |v: usize, s: Series| {
-            self.series
-                .iter()
-                .position(|x| *x == s)
-                .map_or(f64::NAN, |i| read(v, i))
+        found: &mut dyn FnMut(usize, Trip),
+    ) {
+        let by_series = |v: usize, s: Series| match self.series.iter().position(|x| *x == s) {
+            Some(i) => read(v, i),
+            None => f64::NAN,
         };
-        (0..versions)
-            .filter(|&c| c != self.baseline && !skip(c))
-            .filter_map(|c| Some((c, self.judge_at(c, &by_series, alpha)?)))
-            .collect()
+        for c in 0..versions {
+            if c == self.baseline || skip(c) {
+                continue;
+            }
+            if let Some(trip) = self.judge_at(c, &by_series, alpha) {
+                found(c, trip);
+            }
+        }
     }
 
     /// The warn line of a trip: the check, its figures, the test and what happens next.
@@ -975,14 +979,14 @@ mod tests {
         let trip = g.judge(0, &counts(&bad)).expect("harmful");
         // Every canary at once, by series index; a skipped one is not judged.
         let by_index = |v: usize, i: usize| counts(&bad)(v, g.series[i]);
-        let all = g.judge_canaries(2, g.alpha, &|_| false, &by_index);
-        assert_eq!(
-            all.iter().map(|(c, t)| (*c, t.check)).collect::<Vec<_>>(),
-            [(0, 1)]
-        );
-        assert!(g
-            .judge_canaries(2, g.alpha, &|c| c == 0, &by_index)
-            .is_empty());
+        let mut all = Vec::new();
+        g.judge_canaries(2, g.alpha, &|_| false, &by_index, &mut |c, t| {
+            all.push((c, t.check))
+        });
+        assert_eq!(all, [(0, 1)]);
+        let mut none = 0;
+        g.judge_canaries(2, g.alpha, &|c| c == 0, &by_index, &mut |_, _| none += 1);
+        assert_eq!(none, 0);
         assert_eq!(trip.check, 1);
         assert_eq!(
             (trip.canary, trip.baseline),

@@ -456,16 +456,14 @@ impl<H: Host> Active<H> {
                 .copied()
                 .unwrap_or(f64::NAN)
         };
-        let found: Vec<(usize, Found)> = guard
-            .judge_canaries(
-                self.plan.versions.len(),
-                alpha,
-                &|c| mask & bit(c) != 0,
-                &read,
-            )
-            .into_iter()
-            .map(|(c, trip)| (c, Found::Local(trip)))
-            .collect();
+        let mut found = Vec::new();
+        guard.judge_canaries(
+            self.plan.versions.len(),
+            alpha,
+            &|c| mask & bit(c) != 0,
+            &read,
+            &mut |c, trip| found.push((c, Found::Local(trip))),
+        );
         if !found.is_empty() {
             self.commit_trips(g, guard, found);
         }

@@ -369,23 +369,19 @@ impl<H: Host> Active<H> {
         // Adoption first: another Envoy of this generation reports the version tripped. Then
         // the pooled figures judge the other canaries, unless a figure went down.
         let mask = g.tripped.get();
-        let untripped = |c: usize| c != guard.baseline && mask & bit(c) == 0;
-        let mut found: Vec<(usize, Found)> = (0..versions.len())
-            .filter(|&c| untripped(c))
-            .filter_map(|c| {
-                let n = pooled.tripped.get(c).copied().filter(|n| *n >= 1.0)?;
-                Some((c, Found::Adopted(n)))
-            })
-            .collect();
+        let adopt = |c: usize| pooled.tripped.get(c).copied().filter(|n| *n >= 1.0);
+        let mut found = Vec::new();
+        for c in 0..versions.len() {
+            if let Some(n) = adopt(c).filter(|_| c != guard.baseline && mask & bit(c) == 0) {
+                found.push((c, Found::Adopted(n)));
+            }
+        }
         if !down {
-            let adopted = |c: usize| found.iter().any(|(a, _)| *a == c);
-            let trips = guard.judge_canaries(
-                versions.len(),
-                guard.alpha,
-                &|c| !untripped(c) || adopted(c),
-                &|v, i| pooled.get(v, i),
-            );
-            found.extend(trips.into_iter().map(|(c, trip)| (c, Found::Pooled(trip))));
+            let skip = |c: usize| mask & bit(c) != 0 || adopt(c).is_some();
+            let read = |v: usize, i: usize| pooled.get(v, i);
+            guard.judge_canaries(versions.len(), guard.alpha, &skip, &read, &mut |c, trip| {
+                found.push((c, Found::Pooled(trip)))
+            });
         }
         *p.previous.borrow_mut() = Some(pooled);
         if !found.is_empty() {
