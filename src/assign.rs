@@ -179,6 +179,25 @@ pub struct RawHold {
     pub path: String,
     #[serde(default)]
     pub domain: Option<String>,
+    /// Flows finish where they started: the signed flow cookie (`crate::flow`).
+    #[serde(default)]
+    pub flows: Option<crate::flow::RawFlows>,
+}
+
+impl RawHold {
+    /// The hold's `Set-Cookie` attributes with `Max-Age=max_age` (the flow cookie shares them),
+    /// refused under `session.hold`.
+    pub fn attributes(&self, max_age: u64) -> Result<String, ConfigError> {
+        Attributes {
+            max_age: Some(max_age),
+            secure: self.secure,
+            http_only: self.http_only,
+            same_site: self.same_site,
+            path: &self.path,
+            domain: self.domain.as_deref(),
+        }
+        .compile("session.hold")
+    }
 }
 
 /// The compiled hold: the cookie that keeps a session on the default version.
@@ -194,7 +213,7 @@ pub struct Hold {
 impl Hold {
     /// Compiles `session.hold`; the cookie name's clashes with the session cookies are
     /// [`crate::plan::Plan::compile`]'s to refuse.
-    pub fn compile(raw: RawHold) -> Result<Hold, ConfigError> {
+    pub fn compile(raw: &RawHold) -> Result<Hold, ConfigError> {
         let p = "session.hold";
         check_token(&format!("{p}.cookie"), &raw.cookie)?;
         if raw.idle_seconds == 0 || raw.idle_seconds > MAX_HOLD_SECONDS {
@@ -206,20 +225,12 @@ impl Hold {
                 ),
             ));
         }
-        let attributes = Attributes {
-            max_age: Some(raw.idle_seconds),
-            secure: raw.secure,
-            http_only: raw.http_only,
-            same_site: raw.same_site,
-            path: &raw.path,
-            domain: raw.domain.as_deref(),
-        }
-        .compile(p)?;
+        let attributes = raw.attributes(raw.idle_seconds)?;
         let mut set_cookie = raw.cookie.clone();
         set_cookie.push_str("=1");
         set_cookie.push_str(&attributes);
         Ok(Hold {
-            cookie: raw.cookie,
+            cookie: raw.cookie.clone(),
             idle_seconds: raw.idle_seconds,
             set_cookie,
         })
@@ -343,7 +354,7 @@ mod tests {
 
     #[test]
     fn hold_sets_its_cookie_with_max_age_and_the_shared_attributes() {
-        let hold = |json: &str| Hold::compile(serde_json::from_str(json).unwrap());
+        let hold = |json: &str| Hold::compile(&serde_json::from_str(json).unwrap());
         let h = hold(r#"{"cookie":"sc_hold","idle_seconds":900}"#).unwrap();
         assert_eq!(
             h.set_cookie,

@@ -30,11 +30,16 @@ pub enum Reason {
     Default,
     /// The decision picked a version the guard has tripped: the guard's baseline instead.
     Guard,
+    /// The request carries a valid flow cookie (`session.hold.flows`): the version its flow
+    /// started on.
+    Flow,
 }
 
 impl Reason {
-    /// Every reason, in precedence order; `Guard` last (it replaces a decision after the fact).
-    pub const ALL: [Reason; 7] = [
+    /// Every reason: in precedence order, then `Guard` (it replaces a decision after the fact),
+    /// then `Flow` (it comes between pin and hold, but only plans with `session.hold.flows` ever
+    /// decide it, so it is last: the other plans' tables stop before it).
+    pub const ALL: [Reason; 8] = [
         Reason::Override,
         Reason::Pin,
         Reason::Hold,
@@ -42,6 +47,7 @@ impl Reason {
         Reason::Assigned,
         Reason::Default,
         Reason::Guard,
+        Reason::Flow,
     ];
 
     /// The reason's position in [`Reason::ALL`], for tables laid out in that order.
@@ -58,6 +64,7 @@ impl Reason {
             Reason::Assigned => "assigned",
             Reason::Default => "default",
             Reason::Guard => "guard",
+            Reason::Flow => "flow",
         }
     }
 }
@@ -75,9 +82,22 @@ pub struct Decision {
     /// [`Reason::Hash`] and [`Reason::Assigned`], never otherwise (override, pin and hold are
     /// explicit choices the controller's bucket routes must not undo).
     pub bucket: Option<u16>,
-    /// The request has a session key (read or minted). Known for hold, hash and assigned
+    /// The request has a session key (read or minted). Known for flow, hold, hash and assigned
     /// decisions; false for override and pin, which do not read the session sources.
     pub session: bool,
+    /// The flow cookie, when the request carried one and the plan has `session.hold.flows`.
+    pub flow: Option<FlowSeen>,
+    /// The SHA-256 of the session key, with `session.hold.flows`, for a write or a request
+    /// with a flow cookie (what a flow cookie binds): [`crate::flow::key_digest`].
+    pub key: Option<[u8; 32]>,
+}
+
+/// A request's flow cookie, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSeen {
+    pub outcome: crate::flow::Outcome,
+    /// The version it names, when valid.
+    pub version: Option<usize>,
 }
 
 impl Decision {
@@ -89,6 +109,8 @@ impl Decision {
             minted: None,
             bucket: None,
             session: false,
+            flow: None,
+            key: None,
         }
     }
 }
@@ -195,6 +217,14 @@ pub trait RequestView {
     /// 128 unpredictable bits for a new anonymous session id; `None` if unavailable (the request
     /// then goes to the default version).
     fn random_id(&mut self) -> Option<[u8; ID_BYTES]> {
+        None
+    }
+    /// The request's method is one of `write_methods` (a flow cookie may be set on its response).
+    fn write(&mut self) -> bool {
+        false
+    }
+    /// The time, in seconds since the Unix epoch; read only to check a flow cookie.
+    fn now_s(&mut self) -> Option<u64> {
         None
     }
 }
@@ -469,6 +499,8 @@ mod tests {
             minted: None,
             bucket: Some(bucket(&p.salt, k.as_bytes())),
             session: true,
+            flow: None,
+            key: None,
         }
     }
 

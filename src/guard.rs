@@ -43,6 +43,10 @@ pub struct RawGuard {
     /// Judge the evidence of every Envoy, pooled by Prometheus.
     #[serde(default)]
     pub pool: Option<RawPool>,
+    /// What a trip does to flows with a valid flow cookie (`session.hold.flows`): `finish`
+    /// (the default) or `move`.
+    #[serde(default)]
+    pub flows: Option<crate::flow::OnTrip>,
 }
 
 /// One check as written: exactly one of the fields. Kept as options (rather than a serde enum)
@@ -156,6 +160,8 @@ pub struct Guard {
     pub generation: u64,
     /// The pooled evidence of every Envoy (`guard.pool`).
     pub pool: Option<Pool>,
+    /// What a trip does to flows with a valid flow cookie (`finish` when not given).
+    pub flows: crate::flow::OnTrip,
 }
 
 impl Series {
@@ -484,6 +490,7 @@ impl Guard {
             series,
             generation,
             pool,
+            flows: raw.flows.unwrap_or_default(),
         })
     }
 

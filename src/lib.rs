@@ -39,6 +39,7 @@ pub mod cookie;
 mod de;
 pub mod decimal;
 pub mod decision;
+pub mod flow;
 pub mod grpc;
 pub mod guard;
 pub mod headers;

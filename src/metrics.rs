@@ -57,6 +57,12 @@ pub mod names {
     pub const GUARD_GENERATION: &str = crate::pool::GENERATION;
     /// Pool queries by `outcome` (counter; with a pool).
     pub const GUARD_POOL_QUERIES: &str = crate::pool::QUERIES;
+    /// Flow cookies requests carried, by `outcome` (`valid`, `invalid`, `expired`; with
+    /// `session.hold.flows`).
+    pub const FLOW_COOKIES: &str = "canary_flow_cookies_total";
+    /// Flows this Envoy saw start or continue on a version whose cookies have not expired
+    /// (gauge; with `session.hold.flows`).
+    pub const FLOWS_DRAINING: &str = "canary_flows_draining";
     /// Trips of a version recorded by this Envoy (counter).
     pub const GUARD_TRIPS: &str = "canary_guard_trips_total";
     /// gRPC responses per served version and `grpc_status` (`0`–`16`, `invalid`, `missing`),
@@ -198,6 +204,11 @@ pub struct Catalogue<T> {
     /// `canary_guard_pool_queries_total{service,outcome}`, indexed by
     /// [`crate::pool::Outcome::index`]; empty without `guard.pool`.
     pub pool_queries: Vec<T>,
+    /// `canary_flow_cookies_total{service,outcome}`, indexed by [`crate::flow::Outcome::index`];
+    /// empty without `session.hold.flows`.
+    pub flow_cookies: Vec<T>,
+    /// `canary_flows_draining{service,version}` (gauge); empty without `session.hold.flows`.
+    pub flows_draining: Vec<T>,
 }
 
 fn map_dense<T, U, E>(
@@ -281,6 +292,8 @@ impl<T> Catalogue<T> {
             .chain(self.guard_evidence.iter().flatten())
             .chain(self.guard_generation.iter())
             .chain(self.pool_queries.iter())
+            .chain(self.flow_cookies.iter())
+            .chain(self.flows_draining.iter())
     }
 
     /// The same layout with every entry mapped (e.g. name → defined metric id).
@@ -303,6 +316,8 @@ impl<T> Catalogue<T> {
             guard_evidence: map_dense(self.guard_evidence, &mut f)?,
             guard_generation: map_row(self.guard_generation, &mut f)?,
             pool_queries: map_row(self.pool_queries, &mut f)?,
+            flow_cookies: map_row(self.flow_cookies, &mut f)?,
+            flows_draining: map_row(self.flows_draining, &mut f)?,
         })
     }
 }
@@ -355,7 +370,12 @@ impl Catalogue<MetricName> {
             }
         };
         let pooled = plan.guard.as_ref().filter(|g| g.pool.is_some());
-        let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        // `flow` only where flows are configured (it is last in `Reason::ALL`).
+        let reasons: Vec<&str> = Reason::ALL
+            .iter()
+            .filter(|r| **r != Reason::Flow || plan.flows.is_some())
+            .map(|r| r.as_str())
+            .collect();
         let skip_reasons: Vec<&str> = if plan.business.has_json_rules() {
             SkipReason::ALL.iter().map(|r| r.as_str()).collect()
         } else {
@@ -452,6 +472,25 @@ impl Catalogue<MetricName> {
                             &[("service", svc), ("outcome", o.as_str())],
                         ))
                     })
+                    .collect(),
+                None => Vec::new(),
+            },
+            flow_cookies: match &plan.flows {
+                Some(_) => crate::flow::Outcome::ALL
+                    .iter()
+                    .map(|o| {
+                        counter(encode(
+                            names::FLOW_COOKIES,
+                            &[("service", svc), ("outcome", o.as_str())],
+                        ))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
+            flows_draining: match &plan.flows {
+                Some(_) => versions
+                    .iter()
+                    .map(|v| gauge(names::FLOWS_DRAINING, &[("version", v)]))
                     .collect(),
                 None => Vec::new(),
             },

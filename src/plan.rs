@@ -1,8 +1,8 @@
 //! The compiled plan: everything the request path needs, computed once at configure time from a
 //! [`RawConfig`], and the routing decision it makes for a request ([`Plan::decide`]).
 //!
-//! Precedence, first match wins: override (valid token) → pin → hold (the idle-hold cookie:
-//! default version) → session key hash → assigned (a freshly minted anonymous id, hashed the same
+//! Precedence, first match wins: override (valid token) → pin → flow (a valid flow cookie: the
+//! version its flow started on) → hold (the idle-hold cookie: default version) → session key hash → assigned (a freshly minted anonymous id, hashed the same
 //! way) → default version. The hashing itself is [`crate::decision`]'s; one hash of salt ‖ key
 //! gives both the version and the cohort bucket.
 
@@ -14,7 +14,10 @@ use crate::config::{
     MAX_VERSIONS,
 };
 use crate::cookie;
-use crate::decision::{murmur3_32_concat, position, Decision, Reason, RequestView, BUCKETS};
+use crate::decision::{
+    murmur3_32_concat, position, Decision, FlowSeen, Reason, RequestView, BUCKETS,
+};
+use crate::flow::{Flows, Secrets};
 use crate::grpc::Grpc;
 use crate::guard::Guard;
 use crate::matcher::Match;
@@ -68,6 +71,8 @@ pub struct Plan {
     pub bucket_header: Option<String>,
     /// The idle hold, when configured.
     pub hold: Option<Hold>,
+    /// The signed flow cookie (`session.hold.flows`), when configured.
+    pub flows: Option<Flows>,
     /// Lowercase; the response carries the decision reason when set.
     pub reason_header: Option<String>,
     /// Business rules and the body bound.
@@ -90,12 +95,15 @@ pub const DEFAULT_WRITE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
 
 impl Plan {
     /// How often this plan needs the root's tick, in ms: its counter flush interval; with a
-    /// guard it needs one even when it flushes at once (0); a guard's pool queries on ticks, so
+    /// guard or flows it needs one even when it flushes at once (0); a guard's pool queries on ticks, so
     /// its `interval_ms` bounds it too; 0 when it needs none.
     pub fn tick_ms(&self) -> u32 {
-        let flush = match (self.metrics_flush_ms, &self.guard) {
-            (0, Some(_)) => crate::config::DEFAULT_METRICS_FLUSH_MS,
-            (ms, _) => ms,
+        // The brake and the draining flows' gauge need ticks even when counters are not batched.
+        let flush = match self.metrics_flush_ms {
+            0 if self.guard.is_some() || self.flows.is_some() => {
+                crate::config::DEFAULT_METRICS_FLUSH_MS
+            }
+            ms => ms,
         };
         match self.guard.as_ref().and_then(|g| g.pool.as_ref()) {
             Some(pool) if flush == 0 || pool.interval_ms < flush => pool.interval_ms,
@@ -103,7 +111,8 @@ impl Plan {
         }
     }
 
-    /// Parses and compiles a JSON configuration (no environment: `tokens_env` finds nothing).
+    /// Parses and compiles a JSON configuration offline (no environment: `tokens_env` finds
+    /// nothing, and `session.hold.flows` has no key: it neither signs nor accepts).
     pub fn from_json(bytes: &[u8]) -> Result<Plan, ConfigError> {
         Plan::try_from(parse(bytes)?)
     }
@@ -165,6 +174,9 @@ impl Plan {
         if let Some(h) = &self.hold {
             put(&[" hold=", &h.cookie, ":", &h.idle_seconds.to_string(), "s"]);
         }
+        if let Some(f) = &self.flows {
+            put(&[" flows=", &f.cookie, ":", &f.drain_seconds.to_string(), "s"]);
+        }
         if let Some(h) = &self.bucket_header {
             put(&[" bucket_header=", h]);
         }
@@ -201,16 +213,28 @@ impl Plan {
 impl TryFrom<RawConfig> for Plan {
     type Error = ConfigError;
 
+    /// Offline (tools, tests): no environment; `session.hold.flows` compiles without its key and
+    /// neither signs nor accepts a flow cookie.
     fn try_from(raw: RawConfig) -> Result<Plan, ConfigError> {
-        Plan::compile(raw, &|_| None)
+        Plan::compile_with(raw, &|_| None, true)
     }
 }
 
 impl Plan {
-    /// Compiles a parsed configuration; `env` reads the VM's environment variables.
+    /// Compiles a parsed configuration for a VM; `env` reads its environment variables
+    /// (`session.hold.flows.key_env` must name a key there).
     pub fn compile(
         raw: RawConfig,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Plan, ConfigError> {
+        Plan::compile_with(raw, env, false)
+    }
+
+    /// Compiles a parsed configuration; `offline`: the flow key is not read.
+    fn compile_with(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        offline: bool,
     ) -> Result<Plan, ConfigError> {
         check_label("service", &raw.service)?;
         let match_ = raw.match_.map(Match::compile).transpose()?;
@@ -328,18 +352,47 @@ impl Plan {
             }
         }
 
-        let hold = raw.session.hold.map(Hold::compile).transpose()?;
-        if let Some(h) = &hold {
+        let (hold, flows) = match raw.session.hold {
+            None => (None, None),
+            Some(mut h) => {
+                let hold = Hold::compile(&h)?;
+                let flows = h.flows.take().map(|f| {
+                    let secrets = match offline {
+                        true => Secrets::Offline,
+                        false => Secrets::Env(env),
+                    };
+                    Flows::compile(f, &|age| h.attributes(age), &raw.service, &secrets)
+                });
+                (Some(hold), flows.transpose()?)
+            }
+        };
+        if let (Some(h), Some(f)) = (&hold, &flows) {
+            if h.cookie == f.cookie {
+                return Err(ConfigError::new(
+                    "session.hold.flows.cookie",
+                    format!(
+                        "{:?} is also session.hold.cookie; the flow needs a cookie of its own",
+                        f.cookie
+                    ),
+                ));
+            }
+        }
+        let cookies_of_the_hold = [
+            hold.as_ref().map(|h| ("session.hold.cookie", &h.cookie)),
+            flows
+                .as_ref()
+                .map(|f| ("session.hold.flows.cookie", &f.cookie)),
+        ];
+        for (path, name) in cookies_of_the_hold.into_iter().flatten() {
             if sources
                 .iter()
-                .any(|s| matches!(s, Source::Cookie(n) if n == &h.cookie))
+                .any(|s| matches!(s, Source::Cookie(n) if n == name))
             {
                 return Err(ConfigError::new(
-                    "session.hold.cookie",
+                    path,
                     format!(
-                        "{:?} is also a session cookie (session.sources or \
-                         session.assign_cookie); the hold needs a cookie of its own",
-                        h.cookie
+                        "{name:?} is also a session cookie (session.sources or \
+                         session.assign_cookie); it needs a cookie of its own"
                     ),
                 ));
             }
@@ -386,6 +439,12 @@ impl Plan {
         let grpc = raw.grpc.map(Grpc::compile).transpose()?;
         let names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
         let salt = raw.salt.unwrap_or_else(|| raw.service.clone()).into_bytes();
+        if flows.is_none() && raw.guard.as_ref().is_some_and(|g| g.flows.is_some()) {
+            return Err(ConfigError::new(
+                "guard.flows",
+                "needs session.hold.flows: without a flow cookie a trip moves every session",
+            ));
+        }
         let guard = raw
             .guard
             .map(|g| {
@@ -444,6 +503,7 @@ impl Plan {
             assign,
             bucket_header,
             hold,
+            flows,
             reason_header,
             business,
             metrics_flush_ms,
@@ -491,7 +551,53 @@ impl Plan {
             first: None,
             all: None,
         };
-        let hash = self.session_hash(request, &mut cookies);
+        // The flow cookie, copied when present (keyed plans only) to be checked against the
+        // session key. Looked for like the hold: no host call of its own.
+        let flows = self.flows.as_ref().filter(|f| f.keyed());
+        let flow_cookie = flows.and_then(|f| {
+            cookies
+                .find(request, &f.cookie, false)
+                .filter(|v| !v.is_empty())
+                .map(<[u8]>::to_vec)
+        });
+        let want_key = flows.is_some() && (flow_cookie.is_some() || request.write());
+        let (hash, key) = match self.session_hash(request, &mut cookies, want_key) {
+            Some((h, k)) => (Some(h), k),
+            None => (None, None),
+        };
+        let mut flow = None;
+        if let (Some(f), Some(value)) = (flows, &flow_cookie) {
+            // A cookie without a session key binds nothing: invalid. No clock: not checked.
+            let seen = match (&key, request.now_s()) {
+                (Some(digest), Some(now)) => {
+                    Some(f.check(value, digest, now, |n| self.version_named(n)))
+                }
+                (None, _) => Some((crate::flow::Outcome::Invalid, None)),
+                (Some(_), None) => None,
+            };
+            flow = seen.map(|(outcome, version)| FlowSeen { outcome, version });
+        }
+        let decision = match flow.and_then(|f| f.version) {
+            Some(version) => Decision {
+                session: true,
+                ..Decision::new(version, Reason::Flow)
+            },
+            None => self.decide_by_key(request, &mut cookies, hash),
+        };
+        Decision {
+            flow,
+            key,
+            ..decision
+        }
+    }
+
+    /// Hold → hash → assigned → default, for a request whose session key hashed to `hash`.
+    fn decide_by_key<R: RequestView>(
+        &self,
+        request: &mut R,
+        cookies: &mut Cookies<R::Value>,
+        hash: Option<u32>,
+    ) -> Decision {
         if let Some(hold) = &self.hold {
             // Looked for without reading the other `Cookie` headers unless the session lookup
             // already did (browsers send one; HTTP/2 joins them): no host call for the hold alone.
@@ -535,6 +641,8 @@ impl Plan {
             // Below 10 000 by construction.
             bucket: Some(position(h, BUCKETS) as u16),
             session: true,
+            flow: None,
+            key: None,
         }
     }
 
@@ -557,13 +665,19 @@ impl Plan {
     }
 
     /// Sources are tried in config order; the first with a non-empty value gives the session
-    /// key, and this returns its hash (salt ‖ key, step 2).
+    /// key, and this returns its hash (salt ‖ key, step 2) and, when `digest`, its SHA-256.
     fn session_hash<R: RequestView>(
         &self,
         lookup: &mut R,
         cookies: &mut Cookies<R::Value>,
-    ) -> Option<u32> {
-        let hash = |k: &[u8]| murmur3_32_concat(&self.salt, k, 0);
+        digest: bool,
+    ) -> Option<(u32, Option<[u8; 32]>)> {
+        let hash = |k: &[u8]| {
+            (
+                murmur3_32_concat(&self.salt, k, 0),
+                digest.then(|| crate::flow::key_digest(k)),
+            )
+        };
         self.sources.iter().find_map(|source| match source {
             Source::Cookie(name) => cookies
                 .find(lookup, name, true)

@@ -281,7 +281,12 @@ impl Host for FakeHost {
         self.enter("increment_metric", "")?;
         let mut s = self.state();
         let m = s.metrics.get_mut(id as usize).ok_or(HostError(2))?;
-        assert_eq!(m.kind, MetricKind::Counter, "{} is not a counter", m.name);
+        // Envoy adds to a counter (a positive offset) or a gauge (either sign).
+        assert!(
+            m.kind == MetricKind::Gauge || (m.kind == MetricKind::Counter && offset > 0),
+            "{} cannot be incremented by {offset}",
+            m.name
+        );
         m.value = m.value.saturating_add(offset);
         Ok(())
     }

@@ -27,6 +27,7 @@ use crate::assign::{UpstreamCookie, ID_BYTES};
 use crate::business::{body_gate, Outcome, Place, SkipReason};
 use crate::config::Attribution;
 use crate::decision::{bucket_digits, Decision, Reason, RequestView};
+use crate::flow::{Draining, OnTrip};
 use crate::guard::{record, Series};
 use crate::matcher::Matcher;
 use crate::metrics::{self, Catalogue, MetricKind, Tally};
@@ -35,7 +36,7 @@ use crate::metrics::{self, Catalogue, MetricKind, Tally};
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 use crate::plan::Plan;
 use crate::services::Services;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 mod pool;
@@ -159,6 +160,17 @@ struct Active<H: Host> {
     observed: Vec<Vec<String>>,
     /// The brake's state, when the plan has a guard.
     guard: Option<GuardState>,
+    /// The flows this VM saw draining, with `session.hold.flows`.
+    flows: Option<FlowState>,
+}
+
+/// The flows one VM tracks for `canary_flows_draining` and the trip's log line.
+#[derive(Default)]
+struct FlowState {
+    draining: RefCell<Draining>,
+    /// What this VM has added to each version's `canary_flows_draining` (the gauge is the sum
+    /// over the VMs of this Envoy).
+    published: RefCell<Vec<u64>>,
 }
 
 /// What the brake needs at run time, prepared at configure time.
@@ -277,7 +289,9 @@ impl<H: Host> Active<H> {
                 }),
             }
         });
+        let flows = plan.flows.as_ref().map(|_| FlowState::default());
         Ok(Active {
+            flows,
             guard,
             observed,
             batching: Cell::new(plan.metrics_flush_ms > 0),
@@ -305,6 +319,63 @@ impl<H: Host> Active<H> {
         self.flush();
         if let Some(p) = self.guard.as_ref().and_then(|g| g.pool.as_ref()) {
             self.release_pool(p);
+        }
+        if let Some(f) = &self.flows {
+            let versions = self.plan.versions.len();
+            self.publish_flows(f, vec![0; versions]);
+        }
+    }
+
+    /// Hands this VM's count of draining flows per version to `canary_flows_draining` (every
+    /// tick): the gauge moves by the change since the last time.
+    fn publish_draining(&self) {
+        if let Some(f) = &self.flows {
+            let now_s = self.host.now_ms() / 1000;
+            let counts = f
+                .draining
+                .borrow_mut()
+                .count(now_s, self.plan.versions.len());
+            self.publish_flows(f, counts);
+        }
+    }
+
+    fn publish_flows(&self, f: &FlowState, counts: Vec<u64>) {
+        let mut published = f.published.borrow_mut();
+        published.resize(counts.len(), 0);
+        for (v, (now, before)) in counts.iter().zip(published.iter_mut()).enumerate() {
+            let delta = *now as i64 - *before as i64;
+            let id = self
+                .metrics
+                .flows_draining
+                .get(v)
+                .and_then(|s| self.ids.get(*s));
+            if let (Some(&id), true) = (id, delta != 0) {
+                match self.host.increment_metric(id, delta) {
+                    Ok(()) => *before = *now,
+                    Err(e) => self.warn(format_args!("cannot update the draining flows: {e:?}")),
+                }
+            }
+        }
+    }
+
+    /// The flows draining on `version` in this Envoy (every VM's count at its last tick).
+    fn draining(&self, version: usize) -> u64 {
+        self.metrics
+            .flows_draining
+            .get(version)
+            .and_then(|s| self.ids.get(*s))
+            .and_then(|id| self.host.metric(*id).ok())
+            .unwrap_or(0)
+    }
+
+    /// Takes over the flows a previous plan of the same service tracked (a reconfiguration
+    /// keeps the count), by version name.
+    fn adopt_flows(&self, previous: &Active<H>) {
+        if let (Some(mine), Some(theirs)) = (&self.flows, &previous.flows) {
+            let taken = std::mem::take(&mut *theirs.draining.borrow_mut());
+            let plan = &self.plan;
+            *mine.draining.borrow_mut() =
+                taken.remap(|v| plan.version_named(previous.plan.version_name(v).as_bytes()));
         }
     }
 
@@ -531,7 +602,21 @@ impl<H: Host> Active<H> {
                     *n as u64
                 ),
             };
-            self.warn(format_args!("{line}"));
+            let flows = self.plan.flows.as_ref().map(|f| {
+                let n = self.draining(*c);
+                match guard.flows {
+                    OnTrip::Finish => format!(
+                        "; {n} flow(s) draining on {canary} in this Envoy finish there \
+                         (guard.flows finish: their cookies expire within {} s)",
+                        f.drain_seconds
+                    ),
+                    OnTrip::Move => format!(
+                        "; {n} flow(s) draining on {canary} in this Envoy move to {baseline} \
+                         at once (guard.flows move)"
+                    ),
+                }
+            });
+            self.warn(format_args!("{line}{}", flows.unwrap_or_default()));
         }
         if mask != g.tripped.get() {
             self.set_tripped(g, mask, false);
@@ -763,6 +848,17 @@ impl<H: Host + Clone> Root<H> {
         };
         // A reconfigured root context hands over what the previous plan counted.
         if let Some(previous) = self.services.replace(Rc::new(deployed)) {
+            if let Some(now) = &self.services {
+                for a in &now.actives {
+                    let same = previous
+                        .actives
+                        .iter()
+                        .find(|p| p.plan.service == a.plan.service);
+                    if let Some(p) = same {
+                        a.adopt_flows(p);
+                    }
+                }
+            }
             previous.retire();
         }
         true
@@ -773,6 +869,7 @@ impl<H: Host + Clone> Root<H> {
         if let Some(d) = &self.services {
             d.flush();
             for a in &d.actives {
+                a.publish_draining();
                 a.guard_tick();
             }
         }
@@ -858,7 +955,8 @@ pub struct Stream<H: Host> {
 }
 
 /// Request headers through the host, read on demand. A failed read counts as an absent header.
-struct HostRequest<'a, H: Host>(&'a Active<H>);
+/// The flag: the request is a write (`write_methods`).
+struct HostRequest<'a, H: Host>(&'a Active<H>, bool);
 
 impl<H: Host> RequestView for HostRequest<'_, H> {
     type Value = Vec<u8>;
@@ -883,6 +981,14 @@ impl<H: Host> RequestView for HostRequest<'_, H> {
             ));
         }
         id
+    }
+
+    fn write(&mut self) -> bool {
+        self.1
+    }
+
+    fn now_s(&mut self) -> Option<u64> {
+        Some(self.0.host.now_ms() / 1000)
     }
 }
 
@@ -935,11 +1041,29 @@ impl<H: Host> Stream<H> {
             return;
         };
         let plan = &active.plan;
-        let mut decision = plan.decide(&mut HostRequest(active));
-        // The brake: nothing reaches a tripped version but the token-guarded override; the
-        // request goes to the guard's baseline, without a bucket.
+        if !plan.write_methods.is_empty() {
+            let method = active.host.header(Map::Request, ":method").ok().flatten();
+            self.write = method.is_some_and(|m| {
+                plan.write_methods
+                    .iter()
+                    .any(|w| w.as_bytes() == m.as_slice())
+            });
+        }
+        let mut decision = plan.decide(&mut HostRequest(active, self.write));
+        if let Some(f) = decision.flow {
+            active.increment(active.metrics.flow_cookies.get(f.outcome.index()), 1);
+        }
+        // The brake: nothing reaches a tripped version but the token-guarded override and, with
+        // `guard.flows: finish`, a flow with a valid cookie; the request goes to the guard's
+        // baseline, without a bucket.
         let tripped = active.tripped();
-        if tripped & bit(decision.version) != 0 && decision.reason != Reason::Override {
+        let finishes = decision.reason == Reason::Flow
+            && plan
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.flows == OnTrip::Finish);
+        if tripped & bit(decision.version) != 0 && decision.reason != Reason::Override && !finishes
+        {
             if let Some(g) = &plan.guard {
                 decision = Decision {
                     version: g.baseline,
@@ -950,14 +1074,6 @@ impl<H: Host> Stream<H> {
             }
         }
         self.decision = Some(decision);
-        if !plan.write_methods.is_empty() {
-            let method = active.host.header(Map::Request, ":method").ok().flatten();
-            self.write = method.is_some_and(|m| {
-                plan.write_methods
-                    .iter()
-                    .any(|w| w.as_bytes() == m.as_slice())
-            });
-        }
         active.increment(active.metrics.request(decision.version, decision.reason), 1);
         let version = plan.version_name(decision.version);
         let host = &active.host;
@@ -970,7 +1086,7 @@ impl<H: Host> Stream<H> {
         }
         // The application sees the minted session id as if the client had sent it.
         if let (Some(assign), Some(id)) = (&plan.assign, &decision.minted) {
-            let existing = HostRequest(active).get_all("cookie");
+            let existing = HostRequest(active, false).get_all("cookie");
             match assign.upstream_cookie(&existing, id) {
                 UpstreamCookie::Set(v) => active.set_header(Map::Request, "cookie", &v),
                 UpstreamCookie::Add(v) => {
@@ -1122,6 +1238,47 @@ impl<H: Host> Stream<H> {
                 let r = host.add_header(Map::Response, "set-cookie", hold.set_cookie.as_bytes());
                 active.warn_on_error("add", "set-cookie", r);
             }
+        }
+        if plan.flows.is_some() {
+            self.flow_cookie(&active, &decision, v);
+        }
+    }
+
+    /// The flow cookie: a write with a session key served by a version other than the default
+    /// sets (or refreshes) it, for the serving version; a valid flow served by another version
+    /// (the trip moved it, or the routes sent it elsewhere) is over, and its cookie is cleared.
+    fn flow_cookie(&self, active: &Active<H>, decision: &Decision, v: usize) {
+        let (Some(flows), Some(state)) = (&active.plan.flows, &active.flows) else {
+            return;
+        };
+        let host = &active.host;
+        let starts =
+            self.write && v != active.plan.default_version && (100..500).contains(&self.status);
+        let cookie = match decision.key.filter(|_| starts) {
+            Some(digest) => {
+                let now_s = host.now_ms() / 1000;
+                let name = active.plan.version_name(v);
+                let cookie = flows.set_cookie(&digest, name, now_s);
+                if cookie.is_some() {
+                    let expiry = now_s.saturating_add(flows.drain_seconds);
+                    state.draining.borrow_mut().started(&digest, v, expiry);
+                }
+                cookie
+            }
+            None => {
+                let moved = decision
+                    .flow
+                    .and_then(|f| f.version)
+                    .is_some_and(|fv| fv != v);
+                if let (true, Some(digest)) = (moved, &decision.key) {
+                    state.draining.borrow_mut().ended(digest);
+                }
+                moved.then(|| flows.clear_cookie.clone())
+            }
+        };
+        if let Some(c) = cookie {
+            let r = host.add_header(Map::Response, "set-cookie", c.as_bytes());
+            active.warn_on_error("add", "set-cookie", r);
         }
     }
 
