@@ -510,6 +510,65 @@ mod tests {
                 }),
                 "session.hold.cookie",
             ),
+            (
+                "flow cookie is the hold cookie",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 60,
+                        "flows": {"cookie": "h", "drain_seconds": 60, "key_env": "K"}});
+                }),
+                "session.hold.flows.cookie",
+            ),
+            (
+                "flow cookie is the session cookie",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 60,
+                        "flows": {"cookie": "session_id", "drain_seconds": 60, "key_env": "K"}});
+                }),
+                "session.hold.flows.cookie",
+            ),
+            (
+                "flows drain above an hour",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 60,
+                        "flows": {"cookie": "f", "drain_seconds": 3601, "key_env": "K"}});
+                }),
+                "session.hold.flows.drain_seconds",
+            ),
+            (
+                "flows without key_env",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 60,
+                        "flows": {"cookie": "f", "drain_seconds": 60}});
+                }),
+                "session.hold.flows.key_env",
+            ),
+            (
+                "flows typo",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 60,
+                        "flows": {"cookie": "f", "drain_seconds": 60, "key_env": "K",
+                                  "drain": 1}});
+                }),
+                "session.hold.flows.drain",
+            ),
+            (
+                "guard.flows without session flows",
+                with(|v| {
+                    v["guard"] = json!({"checks": [{"error_ratio": {"max_points": 1.0}}],
+                                        "flows": "move"});
+                }),
+                "guard.flows",
+            ),
+            (
+                "guard.flows neither finish nor move",
+                with(|v| {
+                    v["session"]["hold"] = json!({"cookie": "h", "idle_seconds": 60,
+                        "flows": {"cookie": "f", "drain_seconds": 60, "key_env": "K"}});
+                    v["guard"] = json!({"checks": [{"error_ratio": {"max_points": 1.0}}],
+                                        "flows": "drain"});
+                }),
+                "guard.flows",
+            ),
             ("not JSON", "service: checkout".to_string(), "(root)"),
             ("empty document", "  ".to_string(), "(root)"),
             ("JSON but not an object", "[1,2]".to_string(), "(root)"),

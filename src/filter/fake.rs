@@ -344,7 +344,9 @@ impl Host for FakeHost {
     }
 
     fn now_ms(&self) -> u64 {
-        self.0.borrow().now_ms
+        let mut s = self.state();
+        *s.calls.entry("now_ms").or_default() += 1;
+        s.now_ms
     }
 
     fn http_call(

@@ -44,6 +44,8 @@ mod pool;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod flow_tests;
+#[cfg(test)]
 mod grpc_tests;
 #[cfg(test)]
 mod guard_tests;
