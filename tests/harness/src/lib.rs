@@ -20,6 +20,7 @@
 
 pub mod brake;
 pub mod envoy;
+pub mod flows;
 pub mod http;
 pub use sticky_canary_cli::prom;
 pub mod prometheus;
