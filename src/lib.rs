@@ -9,7 +9,8 @@
 //!   decimals, the proxy-wasm header-map wire format, JSON Pointer and the JSON scanner) — leaves;
 //! - [`stats`]: the statistical tests the gate (and later the filter) runs — a leaf;
 //! - [`pinset`]: the pinned header values as one byte arena and hash table — a leaf;
-//! - [`assign`] (check): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check, pinset): override and pins;
+//! - [`flow`] (check): the signed flow cookie (`session.hold.flows`), `guard.flows`, the draining flows;
+//! - [`assign`] (check, flow): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check, pinset): override and pins;
 //!   [`business`] (check, decimal, json): business rules and body gating;
 //! - [`matcher`] (check): a service's `match` (hosts, path prefixes) and the per-request lookup of
 //!   the service among many;
@@ -17,16 +18,16 @@
 //! - [`grpc`] (check): the `grpc` block, gRPC content types and `grpc-status` labels — a leaf;
 //! - [`pool`] (check, de, json): the brake's `guard.pool`, compiled, its Prometheus query, the one
 //!   reader of Prometheus answers, the pooled figures and the lease kept in shared data;
-//! - [`guard`] (business, check, grpc, pool, stats): the brake's `guard` block, compiled, its judgement and
+//! - [`guard`] (business, check, flow, grpc, pool, stats): the brake's `guard` block, compiled, its judgement and
 //!   its shared-data record;
 //! - [`config`] (assign, business, check, de, grpc, guard, matcher, stage): the JSON schema users write, parsed;
-//! - [`decision`] (assign): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
-//! - [`plan`] (assign, business, check, config, cookie, decision, grpc, guard, matcher, stage): the compiled [`plan::Plan`]
+//! - [`decision`] (assign, flow): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
+//! - [`plan`] (assign, business, check, config, cookie, decision, flow, grpc, guard, matcher, stage): the compiled [`plan::Plan`]
 //!   and its routing decision;
 //! - [`services`] (check, config, de, json, matcher, plan): the plugin's document, one service or
 //!   `{"services": [...]}`, compiled into plans and their [`matcher::Matcher`];
-//! - [`metrics`] (business, decision, grpc, plan, pool): metric names and the per-version catalogue;
-//! - [`filter`] (assign, business, decision, grpc, guard, headers, matcher, metrics, plan, pool, services): the request/response logic,
+//! - [`metrics`] (business, decision, flow, grpc, plan, pool): metric names and the per-version catalogue;
+//! - [`filter`] (assign, business, decision, flow, grpc, guard, headers, matcher, metrics, plan, pool, services): the request/response logic,
 //!   against the [`filter::Host`] trait (a fake host in its unit tests);
 //! - `host` (filter, metrics; wasm32 only): the one adapter to the proxy-wasm ABI.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -160,7 +160,8 @@ Outcomes, per check and canary:
 
 Rollback guard: with a ROLLBACK verdict the report says, per rolled-back canary, whether it
 wrote (canary_writes_total: requests with a state-changing method): zero writes, a zero-kill
-rollback; writes, a gradual one, with its steps; no such metric, unknown.
+rollback; writes, a gradual one, with its steps (flows that wrote finish on the canary for
+session.hold.flows.drain_seconds); no such metric, unknown.
 
 HTTP: URLs are http[s]://host[:port][/prefix] (https: rustls with Mozilla's root certificates,
 or with --ca-file only the CA certificates in that file). Each request, from connecting to the

@@ -1576,13 +1576,13 @@ mod tests {
         let steps = w.steps("stable", None);
         assert_eq!(steps.len(), 4, "{steps:?}");
         assert!(steps[0].starts_with("stop new sessions reaching bad (weight 0 / cohort 0 %)"));
-        assert!(steps[0].contains("keep the hold"));
+        assert!(steps[0].contains("flows that wrote on bad finish there"));
         assert!(
             steps[1].contains("42 requests (POST 30, PUT 12)"),
             "{}",
             steps[1]
         );
-        assert!(steps[2].contains("after the hold's idle time"));
+        assert!(steps[2].contains("canary_flows_draining{version=\"bad\"} at 0"));
         assert_eq!(steps[3], "scale bad down");
         let text = r.table();
         assert!(

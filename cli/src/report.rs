@@ -199,8 +199,9 @@ impl Writes {
                     ));
                 }
                 steps.push(format!(
-                    "route every session to {baseline} now (weight 0 / cohort 0 %, hold and pins \
-                     dropped): {v} served no state-changing request {when}"
+                    "route every session to {baseline} now (weight 0 / cohort 0 %, pins \
+                     dropped): {v} served no state-changing request {when}, so no flow cookie \
+                     keeps anyone on it"
                 ));
                 steps.push(format!("scale {v} down"));
                 steps
@@ -220,12 +221,16 @@ impl Writes {
                 };
                 vec![
                     format!(
-                        "stop new sessions reaching {v} (weight 0 / cohort 0 %); keep the hold, \
-                         so in-flight sessions finish on the version that wrote their state"
+                        "stop new sessions reaching {v} (weight 0 / cohort 0 %): sessions without \
+                         a write move to {baseline} at once; with session.hold.flows, flows that \
+                         wrote on {v} finish there until their flow cookies expire \
+                         (drain_seconds), so none is split between the versions"
                     ),
                     reconcile,
                     format!(
-                        "after the hold's idle time, move the remaining sessions to {baseline}"
+                        "once no flow drains on {v} (canary_flows_draining{{version=\"{v}\"}} at \
+                         0 in every Envoy, or drain_seconds after step 1), drop the pins and \
+                         overrides to {v}: it serves no session"
                     ),
                     format!("scale {v} down"),
                 ]

@@ -75,8 +75,10 @@ pub fn shipped_plugin(
 
 /// The plan as a VM compiles it, with [`KEY`] in [`KEY_ENV`]: it signs and checks cookies.
 pub fn keyed_plan(plugin: &str) -> Plan {
-    Plan::from_json_with_env(plugin.as_bytes(), &|n| (n == KEY_ENV).then(|| KEY.to_string()))
-        .unwrap_or_else(|e| panic!("plugin config refused with the key: {e}"))
+    Plan::from_json_with_env(plugin.as_bytes(), &|n| {
+        (n == KEY_ENV).then(|| KEY.to_string())
+    })
+    .unwrap_or_else(|e| panic!("plugin config refused with the key: {e}"))
 }
 
 /// The `Set-Cookie` value the filter sets for `session`'s flow on `version` at `now_s`, signed
@@ -288,7 +290,11 @@ pub fn draining(s: &Scrape, version: &str) -> Option<f64> {
 pub fn requests(s: &Scrape, version: &str, reason: &str) -> f64 {
     s.value(
         "canary_requests_total",
-        &[("service", SERVICE), ("version", version), ("reason", reason)],
+        &[
+            ("service", SERVICE),
+            ("version", version),
+            ("reason", reason),
+        ],
     )
     .unwrap_or(0.0)
 }
