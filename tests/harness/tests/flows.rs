@@ -111,7 +111,9 @@ impl Drained {
     fn describe(&self, write: f64, cookie: &FlowCookie) -> String {
         let e = cookie.expiry as f64;
         format!(
-            "{} requests on the flow, the last answered {:.2} s after the write ({:+.2} s from the              expiry), the first decided without it sent {:.2} s after the write ({:+.2} s from              the expiry), {} after",
+            "{} requests on the flow, the last answered {:.2} s after the write ({:+.2} s from \
+             the expiry), the first decided without it sent {:.2} s after the write ({:+.2} s \
+             from the expiry), {} after",
             self.on_flow,
             self.last_flow - write,
             self.last_flow - e,
@@ -204,7 +206,7 @@ fn sleep_until(t: f64, tick: bool) {
 // 1. Weights to zero.
 
 /// The drain of scenario 1: long enough for a listener update on a busy two-core machine.
-const DRAIN_WEIGHTS: u64 = 4;
+const DRAIN_WEIGHTS: u64 = 6;
 
 /// A write starts a flow on the canary; the weights go to canary 0 (a listener update, the
 /// harness's live plugin config change); the flow keeps reaching the canary with reason `flow`
@@ -268,6 +270,11 @@ fn a_write_keeps_its_flow_on_the_canary_after_the_weights_go_to_zero() {
         .unwrap_or_else(|e| panic!("{e}"));
     let reload = t.elapsed();
     let updated_at = unix_now() - write_at;
+    eprintln!(
+        "weights 50 → 0: the listener update took {reload:?}, done {updated_at:.2} s after the \
+         write (cookie expiry in {:.2} s)",
+        cookie.expiry as f64 - unix_now()
+    );
     assert!(
         unix_now() + 0.5 < cookie.expiry as f64,
         "the listener update took {reload:?}: the flow expired before it could be seen"
