@@ -10,7 +10,10 @@
 //!   1 KiB JSON body), and the business rules count it;
 //! - nginx.conf and the direct-response routes serve the same response;
 //! - filter-bucket routes every session like filter-route, through its 5 % bucket route, sends
-//!   each one's bucket upstream and sets the hold cookie on exactly the stable responses.
+//!   each one's bucket upstream and sets the hold cookie on exactly the stable responses;
+//! - filter-flows: every request of its wrk script carries one flow cookie, valid for its session
+//!   and naming the version the session hashes to; through Envoy each is found valid and decides
+//!   (reason `flow`), with filter-bucket's routing, tag and hold, and no new flow cookie is set.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashSet;
@@ -273,7 +276,12 @@ fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
                 assert_eq!(sum("canary_business_tax_total"), 338, "{stats}");
                 assert_eq!(sum("canary_business_skipped_total"), 0, "{stats}");
             }
-            _ => {}
+            "filter-flows" => {
+                assert!(v.flow_cookie);
+                assert_eq!(sum("outcome=.=valid;.;canary_flow_cookies_total"), 1, "{stats}");
+                assert_eq!(sum("reason=.=flow;.;canary_requests_total"), 1, "{stats}");
+            }
+            _ => assert!(!v.flow_cookie, "{}", v.key),
         }
     }
 }
@@ -413,4 +421,115 @@ fn the_services_bench_spreads_requests_over_every_service() {
         assert_eq!(sum(&svc), 2, "{svc}\n{text}");
     }
     assert_eq!(sum("canary_unmatched_total"), 0, "{text}");
+}
+
+/// filter-flows' wrk script: each request carries exactly one flow cookie, last in its `Cookie`
+/// header, valid for its own session now (MAC, expiry) and naming the version the session hashes
+/// to, so that only the check differs from filter-bucket. No Envoy needed.
+#[test]
+fn filter_flows_script_carries_a_valid_flow_cookie_per_session() {
+    let v = Variant::by_key("filter-flows").unwrap();
+    assert!(v.flow_cookie);
+    let plan = bench::plan(v).unwrap();
+    let flows = plan.flows.as_ref().unwrap();
+    assert!(flows.keyed(), "the key comes from the config's VM environment");
+    assert_eq!(flows.drain_seconds, 3600, "valid through any bench run");
+    // Everything but the flows is filter-bucket's.
+    let bucket = bench::plan(Variant::by_key("filter-bucket").unwrap()).unwrap();
+    assert_eq!(plan.bucket_header, bucket.bucket_header);
+    assert_eq!(plan.hold.is_some(), bucket.hold.is_some());
+    let now = 1_800_000_000;
+    let cookies = bench::FlowCookies::for_variant(v).unwrap();
+    let keys = bench::session_keys(50);
+    let script = bench::wrk_script_with_flows(keys.len(), &cookies, now).unwrap();
+    let lines: Vec<&str> = script.lines().filter(|l| l.contains("cookie: ")).collect();
+    assert_eq!(lines.len(), keys.len());
+    let mut versions = HashSet::new();
+    for (line, key) in lines.iter().zip(&keys) {
+        let header = line.split("cookie: ").nth(1).unwrap().split("\\r").next().unwrap();
+        assert!(header.starts_with(&bench::cookie_header(key)), "{header}");
+        let flow: Vec<&str> = header
+            .split("; ")
+            .filter(|c| c.starts_with("sc_flow="))
+            .collect();
+        assert_eq!(flow.len(), 1, "{header}");
+        assert!(header.ends_with(flow[0]), "the flow cookie is last: {header}");
+        let value = flow[0].strip_prefix("sc_flow=").unwrap();
+        let digest = sticky_canary::flow::key_digest(key.as_bytes());
+        let (outcome, version) = flows.check(value.as_bytes(), &digest, now + 1, |n| {
+            plan.version_named(n)
+        });
+        assert_eq!(outcome, sticky_canary::flow::Outcome::Valid, "{key}");
+        assert_eq!(version, Some(plan.bucket(key.as_bytes())), "{key}");
+        // Not another session's.
+        let other = sticky_canary::flow::key_digest(b"another session");
+        let (outcome, _) = flows.check(value.as_bytes(), &other, now + 1, |n| plan.version_named(n));
+        assert_eq!(outcome, sticky_canary::flow::Outcome::Invalid);
+        versions.insert(plan.version_name(version.unwrap()).to_string());
+    }
+    assert_eq!(versions.len(), 2, "both versions' flows: {versions:?}");
+    // One session: wrk's fast path, the cookie set through wrk.headers.
+    let one = bench::wrk_script_with_flows(1, &cookies, now).unwrap();
+    assert!(one.contains("wrk.headers[\"cookie\"]") && one.contains("; sc_flow="), "{one}");
+}
+
+/// filter-flows through Envoy: each session's request with its flow cookie is routed and tagged
+/// like filter-route's, held like filter-bucket's (the hold cookie on exactly the stable
+/// responses), decided by the cookie (reason `flow`, counted valid), and sets no flow cookie (a
+/// read never does); the same request without it is decided by its hash.
+#[test]
+fn filter_flows_decides_every_request_by_its_valid_flow_cookie() {
+    prerequisites();
+    let route_plan = filter_plan();
+    let v = Variant::by_key("filter-flows").unwrap();
+    let mut doc = v.load().unwrap();
+    let plan = Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap();
+    let upstreams: Vec<Upstream> = ["canary", "stable"]
+        .iter()
+        .map(|n| Upstream::start(n).unwrap())
+        .collect();
+    bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
+    for u in &upstreams {
+        bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
+    }
+    let e = start(&doc, "filter-flows");
+    let mut c = Client::connect(e.listener()).unwrap();
+    let keys: Vec<String> = Keys::new(5).take(200).collect();
+    let mut seen = HashSet::new();
+    for k in &keys {
+        let want = route_plan.version_name(route_plan.bucket(k.as_bytes()));
+        let r = c.send(&bench::request_for(v, k).unwrap()).unwrap();
+        assert!(
+            Observed::from_response(&plan, &r).is_served_by(want),
+            "key {k}: want {want}"
+        );
+        let set: Vec<String> = r
+            .header_values("set-cookie")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let holds = set.iter().filter(|v| v.starts_with("canary_hold=")).count();
+        assert_eq!(holds, usize::from(want == "stable"), "key {k}: {set:?}");
+        assert!(!set.iter().any(|v| v.starts_with("sc_flow=")), "key {k}: {set:?}");
+        seen.insert(want);
+    }
+    assert_eq!(seen.len(), 2, "both versions exercised");
+    // Without its flow cookie, a session is decided by its hash as in filter-bucket.
+    let r = c.send(&bench::request(&keys[0])).unwrap();
+    assert_eq!(r.status, 200);
+    e.await_metrics_flush();
+    let stats = e.admin_get("/stats?filter=canary_(requests|flow_cookies)_total").text();
+    let sum = |part: &str| -> u64 {
+        stats
+            .lines()
+            .filter(|l| l.contains(part))
+            .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum()
+    };
+    let n = keys.len() as u64;
+    assert_eq!(sum("outcome=.=valid;.;canary_flow_cookies_total"), n, "{stats}");
+    assert_eq!(sum("outcome=.=invalid;.;canary_flow_cookies_total"), 0, "{stats}");
+    assert_eq!(sum("outcome=.=expired;.;canary_flow_cookies_total"), 0, "{stats}");
+    assert_eq!(sum("reason=.=flow;.;canary_requests_total"), n, "{stats}");
+    assert_eq!(sum("reason=.=hash;.;canary_requests_total"), 1, "{stats}");
 }

@@ -2,7 +2,7 @@
 //! config that does not route, tag or count is a warning in the report, not a result.
 
 use super::procs::EnvoyProbe;
-use super::requests::request;
+use super::requests::request_for;
 use super::variants::{plugin_config, Filter, Variant, UPSTREAM_HEADERS};
 use super::Entry;
 use std::net::SocketAddr;
@@ -19,11 +19,16 @@ pub fn expected_version(key: &str) -> Result<String, String> {
     Ok(plan.version_name(plan.bucket(key.as_bytes())).to_string())
 }
 
-/// One request through a freshly started bench Envoy: the response every variant must give.
-/// Returns the problems found (empty: fine).
+/// One request through a freshly started bench Envoy: the response every variant must give (with
+/// its flow cookie for a variant whose requests carry one: the same version and tag, decided by
+/// the cookie). Returns the problems found (empty: fine).
 pub fn preflight(variant: &Variant, listener: SocketAddr, session: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    let r = match Client::connect(listener).and_then(|mut c| c.send(&request(session))) {
+    let req = match request_for(variant, session) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("request: {e}")],
+    };
+    let r = match Client::connect(listener).and_then(|mut c| c.send(&req)) {
         Ok(r) => r,
         Err(e) => return vec![format!("request failed: {e}")],
     };
@@ -106,6 +111,30 @@ pub(crate) fn counter_check(e: &Entry) -> Vec<String> {
             }
         }
         _ => {}
+    }
+    // Every request carried a valid flow cookie: each was checked, found valid, and decided by it
+    // (a figure from cookies the filter refused would measure a cheaper path).
+    if e.variant.flow_cookie {
+        let valid = e
+            .envoy
+            .sum_of("outcome=.=valid;.;canary_flow_cookies_total");
+        let by_flow = e.envoy.sum_of("reason=.=flow;.;canary_requests_total");
+        for (what, n) in [
+            ("canary_flow_cookies_total{outcome=\"valid\"}", valid),
+            ("canary_requests_total{reason=\"flow\"}", by_flow),
+        ] {
+            if !tolerance(n) {
+                out.push(format!("{what} {n} for {ok} 2xx responses"));
+            }
+        }
+        let refused = e
+            .envoy
+            .sum_of("outcome=.=(invalid|expired);.;canary_flow_cookies_total");
+        if refused > 0 {
+            out.push(format!(
+                "canary_flow_cookies_total{{outcome=~\"invalid|expired\"}} {refused}"
+            ));
+        }
     }
     // Every version is served by the same upstream: the brake must never trip.
     let tripped = e.envoy.sum_of("canary_guard_tripped");

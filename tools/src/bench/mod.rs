@@ -38,7 +38,9 @@
 //! [`Options`], [`Tools`] and [`soak()`].
 //!
 //! - [`variants`]: the variants, their checked-in configs and how they are made runnable;
-//! - [`requests`]: the benchmark's requests (cookies, headers) and the wrk script that sends them;
+//! - [`requests`]: the benchmark's requests (cookies, headers) and the wrk script that sends them
+//!   (for `filter-flows`, a script of its own whose requests also carry a valid flow cookie, issued
+//!   afresh before every run);
 //! - [`procs`]: the programs (wrk, nginx, a pinned Envoy) and what `/proc` says about them (CPU
 //!   ticks, RSS, wasm linear memories, the machine);
 //! - [`measure`](mod@measure): one measured wrk run, spreads, module sizes, start-up times;
@@ -66,19 +68,20 @@ pub use checks::{expected_version, preflight};
 pub use procs::Tools;
 pub use report::{finish, Report};
 pub use requests::{
-    cookie_header, request, session_keys, wrk_script, REQUEST_HEADERS, REQUEST_PATH,
+    cookie_header, request, request_for, session_keys, wrk_script, wrk_script_with_flows,
+    FlowCookies, REQUEST_HEADERS, REQUEST_PATH,
 };
 pub use soak::soak;
 pub use variants::{
-    bench_dir, check_modules, config_yaml, config_yaml_with, floor_wasm_path, order_body,
-    plugin_config, prepare, set_cluster, Filter, Mode, Variant, UPSTREAM_HEADERS, VARIANTS,
+    bench_dir, check_modules, config_yaml, config_yaml_with, floor_wasm_path, order_body, plan,
+    plugin_config, prepare, set_cluster, vm_env, Filter, Mode, Variant, UPSTREAM_HEADERS, VARIANTS,
 };
 
 use checks::counter_check;
 use measure::{measure, module_size, startup_from_log, ModuleSize, Sample, Spread};
 use procs::{clock_ticks_per_second, machine_state, start_envoy, EnvoyProbe, Nginx};
 use report::Startup;
-use requests::write_script;
+use requests::{script_for, write_script};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -414,7 +417,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
             measure(
                 &tools,
                 &e.envoy,
-                &script,
+                &script_for(e.variant, &script)?,
                 opts.connections,
                 opts.warmup_seconds,
                 ticks_per_s,
@@ -434,6 +437,8 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
         for (k, &i) in order.iter().enumerate() {
             check_interrupt(stop)?;
             let e = &entries[i];
+            // Flow cookies are issued afresh for every run (see `script_for`).
+            let script = script_for(e.variant, &script)?;
             let s = measure(
                 &tools,
                 &e.envoy,

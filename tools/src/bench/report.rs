@@ -60,6 +60,25 @@ pub struct Summary {
     pub problems: Vec<String>,
 }
 
+/// Pairs of variants that differ by one feature, whose difference is that feature's cost per
+/// request: (variant, the same without the feature, the feature).
+pub const DIFFERENCES: &[(&str, &str, &str)] = &[(
+    "filter-flows",
+    "filter-bucket",
+    "a valid flow cookie checked on every request (a clock read, SHA-256 of the key, HMAC-SHA256)",
+)];
+
+/// One feature's cost per request in one mode: the per-round differences of CPU µs per request
+/// (same round), median and min–max.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Difference {
+    pub variant: String,
+    pub base: String,
+    pub feature: String,
+    pub mode: String,
+    pub cpu_us_per_request: Spread,
+}
+
 impl Report {
     fn reference(&self, key: &str, mode: Mode) -> Option<&Entry> {
         self.entries
@@ -140,6 +159,33 @@ impl Report {
                 }
             })
             .collect()
+    }
+
+    /// The [`DIFFERENCES`] this run measured (both variants of a pair, in each mode).
+    pub fn differences(&self) -> Vec<Difference> {
+        let mut out = Vec::new();
+        for m in &self.options.modes {
+            for (variant, base, feature) in DIFFERENCES {
+                let (Some(a), Some(b)) = (self.reference(variant, *m), self.reference(base, *m))
+                else {
+                    continue;
+                };
+                let per_round: Vec<f64> = a
+                    .samples
+                    .iter()
+                    .zip(&b.samples)
+                    .map(|(x, y)| x.cpu_us_per_request - y.cpu_us_per_request)
+                    .collect();
+                out.push(Difference {
+                    variant: variant.to_string(),
+                    base: base.to_string(),
+                    feature: feature.to_string(),
+                    mode: m.as_str().to_string(),
+                    cpu_us_per_request: Spread::of(&per_round),
+                });
+            }
+        }
+        out
     }
 
     /// The targets, where this run stands.
@@ -237,6 +283,7 @@ impl Report {
             "startup": self.startups,
             "summary": sums,
             "targets": self.targets(&sums),
+            "differences": self.differences(),
             "rounds": self.entries.iter().map(|e| json!({
                 "variant": e.key(), "mode": e.mode.as_str(),
                 "throughput": e.samples, "latency_1_connection": e.latency,
@@ -248,6 +295,15 @@ impl Report {
 fn fmt_ratio(s: &Spread) -> String {
     if s.median.is_finite() {
         format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
+    } else {
+        "-".into()
+    }
+}
+
+/// A difference in µs, signed, with its min–max.
+fn fmt_difference(s: &Spread) -> String {
+    if s.median.is_finite() {
+        format!("{:+.2} ({:+.2} to {:+.2})", s.median, s.min, s.max)
     } else {
         "-".into()
     }
@@ -375,6 +431,24 @@ pub fn markdown(r: &Report) -> String {
                 .map_or("-".into(), |g| format!("{:.1} KiB", g as f64 / 1024.0)),
         );
     }
+    let diffs = r.differences();
+    if !diffs.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n| cost of | difference | mode | CPU µs/req (min–max) |\n|---|---|---|---:|"
+        );
+        for d in &diffs {
+            let _ = writeln!(
+                s,
+                "| {} | {} − {} | {} | {} |",
+                d.feature,
+                d.variant,
+                d.base,
+                d.mode,
+                fmt_difference(&d.cpu_us_per_request)
+            );
+        }
+    }
     let _ = writeln!(s, "\n| target | this run | met |\n|---|---:|---|");
     for t in r.targets(&sums) {
         let value = t["value"].as_f64().unwrap_or(f64::NAN);
@@ -489,6 +563,23 @@ fn print_extras(r: &Report, out: &mut String) {
         share.min * 100.0,
         share.max * 100.0
     );
+    let diffs = r.differences();
+    if !diffs.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCosts (CPU µs per request: median of per-round differences, same round and mode, min–max):"
+        );
+        for d in &diffs {
+            let _ = writeln!(
+                out,
+                "  {:<34} {:<6} {}: {}",
+                format!("{} − {}", d.variant, d.base),
+                d.mode,
+                fmt_difference(&d.cpu_us_per_request),
+                d.feature
+            );
+        }
+    }
     let _ = writeln!(out, "\nTargets:");
     for t in r.targets(&sums) {
         let met = t["met"].as_bool().unwrap_or(false);

@@ -1,10 +1,15 @@
 //! The benchmark's requests: a browser-like API call with ~300 bytes of cookies and a distinct
-//! session each, and the wrk script that sends them in turn.
+//! session each, and the wrk script that sends them in turn. A variant with
+//! [`Variant::flow_cookie`] gets a script of its own whose requests also carry a valid flow cookie
+//! ([`FlowCookies`]), minted just before each run.
 
-use super::env_num;
+use super::variants::{plan, Variant};
+use super::{env_num, now_unix};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use sticky_canary::flow::key_digest;
+use sticky_canary::plan::Plan;
 use sticky_canary_harness::http::Request;
 
 /// The Cookie header of the benchmark's requests: a few cookies, about 300 bytes, the session
@@ -33,11 +38,72 @@ pub const REQUEST_HEADERS: &[(&str, &str)] = &[
 
 /// One benchmark request for a session, for the harness client.
 pub fn request(session: &str) -> Request {
+    request_with_cookies(&cookie_header(session))
+}
+
+/// The benchmark request with this `Cookie` header.
+fn request_with_cookies(cookies: &str) -> Request {
     let mut r = Request::get(REQUEST_PATH);
     for (n, v) in REQUEST_HEADERS {
         r = r.header(n, v);
     }
-    r.header("cookie", &cookie_header(session))
+    r.header("cookie", cookies)
+}
+
+/// Valid flow cookies for the benchmark's sessions, signed with the key a variant's config gives
+/// its VM (`session.hold.flows.key_env` in `vm_config.environment_variables`), as the filter
+/// would have set them on a write.
+pub struct FlowCookies {
+    plan: Plan,
+}
+
+impl FlowCookies {
+    /// The flows of `v`'s plugin config, compiled with the key of its VM environment.
+    pub fn for_variant(v: &Variant) -> Result<FlowCookies, String> {
+        let plan = plan(v)?;
+        match &plan.flows {
+            Some(f) if f.keyed() => Ok(FlowCookies { plan }),
+            Some(_) => Err(format!("{}: session.hold.flows has no key", v.key)),
+            None => Err(format!("{}: no session.hold.flows", v.key)),
+        }
+    }
+
+    /// `name=value` of the flow cookie of `session`, issued at `now_s` (valid `drain_seconds`
+    /// from then). It names the version the session's key hashes to, so that a request carrying
+    /// it is routed, tagged and held as without it: only the check is added.
+    pub fn cookie(&self, session: &str, now_s: u64) -> Result<String, String> {
+        let version = self
+            .plan
+            .version_name(self.plan.bucket(session.as_bytes()));
+        let set = self
+            .plan
+            .flows
+            .as_ref()
+            .and_then(|f| f.set_cookie(&key_digest(session.as_bytes()), version, now_s))
+            .ok_or("the flow cookie cannot be signed")?;
+        // `Set-Cookie: name=value; Max-Age=…`: what the client sends back is `name=value`.
+        Ok(set.split(';').next().unwrap_or_default().to_string())
+    }
+
+    /// The benchmark's `Cookie` header for `session` with its flow cookie last (where a browser
+    /// puts the newest cookie).
+    pub fn cookie_header(&self, session: &str, now_s: u64) -> Result<String, String> {
+        Ok(format!(
+            "{}; {}",
+            cookie_header(session),
+            self.cookie(session, now_s)?
+        ))
+    }
+}
+
+/// The benchmark request of `v` for a session: with its flow cookie (issued now) when the
+/// variant's requests carry one.
+pub fn request_for(v: &Variant, session: &str) -> Result<Request, String> {
+    if !v.flow_cookie {
+        return Ok(request(session));
+    }
+    let cookies = FlowCookies::for_variant(v)?.cookie_header(session, now_unix())?;
+    Ok(request_with_cookies(&cookies))
 }
 
 /// The session keys of the benchmark's requests (deterministic).
@@ -47,9 +113,6 @@ pub fn session_keys(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The wrk script: `n` pre-built requests with distinct session cookies, sent in turn, and a
-/// `done` hook printing wrk's own figures as one JSON line. With `n == 1` the one request is set
-/// through `wrk.headers` and there is no per-request Lua `request()` call at all (wrk's fast path).
 /// The end of a wrk script's `pool = { ... }` table and the `request` that cycles through it.
 pub const WRK_POOL_NEXT: &str =
     "}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  if i > #pool then i = 1 end\n  return pool[i]\nend\n";
@@ -65,30 +128,47 @@ pub const WRK_DONE: &str = r#"done = function(summary, latency, requests)
 end
 "#;
 
+/// The wrk script: `n` pre-built requests with distinct session cookies, sent in turn, and a
+/// `done` hook printing wrk's own figures as one JSON line. With `n == 1` the one request is set
+/// through `wrk.headers` and there is no per-request Lua `request()` call at all (wrk's fast path).
 pub fn wrk_script(n: usize) -> String {
+    let headers: Vec<String> = session_keys(n.max(1))
+        .iter()
+        .map(|k| cookie_header(k))
+        .collect();
+    wrk_script_of(&headers)
+}
+
+/// The wrk script of a variant whose requests carry flow cookies: [`wrk_script`]'s requests, each
+/// with its session's valid flow cookie issued at `now_s`.
+pub fn wrk_script_with_flows(n: usize, flows: &FlowCookies, now_s: u64) -> Result<String, String> {
+    let headers = session_keys(n.max(1))
+        .iter()
+        .map(|k| flows.cookie_header(k, now_s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(wrk_script_of(&headers))
+}
+
+/// The wrk script sending one request per `Cookie` header, in turn.
+fn wrk_script_of(cookie_headers: &[String]) -> String {
     let mut s = String::from(
         "-- Generated by sticky-canary-bench (tools/src/bench/requests.rs): the benchmark's requests\n\
          -- (distinct session cookies, sent in turn); done() prints wrk's figures as one JSON line.\n",
     );
-    let keys = session_keys(n.max(1));
-    if keys.len() == 1 {
+    if let [only] = cookie_headers {
         let _ = writeln!(s, "wrk.method = \"GET\"\nwrk.path = \"{REQUEST_PATH}\"");
         for (name, v) in REQUEST_HEADERS {
             let _ = writeln!(s, "wrk.headers[\"{name}\"] = \"{v}\"");
         }
-        let _ = writeln!(
-            s,
-            "wrk.headers[\"cookie\"] = \"{}\"",
-            cookie_header(&keys[0])
-        );
+        let _ = writeln!(s, "wrk.headers[\"cookie\"] = \"{only}\"");
     } else {
         s.push_str("local pool = {\n");
-        for k in &keys {
+        for k in cookie_headers {
             let mut raw = format!("GET {REQUEST_PATH} HTTP/1.1\\r\\n");
             for (name, v) in REQUEST_HEADERS {
                 let _ = write!(raw, "{name}: {v}\\r\\n");
             }
-            let _ = write!(raw, "cookie: {}\\r\\n\\r\\n", cookie_header(k));
+            let _ = write!(raw, "cookie: {k}\\r\\n\\r\\n");
             let _ = writeln!(s, "  \"{raw}\",");
         }
         s.push_str(WRK_POOL_NEXT);
@@ -107,5 +187,19 @@ pub(crate) fn write_script(dir: &Path) -> Result<PathBuf, String> {
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let p = dir.join("wrk-requests.lua");
     fs::write(&p, wrk_script(sessions())).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// The wrk script a run of `v` sends: `shared` (from [`write_script`]), or for a variant whose
+/// requests carry flow cookies its own `wrk-requests-<key>.lua` in the same directory, written
+/// again with cookies issued now, so that they are valid whatever the length of the bench (they
+/// expire `drain_seconds` after issue).
+pub(crate) fn script_for(v: &Variant, shared: &Path) -> Result<PathBuf, String> {
+    if !v.flow_cookie {
+        return Ok(shared.to_path_buf());
+    }
+    let p = shared.with_file_name(format!("wrk-requests-{}.lua", v.key));
+    let script = wrk_script_with_flows(sessions(), &FlowCookies::for_variant(v)?, now_unix())?;
+    fs::write(&p, script).map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(p)
 }

@@ -5,7 +5,7 @@ use super::checks::preflight;
 use super::measure::measure;
 use super::procs::{clock_ticks_per_second, machine_state, start_envoy, EnvoyProbe, Nginx, Tools};
 use super::report::fmt_kib;
-use super::requests::{session_keys, write_script};
+use super::requests::{script_for, session_keys, write_script};
 use super::variants::{check_modules, config_yaml, Filter, Mode, Variant};
 use super::{check_interrupt, env_num, now_unix};
 use crate::display_path;
@@ -88,7 +88,7 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
         let (mut warm, mut rate) = (0, 5_000.0f64);
         while warm < 20_000 {
             check_interrupt(stop)?;
-            let s = measure(&tools, &envoy, &script, conns, 1.0, ticks, None)?;
+            let s = measure(&tools, &envoy, &script_for(v, &script)?, conns, 1.0, ticks, None)?;
             warm += s.requests;
             rate = s.rps.max(100.0);
         }
@@ -108,7 +108,7 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
             let left = total - done;
             let want = if left < every * 3 / 2 { left } else { every };
             let secs = (want as f64 / rate).clamp(1.0, 30.0);
-            let s = measure(&tools, &envoy, &script, conns, secs, ticks, None)?;
+            let s = measure(&tools, &envoy, &script_for(v, &script)?, conns, secs, ticks, None)?;
             rate = s.rps.max(100.0);
             done = envoy.request_counters()?.0 - base_total;
             let p = soak_point(&envoy, done);

@@ -26,6 +26,10 @@ pub struct Variant {
     pub key: &'static str,
     pub label: &'static str,
     pub filter: Filter,
+    /// Every request also carries a valid flow cookie for its session (`session.hold.flows`),
+    /// minted from the key the config gives the VM just before each run
+    /// ([`super::requests::FlowCookies`]): the filter checks a MAC on every request.
+    pub flow_cookie: bool,
 }
 
 /// Every variant, in the order of the report.
@@ -34,51 +38,67 @@ pub const VARIANTS: &[Variant] = &[
         key: "bare",
         label: "bare Envoy (router only)",
         filter: Filter::None,
+        flow_cookie: false,
     },
     Variant {
         key: "floor",
         label: "V8 floor (wasm, adds 1 header)",
         filter: Filter::Floor,
+        flow_cookie: false,
     },
     Variant {
         key: "filter-route",
         label: "sticky-canary: routing + tag",
         filter: Filter::StickyCanary,
+        flow_cookie: false,
     },
     Variant {
         key: "filter-bucket",
         label: "sticky-canary: + bucket header, hold, bucket route",
         filter: Filter::StickyCanary,
+        flow_cookie: false,
+    },
+    Variant {
+        key: "filter-flows",
+        label: "sticky-canary: + bucket header, hold + flows (a valid flow cookie on every request)",
+        filter: Filter::StickyCanary,
+        flow_cookie: true,
     },
     Variant {
         key: "filter-headers",
         label: "sticky-canary: + 3 header rules",
         filter: Filter::StickyCanary,
+        flow_cookie: false,
     },
     Variant {
         key: "filter-headers-routed",
         label: "sticky-canary: + 3 header rules, attribution by the route's header",
         filter: Filter::StickyCanary,
+        flow_cookie: false,
     },
     Variant {
         key: "filter-guard",
         label: "sticky-canary: + 3 header rules + the brake (guard, 3 checks)",
         filter: Filter::StickyCanary,
+        flow_cookie: false,
     },
     Variant {
         key: "filter-guard-pool",
         label: "sticky-canary: + 3 header rules + the pooled brake (guard.pool, a query a second)",
         filter: Filter::StickyCanary,
+        flow_cookie: false,
     },
     Variant {
         key: "filter-json",
         label: "sticky-canary: + 1 JSON rule",
         filter: Filter::StickyCanary,
+        flow_cookie: false,
     },
     Variant {
         key: "lua",
         label: "Lua filter: same routing",
         filter: Filter::Lua,
+        flow_cookie: false,
     },
 ];
 
@@ -202,6 +222,50 @@ fn local_code(filter: &mut Value) -> Option<&mut Value> {
 
 /// The plugin configuration (JSON) of the config's wasm filter, if it has one.
 pub use sticky_canary_harness::envoy::wasm_plugin_config as plugin_config;
+
+/// The environment variables a config gives its wasm VMs
+/// (`vm_config.environment_variables.key_values` of its first wasm filter that has any).
+pub fn vm_env(doc: &Value) -> Vec<(String, String)> {
+    let filters = HCM
+        .iter()
+        .chain(&["http_filters"])
+        .try_fold(doc, |v, p| match p.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(*p),
+        })
+        .and_then(Value::as_sequence);
+    filters
+        .into_iter()
+        .flatten()
+        .find_map(|f| {
+            let kv = ["typed_config", "config", "vm_config", "environment_variables"]
+                .iter()
+                .try_fold(f, |v, p| v.get(*p))?
+                .get("key_values")?
+                .as_mapping()?;
+            Some(
+                kv.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The variant's plugin configuration compiled as its VM compiles it: with the environment the
+/// config gives the VM (so `session.hold.flows` has its key and can sign).
+pub fn plan(v: &Variant) -> Result<sticky_canary::plan::Plan, String> {
+    let doc = v.load()?;
+    let cfg = plugin_config(&doc).ok_or_else(|| format!("{} has no plugin config", v.key))?;
+    let env = vm_env(&doc);
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, value)| value.clone())
+    };
+    sticky_canary::plan::Plan::from_json_with_env(cfg.as_bytes(), &lookup)
+        .map_err(|e| format!("{}'s plugin config: {e}", v.key))
+}
 
 /// Makes a checked-in config runnable anywhere: admin and listener on port 0 (Envoy picks free
 /// ones), module and script paths absolute (honouring `STICKY_CANARY_WASM` and `FLOOR_WASM`),
