@@ -98,6 +98,11 @@ pub struct FlowSeen {
     pub outcome: crate::flow::Outcome,
     /// The version it names, when valid.
     pub version: Option<usize>,
+    /// Its expiry (Unix seconds), when valid.
+    pub expiry: u64,
+    /// Valid, and the session would not be on its version without it (the weights, the routes
+    /// or a trip moved it): the flow drains there, and a write does not extend it.
+    pub draining: bool,
 }
 
 impl Decision {

@@ -218,14 +218,14 @@ impl Flows {
     }
 
     /// Checks a cookie value for the session whose key has `digest` at `now_s`; `version_named`
-    /// finds a version by name. The version index when valid.
+    /// finds a version by name. The version index and the expiry when valid.
     pub fn check(
         &self,
         value: &[u8],
         digest: &[u8; 32],
         now_s: u64,
         version_named: impl Fn(&[u8]) -> Option<usize>,
-    ) -> (Outcome, Option<usize>) {
+    ) -> (Outcome, Option<(usize, u64)>) {
         let Some((version, expiry, tag)) = split(value) else {
             return (Outcome::Invalid, None);
         };
@@ -241,7 +241,7 @@ impl Flows {
             .and_then(|e| e.parse::<u64>().ok());
         let bound = now_s.saturating_add(self.drain_seconds + CLOCK_SKEW_SECONDS);
         match (expiry, version_named(version)) {
-            (Some(e), Some(v)) if e > now_s && e <= bound => (Outcome::Valid, Some(v)),
+            (Some(e), Some(v)) if e > now_s && e <= bound => (Outcome::Valid, Some((v, e))),
             _ => (Outcome::Expired, None),
         }
     }
@@ -400,6 +400,11 @@ mod tests {
         flows_with(Some(KEY)).unwrap()
     }
 
+    /// A check's outcome and version, without the expiry.
+    fn ov(r: (Outcome, Option<(usize, u64)>)) -> (Outcome, Option<usize>) {
+        (r.0, r.1.map(|(v, _)| v))
+    }
+
     fn versions(name: &[u8]) -> Option<usize> {
         [&b"canary"[..], b"stable"].iter().position(|v| *v == name)
     }
@@ -448,7 +453,7 @@ mod tests {
         let alice = key_digest(b"alice");
         let now = 1_000;
         let good = value(&f.set_cookie(&alice, "canary", now).unwrap());
-        let check = |v: &str, d: &[u8; 32], t: u64| f.check(v.as_bytes(), d, t, versions);
+        let check = |v: &str, d: &[u8; 32], t: u64| ov(f.check(v.as_bytes(), d, t, versions));
         assert_eq!(check(&good, &alice, now), (Outcome::Valid, Some(0)));
         assert_eq!(check(&good, &alice, now + 119), (Outcome::Valid, Some(0)));
         // Expired at its expiry.
@@ -468,13 +473,13 @@ mod tests {
         let mut billing = f.clone();
         billing.service = "billing".into();
         assert_eq!(
-            billing.check(good.as_bytes(), &alice, now, versions),
+            ov(billing.check(good.as_bytes(), &alice, now, versions)),
             (Outcome::Invalid, None)
         );
         // Another key's.
         let other_key = flows_with(Some("another key of thirty-two bytes or more")).unwrap();
         assert_eq!(
-            other_key.check(good.as_bytes(), &alice, now, versions),
+            ov(other_key.check(good.as_bytes(), &alice, now, versions)),
             (Outcome::Invalid, None)
         );
         // A version no longer listed: ours, but over.
@@ -539,7 +544,7 @@ mod tests {
         assert_eq!(offline.set_cookie(&key_digest(b"a"), "canary", 1), None);
         let good = value(&flows().set_cookie(&key_digest(b"a"), "canary", 1).unwrap());
         assert_eq!(
-            offline.check(good.as_bytes(), &key_digest(b"a"), 1, versions),
+            ov(offline.check(good.as_bytes(), &key_digest(b"a"), 1, versions)),
             (Outcome::Invalid, None)
         );
     }
@@ -576,11 +581,11 @@ mod tests {
             let f = flows();
             let d = key_digest(key.as_bytes());
             let good = value(&f.set_cookie(&d, "canary", now).unwrap()).into_bytes();
-            proptest::prop_assert_eq!(f.check(&good, &d, now, versions), (Outcome::Valid, Some(0)));
+            proptest::prop_assert_eq!(ov(f.check(&good, &d, now, versions)), (Outcome::Valid, Some(0)));
             let mut bad = good.clone();
             let i = at % bad.len();
             bad[i] ^= flip;
-            proptest::prop_assert_eq!(f.check(&bad, &d, now, versions), (Outcome::Invalid, None));
+            proptest::prop_assert_eq!(ov(f.check(&bad, &d, now, versions)), (Outcome::Invalid, None));
         }
 
         /// The parser never panics and only accepts the exact shape.

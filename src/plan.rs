@@ -575,14 +575,25 @@ impl Plan {
                 (None, _) => Some((crate::flow::Outcome::Invalid, None)),
                 (Some(_), None) => None,
             };
-            flow = seen.map(|(outcome, version)| FlowSeen { outcome, version });
+            flow = seen.map(|(outcome, valid)| FlowSeen {
+                outcome,
+                version: valid.map(|(v, _)| v),
+                expiry: valid.map_or(0, |(_, e)| e),
+                draining: false,
+            });
         }
-        let decision = match flow.and_then(|f| f.version) {
-            Some(version) => Decision {
-                session: true,
-                ..Decision::new(version, Reason::Flow)
-            },
-            None => self.decide_by_key(request, &mut cookies, hash),
+        let by_key = self.decide_by_key(request, &mut cookies, hash);
+        let decision = match flow.as_mut().filter(|f| f.version.is_some()) {
+            Some(f) => {
+                let version = f.version.unwrap_or(by_key.version);
+                // Draining: without the cookie the session would be elsewhere.
+                f.draining = by_key.version != version;
+                Decision {
+                    session: true,
+                    ..Decision::new(version, Reason::Flow)
+                }
+            }
+            None => by_key,
         };
         Decision {
             flow,

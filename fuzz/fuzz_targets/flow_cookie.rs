@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         .to_vec();
     let later = now + u64::from(input.later);
     let expected = if later < now + 120 {
-        (Outcome::Valid, Some(0))
+        (Outcome::Valid, Some((0, now + 120)))
     } else {
         (Outcome::Expired, None)
     };

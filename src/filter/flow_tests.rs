@@ -137,14 +137,16 @@ fn a_valid_cookie_keeps_its_flow_on_the_canary_whatever_the_weights_and_the_hold
     assert_eq!(t.requests("canary", Reason::Flow), 1);
     assert_eq!(outcomes(&t), [1, 0, 0]);
 
-    // The weights go to canary 0: the flow still reaches the canary until its cookie expires.
-    let zero = flows(|c| c["versions"][0]["weight"] = json!(0));
-    let t = setup(&zero);
-    let c = format!("{}; {flow}", cookie(&key));
-    t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
-    assert_eq!(reason(&t), ["flow"]);
-    // A write refreshes it (60 s from now).
+    // While its session is on the canary anyway (50/50 here, not held), a write refreshes the
+    // cookie (60 s from now); held (the hold would send it to stable), it drains instead.
     t.host.state().now_ms = NOW_MS + 30_000;
+    t.exchange(
+        &[("cookie", &c), (":method", "PUT")],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    assert!(flow_cookies(&t).is_empty());
+    let c = format!("{}; {flow}", cookie(&key));
     t.exchange(
         &[("cookie", &c), (":method", "PUT")],
         Some("canary"),
@@ -155,12 +157,29 @@ fn a_valid_cookie_keeps_its_flow_on_the_canary_whatever_the_weights_and_the_hold
         refreshed[0].starts_with(&format!("sc_flow=canary.{}.", NOW_MS / 1000 + 90)),
         "{refreshed:?}"
     );
+    let refreshed = pair(&refreshed[0]);
+
+    // The weights go to canary 0: the flow still reaches the canary until its cookie expires,
+    // and it drains: a write no longer extends it, so `drain_seconds` bounds it.
+    let zero = flows(|c| c["versions"][0]["weight"] = json!(0));
+    let t = setup(&zero);
+    t.host.state().now_ms = NOW_MS + 30_000;
+    let c = format!("{}; {flow}", cookie(&key));
+    t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
+    assert_eq!(reason(&t), ["flow"]);
+    t.exchange(
+        &[("cookie", &c), (":method", "PUT")],
+        Some("canary"),
+        &[(":status", "200")],
+    );
+    assert_eq!(reason(&t), ["flow"]);
+    assert!(flow_cookies(&t).is_empty());
     // Past the first cookie's expiry: stable, counted expired; the refreshed one still holds.
     t.host.state().now_ms = NOW_MS + 60_000;
     t.exchange(&[("cookie", &c)], Some("stable"), &[(":status", "200")]);
     assert_eq!(reason(&t), ["hash"]);
     assert_eq!(t.host.values(Map::Request, "x-canary-version"), ["stable"]);
-    let c2 = format!("{}; {}", cookie(&key), pair(&refreshed[0]));
+    let c2 = format!("{}; {refreshed}", cookie(&key));
     t.exchange(&[("cookie", &c2)], Some("canary"), &[(":status", "200")]);
     assert_eq!(reason(&t), ["flow"]);
     assert_eq!(outcomes(&t), [3, 0, 1]);
@@ -290,6 +309,14 @@ fn a_trip_lets_flows_finish_or_moves_them_as_guard_flows_says() {
         &[(":status", "200")],
     );
     assert_eq!(reason(&t), ["guard"]);
+    // A draining flow's write does not extend it: the trip bounds it by `drain_seconds`.
+    t.exchange(
+        &[("cookie", &c), (":method", "POST")],
+        Some("canary"),
+        &[(":status", "201")],
+    );
+    assert_eq!(reason(&t), ["flow"]);
+    assert!(flow_cookies(&t).is_empty());
     // Until the cookies expire: the gauge falls to 0 on the tick after.
     t.host.state().now_ms = NOW_MS + 60_000;
     t.exchange(&[("cookie", &c)], Some("stable"), &[(":status", "200")]);
@@ -347,6 +374,21 @@ fn two_workers_add_up_in_the_draining_gauge_and_a_reconfiguration_keeps_it() {
     assert_eq!(draining(), 2);
     assert!(second.on_done());
     assert_eq!(draining(), 1);
+    // A new plugin instance (a new root, as Envoy makes for a changed listener) starts with
+    // nothing tracked, and learns a flow from its next request with a valid cookie.
+    let writer = Setup::new_on(host.clone(), &config);
+    let flow = pair(&write(&writer, "w3", "canary", "201")[0]);
+    let mut third = Root::new(host.clone());
+    assert!(third.on_configure());
+    third.on_tick();
+    assert_eq!(draining(), 1);
+    host.begin(&[("cookie", &format!("session_id=w3; {flow}"))]);
+    let mut s = third.stream();
+    s.on_request_headers();
+    host.respond(Some("canary"), &[(":status", "200")]);
+    s.on_response_headers(true);
+    third.on_tick();
+    assert_eq!(draining(), 2);
 }
 
 #[test]

@@ -1074,6 +1074,9 @@ impl<H: Host> Stream<H> {
                     ..decision
                 };
             }
+        } else if let (true, Some(f)) = (tripped & bit(decision.version) != 0, &mut decision.flow) {
+            // A flow finishing on a tripped version drains: its writes do not extend it.
+            f.draining = true;
         }
         self.decision = Some(decision);
         active.increment(active.metrics.request(decision.version, decision.reason), 1);
@@ -1247,37 +1250,45 @@ impl<H: Host> Stream<H> {
     }
 
     /// The flow cookie: a write with a session key served by a version other than the default
-    /// sets (or refreshes) it, for the serving version; a valid flow served by another version
-    /// (the trip moved it, or the routes sent it elsewhere) is over, and its cookie is cleared.
+    /// sets (or refreshes) it, for the serving version, unless the request is a draining flow's
+    /// (routed there by its cookie alone: refreshing it would let a flow outlive
+    /// `drain_seconds`); a valid flow served by another version (the trip moved it, or the routes
+    /// sent it elsewhere) is over, and its cookie is cleared. Valid flows served by their version
+    /// are tracked for `canary_flows_draining` (a new plan or another worker learns them so).
     fn flow_cookie(&self, active: &Active<H>, decision: &Decision, v: usize) {
         let (Some(flows), Some(state)) = (&active.plan.flows, &active.flows) else {
             return;
         };
         let host = &active.host;
-        let starts =
-            self.write && v != active.plan.default_version && (100..500).contains(&self.status);
-        let cookie = match decision.key.filter(|_| starts) {
-            Some(digest) => {
+        let valid = decision
+            .flow
+            .and_then(|f| Some((f.version?, f.expiry, f.draining)));
+        let draining = valid.is_some_and(|(_, _, d)| d);
+        let starts = self.write
+            && !draining
+            && v != active.plan.default_version
+            && (100..500).contains(&self.status);
+        let mut tracker = state.draining.borrow_mut();
+        let cookie = match (decision.key, valid) {
+            (Some(digest), _) if starts => {
                 let now_s = host.now_ms() / 1000;
-                let name = active.plan.version_name(v);
-                let cookie = flows.set_cookie(&digest, name, now_s);
+                let cookie = flows.set_cookie(&digest, active.plan.version_name(v), now_s);
                 if cookie.is_some() {
-                    let expiry = now_s.saturating_add(flows.drain_seconds);
-                    state.draining.borrow_mut().started(&digest, v, expiry);
+                    tracker.started(&digest, v, now_s.saturating_add(flows.drain_seconds));
                 }
                 cookie
             }
-            None => {
-                let moved = decision
-                    .flow
-                    .and_then(|f| f.version)
-                    .is_some_and(|fv| fv != v);
-                if let (true, Some(digest)) = (moved, &decision.key) {
-                    state.draining.borrow_mut().ended(digest);
-                }
-                moved.then(|| flows.clear_cookie.clone())
+            (Some(digest), Some((fv, expiry, _))) if fv == v => {
+                tracker.started(&digest, fv, expiry);
+                None
             }
+            (Some(digest), Some(_)) => {
+                tracker.ended(&digest);
+                Some(flows.clear_cookie.clone())
+            }
+            _ => None,
         };
+        drop(tracker);
         if let Some(c) = cookie {
             let r = host.add_header(Map::Response, "set-cookie", c.as_bytes());
             active.warn_on_error("add", "set-cookie", r);
