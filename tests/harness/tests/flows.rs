@@ -619,7 +619,10 @@ fn a_trip_lets_flows_finish(workers: u32, n: usize) {
         &session_request("POST", "/checkout", k, Some(&c.value())),
     );
     assert!(s.served_by("canary") && s.reason == "flow", "{s:?}");
-    assert!(s.flow_cookie().is_none(), "a draining flow's write set a cookie: {s:?}");
+    assert!(
+        s.flow_cookie().is_none(),
+        "a draining flow's write set a cookie: {s:?}"
+    );
     on_flow += 1;
 
     let lines = t.trip_lines();
