@@ -10,6 +10,15 @@
 //! gate's own always-valid test inside Envoy) trips the canary when its tax per order is evidence
 //! enough; from then on no new session reaches it. Then the per-version figures, the brake's
 //! figures, the gate's verdict, the stickiness check and a chart.
+//!
+//! Flows finish where they started (`session.hold.flows`, `guard.flows: finish`): a write served by
+//! the canary (checkout, pay) gives the session a signed flow cookie for [`FLOW_DRAIN_SECONDS`],
+//! which the demo's clients keep and send back as a browser would (they keep no other cookie:
+//! returning the idle hold's cookie would keep the ramp's returning sessions on stable, which is
+//! not what this demo is about). After the trip, the canary's cohort comes back to read its cart
+//! once a second until no client holds a flow cookie: the sessions whose flow was in progress
+//! finish it on the canary (reason `flow`) until their cookie expires, the others are on stable at
+//! once, side by side.
 
 use crate::checkout::{self, Build};
 use crate::display_path;
@@ -22,11 +31,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use sticky_canary_cli::gate::{self, Check, Policy};
 use sticky_canary_cli::prom::Scrape;
-use sticky_canary_harness::http::{Client, Request, Upstream};
+use sticky_canary_harness::envoy::Envoy;
+use sticky_canary_harness::http::{Client, Request, Response, Upstream};
 
 /// The QA token the demo gives Envoy's VM (never a real secret).
 const QA_TOKEN: &str = "demo-qa-token-0123456789abcdef";
 const SERVICE: &str = "checkout";
+/// The flow cookie's MAC key the demo gives Envoy's VM (`CANARY_FLOW_KEY`; never a real secret,
+/// at least 32 bytes as the filter requires).
+const FLOW_KEY: &str = "demo-flow-key-0123456789abcdef-0123456789";
+const FLOW_COOKIE: &str = "sc_flow";
+/// `session.hold.flows.drain_seconds`: short, so that the flows in progress at the trip are seen
+/// to finish within the demo.
+pub const FLOW_DRAIN_SECONDS: u64 = 8;
+/// The response header naming the decision's reason (`reason_header`): how the demo's clients
+/// tell a flow (`flow`) from the rest.
+const REASON_HEADER: &str = "x-canary-reason";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -76,13 +96,49 @@ pub struct Brake {
     /// Sessions that started after the trip (and one flush interval for every worker to learn
     /// it), QA override sessions aside.
     pub sessions_after: usize,
-    /// Of those, how many reached the canary (must be 0).
+    /// Of those, how many reached the canary other than to finish a flow (must be 0).
     pub sessions_after_on_canary: usize,
-    /// Sessions the brake sent to stable at least once (reason `guard`) instead of the canary,
-    /// QA override sessions aside.
+    /// Of those, how many finished a flow on the canary (a valid flow cookie from before the trip).
+    pub sessions_after_finishing_flows: usize,
+    /// Sessions the brake sent to stable at least once instead of the canary (reason `hash`
+    /// without a bucket header for the routes' cohort, `guard` for a pin), QA override sessions
+    /// aside.
     pub sessions_kept_off: usize,
     /// The brake's own log line.
     pub line: Option<String>,
+}
+
+/// After the trip, side by side: the flows in progress that finished on the canary, and the
+/// sessions of the canary's cohort the trip moved to stable at once (QA override sessions aside).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FlowsAfterTrip {
+    /// `session.hold.flows.drain_seconds`.
+    pub drain_seconds: u64,
+    /// Sessions whose client held an unexpired flow cookie when the trip showed.
+    pub in_progress: usize,
+    /// Sessions served by the canary with reason `flow` after the trip.
+    pub finished: usize,
+    /// Their requests.
+    pub finished_requests: usize,
+    /// Seconds from the trip to the last of them.
+    pub last_flow_s: Option<f64>,
+    /// Sessions of the canary's cohort (at the last step) without a flow at the trip that came
+    /// back after it.
+    pub moved: usize,
+    /// Their requests.
+    pub moved_requests: usize,
+    /// Of those requests, how many the canary served (must be 0).
+    pub moved_on_canary: usize,
+    /// The decision reasons of the moved sessions' requests, most frequent first.
+    pub moved_reasons: Vec<(String, usize)>,
+    /// `canary_flows_draining{version="canary"}` when the trip showed.
+    pub draining_at_trip: f64,
+    /// Seconds from the trip to the gauge's 0, if seen.
+    pub drained_s: Option<f64>,
+    /// `canary_flow_cookies_total` at the end: valid, invalid, expired.
+    pub cookies: [f64; 3],
+    /// Requests of the return visits after the ramp.
+    pub return_requests: usize,
 }
 
 #[derive(Debug)]
@@ -90,6 +146,8 @@ pub struct Outcome {
     pub figures: Vec<(String, Figures)>,
     /// `None` when the brake never tripped.
     pub brake: Option<Brake>,
+    /// `None` when the brake never tripped.
+    pub flows: Option<FlowsAfterTrip>,
     pub gate: gate::Report,
     /// Sessions whose requests within one step reached two versions (must be 0).
     pub flapped_within_step: usize,
@@ -108,6 +166,14 @@ pub fn plugin_config() -> Result<String, String> {
     let mut v: serde_json::Value = serde_json::from_str(&ramp::config().plugin_config())
         .map_err(|e| format!("envoy/ramp/envoy.yaml: the plugin configuration: {e}"))?;
     v["override"] = json!({"tokens_env": "CANARY_OVERRIDE_TOKENS"});
+    // Flows finish where they started: a canary's write signs a flow cookie (key in the VM's
+    // environment, `CANARY_FLOW_KEY`); flows require the idle hold they belong to.
+    v["session"]["hold"] = json!({
+        "cookie": "sc_hold", "idle_seconds": 900,
+        "flows": {"cookie": FLOW_COOKIE, "drain_seconds": FLOW_DRAIN_SECONDS,
+                  "key_env": "CANARY_FLOW_KEY"}
+    });
+    v["reason_header"] = json!(REASON_HEADER);
     v["pins"] = json!([{"header": "x-merchant-id", "values": ["m_test_1", "m_test_2"], "version": "canary"}]);
     v["business_metrics"] = json!([
         {"name": "orders", "kind": "counter", "header": "x-order-id"},
@@ -127,7 +193,9 @@ pub fn plugin_config() -> Result<String, String> {
                       "max_drift_percent": 1.0}},
             {"mean": {"label": "tax_per_order", "sum": "tax", "count": "orders",
                       "max_drift_percent": 1.0}}
-        ]
+        ],
+        // A trip lets the flows in progress on the canary finish there (the default, spelt out).
+        "flows": "finish"
     });
     Ok(v.to_string())
 }
@@ -157,7 +225,7 @@ enum Seen {
 /// of the trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Session {
-    seen: Seen,
+    visit: Visit,
     after_trip: bool,
 }
 
@@ -189,12 +257,116 @@ fn is_qa(i: usize) -> bool {
     i % 250 == 3
 }
 
-fn run_session(c: &mut Client, i: usize, failed: &AtomicUsize) -> Option<Seen> {
+/// A client's flow cookie as its jar keeps it: `sc_flow=<value>` until its `Max-Age` runs out.
+#[derive(Clone, Debug)]
+struct FlowCookie {
+    pair: String,
+    expires: Instant,
+}
+
+/// Every session's flow cookie (by session index), kept across the steps and the return visits.
+type Jar = Arc<Mutex<Vec<Option<FlowCookie>>>>;
+
+/// One response after the trip, as the demo's client saw it.
+#[derive(Clone, Debug)]
+struct Answered {
+    session: usize,
+    at: Instant,
+    canary: bool,
+    reason: String,
+}
+
+/// What the clients saw after the trip.
+type AfterTrip = Arc<Mutex<Vec<Answered>>>;
+
+/// What the workers share: the session's flow cookies, the trip's moment, the responses after it
+/// and the failures.
+#[derive(Clone)]
+struct Shared {
+    jar: Jar,
+    trip: TripClock,
+    after: AfterTrip,
+    failed: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    /// Sends one request of session `i` with its cookies (its session id, and its flow cookie
+    /// while it lasts), keeps the flow cookie the response sets or clears, and notes the
+    /// response when it comes after the trip.
+    fn send(&self, c: &mut Client, i: usize, req: Request) -> Option<Response> {
+        let mut cookie = format!("session_id=user-{i}");
+        let now = Instant::now();
+        if let Ok(jar) = self.jar.lock() {
+            if let Some(f) = jar
+                .get(i)
+                .and_then(Option::as_ref)
+                .filter(|f| f.expires > now)
+            {
+                cookie.push_str("; ");
+                cookie.push_str(&f.pair);
+            }
+        }
+        let Ok(r) = c.send(&req.header("cookie", &cookie)) else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let at = Instant::now();
+        for v in r.header_values("set-cookie") {
+            let v = String::from_utf8_lossy(v);
+            if let Some(kept) = flow_cookie(&v, at) {
+                if let Ok(mut jar) = self.jar.lock() {
+                    if let Some(slot) = jar.get_mut(i) {
+                        *slot = kept;
+                    }
+                }
+            }
+        }
+        let tripped = self.trip.lock().ok().and_then(|t| *t);
+        if tripped.is_some_and(|t| at > t) {
+            if let Ok(mut after) = self.after.lock() {
+                after.push(Answered {
+                    session: i,
+                    at,
+                    canary: r.header_str("x-canary-version") == Some("canary"),
+                    reason: r.header_str(REASON_HEADER).unwrap_or("").to_string(),
+                });
+            }
+        }
+        Some(r)
+    }
+}
+
+/// What a `Set-Cookie` value does to the flow cookie: `Some(Some(_))` sets it for its `Max-Age`,
+/// `Some(None)` clears it (empty, or `Max-Age=0`), `None` is another cookie.
+fn flow_cookie(set_cookie: &str, now: Instant) -> Option<Option<FlowCookie>> {
+    let mut parts = set_cookie.split(';').map(str::trim);
+    let pair = parts.next()?;
+    let value = pair.strip_prefix(FLOW_COOKIE)?.strip_prefix('=')?;
+    let max_age = parts
+        .filter_map(|a| a.split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case("max-age"))
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Some((!value.is_empty() && max_age > 0).then(|| FlowCookie {
+        pair: pair.to_string(),
+        expires: now + Duration::from_secs(max_age),
+    }))
+}
+
+/// One session's visit in a step: the versions it saw, and whether the canary served it other
+/// than to finish a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Visit {
+    seen: Seen,
+    canary_not_flow: bool,
+    flow_on_canary: bool,
+}
+
+fn run_session(c: &mut Client, i: usize, shared: &Shared) -> Option<Visit> {
     let id = format!("user-{i}");
-    let cookie = format!("session_id={id}");
-    let mut seen: Option<Seen> = None;
+    let mut visit: Option<Visit> = None;
     for (method, path) in [("GET", "/cart"), ("POST", "/checkout"), ("POST", "/pay")] {
-        let mut req = Request::new(method, path).header("cookie", &cookie);
+        let mut req = Request::new(method, path);
         if is_pinned(i) {
             req = req.header("x-merchant-id", "m_test_1"); // a pinned test merchant
         }
@@ -203,21 +375,28 @@ fn run_session(c: &mut Client, i: usize, failed: &AtomicUsize) -> Option<Seen> {
                 .header("x-canary-override", "canary")
                 .header("x-canary-token", QA_TOKEN);
         }
-        let Ok(r) = c.send(&req) else {
-            failed.fetch_add(1, Ordering::Relaxed);
+        let Some(r) = shared.send(c, i, req) else {
             continue;
         };
         let on_canary = r.header_str("x-canary-version") == Some("canary");
+        let flow = r.header_str(REASON_HEADER) == Some("flow");
         if r.status >= 500 && checkout::payment_of(&id).0 != r.status {
-            failed.fetch_add(1, Ordering::Relaxed);
+            shared.failed.fetch_add(1, Ordering::Relaxed);
         }
-        seen = Some(match seen {
-            None => Seen::One(on_canary),
-            Some(Seen::One(v)) if v == on_canary => Seen::One(v),
-            _ => Seen::Both,
+        let mut v = visit.unwrap_or(Visit {
+            seen: Seen::One(on_canary),
+            canary_not_flow: false,
+            flow_on_canary: false,
         });
+        v.seen = match v.seen {
+            Seen::One(was) if was == on_canary => Seen::One(was),
+            _ => Seen::Both,
+        };
+        v.canary_not_flow |= on_canary && !flow;
+        v.flow_on_canary |= on_canary && flow;
+        visit = Some(v);
     }
-    seen
+    visit
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -536,6 +715,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let mut cfg = ramp::config();
     cfg.set_plugin_config(&plugin_config()?);
     cfg.set_vm_env("CANARY_OVERRIDE_TOKENS", QA_TOKEN);
+    cfg.set_vm_env("CANARY_FLOW_KEY", FLOW_KEY);
     cfg.set_top_level(
         "stats_flush_interval",
         serde_yaml::Value::String("1s".into()),
@@ -551,10 +731,19 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         .ok_or("the demo's plugin configuration has no salt")?;
     let failed = Arc::new(AtomicUsize::new(0));
     let trip: TripClock = Arc::new(Mutex::new(None));
+    let shared = Shared {
+        jar: Arc::new(Mutex::new(vec![None; opts.sessions])),
+        trip: trip.clone(),
+        after: Arc::new(Mutex::new(Vec::new())),
+        failed: failed.clone(),
+    };
+    // Who held a flow cookie, and Envoy's draining gauge, when the trip showed.
+    let mut at_trip: Option<(Vec<bool>, f64)> = None;
     let mut first_canary_order: Option<Instant> = None;
     let mut brake: Option<Brake> = None;
     let mut trip_at_requests: Option<f64> = None;
     let (mut sessions_after, mut after_on_canary, mut kept_off) = (0, 0, 0);
+    let mut after_finishing_flows = 0;
     let mut previous: Option<Vec<Option<Seen>>> = None;
     let (mut flapped, mut to_canary, mut to_stable) = (0, 0, 0);
     let mut points = Vec::new();
@@ -572,13 +761,8 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         let next = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..opts.workers.max(1))
             .map(|_| {
-                let (seen, done, next, failed, trip) = (
-                    seen.clone(),
-                    done.clone(),
-                    next.clone(),
-                    failed.clone(),
-                    trip.clone(),
-                );
+                let (seen, done, next, shared) =
+                    (seen.clone(), done.clone(), next.clone(), shared.clone());
                 let (listener, n) = (envoy.listener(), opts.sessions);
                 std::thread::spawn(move || {
                     let Ok(mut c) = Client::connect(listener) else {
@@ -589,11 +773,11 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
                         if i >= n {
                             return;
                         }
-                        let after = after_trip(&trip, Instant::now());
-                        let s = run_session(&mut c, i, &failed);
+                        let after = after_trip(&shared.trip, Instant::now());
+                        let s = run_session(&mut c, i, &shared);
                         if let Ok(mut v) = seen.lock() {
-                            v[i] = s.map(|seen| Session {
-                                seen,
+                            v[i] = s.map(|visit| Session {
+                                visit,
                                 after_trip: after,
                             });
                         }
@@ -621,6 +805,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             watch_brake(&scrape, &trip, &mut first_canary_order, &mut brake);
             if brake.is_some() && !tripped_before {
                 trip_at_requests = Some((requests_done + 3 * done.load(Ordering::Relaxed)) as f64);
+                at_trip = Some(flows_at_trip(&shared, &scrape));
             }
             if last_sample.elapsed() > Duration::from_millis(100) {
                 points.push(sample(
@@ -653,9 +838,15 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             };
             if s.after_trip {
                 sessions_after += 1;
-                after_on_canary += usize::from(s.seen != Seen::One(false));
+                // A flow from before the trip finishes on the canary; nothing else may reach it.
+                after_on_canary += usize::from(s.visit.canary_not_flow);
+                after_finishing_flows +=
+                    usize::from(s.visit.flow_on_canary && !s.visit.canary_not_flow);
             }
-            if brake.is_some() && cohort_is_canary(&salt, i, weight) && s.seen != Seen::One(true) {
+            if brake.is_some()
+                && cohort_is_canary(&salt, i, weight)
+                && s.visit.seen != Seen::One(true)
+            {
                 braked[i] = true;
                 kept_off += 1;
             }
@@ -664,7 +855,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         let seen: Vec<Option<Seen>> = seen
             .iter()
             .zip(&braked)
-            .map(|(s, b)| s.filter(|_| !b).map(|s| s.seen))
+            .map(|(s, b)| s.filter(|_| !b).map(|s| s.visit.seen))
             .collect();
         flapped += seen.iter().filter(|s| **s == Some(Seen::Both)).count();
         if let Some(prev) = &previous {
@@ -680,17 +871,16 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     }
 
     // The brake's last looks: it judges what the last sessions counted once they are flushed
-    // (every second); histograms (p99) reach the admin output on a stats flush (1 s too).
+    // (every second); histograms (p99) reach the admin output on a stats flush (1 s too). Once
+    // it has tripped, one stats flush is enough (the flows in progress are draining meanwhile).
     let last_looks = Instant::now();
-    while last_looks.elapsed() < Duration::from_millis(2500) {
-        watch_brake(
-            &envoy.scrape_now(),
-            &trip,
-            &mut first_canary_order,
-            &mut brake,
-        );
+    let looks = Duration::from_millis(if brake.is_some() { 1200 } else { 2500 });
+    while last_looks.elapsed() < looks {
+        let scrape = envoy.scrape_now();
+        watch_brake(&scrape, &trip, &mut first_canary_order, &mut brake);
         if trip_at_requests.is_none() && brake.is_some() {
             trip_at_requests = Some(requests_done as f64);
+            at_trip = Some(flows_at_trip(&shared, &scrape));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -698,6 +888,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     if let Some(b) = &mut brake {
         b.sessions_after = sessions_after;
         b.sessions_after_on_canary = after_on_canary;
+        b.sessions_after_finishing_flows = after_finishing_flows;
         b.sessions_kept_off = kept_off;
         b.line = envoy.log().lines().find_map(|l| {
             l.split_once("sticky-canary: guard tripped")
@@ -710,6 +901,38 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         .collect();
     let totals = gate::Totals::from_scrapes(SERVICE, &[scrape]);
     let report = gate::evaluate(&totals, &policy())?;
+    // After the figures (which stay the ramp's): the canary's cohort comes back until the flows
+    // in progress at the trip are over.
+    let trip_instant = trip.lock().ok().and_then(|t| *t);
+    let flows = match (trip_instant, at_trip) {
+        (Some(t), Some((holders, draining))) => {
+            let last = *opts.steps.last().unwrap_or(&first);
+            let cohort: Vec<usize> = (0..opts.sessions)
+                .filter(|&i| !is_qa(i) && cohort_is_canary(&salt, i, last))
+                .collect();
+            let limit = Duration::from_secs(3 * FLOW_DRAIN_SECONDS + 5);
+            if opts.progress {
+                eprintln!(
+                    "  after the trip: the canary's cohort ({} sessions) comes back once a second until no flow cookie is left",
+                    cohort.len()
+                );
+            }
+            let (return_requests, drained) =
+                return_visits(envoy, &cohort, opts.workers.max(1), &shared, limit);
+            let answers = shared.after.lock().map(|a| a.clone()).unwrap_or_default();
+            Some(flows_after_trip(
+                t,
+                &holders,
+                &cohort,
+                &answers,
+                draining,
+                drained,
+                &envoy.scrape_now(),
+                return_requests,
+            ))
+        }
+        _ => None,
+    };
     let chart = match &opts.chart {
         Some(path) => {
             if let Some(dir) = path.parent() {
@@ -725,6 +948,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     Ok(Outcome {
         figures,
         brake,
+        flows,
         gate: report,
         flapped_within_step: flapped,
         moved_stable_to_canary: to_canary,
@@ -734,6 +958,166 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         chart,
         elapsed: started.elapsed(),
     })
+}
+
+/// When the trip shows: which sessions' clients hold an unexpired flow cookie, and Envoy's
+/// `canary_flows_draining` for the canary.
+fn flows_at_trip(shared: &Shared, s: &Scrape) -> (Vec<bool>, f64) {
+    let now = Instant::now();
+    let holders = shared
+        .jar
+        .lock()
+        .map(|jar| {
+            jar.iter()
+                .map(|f| f.as_ref().is_some_and(|f| f.expires > now))
+                .collect()
+        })
+        .unwrap_or_default();
+    (holders, sum_where(s, "canary_flows_draining", "canary"))
+}
+
+/// `canary_flows_draining{version="canary"}` now.
+fn draining(envoy: &Envoy) -> f64 {
+    sum_where(&envoy.scrape_now(), "canary_flows_draining", "canary")
+}
+
+/// The return visits after the trip: `sessions` come back once a second, each reading its cart
+/// (a read: it starts and refreshes no flow) with whatever flow cookie its client holds, until
+/// none of them holds one, and once more after (at most `limit`). Returns the requests sent and
+/// when Envoy's draining gauge for the canary showed 0 (it is updated every second).
+fn return_visits(
+    envoy: &Envoy,
+    sessions: &[usize],
+    workers: usize,
+    shared: &Shared,
+    limit: Duration,
+) -> (usize, Option<Instant>) {
+    let start = Instant::now();
+    let sessions: Arc<Vec<usize>> = Arc::new(sessions.to_vec());
+    let (mut requests, mut drained, mut last_round) = (0, None, false);
+    loop {
+        let round = Instant::now();
+        let next = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..workers)
+            .map(|_| {
+                let (next, sessions, shared) = (next.clone(), sessions.clone(), shared.clone());
+                let listener = envoy.listener();
+                std::thread::spawn(move || {
+                    let Ok(mut c) = Client::connect(listener) else {
+                        return;
+                    };
+                    while let Some(&i) = sessions.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let mut req = Request::get("/cart");
+                        if is_pinned(i) {
+                            req = req.header("x-merchant-id", "m_test_1");
+                        }
+                        shared.send(&mut c, i, req);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        requests += sessions.len();
+        if last_round || start.elapsed() > limit {
+            break;
+        }
+        let now = Instant::now();
+        let holding = shared.jar.lock().is_ok_and(|jar| {
+            sessions.iter().any(|&i| {
+                jar.get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|f| f.expires > now)
+            })
+        });
+        last_round = !holding;
+        while round.elapsed() < Duration::from_secs(1) {
+            if drained.is_none() && draining(envoy) == 0.0 {
+                drained = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The gauge follows at the next tick.
+    let wait = Instant::now();
+    while drained.is_none() && wait.elapsed() < Duration::from_secs(3) {
+        if draining(envoy) == 0.0 {
+            drained = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (requests, drained)
+}
+
+/// The flows after the trip at `t`, from what the clients saw (`answers`: every response after
+/// it) and Envoy's figures. `holders`: who held a flow cookie at the trip; `cohort`: the canary's
+/// cohort at the last step (QA aside).
+#[allow(clippy::too_many_arguments)]
+fn flows_after_trip(
+    t: Instant,
+    holders: &[bool],
+    cohort: &[usize],
+    answers: &[Answered],
+    draining_at_trip: f64,
+    drained: Option<Instant>,
+    end: &Scrape,
+    return_requests: usize,
+) -> FlowsAfterTrip {
+    let held = |i: usize| holders.get(i).copied().unwrap_or(false);
+    let flows: Vec<&Answered> = answers
+        .iter()
+        .filter(|a| !is_qa(a.session) && a.canary && a.reason == "flow")
+        .collect();
+    let mut finished: Vec<usize> = flows.iter().map(|a| a.session).collect();
+    finished.sort_unstable();
+    finished.dedup();
+    let without: std::collections::HashSet<usize> =
+        cohort.iter().copied().filter(|&i| !held(i)).collect();
+    let moved: Vec<&Answered> = answers
+        .iter()
+        .filter(|a| without.contains(&a.session))
+        .collect();
+    let mut moved_sessions: Vec<usize> = moved.iter().map(|a| a.session).collect();
+    moved_sessions.sort_unstable();
+    moved_sessions.dedup();
+    let mut reasons: Vec<(String, usize)> = Vec::new();
+    for a in &moved {
+        match reasons.iter_mut().find(|(r, _)| *r == a.reason) {
+            Some((_, n)) => *n += 1,
+            None => reasons.push((a.reason.clone(), 1)),
+        }
+    }
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let cookies = ["valid", "invalid", "expired"].map(|o| {
+        end.samples
+            .iter()
+            .filter(|x| {
+                x.name == "canary_flow_cookies_total"
+                    && x.labels.get("service").map(String::as_str) == Some(SERVICE)
+                    && x.labels.get("outcome").map(String::as_str) == Some(o)
+            })
+            .map(|x| x.value)
+            .sum()
+    });
+    FlowsAfterTrip {
+        drain_seconds: FLOW_DRAIN_SECONDS,
+        in_progress: (0..holders.len()).filter(|&i| held(i) && !is_qa(i)).count(),
+        finished: finished.len(),
+        finished_requests: flows.len(),
+        last_flow_s: flows
+            .iter()
+            .map(|a| (a.at - t).as_secs_f64())
+            .reduce(f64::max),
+        moved: moved_sessions.len(),
+        moved_requests: moved.len(),
+        moved_on_canary: moved.iter().filter(|a| a.canary).count(),
+        moved_reasons: reasons,
+        draining_at_trip,
+        drained_s: drained.map(|d| d.saturating_duration_since(t).as_secs_f64()),
+        cookies,
+        return_requests,
+    }
 }
 
 /// Watches Envoy's counters for the first canary order and the brake's trip.
@@ -801,16 +1185,19 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
             }
             writeln!(
                 out,
-                "  sessions started after the trip: {}, of which reached the canary: {} (QA override sessions aside)",
-                b.sessions_after, b.sessions_after_on_canary
+                "  sessions started after the trip: {}, of which reached the canary: {} (QA override sessions aside), finished a flow there: {}",
+                b.sessions_after, b.sessions_after_on_canary, b.sessions_after_finishing_flows
             )?;
             writeln!(
                 out,
-                "  sessions the brake sent to stable instead of the canary (reason guard): {}",
+                "  sessions the brake sent to stable instead of the canary (reason hash, no bucket header; pins: reason guard): {}",
                 b.sessions_kept_off
             )?;
         }
         None => writeln!(out, "  did not trip")?,
+    }
+    if let Some(f) = &o.flows {
+        write!(out, "{}", flows_table(f))?;
     }
     writeln!(out, "\nGate (sticky-canary gate, baseline stable):\n")?;
     write!(out, "{}", o.gate.table())?;
@@ -822,6 +1209,61 @@ pub fn print(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
         "Finished in {:.1} s; Envoy and both shops stopped.",
         o.elapsed.as_secs_f64()
     )
+}
+
+/// The flows after the trip, side by side with the sessions moved at once.
+pub fn flows_table(f: &FlowsAfterTrip) -> String {
+    let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("+{s:.1} s"));
+    let reasons = f
+        .moved_reasons
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = format!(
+        "\nFlows after the trip (session.hold.flows, drain_seconds {}; guard.flows finish):\n",
+        f.drain_seconds
+    );
+    out.push_str(&format!(
+        "  {:<34}{:>9}{:>10}  {:<8}{}\n",
+        "", "sessions", "requests", "served", "reason (requests)"
+    ));
+    out.push_str(&format!(
+        "  {:<34}{:>9}{:>10}  {:<8}flow {}, the last at {}\n",
+        "flows finished on the canary",
+        f.finished,
+        f.finished_requests,
+        "canary",
+        f.finished_requests,
+        secs(f.last_flow_s)
+    ));
+    out.push_str(&format!(
+        "  {:<34}{:>9}{:>10}  {:<8}{}\n",
+        "moved to stable at once (no flow)",
+        f.moved,
+        f.moved_requests,
+        if f.moved_on_canary == 0 {
+            "stable".to_string()
+        } else {
+            format!("canary {}!", f.moved_on_canary)
+        },
+        reasons
+    ));
+    out.push_str(&format!(
+        "  flows in progress at the trip: {} (the clients' flow cookies; Envoy's gauge {:.0}); {} ended before their session came back\n",
+        f.in_progress,
+        f.draining_at_trip,
+        f.in_progress.saturating_sub(f.finished)
+    ));
+    out.push_str(&format!(
+        "  canary_flows_draining{{version=\"canary\"}} at 0 from {}; canary_flow_cookies_total valid {:.0}, expired {:.0}, invalid {:.0}; {} return-visit requests\n",
+        secs(f.drained_s),
+        f.cookies[0],
+        f.cookies[2],
+        f.cookies[1],
+        f.return_requests
+    ));
+    out
 }
 
 /// For tests: a short, quiet run.

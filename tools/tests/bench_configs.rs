@@ -278,7 +278,11 @@ fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
             }
             "filter-flows" => {
                 assert!(v.flow_cookie);
-                assert_eq!(sum("outcome=.=valid;.;canary_flow_cookies_total"), 1, "{stats}");
+                assert_eq!(
+                    sum("outcome=.=valid;.;canary_flow_cookies_total"),
+                    1,
+                    "{stats}"
+                );
                 assert_eq!(sum("reason=.=flow;.;canary_requests_total"), 1, "{stats}");
             }
             _ => assert!(!v.flow_cookie, "{}", v.key),
@@ -432,7 +436,10 @@ fn filter_flows_script_carries_a_valid_flow_cookie_per_session() {
     assert!(v.flow_cookie);
     let plan = bench::plan(v).unwrap();
     let flows = plan.flows.as_ref().unwrap();
-    assert!(flows.keyed(), "the key comes from the config's VM environment");
+    assert!(
+        flows.keyed(),
+        "the key comes from the config's VM environment"
+    );
     assert_eq!(flows.drain_seconds, 3600, "valid through any bench run");
     // Everything but the flows is filter-bucket's.
     let bucket = bench::plan(Variant::by_key("filter-bucket").unwrap()).unwrap();
@@ -440,37 +447,55 @@ fn filter_flows_script_carries_a_valid_flow_cookie_per_session() {
     assert_eq!(plan.hold.is_some(), bucket.hold.is_some());
     let now = 1_800_000_000;
     let cookies = bench::FlowCookies::for_variant(v).unwrap();
-    let keys = bench::session_keys(50);
+    let keys = bench::session_keys(200);
     let script = bench::wrk_script_with_flows(keys.len(), &cookies, now).unwrap();
     let lines: Vec<&str> = script.lines().filter(|l| l.contains("cookie: ")).collect();
     assert_eq!(lines.len(), keys.len());
     let mut versions = HashSet::new();
     for (line, key) in lines.iter().zip(&keys) {
-        let header = line.split("cookie: ").nth(1).unwrap().split("\\r").next().unwrap();
+        let header = line
+            .split("cookie: ")
+            .nth(1)
+            .unwrap()
+            .split("\\r")
+            .next()
+            .unwrap();
         assert!(header.starts_with(&bench::cookie_header(key)), "{header}");
         let flow: Vec<&str> = header
             .split("; ")
             .filter(|c| c.starts_with("sc_flow="))
             .collect();
         assert_eq!(flow.len(), 1, "{header}");
-        assert!(header.ends_with(flow[0]), "the flow cookie is last: {header}");
+        assert!(
+            header.ends_with(flow[0]),
+            "the flow cookie is last: {header}"
+        );
         let value = flow[0].strip_prefix("sc_flow=").unwrap();
         let digest = sticky_canary::flow::key_digest(key.as_bytes());
         let (outcome, version) = flows.check(value.as_bytes(), &digest, now + 1, |n| {
             plan.version_named(n)
         });
         assert_eq!(outcome, sticky_canary::flow::Outcome::Valid, "{key}");
-        assert_eq!(version, Some(plan.bucket(key.as_bytes())), "{key}");
+        // (version, expiry): the session's own version, `drain_seconds` after issue.
+        assert_eq!(
+            version,
+            Some((plan.bucket(key.as_bytes()), now + flows.drain_seconds)),
+            "{key}"
+        );
         // Not another session's.
         let other = sticky_canary::flow::key_digest(b"another session");
-        let (outcome, _) = flows.check(value.as_bytes(), &other, now + 1, |n| plan.version_named(n));
+        let (outcome, _) =
+            flows.check(value.as_bytes(), &other, now + 1, |n| plan.version_named(n));
         assert_eq!(outcome, sticky_canary::flow::Outcome::Invalid);
-        versions.insert(plan.version_name(version.unwrap()).to_string());
+        versions.insert(plan.version_name(version.unwrap().0).to_string());
     }
     assert_eq!(versions.len(), 2, "both versions' flows: {versions:?}");
     // One session: wrk's fast path, the cookie set through wrk.headers.
     let one = bench::wrk_script_with_flows(1, &cookies, now).unwrap();
-    assert!(one.contains("wrk.headers[\"cookie\"]") && one.contains("; sc_flow="), "{one}");
+    assert!(
+        one.contains("wrk.headers[\"cookie\"]") && one.contains("; sc_flow="),
+        "{one}"
+    );
 }
 
 /// filter-flows through Envoy: each session's request with its flow cookie is routed and tagged
@@ -510,7 +535,10 @@ fn filter_flows_decides_every_request_by_its_valid_flow_cookie() {
             .collect();
         let holds = set.iter().filter(|v| v.starts_with("canary_hold=")).count();
         assert_eq!(holds, usize::from(want == "stable"), "key {k}: {set:?}");
-        assert!(!set.iter().any(|v| v.starts_with("sc_flow=")), "key {k}: {set:?}");
+        assert!(
+            !set.iter().any(|v| v.starts_with("sc_flow=")),
+            "key {k}: {set:?}"
+        );
         seen.insert(want);
     }
     assert_eq!(seen.len(), 2, "both versions exercised");
@@ -518,7 +546,9 @@ fn filter_flows_decides_every_request_by_its_valid_flow_cookie() {
     let r = c.send(&bench::request(&keys[0])).unwrap();
     assert_eq!(r.status, 200);
     e.await_metrics_flush();
-    let stats = e.admin_get("/stats?filter=canary_(requests|flow_cookies)_total").text();
+    let stats = e
+        .admin_get("/stats?filter=canary_(requests|flow_cookies)_total")
+        .text();
     let sum = |part: &str| -> u64 {
         stats
             .lines()
@@ -527,9 +557,21 @@ fn filter_flows_decides_every_request_by_its_valid_flow_cookie() {
             .sum()
     };
     let n = keys.len() as u64;
-    assert_eq!(sum("outcome=.=valid;.;canary_flow_cookies_total"), n, "{stats}");
-    assert_eq!(sum("outcome=.=invalid;.;canary_flow_cookies_total"), 0, "{stats}");
-    assert_eq!(sum("outcome=.=expired;.;canary_flow_cookies_total"), 0, "{stats}");
+    assert_eq!(
+        sum("outcome=.=valid;.;canary_flow_cookies_total"),
+        n,
+        "{stats}"
+    );
+    assert_eq!(
+        sum("outcome=.=invalid;.;canary_flow_cookies_total"),
+        0,
+        "{stats}"
+    );
+    assert_eq!(
+        sum("outcome=.=expired;.;canary_flow_cookies_total"),
+        0,
+        "{stats}"
+    );
     assert_eq!(sum("reason=.=flow;.;canary_requests_total"), n, "{stats}");
     assert_eq!(sum("reason=.=hash;.;canary_requests_total"), 1, "{stats}");
 }

@@ -1,6 +1,8 @@
 //! End-to-end: a shortened `make demo` run. The canary answers 200 with normal latency but
 //! overcharges tax; the gate must roll it back for the money metric, with errors and latency
-//! healthy, and no session may flap between versions.
+//! healthy, and no session may flap between versions. After the brake's trip, the flows in
+//! progress finish on the canary (reason `flow`) until their cookies expire, while the rest of the
+//! canary's cohort is on stable at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sticky_canary_cli::gate::{Outcome, Verdict};
@@ -39,6 +41,34 @@ fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {
     );
     assert_eq!(brake.sessions_after_on_canary, 0, "{brake:?}");
     assert!(text.contains("Brake (the plugin's guard"), "{text}");
+
+    // Flows (session.hold.flows, guard.flows finish): the trip's line counts the flows draining;
+    // flows in progress finished on the canary, and none after Envoy's draining gauge fell to 0
+    // (their cookies had expired); the cohort's sessions without a flow were on stable at once
+    // (reason hash with no bucket header; pinned merchants reason guard); no cookie was refused as
+    // not ours.
+    assert!(
+        brake.line.as_deref().is_some_and(|l| l
+            .contains("flow(s) draining on canary in this Envoy finish there (guard.flows finish")),
+        "{brake:?}"
+    );
+    let f = o.flows.as_ref().expect("the flows after the trip");
+    assert!(f.in_progress > 0 && f.draining_at_trip > 0.0, "{f:?}");
+    assert!(
+        f.finished > 0 && f.finished_requests >= f.finished && f.finished <= f.in_progress,
+        "{f:?}"
+    );
+    let (last, drained) = (f.last_flow_s.unwrap(), f.drained_s.expect("drained"));
+    assert!(last < drained + 0.5, "{f:?}");
+    assert!(f.moved > 0 && f.moved_on_canary == 0, "{f:?}");
+    assert!(
+        f.moved_reasons
+            .iter()
+            .all(|(r, _)| r == "hash" || r == "guard"),
+        "{f:?}"
+    );
+    assert_eq!(f.cookies[1], 0.0, "no invalid flow cookie: {f:?}");
+    assert!(text.contains("flows finished on the canary"), "{text}");
 
     // The verdict is a rollback, and it is the money that triggers it.
     assert_eq!(o.gate.verdict, Verdict::Rollback);

@@ -86,7 +86,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use sticky_canary_harness::envoy::{wasm_path, workspace_root, Envoy};
+use sticky_canary_harness::envoy::{metrics_flush_of, wasm_path, workspace_root, Envoy};
 use sticky_canary_harness::Rng;
 
 pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -487,6 +487,20 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
                 e.latency.push(l);
             }
         }
+    }
+    // The filter hands its counters to Envoy every `metrics_flush_ms` (1 s by default): the last
+    // runs' counts must reach Envoy before they are compared with its own request counts (else
+    // the entry measured last comes up short).
+    let flush = opts
+        .variants
+        .iter()
+        .filter(|v| v.filter == Filter::StickyCanary)
+        .filter_map(|v| v.load().ok())
+        .map(|doc| metrics_flush_of(&doc))
+        .max()
+        .unwrap_or_default();
+    if !flush.is_zero() {
+        std::thread::sleep(flush + Duration::from_millis(100));
     }
     for e in entries.iter_mut() {
         let more = counter_check(e);

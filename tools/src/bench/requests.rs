@@ -70,11 +70,11 @@ impl FlowCookies {
 
     /// `name=value` of the flow cookie of `session`, issued at `now_s` (valid `drain_seconds`
     /// from then). It names the version the session's key hashes to, so that a request carrying
-    /// it is routed, tagged and held as without it: only the check is added.
+    /// it is routed, tagged and held as without it: what is added is the check (and a flow
+    /// decision carries no bucket: the bucket header is removed instead of set, one host call
+    /// either way).
     pub fn cookie(&self, session: &str, now_s: u64) -> Result<String, String> {
-        let version = self
-            .plan
-            .version_name(self.plan.bucket(session.as_bytes()));
+        let version = self.plan.version_name(self.plan.bucket(session.as_bytes()));
         let set = self
             .plan
             .flows

@@ -88,7 +88,15 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
         let (mut warm, mut rate) = (0, 5_000.0f64);
         while warm < 20_000 {
             check_interrupt(stop)?;
-            let s = measure(&tools, &envoy, &script_for(v, &script)?, conns, 1.0, ticks, None)?;
+            let s = measure(
+                &tools,
+                &envoy,
+                &script_for(v, &script)?,
+                conns,
+                1.0,
+                ticks,
+                None,
+            )?;
             warm += s.requests;
             rate = s.rps.max(100.0);
         }
@@ -108,7 +116,15 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
             let left = total - done;
             let want = if left < every * 3 / 2 { left } else { every };
             let secs = (want as f64 / rate).clamp(1.0, 30.0);
-            let s = measure(&tools, &envoy, &script_for(v, &script)?, conns, secs, ticks, None)?;
+            let s = measure(
+                &tools,
+                &envoy,
+                &script_for(v, &script)?,
+                conns,
+                secs,
+                ticks,
+                None,
+            )?;
             rate = s.rps.max(100.0);
             done = envoy.request_counters()?.0 - base_total;
             let p = soak_point(&envoy, done);

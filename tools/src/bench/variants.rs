@@ -60,7 +60,7 @@ pub const VARIANTS: &[Variant] = &[
     },
     Variant {
         key: "filter-flows",
-        label: "sticky-canary: + bucket header, hold + flows (a valid flow cookie on every request)",
+        label: "sticky-canary: + bucket header, hold, a valid flow cookie",
         filter: Filter::StickyCanary,
         flow_cookie: true,
     },
@@ -238,11 +238,16 @@ pub fn vm_env(doc: &Value) -> Vec<(String, String)> {
         .into_iter()
         .flatten()
         .find_map(|f| {
-            let kv = ["typed_config", "config", "vm_config", "environment_variables"]
-                .iter()
-                .try_fold(f, |v, p| v.get(*p))?
-                .get("key_values")?
-                .as_mapping()?;
+            let kv = [
+                "typed_config",
+                "config",
+                "vm_config",
+                "environment_variables",
+            ]
+            .iter()
+            .try_fold(f, |v, p| v.get(*p))?
+            .get("key_values")?
+            .as_mapping()?;
             Some(
                 kv.iter()
                     .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
