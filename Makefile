@@ -157,7 +157,7 @@ bench-tools: $(BENCH_WRK) ## Install wrk + nginx for make bench (Debian packages
 $(BENCH_WRK):
 	bash envoy/bench/install-tools.sh
 
-bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor, sticky-canary ×7 (route, bucket, headers, headers with routed attribution, guard, pooled guard, JSON), Lua (BENCH_ROUNDS, BENCH_SECONDS) → target/bench/
+bench: build fixtures envoy bench-tools ## Envoy CPU per request: bare, V8 floor, sticky-canary ×8 (route, bucket, flows, headers, headers with routed attribution, guard, pooled guard, JSON), Lua (BENCH_ROUNDS, BENCH_SECONDS) → target/bench/
 	BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_SECONDS=$(BENCH_SECONDS) \
 	  cargo run --quiet -p sticky-canary-tools --bin sticky-canary-bench
 
