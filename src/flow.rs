@@ -286,7 +286,10 @@ impl Draining {
 
     /// A flow that ended: its cookie was cleared.
     pub fn ended(&mut self, digest: &[u8; 32]) {
-        if let Ok(i) = self.flows.binary_search_by_key(&fingerprint(digest), |f| f.0) {
+        if let Ok(i) = self
+            .flows
+            .binary_search_by_key(&fingerprint(digest), |f| f.0)
+        {
             self.flows.remove(i);
         }
     }

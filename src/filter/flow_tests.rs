@@ -91,7 +91,11 @@ fn a_write_served_by_a_canary_sets_the_cookie_and_nothing_else_does() {
     let c = cookie(&key);
     t.exchange(&[("cookie", &c)], Some("canary"), &[(":status", "200")]);
     assert!(flow_cookies(&t).is_empty());
-    t.exchange(&[(":method", "POST")], Some("canary"), &[(":status", "200")]);
+    t.exchange(
+        &[(":method", "POST")],
+        Some("canary"),
+        &[(":status", "200")],
+    );
     assert!(flow_cookies(&t).is_empty());
     t.exchange(
         &[
@@ -355,7 +359,8 @@ fn two_workers_add_up_in_the_draining_gauge_and_a_reconfiguration_keeps_it() {
     write(&t, &t.key_for("canary"), "canary", "201");
     t.root.on_tick();
     // The other worker's flow.
-    t.host.begin(&[("cookie", "session_id=w2"), (":method", "POST")]);
+    t.host
+        .begin(&[("cookie", "session_id=w2"), (":method", "POST")]);
     let mut s = second.stream();
     s.on_request_headers();
     t.host.respond(Some("canary"), &[(":status", "201")]);
