@@ -746,9 +746,8 @@ impl<'de> MapAccess<'de> for Map<'_, 'de> {
 
 #[cfg(test)]
 mod tests {
-    //! serde_json (with serde_path_to_error's paths) read the configuration before this module;
-    //! it stays the independent model: the same documents are accepted, into the same values,
-    //! and refusals read the same.
+    //! serde_json (with serde_path_to_error's paths) is the independent model of this reader:
+    //! the same documents are accepted, into the same values, and refusals read the same.
 
     use crate::config::{parse, ConfigError, RawConfig};
     use crate::json::MAX_DEPTH;

@@ -488,7 +488,7 @@ mod tests {
         // A version no longer listed: ours, but over.
         let retired = value(&f.set_cookie(&alice, "v1", now).unwrap());
         assert_eq!(check(&retired, &alice, now), (Outcome::Expired, None));
-        // Signed under a longer drain than today's: beyond the bound (and the clock skew).
+        // Signed under a longer drain than the plan's: beyond the bound (and the clock skew).
         let mut long = f.clone();
         long.drain_seconds = 3600;
         let long_cookie = value(&long.set_cookie(&alice, "canary", now).unwrap());

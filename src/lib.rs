@@ -30,7 +30,7 @@
 //! - [`filter`] (assign, business, decision, flow, grpc, guard, headers, matcher, metrics, plan, pool, services): the request/response logic,
 //!   against the [`filter::Host`] trait (a fake host in its unit tests);
 //! - `host` (filter, metrics; wasm32 only): the one adapter to the proxy-wasm ABI.
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 
 pub mod assign;
 pub mod business;

@@ -1,4 +1,4 @@
-//! A pin's allowlisted header values as one set (issue 17, the cost curve): every value back to
+//! A pin's allowlisted header values as one set (sized for the cost curve): every value back to
 //! back in one byte arena, their end offsets, and an open-addressing hash table over them.
 //!
 //! A `HashSet<Vec<u8>>` made one allocation per value (plus a `String` per value while reading):
@@ -348,7 +348,7 @@ mod tests {
         }
     }
 
-    /// Issue 17's figure: 100 000 values like `merchant-000123`.
+    /// The cost curve's largest allowlist: 100 000 values like `merchant-000123`.
     #[test]
     fn cost_of_100_000_merchants() {
         let mut list = PinList::default();

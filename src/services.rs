@@ -1,4 +1,4 @@
-//! The plugin's document: one service, as it always was (without `match` it takes every
+//! The plugin's document: one service (without `match` it takes every
 //! request), or `{"services": [ {service}, ... ]}`, several services in one plugin instance, each
 //! with its own `match`. Compiled into one [`Plan`] per service and the [`Matcher`] over them.
 //!
@@ -45,7 +45,7 @@ impl Services {
         let services = members
             .iter()
             .find(|(name, _)| name_matches(name, b"services"));
-        // The single-service document is the one service at offset 0, read as it always was.
+        // The single-service document is the one service at offset 0, read by the single-service reader.
         let single = services.is_none();
         let mut starts = vec![0];
         if let Some(&(_, at)) = services {

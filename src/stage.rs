@@ -39,7 +39,7 @@ pub struct RawPin {
 }
 
 /// `pins[].values` as written: each string appended straight into one byte arena as it is read
-/// (no `String` per value; issue 17). Empty strings are not kept, only where the first was.
+/// (no `String` per value). Empty strings are not kept, only where the first was.
 #[derive(Debug, Default)]
 pub struct PinValues {
     /// The non-empty values, duplicates included.

@@ -1,5 +1,5 @@
 //! The mesh part of `make simulate`: a **pooled** brake, where every Envoy of a fleet judges the
-//! counters of all Envoys summed by Prometheus, against today's **local-only** brake, where each
+//! counters of all Envoys summed by Prometheus, against the **local-only** brake, where each
 //! Envoy judges only its own. Pure simulation (no Envoy, no Prometheus); the test is the core's
 //! [`Test`](sticky_canary::stats::sequential::Test) through [`Rule::Sequential`], the traffic,
 //! the checks and the samplers are those of [`simulate`](crate::simulate).
@@ -916,7 +916,7 @@ pub fn format_report(r: &Report) -> String {
     let scrapes: Vec<String> = r.scrapes.iter().map(|s| format!("{s} s")).collect();
     let _ = writeln!(
         out,
-        "\n4. The mesh: a pooled brake against today's local-only one. {:.0} transactions a minute \
+        "\n4. The mesh: a pooled brake against the local-only one. {:.0} transactions a minute \
          over the fleet, each to Envoy i with probability s_i and to the canary with probability c. \
          Local-only: every Envoy judges its own counts every 1 s at alpha {}. Pooled: Prometheus \
          scrapes every Envoy every {} (own random phase) and sums the scraped counts; every Envoy \

@@ -1,5 +1,5 @@
 //! `make simulate`: false alarms and time to evidence of the canary's rules, in pure simulation
-//! (no Envoy), for issue 14.
+//! (no Envoy).
 //!
 //! Two cohorts stream transactions: `per_minute` a minute, each one served by the canary with
 //! probability `share`, else by the baseline. Every `interval` seconds a look judges the

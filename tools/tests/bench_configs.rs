@@ -14,7 +14,7 @@
 //! - filter-flows: every request of its wrk script carries one flow cookie, valid for its session
 //!   and naming the version the session hashes to; through Envoy each is found valid and decides
 //!   (reason `flow`), with filter-bucket's routing, tag and hold, and no new flow cookie is set.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![cfg(test)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;

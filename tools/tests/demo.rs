@@ -3,7 +3,6 @@
 //! healthy, and no session may flap between versions. After the brake's trip, the flows in
 //! progress finish on the canary (reason `flow`) until their cookies expire, while the rest of the
 //! canary's cohort is on stable at once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sticky_canary_cli::gate::{Outcome, Verdict};
 use sticky_canary_tools::demo;

@@ -2,7 +2,6 @@
 //! orders) in front of a canary that declines more payments: local only, the quiet replica
 //! trips later or not at all; pooled through a real Prometheus, both trip within a few seconds
 //! of each other. The printed table says what the figures say.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sticky_canary_tools::demo_mesh::{self, How};
 

@@ -8,7 +8,6 @@
 //! - the payment fall-through: pooled trips every Envoy of an uneven 90/10 pair far sooner than
 //!   the local-only brake trips the quiet one;
 //! - same seed, same numbers; another seed, other numbers.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use sticky_canary_tools::mesh::{self, false_trips, mesh_run, speed, Brakes, Fleet, Until};
 use sticky_canary_tools::simulate::{approval, stream_seed, Rng};

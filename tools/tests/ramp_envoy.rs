@@ -13,7 +13,7 @@
 //!
 //! This suite sits with the tools because it drives the same [`ramp::Ramp`] as `make demo` (one
 //! copy of the RDS plumbing; the harness crate cannot depend on the tools).
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![cfg(test)]
 
 use serde_yaml::Value;
 use std::collections::HashMap;

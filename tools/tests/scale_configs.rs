@@ -7,7 +7,6 @@
 //!   bench runs them (direct responses, free ports);
 //! - the body curve's bodies are JSON of the size asked, with `/order/tax` where the series says;
 //! - the request shapes carry the cookies and pin values the curves say.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use std::path::PathBuf;
 use sticky_canary::plan::Plan;

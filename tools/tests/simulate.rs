@@ -9,7 +9,6 @@
 //!   canary transactions at 20 % as at 5 %, hence in far fewer seconds, and the brake beats the
 //!   controller path;
 //! - same seed, same numbers; another seed, other numbers.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use sticky_canary_tools::simulate::{
     self, approval, error_ratio, evidence_run, first_trips, rates, stream_seed, wilson, Rng, Rule,

@@ -16,7 +16,6 @@
 //!   them), [`Observed`] (what one request showed), [`Keys`] and [`Rng`] (reproducible
 //!   pseudo-random draws), and the small helpers tests and tools share ([`tempdir`],
 //!   [`read_text`], [`find_tool`], [`wrapped`]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod brake;
 pub mod envoy;

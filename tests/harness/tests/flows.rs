@@ -30,7 +30,6 @@
 //!   version since removed are each decided as if absent, set or clear nothing, and are counted
 //!   `invalid` or `expired` in `canary_flow_cookies_total`; the genuine cookie keeps working; a
 //!   pin and the override win over a valid cookie without it being counted.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
 use std::net::SocketAddr;

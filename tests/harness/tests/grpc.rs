@@ -8,7 +8,6 @@
 //! filter's `canary_grpc_responses_total{service,version,grpc_status}` must count each response
 //! exactly once under the version that served it; a non-gRPC answer with a `grpc-status`
 //! trailer is not counted; the gate reads the same figures.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
 use serde_json::json;

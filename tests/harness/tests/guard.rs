@@ -8,7 +8,6 @@
 //!   published and logged.
 //! - `an_aa_pair_never_trips`: identical upstreams for `STICKY_CANARY_AA_SECONDS` (default 20;
 //!   `make guard-aa` runs 600), looked at every 200 ms: no trip.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,6 +1,5 @@
 //! Hardening under a real Envoy: live reconfiguration under load, and remote modules pinned by
 //! sha256.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,6 +1,5 @@
 //! Hostile traffic under a real Envoy: nothing a client or an upstream sends may make the filter
 //! cause an error, and the counters must stay consistent.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use serde_json::json;
 use std::io::{Read, Write};

@@ -1,7 +1,6 @@
 //! End-to-end: per-version business counters under a real Envoy, read from `/stats/prometheus`
 //! exactly as Prometheus would, with the shipped `stats_config` and with the one an Istio
 //! bootstrap generates.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use serde_json::json;
 use std::collections::HashMap;

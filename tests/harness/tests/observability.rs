@@ -5,7 +5,6 @@
 //! collector the test runs (an in-process upstream recording every POSTed span list), and
 //! compares, request by request, what the client was told (`x-canary-version`,
 //! `x-canary-reason`) with the access log line and the span of that request.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;

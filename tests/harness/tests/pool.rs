@@ -17,7 +17,6 @@
 //!   under a harmful canary: nothing trips, routing is unchanged, every outcome is counted, and
 //!   the fake sees at most one query per interval although four VMs tick; an Envoy whose pool
 //!   cluster does not exist counts `unreachable`.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use serde_json::json;
 use std::net::SocketAddr;

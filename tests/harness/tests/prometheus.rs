@@ -11,7 +11,6 @@
 //! Prometheus and promtool come from `PROMETHEUS_BIN` / `PROMTOOL_BIN`, else from
 //! `.venv/prometheus/usr/bin` (installed by `make prometheus`, i.e. `prometheus/install.sh`). A
 //! missing binary fails the test: a skipped test proves nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

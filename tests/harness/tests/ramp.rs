@@ -3,7 +3,6 @@
 //! with a session key (cookie, header or minted) and none otherwise; nothing a client sends in it
 //! ever gets through; a held session is served by stable with reason `hold` and no bucket, and
 //! only responses from the default version refresh the hold.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
 use sticky_canary::decision::{bucket, bucket_digits};
@@ -262,7 +261,7 @@ fn four_workers_write_the_same_buckets() {
     );
 }
 
-/// Each refusal of issue 13 under Envoy: the filter is refused and the log names the field.
+/// Each refusal of the configuration under Envoy: the filter is refused and the log names the field.
 #[test]
 fn ramp_refusals_name_the_field_in_envoys_log() {
     let base: serde_json::Value = serde_json::from_str(&ramp_config(true, true)).unwrap();

@@ -6,7 +6,6 @@
 //! a request, then 200. For known traffic (0, 1, 2 retries and one request that exhausts them,
 //! on canary and stable sessions) the per-version counters are exact, and a client-sent
 //! `x-envoy-attempt-count` request header changes nothing.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use serde_json::json;
 use std::collections::HashMap;

@@ -3,7 +3,6 @@
 //! Every test starts its own Envoy (ports chosen by Envoy, so tests run in parallel) from the
 //! shipped `envoy/envoy.yaml`, and stops it when done. Expected versions come from the published
 //! algorithm (`Plan::bucket`), which the unit tests pin to MurmurHash3 and flagd vectors.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use serde_json::json;
 use std::collections::{HashMap, HashSet};

@@ -6,7 +6,6 @@
 //!
 //! Expected versions come from the published algorithm: `Plan::bucket` of the plan of the
 //! request's own service (its salt, its weights).
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use serde_json::Value;
 use std::collections::BTreeMap;

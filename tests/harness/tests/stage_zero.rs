@@ -1,6 +1,5 @@
 //! End-to-end: stage zero (token-guarded override, pins), anonymous sessions and the reason
 //! header, under a real Envoy.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
 use std::collections::HashSet;

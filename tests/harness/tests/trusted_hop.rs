@@ -1,6 +1,5 @@
 //! End-to-end: `envoy/stage-zero.yaml`, the shipped stage-zero config, where the pin header can
 //! only come from a verified JWT claim (header_mutation strips it, jwt_authn writes it).
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use hmac::{KeyInit, Mac};
 use sticky_canary::plan::Plan;

@@ -1,4 +1,4 @@
-//! `make bench-scale`, part 1: **the cost curves** (issue 17). CPU time per request as the
+//! `make bench-scale`, part 1: **the cost curves**. CPU time per request as the
 //! filter's work grows: pins, header rules, JSON pointers, JSON body size, versions, cookies.
 //!
 //! Method: the one of `make bench` (see [`super`]), in direct-response mode (no upstream hop, so

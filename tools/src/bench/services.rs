@@ -9,7 +9,7 @@
 //! host `s<j mod N>` with its own session cookie. Every size runs in its own Envoy (all started
 //! at once, each pinned to Envoy's core, `--concurrency 1`); every round measures each once, in
 //! a fixed order, and the median of the rounds is reported. The reference row, `single`, is
-//! today's single-service document without `match` (no `:authority` read).
+//! the single-service document without `match` (no `:authority` read).
 //!
 //! Knobs: `SERVICES_SIZES` (default `1,10,100,1000`), `SERVICES_HOSTS` (requests spread over at
 //! most this many of the services; default all), `BENCH_ROUNDS` (default 3),

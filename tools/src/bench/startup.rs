@@ -1,4 +1,4 @@
-//! `make bench-scale`, parts 2 and 3: **start-up, reconfiguration and memory** (issue 17).
+//! `make bench-scale`, parts 2 and 3: **start-up, reconfiguration and memory**.
 //!
 //! - **Start-up**: Envoy spawned (pinned to `BENCH_ENVOY_CPU`) → admin `/ready`, at `--concurrency`
 //!   1, 4 and 16, for bare Envoy, the V8 floor, the filter and the filter with 16 versions or

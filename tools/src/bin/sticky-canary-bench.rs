@@ -16,7 +16,7 @@ fn main() {
             .map(|_| ()),
         Some("soak") => bench::soak(&stop).map(|_| ()),
         Some("services") => bench::services::services(&stop).map(|_| ()),
-        // `make bench-scale`: the cost curves, start-up, reconfiguration and memory (issue 17).
+        // `make bench-scale`: the cost curves, start-up, reconfiguration and memory.
         Some("scale") => bench::scale_run::run_scale(&stop).map(|_| ()),
         // summary.md and the charts again from a run's scale.json: `scale-report [DIR]`.
         Some("scale-report") => {

@@ -2,7 +2,7 @@
 //! (no Envoy): the peeking scenario, the A/A target (1 000 runs × 1 000 looks) at the
 //! A/A pair and at the null's boundary, the brake's `min_samples`, and the evidence in the seed
 //! scenarios. See `tools/src/simulate.rs`. Then the mesh (`tools/src/mesh.rs`): a brake that
-//! judges the pooled counters of a fleet of Envoys against today's local-only one, false trips
+//! judges the pooled counters of a fleet of Envoys against the local-only one, false trips
 //! and time to every Envoy tripped (`--min-samples` sets its minimum too; 100 unless given).
 //!
 //! Usage: `sticky-canary-simulate [--quick] [--seed N] [--min-samples N] [--json PATH]`.

@@ -25,7 +25,6 @@
 //!   unchanged in the tested Envoy version;
 //! - `image`: the OCI layout of `make image` holds exactly `plugin.wasm`, byte-identical to the
 //!   build.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod agreement;
 mod analysis;
