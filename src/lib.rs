@@ -1,62 +1,40 @@
 //! sticky-canary: sticky per-session canary routing for Envoy, as a proxy-wasm filter.
 //!
-//! A pure core plus a thin host shell. Every module but `host` builds and is tested on the host
-//! with `cargo test`; none but `host` touches the proxy-wasm ABI. The import graph is a DAG (a unit test
-//! below fails on a cycle); each line names what a module may import from the crate:
-//!
-//! - `check` (private): [`config::ConfigError`] and the name/token checks every section shares — a leaf;
-//! - [`cookie`], [`decimal`], [`headers`], [`json`]: byte-level readers (Cookie header, exact
-//!   decimals, the proxy-wasm header-map wire format, JSON Pointer and the JSON scanner) — leaves;
-//! - [`stats`]: the statistical tests the gate (and later the filter) runs — a leaf;
-//! - [`pinset`]: the pinned header values as one byte arena and hash table — a leaf;
-//! - [`flow`] (check): the signed flow cookie (`session.hold.flows`), `guard.flows`, the draining flows;
-//! - [`assign`] (check, flow): the cookies the filter sets (anonymous session, idle hold); [`stage`] (check, pinset): override and pins;
-//!   [`business`] (check, decimal, json): business rules and body gating;
-//! - [`matcher`] (check): a service's `match` (hosts, path prefixes) and the per-request lookup of
-//!   the service among many;
-//! - `de` (check, json): the configuration's serde deserializer, which keeps the field path;
-//! - [`grpc`] (check): the `grpc` block, gRPC content types and `grpc-status` labels — a leaf;
-//! - [`pool`] (check, de, json): the brake's `guard.pool`, compiled, its Prometheus query, the one
-//!   reader of Prometheus answers, the pooled figures and the lease kept in shared data;
-//! - [`guard`] (business, check, flow, grpc, pool, stats): the brake's `guard` block, compiled, its judgement and
-//!   its shared-data record;
-//! - [`config`] (assign, business, check, de, grpc, guard, matcher, stage): the JSON schema users write, parsed;
-//! - [`decision`] (assign, flow): MurmurHash3 bucketing, `Reason`, `Decision`, `RequestView`;
-//! - [`plan`] (assign, business, check, config, cookie, decision, flow, grpc, guard, matcher, stage): the compiled [`plan::Plan`]
-//!   and its routing decision;
-//! - [`services`] (check, config, de, json, matcher, plan): the plugin's document, one service or
-//!   `{"services": [...]}`, compiled into plans and their [`matcher::Matcher`];
-//! - [`metrics`] (business, decision, flow, grpc, plan, pool): metric names and the per-version catalogue;
-//! - [`filter`] (assign, business, decision, flow, grpc, guard, headers, matcher, metrics, plan, pool, services): the request/response logic,
-//!   against the [`filter::Host`] trait (a fake host in its unit tests);
-//! - `host` (filter, metrics; wasm32 only): the one adapter to the proxy-wasm ABI.
+//! A pure core plus a thin host shell. Every module but `abi` builds and is tested on the host
+//! with `cargo test`; none but `abi` touches the proxy-wasm ABI. Each folder depends only on the
+//! ones listed above it here, and the import graph is a DAG (`module_graph` below fails on a
+//! cycle and prints the graph).
 
-
-pub mod assign;
-pub mod business;
-mod check;
-pub mod config;
-pub mod cookie;
-mod de;
-pub mod decimal;
-pub mod decision;
-pub mod flow;
-pub mod grpc;
-pub mod guard;
-pub mod headers;
-pub mod json;
-pub mod matcher;
-pub mod metrics;
-pub mod pinset;
-pub mod plan;
-pub mod pool;
-pub mod services;
-pub mod stage;
-pub mod stats;
-
-pub mod filter;
+/// The one adapter to the proxy-wasm ABI (wasm32 only): exports Envoy calls, imports the filter
+/// calls.
 #[cfg(target_arch = "wasm32")]
-mod host;
+mod abi;
+/// The brake: the `guard` block, its judgement, the trip record, and the pool of the mesh.
+pub mod brake;
+/// The refusal of a configuration ([`check::ConfigError`]: a field path and the reason) and the
+/// name, token and label checks every section shares.
+pub mod check;
+/// The configuration as written: the root document's types, its reader (field paths kept),
+/// `parse`.
+pub mod config;
+/// What a response counts as: business rules (headers, JSON bodies) and gRPC status.
+pub mod counting;
+/// The filter's request and response logic against the [`filter::Host`] port (a fake host in
+/// its unit tests).
+pub mod filter;
+/// Byte-level readers: the `Cookie` header, exact decimals, the proxy-wasm header map, JSON
+/// (scanner and pointer).
+pub mod formats;
+/// Metric names, the per-version catalogue a plan publishes, and the tally that batches counts.
+pub mod metrics;
+/// The compiled plan of a service, its routing decision, and the plugin's document (one
+/// service or several).
+pub mod plan;
+/// Who goes where: the published hash and bucket, the decision and its reasons, stage zero and
+/// pins, the cookies the filter sets (session, hold, flow), which service a request is.
+pub mod routing;
+/// The statistical tests the gate and the brake run (the always-valid test, the fixed tests).
+pub mod stats;
 
 /// The crate version, logged when the VM starts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

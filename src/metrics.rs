@@ -15,9 +15,9 @@
 //! The [`Catalogue`] lists every series for every version, so that all of them exist (at zero)
 //! from configure time on; the wasm shell defines each once and keeps the ids in the same layout.
 
-use crate::business::{RuleKind, SkipReason};
-use crate::decision::Reason;
+use crate::counting::business::{RuleKind, SkipReason};
 use crate::plan::Plan;
+use crate::routing::decision::Reason;
 use std::cell::Cell;
 
 /// The base names of every metric the filter publishes: the one catalogue that the
@@ -49,14 +49,14 @@ pub mod names {
     /// Requests whose method changes state (`write_methods`), per served version.
     pub const WRITES: &str = "canary_writes_total";
     /// 1 while the guard has tripped a version in this Envoy, else 0 (gauge).
-    pub const GUARD_TRIPPED: &str = crate::pool::TRIPPED;
+    pub const GUARD_TRIPPED: &str = crate::brake::pool::TRIPPED;
     /// This Envoy's evidence since it joined the guard's generation, per version and series
     /// (`metric`), for the pool (gauge).
-    pub const GUARD_EVIDENCE: &str = crate::pool::EVIDENCE;
+    pub const GUARD_EVIDENCE: &str = crate::brake::pool::EVIDENCE;
     /// The generation this Envoy's guard judges, low 32 bits (gauge; with a pool).
-    pub const GUARD_GENERATION: &str = crate::pool::GENERATION;
+    pub const GUARD_GENERATION: &str = crate::brake::pool::GENERATION;
     /// Pool queries by `outcome` (counter; with a pool).
-    pub const GUARD_POOL_QUERIES: &str = crate::pool::QUERIES;
+    pub const GUARD_POOL_QUERIES: &str = crate::brake::pool::QUERIES;
     /// Flow cookies requests carried, by `outcome` (`valid`, `invalid`, `expired`; with
     /// `session.hold.flows`).
     pub const FLOW_COOKIES: &str = "canary_flow_cookies_total";
@@ -194,7 +194,7 @@ pub struct Catalogue<T> {
     /// `canary_guard_trips_total{service,version}`; empty without a guard.
     pub guard_trips: Vec<T>,
     /// `canary_grpc_responses_total{service,version,grpc_status}`, indexed as
-    /// [`crate::grpc::LABELS`]; rows empty without a `grpc` block.
+    /// [`crate::counting::grpc::LABELS`]; rows empty without a `grpc` block.
     pub grpc: Vec<Vec<T>>,
     /// `canary_guard_evidence{service,version,metric}` (gauge), per version, one per guard
     /// series; empty without `guard.pool`.
@@ -202,9 +202,9 @@ pub struct Catalogue<T> {
     /// `canary_guard_generation{service}` (gauge); empty without `guard.pool`.
     pub guard_generation: Vec<T>,
     /// `canary_guard_pool_queries_total{service,outcome}`, indexed by
-    /// [`crate::pool::Outcome::index`]; empty without `guard.pool`.
+    /// [`crate::brake::pool::Outcome::index`]; empty without `guard.pool`.
     pub pool_queries: Vec<T>,
-    /// `canary_flow_cookies_total{service,outcome}`, indexed by [`crate::flow::Outcome::index`];
+    /// `canary_flow_cookies_total{service,outcome}`, indexed by [`crate::routing::flow::Outcome::index`];
     /// empty without `session.hold.flows`.
     pub flow_cookies: Vec<T>,
     /// `canary_flows_draining{service,version}` (gauge); empty without `session.hold.flows`.
@@ -266,7 +266,7 @@ impl<T> Catalogue<T> {
         self.skipped.get(version)?.get(reason.index())
     }
 
-    /// A `canary_grpc_responses_total` series by [`crate::grpc::LABELS`] index.
+    /// A `canary_grpc_responses_total` series by [`crate::counting::grpc::LABELS`] index.
     pub fn grpc(&self, version: usize, status: usize) -> Option<&T> {
         self.grpc.get(version)?.get(status)
     }
@@ -347,12 +347,13 @@ impl Catalogue<MetricName> {
         };
         // One row per version, one entry per rule (None where the rule has no such series).
         let rules = &plan.business.rules;
-        let per_rule = |f: &dyn Fn(&str, &crate::business::Rule) -> Option<MetricName>| {
-            versions
-                .iter()
-                .map(|v| rules.iter().map(|r| f(v, r)).collect())
-                .collect()
-        };
+        let per_rule =
+            |f: &dyn Fn(&str, &crate::counting::business::Rule) -> Option<MetricName>| {
+                versions
+                    .iter()
+                    .map(|v| rules.iter().map(|r| f(v, r)).collect())
+                    .collect()
+            };
         // One counter per version.
         let per_version = |base: &str| -> Vec<MetricName> {
             versions
@@ -442,7 +443,7 @@ impl Catalogue<MetricName> {
                 names::GRPC_RESPONSES,
                 "grpc_status",
                 if plan.grpc.is_some() {
-                    &crate::grpc::LABELS
+                    &crate::counting::grpc::LABELS
                 } else {
                     &[]
                 },
@@ -464,7 +465,7 @@ impl Catalogue<MetricName> {
                 .into_iter()
                 .collect(),
             pool_queries: match pooled {
-                Some(_) => crate::pool::Outcome::ALL
+                Some(_) => crate::brake::pool::Outcome::ALL
                     .iter()
                     .map(|o| {
                         counter(encode(
@@ -476,7 +477,7 @@ impl Catalogue<MetricName> {
                 None => Vec::new(),
             },
             flow_cookies: match &plan.flows {
-                Some(_) => crate::flow::Outcome::ALL
+                Some(_) => crate::routing::flow::Outcome::ALL
                     .iter()
                     .map(|o| {
                         counter(encode(
@@ -729,7 +730,7 @@ mod tests {
             "service=.=checkout;.;version=.=canary;.;grpc_status=.=13;.;canary_grpc_responses_total"
         );
         assert_eq!(
-            c.grpc(1, crate::grpc::MISSING).unwrap().name,
+            c.grpc(1, crate::counting::grpc::MISSING).unwrap().name,
             "service=.=checkout;.;version=.=stable;.;grpc_status=.=missing;.;canary_grpc_responses_total"
         );
     }

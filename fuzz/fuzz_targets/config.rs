@@ -83,7 +83,7 @@ fn check(plan: &Plan) {
             "duplicate rule {}",
             r.name
         );
-        assert!(r.scale <= sticky_canary::decimal::MAX_SCALE);
+        assert!(r.scale <= sticky_canary::formats::decimal::MAX_SCALE);
     }
 
     let summary = plan.summary();

@@ -11,7 +11,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use sticky_canary::cookie::{find, find_in};
+use sticky_canary::formats::cookie::{find, find_in};
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {

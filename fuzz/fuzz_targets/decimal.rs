@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sticky_canary::decimal::{parse_scaled, DecimalError};
+use sticky_canary::formats::decimal::{parse_scaled, DecimalError};
 
 /// Reference: value × 10^scale in u128 with checked arithmetic, written from the contract only.
 fn model(text: &[u8], scale: u8) -> Result<u64, DecimalError> {

@@ -17,8 +17,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use sticky_canary::plan::Plan;
-use sticky_canary::cookie;
-use sticky_canary::decision::Reason;
+use sticky_canary::formats::cookie;
+use sticky_canary::routing::decision::Reason;
 
 const COOKIES: [&str; 4] = ["session_id", "sid", "SID", "a"];
 const SOURCE_HEADERS: [&str; 3] = ["x-user-id", "X-Tenant", "x-session"];

@@ -1,4 +1,4 @@
-//! The flow cookie (`sticky_canary::flow`): `split` and `Flows::check` on arbitrary values, and
+//! The flow cookie (`sticky_canary::routing::flow`): `split` and `Flows::check` on arbitrary values, and
 //! cookies the plan signed, altered.
 //!
 //! Checks: never panics; `split` accepts only `version.digits.<64 lowercase hex>` with a
@@ -9,7 +9,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use sticky_canary::flow::{key_digest, split, Outcome};
+use sticky_canary::routing::flow::{key_digest, split, Outcome};
 use sticky_canary::plan::Plan;
 use std::sync::OnceLock;
 

@@ -10,7 +10,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use sticky_canary::headers::pairs;
+use sticky_canary::formats::headers::pairs;
 
 type Pair<'a> = (&'a [u8], &'a [u8]);
 

@@ -27,7 +27,7 @@ use libfuzzer_sys::fuzz_target;
 mod nodup;
 use nodup::NoDup;
 use serde_json::Value as JsonValue;
-use sticky_canary::json::{
+use sticky_canary::formats::json::{
     find, locate, locate_all, Found, JsonError, Kind, Pointer, PointerError, Value,
 };
 

@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 mod nodup;
 use nodup::NoDup;
 use serde_json::Value;
-use sticky_canary::pool::answer::{read, AnswerError};
+use sticky_canary::brake::pool::answer::{read, AnswerError};
 
 fuzz_target!(|data: &[u8]| {
     let limit = 1 << 16;

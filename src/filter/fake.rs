@@ -3,8 +3,8 @@
 //! Every call is counted, so tests can also hold the request path to its host-call budget.
 
 use super::{Host, HostError, Level, Map};
-use crate::assign::ID_BYTES;
 use crate::metrics::MetricKind;
+use crate::routing::cookies::ID_BYTES;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -204,7 +204,7 @@ impl Host for FakeHost {
                 .iter()
                 .map(|(n, v)| (n.as_bytes(), v.as_slice()))
                 .collect();
-            crate::headers::serialize(&pairs)
+            crate::formats::headers::serialize(&pairs)
         }))
     }
 

@@ -5,8 +5,8 @@
 use super::fake::FakeHost;
 use super::tests::{config, cookie, Setup};
 use super::{Level, Map, Root};
-use crate::decision::Reason;
-use crate::flow::Outcome;
+use crate::routing::decision::Reason;
+use crate::routing::flow::Outcome;
 use serde_json::{json, Value};
 
 const KEY: &str = "a flow key of at least thirty-two bytes, for tests";

@@ -5,7 +5,7 @@
 use super::fake::FakeHost;
 use super::tests::{config, cookie, Setup};
 use super::{Level, Map, Root, Stream};
-use crate::grpc::LABELS;
+use crate::counting::grpc::LABELS;
 use serde_json::{json, Value};
 
 const GRPC: (&str, &str) = ("content-type", "application/grpc");

@@ -6,8 +6,8 @@
 use super::fake::FakeHost;
 use super::tests::{config, cookie, Setup};
 use super::{Level, Map, Root};
-use crate::decision::Reason;
-use crate::guard::record;
+use crate::brake::record;
+use crate::routing::decision::Reason;
 use serde_json::{json, Value};
 
 fn guarded(edit: impl FnOnce(&mut Value)) -> String {

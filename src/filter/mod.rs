@@ -1,13 +1,13 @@
 //! The filter's request and response logic, against the [`Host`] trait.
 //!
-//! `crate::host` implements [`Host`] with the proxy-wasm ABI and forwards Envoy's callbacks to
+//! `crate::abi` implements [`Host`] with the proxy-wasm ABI and forwards Envoy's callbacks to
 //! [`Root`] and [`Stream`]; the unit tests (`fake.rs`, `tests.rs`) run the same code against an
 //! in-memory host. Nothing here touches the proxy-wasm ABI.
 //!
 //! [`Root::on_configure`] compiles the configuration and defines every metric once; per request,
 //! [`Stream`] asks the plan for a decision, writes headers and counts. A plugin carrying several
 //! services (`{"services": [...]}`, or one service with `match`) keeps one `Active` per service
-//! and the [`crate::matcher::Matcher`]; a stream picks its service at `on_request_headers` (one
+//! and the [`crate::routing::matcher::Matcher`]; a stream picks its service at `on_request_headers` (one
 //! `:authority` read, one `:path` read only when some service has path prefixes), and a request
 //! no service claims goes on exactly as it came, counted once in `canary_unmatched_total`. Failure policy on the
 //! request path: a header that cannot be read counts as absent (the request falls through to the
@@ -23,19 +23,19 @@
 //! as soon as every rule's value is in the copy (tried on the first chunk, then each time the copy
 //! has grown eightfold; the copy stops).
 
-use crate::assign::{UpstreamCookie, ID_BYTES};
-use crate::business::{body_gate, Outcome, Place, SkipReason};
+use crate::brake::{record, Series};
 use crate::config::Attribution;
-use crate::decision::{bucket_digits, Decision, Reason, RequestView};
-use crate::flow::{Draining, OnTrip};
-use crate::guard::{record, Series};
-use crate::matcher::Matcher;
+use crate::counting::business::{body_gate, Outcome, Place, SkipReason};
 use crate::metrics::{self, Catalogue, MetricKind, Tally};
+use crate::routing::cookies::{UpstreamCookie, ID_BYTES};
+use crate::routing::decision::{bucket_digits, Decision, Reason, RequestView};
+use crate::routing::flow::{Draining, OnTrip};
+use crate::routing::matcher::Matcher;
 
 /// The response header in which Envoy reports how many upstream attempts the request took.
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
+use crate::plan::services::Services;
 use crate::plan::Plan;
-use crate::services::Services;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -83,12 +83,12 @@ pub enum Level {
 }
 
 /// What the filter needs from its host: every call it makes, one method each. Envoy's
-/// implementation is `crate::host::Envoy` (one ABI call per method); the unit tests use an
+/// implementation is `crate::abi::Envoy` (one ABI call per method); the unit tests use an
 /// in-memory fake. Methods take `&self`: host state lives outside the VM.
 pub trait Host {
     /// The first value of a header, `Ok(None)` when absent.
     fn header(&self, map: Map, name: &str) -> Result<Option<Vec<u8>>, HostError>;
-    /// The whole header map in the proxy-wasm wire format (decode with [`crate::headers::pairs`]).
+    /// The whole header map in the proxy-wasm wire format (decode with [`crate::formats::headers::pairs`]).
     fn header_map(&self, map: Map) -> Result<Vec<u8>, HostError>;
     /// Replaces every value of a header with one value.
     fn set_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError>;
@@ -193,9 +193,9 @@ struct GuardState {
 /// Why a version is tripped on this look.
 enum Found {
     /// This Envoy's counters crossed the bound.
-    Local(crate::guard::Trip),
+    Local(crate::brake::Trip),
     /// The pooled counters of every Envoy crossed it.
-    Pooled(crate::guard::Trip),
+    Pooled(crate::brake::Trip),
     /// Another Envoy of the generation reports the version tripped (how many do).
     Adopted(f64),
 }
@@ -277,7 +277,7 @@ impl<H: Host> Active<H> {
                 .collect();
             let tick = plan.tick_ms();
             GuardState {
-                key: format!("{}{}", crate::guard::SHARED_KEY_PREFIX, plan.service),
+                key: format!("{}{}", crate::brake::SHARED_KEY_PREFIX, plan.service),
                 generation: g.generation,
                 ids: per_version,
                 tripped: Cell::new(0),
@@ -558,7 +558,7 @@ impl<H: Host> Active<H> {
     fn commit_trips(
         &self,
         g: &GuardState,
-        guard: &crate::guard::Guard,
+        guard: &crate::brake::Guard,
         found: Vec<(usize, Found)>,
     ) {
         let shared = self.host.shared_data(&g.key).ok().flatten();
@@ -969,7 +969,7 @@ impl<H: Host> RequestView for HostRequest<'_, H> {
 
     fn get_all(&mut self, name: &str) -> Vec<Vec<u8>> {
         let map = self.0.host.header_map(Map::Request).unwrap_or_default();
-        crate::headers::pairs(&map)
+        crate::formats::headers::pairs(&map)
             .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v.to_vec())
             .collect()
@@ -1018,7 +1018,7 @@ impl<'a, H: Host> ResponseHeaders<'a, H> {
     /// Calls `f` with the first value of `name` (lowercase), as the host's single-header read does.
     fn with<R>(&self, name: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         match &self.map {
-            Some(map) => f(crate::headers::pairs(map)
+            Some(map) => f(crate::formats::headers::pairs(map)
                 .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
                 .map(|(_, v)| v)),
             None => f(self
@@ -1176,8 +1176,10 @@ impl<H: Host> Stream<H> {
         // otherwise it is awaited in the trailers, and counted `missing` if the stream ends first.
         // Both reads go through one `fn` type: one instance of `with`, not two (module size).
         type Read = fn(Option<&[u8]>) -> usize;
-        let (is_grpc, status_of): (Read, Read) =
-            (crate::grpc::content_type_index, crate::grpc::status_of);
+        let (is_grpc, status_of): (Read, Read) = (
+            crate::counting::grpc::content_type_index,
+            crate::counting::grpc::status_of,
+        );
         if plan.grpc.is_some() && headers.with("content-type", is_grpc) == 1 {
             if end_of_stream {
                 let status = headers.with("grpc-status", status_of);
@@ -1333,7 +1335,7 @@ impl<H: Host> Stream<H> {
         if std::mem::take(&mut self.grpc) {
             if let Some(active) = &self.active {
                 let status = active.host.header(Map::ResponseTrailers, "grpc-status");
-                let status = crate::grpc::status_of(status.ok().flatten().as_deref());
+                let status = crate::counting::grpc::status_of(status.ok().flatten().as_deref());
                 active.increment(active.metrics.grpc(self.served, status), 1);
             }
         }
@@ -1348,7 +1350,12 @@ impl<H: Host> Stream<H> {
         }
         if std::mem::take(&mut self.grpc) {
             if let Some(active) = &self.active {
-                active.increment(active.metrics.grpc(self.served, crate::grpc::MISSING), 1);
+                active.increment(
+                    active
+                        .metrics
+                        .grpc(self.served, crate::counting::grpc::MISSING),
+                    1,
+                );
             }
         }
     }

@@ -12,9 +12,9 @@
 //! per change of outcome, and changes nothing else.
 
 use super::{bit, Active, Found, GuardState, Host, Level, Map};
-use crate::pool::answer::AnswerError;
-use crate::pool::lease::{self, Lease};
-use crate::pool::{Outcome, Pool, Pooled, MAX_ANSWER_BYTES};
+use crate::brake::pool::answer::AnswerError;
+use crate::brake::pool::lease::{self, Lease};
+use crate::brake::pool::{Outcome, Pool, Pooled, MAX_ANSWER_BYTES};
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -143,7 +143,7 @@ impl<H: Host> Active<H> {
             .and_then(|s| self.ids.get(*s))
         {
             let r = self.host.record_metric(id, u64::from(pool.generation));
-            self.warn_on_error("set", crate::pool::GENERATION, r);
+            self.warn_on_error("set", crate::brake::pool::GENERATION, r);
         }
         let len = g.ids.iter().map(Vec::len).sum::<usize>();
         let stored = self.host.shared_data(&p.start_key).ok().flatten();
@@ -408,7 +408,7 @@ impl<H: Host> Active<H> {
             .host
             .header_map(Map::HttpCallResponse)
             .unwrap_or_default();
-        let status = crate::headers::pairs(&map)
+        let status = crate::formats::headers::pairs(&map)
             .find(|(n, _)| *n == b":status")
             .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u16>().ok())
             .unwrap_or(0);

@@ -6,8 +6,8 @@
 use super::fake::FakeHost;
 use super::tests::{config, cookie, Setup};
 use super::{Level, Map, Root};
+use crate::brake::pool::{lease, Outcome};
 use crate::metrics::encode;
-use crate::pool::{lease, Outcome};
 use serde_json::{json, Value};
 
 const T0: u64 = 1_733_600_000_000;
@@ -132,7 +132,7 @@ fn evidence(errors: (&str, &str), responses: (&str, &str)) -> String {
 
 fn outcome(t: &Setup, o: Outcome) -> i64 {
     let name = encode(
-        crate::pool::QUERIES,
+        crate::brake::pool::QUERIES,
         &[("service", "checkout"), ("outcome", o.as_str())],
     );
     t.host.metric(&name).map_or(-1, |m| m.value)
@@ -267,15 +267,15 @@ fn evidence_counts_from_the_generation_start_and_restarts_with_a_new_epoch() {
     let ev = |t: &Setup, m: &str| {
         gauge(
             t,
-            crate::pool::EVIDENCE,
+            crate::brake::pool::EVIDENCE,
             &[("version", "canary"), ("metric", m)],
         )
     };
     assert_eq!((ev(&t, "errors"), ev(&t, "responses")), (7, 7));
-    let generation = crate::guard::record::generation(b"checkout", 0);
+    let generation = crate::brake::record::generation(b"checkout", 0);
     assert_eq!(
-        gauge(&t, crate::pool::GENERATION, &[]),
-        i64::from(crate::pool::generation_label(generation))
+        gauge(&t, crate::brake::pool::GENERATION, &[]),
+        i64::from(crate::brake::pool::generation_label(generation))
     );
     // A reconfiguration with the same generation keeps the zero; a new epoch restarts it.
     let mut again = Root::new(t.host.clone());
@@ -291,10 +291,10 @@ fn evidence_counts_from_the_generation_start_and_restarts_with_a_new_epoch() {
     advance(&t, 10_000);
     epoch1.on_tick();
     assert_eq!((ev(&t, "errors"), ev(&t, "responses")), (0, 0));
-    let g1 = crate::guard::record::generation(b"checkout", 1);
+    let g1 = crate::brake::record::generation(b"checkout", 1);
     assert_eq!(
-        gauge(&t, crate::pool::GENERATION, &[]),
-        i64::from(crate::pool::generation_label(g1))
+        gauge(&t, crate::brake::pool::GENERATION, &[]),
+        i64::from(crate::brake::pool::generation_label(g1))
     );
 }
 
@@ -370,7 +370,7 @@ fn every_failure_is_counted_once_warned_and_harmless() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let big = format!(
         r#"{{"status":"success","data":{{"resultType":"vector","result":[]}},"pad":"{}"}}"#,
-        "x".repeat(crate::pool::MAX_ANSWER_BYTES)
+        "x".repeat(crate::brake::pool::MAX_ANSWER_BYTES)
     );
     let nan = answer(&[("canary_guard_evidence", "canary", "errors", "NaN")]);
     let negative = answer(&[("canary_guard_evidence", "canary", "errors", "-5")]);

@@ -3,9 +3,9 @@
 
 use super::fake::FakeHost;
 use super::{Level, Map, Root};
-use crate::decision::Reason;
 use crate::metrics::{names, Catalogue};
 use crate::plan::Plan;
+use crate::routing::decision::Reason;
 use serde_json::{json, Value};
 
 fn service(name: &str, match_: Value) -> Value {
@@ -34,7 +34,7 @@ fn three() -> Value {
 
 fn setup(doc: &Value) -> (FakeHost, Root<FakeHost>) {
     let host = FakeHost::with_config(&doc.to_string());
-    host.state().random = Some([7; crate::assign::ID_BYTES]);
+    host.state().random = Some([7; crate::routing::cookies::ID_BYTES]);
     let mut root = Root::new(host.clone());
     assert!(root.on_configure(), "{:?}", host.logs(Level::Error));
     (host, root)

@@ -3,10 +3,10 @@
 
 use super::fake::FakeHost;
 use super::{Level, Map, Root, Stream};
-use crate::business::SkipReason;
-use crate::decision::Reason;
+use crate::counting::business::SkipReason;
 use crate::metrics::{Catalogue, MetricName};
 use crate::plan::Plan;
+use crate::routing::decision::Reason;
 use serde_json::{json, Value};
 
 /// A 50/50 plan with a cookie source, an override, a reason header, an assigned cookie and
@@ -812,8 +812,8 @@ fn ramp_config() -> String {
 const HOLD_SET_COOKIE: &str = "sc_hold=1; Max-Age=900; Path=/; Secure; HttpOnly; SameSite=Lax";
 
 fn digits(t: &Setup, key: &str) -> String {
-    let b = crate::decision::bucket(&t.plan.salt, key.as_bytes());
-    String::from_utf8(crate::decision::bucket_digits(b).to_vec()).unwrap()
+    let b = crate::routing::decision::bucket(&t.plan.salt, key.as_bytes());
+    String::from_utf8(crate::routing::decision::bucket_digits(b).to_vec()).unwrap()
 }
 
 #[test]

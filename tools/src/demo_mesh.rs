@@ -25,7 +25,7 @@ use serde_json::json;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use sticky_canary::guard::DEFAULT_MIN_SAMPLES;
+use sticky_canary::brake::DEFAULT_MIN_SAMPLES;
 use sticky_canary::plan::Plan;
 use sticky_canary_cli::prom::Scrape;
 use sticky_canary_harness::brake::{self, approval_guard, guarded_plugin};

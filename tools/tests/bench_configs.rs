@@ -358,10 +358,9 @@ fn filter_bucket_routes_like_filter_route_and_carries_the_bucket_and_the_hold() 
             Observed::from_response(&plan, &r).is_served_by(want),
             "key {k}: want {want}"
         );
-        let digits = sticky_canary::decision::bucket_digits(sticky_canary::decision::bucket(
-            &plan.salt,
-            k.as_bytes(),
-        ));
+        let digits = sticky_canary::routing::decision::bucket_digits(
+            sticky_canary::routing::decision::bucket(&plan.salt, k.as_bytes()),
+        );
         let sent: Vec<String> = r.json()["headers"]
             .as_array()
             .unwrap()
@@ -471,11 +470,15 @@ fn filter_flows_script_carries_a_valid_flow_cookie_per_session() {
             "the flow cookie is last: {header}"
         );
         let value = flow[0].strip_prefix("sc_flow=").unwrap();
-        let digest = sticky_canary::flow::key_digest(key.as_bytes());
+        let digest = sticky_canary::routing::flow::key_digest(key.as_bytes());
         let (outcome, version) = flows.check(value.as_bytes(), &digest, now + 1, |n| {
             plan.version_named(n)
         });
-        assert_eq!(outcome, sticky_canary::flow::Outcome::Valid, "{key}");
+        assert_eq!(
+            outcome,
+            sticky_canary::routing::flow::Outcome::Valid,
+            "{key}"
+        );
         // (version, expiry): the session's own version, `drain_seconds` after issue.
         assert_eq!(
             version,
@@ -483,10 +486,10 @@ fn filter_flows_script_carries_a_valid_flow_cookie_per_session() {
             "{key}"
         );
         // Not another session's.
-        let other = sticky_canary::flow::key_digest(b"another session");
+        let other = sticky_canary::routing::flow::key_digest(b"another session");
         let (outcome, _) =
             flows.check(value.as_bytes(), &other, now + 1, |n| plan.version_named(n));
-        assert_eq!(outcome, sticky_canary::flow::Outcome::Invalid);
+        assert_eq!(outcome, sticky_canary::routing::flow::Outcome::Invalid);
         versions.insert(plan.version_name(version.unwrap().0).to_string());
     }
     assert_eq!(versions.len(), 2, "both versions' flows: {versions:?}");

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sticky_canary::config::DEFAULT_METRICS_FLUSH_MS;
-use sticky_canary::services::Services;
+use sticky_canary::plan::services::Services;
 
 /// How long Envoy may take to become ready (or to exit, for refused configs).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use sticky_canary::flow::key_digest;
 use sticky_canary::plan::Plan;
+use sticky_canary::routing::flow::key_digest;
 
 /// The VM environment variable holding the MAC key.
 pub const KEY_ENV: &str = "CANARY_FLOW_KEY";

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sticky_canary::pool::percent_encode;
+use sticky_canary::brake::pool::percent_encode;
 
 /// `env`, else `.venv/prometheus/usr/bin/<name>`; a missing binary is a test failure (a skipped
 /// test proves nothing).

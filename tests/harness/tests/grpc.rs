@@ -196,7 +196,7 @@ const TRAFFIC: &[(&str, &str, usize)] = &[
 ];
 
 fn grpc_counts(s: &Scrape, version: &str) -> Vec<(&'static str, u64)> {
-    sticky_canary::grpc::LABELS
+    sticky_canary::counting::grpc::LABELS
         .iter()
         .map(|status| {
             let l = [
@@ -322,7 +322,7 @@ fn grpc_statuses_are_counted_per_served_version() {
     let policy = Policy {
         checks: vec![Check::GrpcErrorRatio {
             max_points: 1.0,
-            codes: sticky_canary::grpc::DEFAULT_ERROR_CODES.to_vec(),
+            codes: sticky_canary::counting::grpc::DEFAULT_ERROR_CODES.to_vec(),
         }],
         min_samples: 1,
         ..Policy::default_for("stable")

@@ -13,7 +13,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use sticky_canary::guard::Series;
+use sticky_canary::brake::Series;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::brake::{self, guarded_plugin};
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};

@@ -5,8 +5,8 @@
 //! only responses from the default version refresh the hold.
 
 use serde_json::json;
-use sticky_canary::decision::{bucket, bucket_digits};
 use sticky_canary::plan::Plan;
+use sticky_canary::routing::decision::{bucket, bucket_digits};
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
 use sticky_canary_harness::{addresses, upstreams_for, Fixture, Keys, Observed};

@@ -8,8 +8,8 @@ use super::{env_num, now_unix};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use sticky_canary::flow::key_digest;
 use sticky_canary::plan::Plan;
+use sticky_canary::routing::flow::key_digest;
 use sticky_canary_harness::http::Request;
 
 /// The Cookie header of the benchmark's requests: a few cookies, about 300 bytes, the session

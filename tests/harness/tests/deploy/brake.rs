@@ -14,9 +14,9 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sticky_canary::brake::pool::Pool;
+use sticky_canary::plan::services::Services;
 use sticky_canary::plan::Plan;
-use sticky_canary::pool::Pool;
-use sticky_canary::services::Services;
 use sticky_canary_harness::envoy::{self, key, workspace_root, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
 

@@ -3,9 +3,9 @@
 
 use super::manifests::{manifests, of_kind, Manifest};
 use serde_json::Value;
-use sticky_canary::matcher::HostPattern;
+use sticky_canary::plan::services::Services;
 use sticky_canary::plan::Plan;
-use sticky_canary::services::Services;
+use sticky_canary::routing::matcher::HostPattern;
 
 /// How an entry of the VM environment gets its value.
 #[derive(Clone, Debug, PartialEq)]

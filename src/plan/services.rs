@@ -6,9 +6,9 @@
 
 use crate::check::ConfigError;
 use crate::config::{parse, RawConfig};
-use crate::json::{name_matches, Scanner};
-use crate::matcher::{Match, Matcher};
+use crate::formats::json::{name_matches, Scanner};
 use crate::plan::Plan;
+use crate::routing::matcher::{Match, Matcher};
 
 /// Most services one plugin instance may carry. Configure time, memory and the metrics Envoy
 /// keeps grow with it (README "Performance"); the lookup per request does not.
@@ -90,7 +90,7 @@ impl Services {
             let service: RawConfig = if single {
                 parse(bytes)?
             } else {
-                crate::de::from_element(bytes, start, "services", i)?
+                crate::config::de::from_element(bytes, start, "services", i)?
             };
             let at = |path: &str| prefix(i) + path;
             if service.match_.is_none() && !single {

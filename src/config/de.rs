@@ -2,9 +2,9 @@
 //! path itself, so that a refusal names `versions[1].weight` and says why.
 //!
 //! It replaces `serde_json` + `serde_path_to_error` in the module (together they were most of its
-//! code). Tokens are scanned by [`crate::json`]'s scanner, so strings, numbers and literals follow
+//! code). Tokens are scanned by [`crate::formats::json`]'s scanner, so strings, numbers and literals follow
 //! exactly the grammar the business rules accept; nesting deeper than
-//! [`MAX_DEPTH`](crate::json::MAX_DEPTH) is refused.
+//! [`MAX_DEPTH`](crate::formats::json::MAX_DEPTH) is refused.
 //!
 //! Only what the configuration needs: objects, arrays, strings (every escape, surrogate pairs),
 //! integers, `true`, `false`, `null`. No field of the configuration is fractional, so a number
@@ -18,7 +18,7 @@
 //! (`{"Lax": null}` for `"Lax"`).
 
 use crate::check::ConfigError;
-use crate::json::{JsonError, Kind, Scanner, Value};
+use crate::formats::json::{decimal_f64, JsonError, Kind, Scanner, Value};
 use serde::de::{
     self, DeserializeSeed, Expected, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor,
 };
@@ -482,53 +482,6 @@ fn scan_error(e: JsonError, syntax: &str) -> Error {
 
 /// Refuses `token` where `exp` was expected (also: numbers that are not integers of a supported
 /// size).
-/// A JSON number the scanner accepted (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) as
-/// `f64`, without the standard library's float parser (which would cost the module ~10 KB):
-/// the first 18 significant digits and the exponent, then one multiplication or division by a
-/// power of ten. Exact (correctly rounded) for the values a configuration holds (≤ 15
-/// significant digits, exponents within ±22); `None` when the result is not finite.
-pub(crate) fn decimal_f64(text: &str) -> Option<f64> {
-    let (negative, rest) = match text.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, text),
-    };
-    let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(i) => (rest.get(..i)?, rest.get(i + 1..)?.parse::<i32>().ok()?),
-        None => (rest, 0),
-    };
-    let mut digits: u64 = 0;
-    let mut scale: i32 = exponent;
-    let mut significant = 0;
-    let mut after_point = false;
-    for c in mantissa.bytes() {
-        match c {
-            b'.' => after_point = true,
-            b'0'..=b'9' => {
-                if significant < 18 {
-                    digits = digits * 10 + u64::from(c - b'0');
-                    if digits > 0 {
-                        significant += 1;
-                    }
-                    if after_point {
-                        scale -= 1;
-                    }
-                } else if !after_point {
-                    scale += 1;
-                }
-            }
-            _ => return None,
-        }
-    }
-    let m = digits as f64;
-    let value = if scale >= 0 {
-        m * 10f64.powi(scale)
-    } else {
-        m / 10f64.powi(-scale)
-    };
-    let value = if negative { -value } else { value };
-    value.is_finite().then_some(value)
-}
-
 fn refuse(token: &Token<'_>, exp: &dyn Expected) -> Error {
     let other;
     let unexp = match token {
@@ -750,7 +703,7 @@ mod tests {
     //! the same documents are accepted, into the same values, and refusals read the same.
 
     use crate::config::{parse, ConfigError, RawConfig};
-    use crate::json::MAX_DEPTH;
+    use crate::formats::json::MAX_DEPTH;
     use proptest::prelude::*;
 
     /// A valid document using every part of the configuration.
@@ -899,18 +852,22 @@ mod tests {
             "5e+1",
         ] {
             let want: f64 = text.parse().unwrap();
-            let got = super::decimal_f64(text).unwrap();
+            let got = crate::formats::json::decimal_f64(text).unwrap();
             assert!(
                 got == want || ((got - want) / want).abs() < 1e-15,
                 "{text}: {got} vs {want}"
             );
         }
         for exact in ["0.01", "0.3", "0.05", "1.0", "0.001", "2.5"] {
-            assert_eq!(super::decimal_f64(exact), exact.parse().ok(), "{exact}");
+            assert_eq!(
+                crate::formats::json::decimal_f64(exact),
+                exact.parse().ok(),
+                "{exact}"
+            );
         }
-        assert_eq!(super::decimal_f64("1e400"), None);
-        assert_eq!(super::decimal_f64("1e99999999999"), None);
-        assert_eq!(super::decimal_f64("1e-400"), Some(0.0));
+        assert_eq!(crate::formats::json::decimal_f64("1e400"), None);
+        assert_eq!(crate::formats::json::decimal_f64("1e99999999999"), None);
+        assert_eq!(crate::formats::json::decimal_f64("1e-400"), Some(0.0));
     }
 
     /// Where the wording differs from serde_json's, the meaning does not.
@@ -995,7 +952,7 @@ mod tests {
         };
         let raw = ours(&doc(r#""Lax""#)).unwrap();
         let cookie = raw.session.assign_cookie.unwrap();
-        assert_eq!(cookie.same_site, crate::assign::SameSite::Lax);
+        assert_eq!(cookie.same_site, crate::routing::cookies::SameSite::Lax);
         let d = doc(r#"{"Lax": null}"#);
         assert!(model(d.as_bytes()).is_ok());
         let err = ours(&d).unwrap_err();

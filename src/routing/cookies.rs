@@ -179,9 +179,9 @@ pub struct RawHold {
     pub path: String,
     #[serde(default)]
     pub domain: Option<String>,
-    /// Flows finish where they started: the signed flow cookie (`crate::flow`).
+    /// Flows finish where they started: the signed flow cookie (`crate::routing::flow`).
     #[serde(default)]
-    pub flows: Option<crate::flow::RawFlows>,
+    pub flows: Option<crate::routing::flow::RawFlows>,
 }
 
 impl RawHold {

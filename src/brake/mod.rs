@@ -8,10 +8,12 @@
 //!
 //! Pure: no host, no allocation on the per-tick path beyond the log line of a trip.
 
-use crate::business::{Rule, RuleKind};
+pub mod pool;
+
+use crate::brake::pool::{Pool, RawPool};
 use crate::check::{cat, check_label, ConfigError};
-use crate::grpc::Grpc;
-use crate::pool::{Pool, RawPool};
+use crate::counting::business::{Rule, RuleKind};
+use crate::counting::grpc::Grpc;
 use crate::stats::sequential::{Harm, Judgement, Test, TAU_PERCENT, TAU_POINTS};
 use serde::Deserialize;
 
@@ -46,7 +48,7 @@ pub struct RawGuard {
     /// What a trip does to flows with a valid flow cookie (`session.hold.flows`): `finish`
     /// (the default) or `move`.
     #[serde(default)]
-    pub flows: Option<crate::flow::OnTrip>,
+    pub flows: Option<crate::routing::flow::OnTrip>,
 }
 
 /// One check as written: exactly one of the fields. Kept as options (rather than a serde enum)
@@ -161,7 +163,7 @@ pub struct Guard {
     /// The pooled evidence of every Envoy (`guard.pool`).
     pub pool: Option<Pool>,
     /// What a trip does to flows with a valid flow cookie (`finish` when not given).
-    pub flows: crate::flow::OnTrip,
+    pub flows: crate::routing::flow::OnTrip,
 }
 
 impl Series {

@@ -3,7 +3,7 @@
 //! and constant-time token comparison.
 
 use crate::check::{check_header_name, ConfigError};
-use crate::pinset::{PinList, PinSet};
+use crate::routing::pinset::{PinList, PinSet};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn pin_values_read_into_the_arena() {
         let doc = br#"{"header": "X-M", "values": ["a", "b\u0041", "a", "", "\u00e9", ""], "version": "v"}"#;
-        let raw: RawPin = crate::de::from_slice(doc).unwrap();
+        let raw: RawPin = crate::config::de::from_slice(doc).unwrap();
         assert_eq!((raw.values.count, raw.values.first_empty), (6, Some(3)));
         assert_eq!(raw.values.list.len(), 4);
         let same: RawPin = serde_json::from_slice(doc).unwrap();
@@ -290,7 +290,7 @@ mod tests {
 
         let doc =
             br#"{"header": "X-M", "values": ["a", "b\u0041", "a", "\u00e9"], "version": "v"}"#;
-        let raw: RawPin = crate::de::from_slice(doc).unwrap();
+        let raw: RawPin = crate::config::de::from_slice(doc).unwrap();
         let pins = compile_pins(vec![raw], &|v| (v == "v").then_some(1)).unwrap();
         let p = &pins[0];
         assert_eq!(
@@ -308,7 +308,8 @@ mod tests {
         }
 
         let raw: RawPin =
-            crate::de::from_slice(br#"{"header": "x", "values": [], "version": "v"}"#).unwrap();
+            crate::config::de::from_slice(br#"{"header": "x", "values": [], "version": "v"}"#)
+                .unwrap();
         let err = compile_pins(vec![raw], &|_| Some(0)).unwrap_err();
         assert_eq!(
             (err.path.as_str(), err.reason.as_str()),

@@ -3,25 +3,27 @@
 //!
 //! Precedence, first match wins: override (valid token) → pin → flow (a valid flow cookie: the
 //! version its flow started on) → hold (the idle-hold cookie: default version) → session key hash → assigned (a freshly minted anonymous id, hashed the same
-//! way) → default version. The hashing itself is [`crate::decision`]'s; one hash of salt ‖ key
+//! way) → default version. The hashing itself is [`crate::routing::decision`]'s; one hash of salt ‖ key
 //! gives both the version and the cohort bucket.
 
-use crate::assign::{id_hex, AssignCookie, Hold, ID_LEN};
-use crate::business::{self, Business};
+pub mod services;
+
+use crate::brake::Guard;
 use crate::check::{check_header_name, check_label, check_token, ConfigError};
 use crate::config::{
     parse, Attribution, RawConfig, DEFAULT_HEADER, DEFAULT_METRICS_FLUSH_MS, MAX_METRICS_FLUSH_MS,
     MAX_VERSIONS,
 };
-use crate::cookie;
-use crate::decision::{
+use crate::counting::business::{self, Business};
+use crate::counting::grpc::Grpc;
+use crate::formats::cookie;
+use crate::routing::cookies::{id_hex, AssignCookie, Hold, ID_LEN};
+use crate::routing::decision::{
     murmur3_32_concat, position, Decision, FlowSeen, Reason, RequestView, BUCKETS,
 };
-use crate::flow::{Flows, Secrets};
-use crate::grpc::Grpc;
-use crate::guard::Guard;
-use crate::matcher::Match;
-use crate::stage::{compile_override, compile_pins, Override, Pin};
+use crate::routing::flow::{Flows, Secrets};
+use crate::routing::matcher::Match;
+use crate::routing::stage::{compile_override, compile_pins, Override, Pin};
 
 /// Where a session key comes from, compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -448,7 +450,7 @@ impl Plan {
         let guard = raw
             .guard
             .map(|g| {
-                let context = crate::guard::Context {
+                let context = crate::brake::Context {
                     service: &raw.service,
                     salt: &salt,
                     env,
@@ -572,7 +574,7 @@ impl Plan {
                 (Some(digest), Some(now)) => {
                     Some(f.check(value, digest, now, |n| self.version_named(n)))
                 }
-                (None, _) => Some((crate::flow::Outcome::Invalid, None)),
+                (None, _) => Some((crate::routing::flow::Outcome::Invalid, None)),
                 (Some(_), None) => None,
             };
             flow = seen.map(|(outcome, valid)| FlowSeen {
@@ -643,7 +645,7 @@ impl Plan {
     }
 
     /// Steps 3–4 for the hash `h` of salt ‖ key, and the key's cohort bucket from the same hash
-    /// (equal to [`crate::decision::bucket`]).
+    /// (equal to [`crate::routing::decision::bucket`]).
     fn hashed(&self, h: u32, reason: Reason, minted: Option<[u8; ID_LEN]>) -> Decision {
         Decision {
             version: self.pick(position(h, self.total_weight)),
@@ -686,7 +688,7 @@ impl Plan {
         let hash = |k: &[u8]| {
             (
                 murmur3_32_concat(&self.salt, k, 0),
-                digest.then(|| crate::flow::key_digest(k)),
+                digest.then(|| crate::routing::flow::key_digest(k)),
             )
         };
         self.sources.iter().find_map(|source| match source {

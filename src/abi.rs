@@ -6,15 +6,15 @@
 //! default method, thread-locals, logger) was a sixth of the module's code, which V8 compiles
 //! before Envoy is ready, it panics on an unknown context id, and it exports every callback, so
 //! Envoy crossed into the VM for request bodies and trailers the filter ignores. Here every
-//! status is an `Err`, every buffer is decoded with bounds checks ([`crate::headers`]), and an
+//! status is an `Err`, every buffer is decoded with bounds checks ([`crate::formats::headers`]), and an
 //! unknown context is ignored. Buffers the host returns were allocated through
 //! `proxy_on_memory_allocate` (a boxed `[u8]` of exactly the returned size), which is why
 //! `Vec::from_raw_parts(p, n, n)` takes ownership of them soundly.
 #![allow(unsafe_code)]
 
-use crate::assign::ID_BYTES;
 use crate::filter::{Host, HostError, Level, Map, Root, Stream};
 use crate::metrics::MetricKind;
+use crate::routing::cookies::ID_BYTES;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -471,7 +471,7 @@ fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
     }
 }
 
-/// The whole header map in the proxy-wasm wire format (decoded by the filter with `crate::headers::pairs`).
+/// The whole header map in the proxy-wasm wire format (decoded by the filter with `crate::formats::headers::pairs`).
 fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
@@ -618,7 +618,7 @@ fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Result
         .iter()
         .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
         .collect();
-    let map = crate::headers::serialize(&pairs);
+    let map = crate::formats::headers::serialize(&pairs);
     let mut token = 0u32;
     // SAFETY: the slices outlive the call; `token` is a live local; empty body and trailers.
     match unsafe {

@@ -7,15 +7,17 @@
 //!
 //! Every refusal is a [`ConfigError`] naming the field path (`versions[1].weight`) and the reason.
 
-use crate::assign::{RawAssignCookie, RawHold};
-use crate::business::RawRule;
-use crate::grpc::RawGrpc;
-use crate::guard::RawGuard;
-use crate::matcher::RawMatch;
-use crate::stage::{RawOverride, RawPin};
+use crate::brake::RawGuard;
+use crate::counting::business::RawRule;
+use crate::counting::grpc::RawGrpc;
+use crate::routing::cookies::{RawAssignCookie, RawHold};
+use crate::routing::matcher::RawMatch;
+use crate::routing::stage::{RawOverride, RawPin};
 use serde::Deserialize;
 
 pub use crate::check::ConfigError;
+
+pub(crate) mod de;
 
 /// Most versions a plan may list. Sixteen covers blue/green + several canaries with room to spare
 /// and keeps the linear scan in `Plan::pick` trivially cheap.
@@ -131,7 +133,7 @@ pub struct RawSource {
 }
 
 /// Parses JSON into [`RawConfig`], naming the field path of the first error. The reader is the
-/// crate's own (`crate::de`: serde over the JSON bytes, without serde_json, which the module
+/// crate's own (`crate::config::de`: serde over the JSON bytes, without serde_json, which the module
 /// cannot afford); its refusals read like serde_json's, e.g. `versions[1].weight` /
 /// ``invalid value: integer `-5`, expected u32 at line 6 column 36``.
 pub fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
@@ -150,7 +152,7 @@ pub fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
             ))
         }
     }
-    crate::de::from_slice(bytes)
+    crate::config::de::from_slice(bytes)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The gauge of an Envoy's evidence since it joined the generation, per version and series
-/// (`metric` label: [`crate::guard::Series`]'s label).
+/// (`metric` label: [`crate::brake::Series`]'s label).
 pub const EVIDENCE: &str = "canary_guard_evidence";
 /// The gauge holding the generation an Envoy judges (its low 32 bits, exact in a float).
 pub const GENERATION: &str = "canary_guard_generation";
@@ -406,7 +406,7 @@ mod tests {
     use super::*;
 
     fn raw(json: &str) -> RawPool {
-        crate::de::from_slice(json.as_bytes()).unwrap()
+        crate::config::de::from_slice(json.as_bytes()).unwrap()
     }
 
     fn compile(json: &str) -> Result<Pool, ConfigError> {

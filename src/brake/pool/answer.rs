@@ -3,13 +3,13 @@
 //! --prometheus` both read Prometheus through it.
 //!
 //! Bounds: an answer longer than the caller's limit is refused before a byte of it is read
-//! ([`read`] takes the limit), nesting deeper than [`MAX_DEPTH`](crate::json::MAX_DEPTH) is
+//! ([`read`] takes the limit), nesting deeper than [`MAX_DEPTH`](crate::formats::json::MAX_DEPTH) is
 //! refused by the scanner (no recursion: 100 000 nested arrays cost one pass), and a sample value
 //! that cannot be a count — `NaN`, `±Inf`, negative, not a number — makes the whole answer
 //! [`AnswerError::Value`]: a counter Prometheus reports as such is broken, and nothing is judged
 //! on it.
 
-use crate::json::{name_matches, JsonError, Kind, Scanner, Value};
+use crate::formats::json::{name_matches, JsonError, Kind, Scanner, Value};
 
 /// One element of the vector: its labels (`__name__` included when Prometheus keeps it) and
 /// its value.
@@ -289,7 +289,7 @@ pub fn count(text: &str) -> Option<f64> {
     if !valid || i != b.len() {
         return None;
     }
-    let v = crate::de::decimal_f64(text)?;
+    let v = crate::formats::json::decimal_f64(text)?;
     if v == 0.0 {
         return Some(0.0);
     }

@@ -469,7 +469,7 @@ fn strings_stop_at_every_offset() {
             for (piece, ok) in pieces {
                 let mut doc = vec![b'a'; before];
                 doc.extend_from_slice(piece);
-                doc.extend(std::iter::repeat(b'b').take(after));
+                doc.extend(std::iter::repeat_n(b'b', after));
                 let close = doc.len();
                 doc.extend_from_slice(b"\", \"c\"");
                 let want = ok.map(|()| close);

@@ -11,7 +11,7 @@
 //! Steps 1–3 live here ([`murmur3_32_concat`], [`position`]); step 4 and the precedence between
 //! override, pin, session key, assigned id and default are [`crate::plan::Plan::decide`]'s.
 
-use crate::assign::{ID_BYTES, ID_LEN};
+use crate::routing::cookies::{ID_BYTES, ID_LEN};
 
 /// Why a version was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,14 +88,14 @@ pub struct Decision {
     /// The flow cookie, when the request carried one and the plan has `session.hold.flows`.
     pub flow: Option<FlowSeen>,
     /// The SHA-256 of the session key, with `session.hold.flows`, for a write or a request
-    /// with a flow cookie (what a flow cookie binds): [`crate::flow::key_digest`].
+    /// with a flow cookie (what a flow cookie binds): [`crate::routing::flow::key_digest`].
     pub key: Option<[u8; 32]>,
 }
 
 /// A request's flow cookie, checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowSeen {
-    pub outcome: crate::flow::Outcome,
+    pub outcome: crate::routing::flow::Outcome,
     /// The version it names, when valid.
     pub version: Option<usize>,
     /// Its expiry (Unix seconds), when valid.

@@ -1,5 +1,5 @@
 //! The JSON byte cursor: whitespace, strings, numbers and literals, and skipping whole subtrees
-//! without recursion. Shared by [`super::find`] and the configuration reader (`crate::de`).
+//! without recursion. Shared by [`super::find`] and the configuration reader (`crate::config::de`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -145,7 +145,7 @@ pub(crate) fn name_matches(raw: &[u8], token: &[u8]) -> bool {
     rest.is_empty()
 }
 
-/// A cursor over the document. Also the tokenizer of the configuration reader (`crate::de`), so
+/// A cursor over the document. Also the tokenizer of the configuration reader (`crate::config::de`), so
 /// that both accept the same strings, numbers and literals.
 pub(crate) struct Scanner<'a> {
     /// The whole document.

@@ -8,8 +8,8 @@
 //! catch.
 
 use crate::check::{check_header_name, ConfigError};
-use crate::decimal::{self, MAX_SCALE};
-use crate::json::{self, Kind as JsonKind, Pointer};
+use crate::formats::decimal::{self, MAX_SCALE};
+use crate::formats::json::{self, Kind as JsonKind, Pointer};
 use serde::Deserialize;
 
 /// Default and upper bound of `max_body_bytes`.
