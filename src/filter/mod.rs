@@ -28,8 +28,9 @@ use crate::config::Attribution;
 use crate::counting::business::{body_gate, Outcome, Place, SkipReason};
 use crate::metrics::{self, Catalogue, MetricKind, Tally};
 use crate::routing::cookies::{UpstreamCookie, ID_BYTES};
-use crate::routing::decision::{bucket_digits, Decision, Reason, RequestView};
+use crate::routing::decision::{Decision, Reason, RequestView};
 use crate::routing::flow::{Draining, OnTrip};
+use crate::routing::hash::bucket_digits;
 use crate::routing::matcher::Matcher;
 
 /// The response header in which Envoy reports how many upstream attempts the request took.

@@ -812,8 +812,8 @@ fn ramp_config() -> String {
 const HOLD_SET_COOKIE: &str = "sc_hold=1; Max-Age=900; Path=/; Secure; HttpOnly; SameSite=Lax";
 
 fn digits(t: &Setup, key: &str) -> String {
-    let b = crate::routing::decision::bucket(&t.plan.salt, key.as_bytes());
-    String::from_utf8(crate::routing::decision::bucket_digits(b).to_vec()).unwrap()
+    let b = crate::routing::hash::bucket(&t.plan.salt, key.as_bytes());
+    String::from_utf8(crate::routing::hash::bucket_digits(b).to_vec()).unwrap()
 }
 
 #[test]

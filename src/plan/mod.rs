@@ -7,6 +7,8 @@
 //! gives both the version and the cohort bucket.
 
 pub mod services;
+#[cfg(test)]
+mod tests;
 
 use crate::brake::Guard;
 use crate::check::{check_header_name, check_label, check_token, ConfigError};
@@ -18,10 +20,9 @@ use crate::counting::business::{self, Business};
 use crate::counting::grpc::Grpc;
 use crate::formats::cookie;
 use crate::routing::cookies::{id_hex, AssignCookie, Hold, ID_LEN};
-use crate::routing::decision::{
-    murmur3_32_concat, position, Decision, FlowSeen, Reason, RequestView, BUCKETS,
-};
+use crate::routing::decision::{Decision, FlowSeen, Reason, RequestView};
 use crate::routing::flow::{Flows, Secrets};
+use crate::routing::hash::{murmur3_32_concat, position, BUCKETS};
 use crate::routing::matcher::Match;
 use crate::routing::stage::{compile_override, compile_pins, Override, Pin};
 
@@ -645,7 +646,7 @@ impl Plan {
     }
 
     /// Steps 3–4 for the hash `h` of salt ‖ key, and the key's cohort bucket from the same hash
-    /// (equal to [`crate::routing::decision::bucket`]).
+    /// (equal to [`crate::routing::hash::bucket`]).
     fn hashed(&self, h: u32, reason: Reason, minted: Option<[u8; ID_LEN]>) -> Decision {
         Decision {
             version: self.pick(position(h, self.total_weight)),

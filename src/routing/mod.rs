@@ -6,6 +6,7 @@
 pub mod cookies;
 pub mod decision;
 pub mod flow;
+pub mod hash;
 pub mod matcher;
 pub mod pinset;
 pub mod stage;

@@ -232,7 +232,7 @@ struct Session {
 /// Whether the step's routes (bucket below the cohort), a pin or the QA override send session
 /// `i` to the canary: the published algorithm, computed here.
 fn cohort_is_canary(salt: &[u8], i: usize, weight: u32) -> bool {
-    let bucket = sticky_canary::routing::decision::bucket(salt, format!("user-{i}").as_bytes());
+    let bucket = sticky_canary::routing::hash::bucket(salt, format!("user-{i}").as_bytes());
     is_pinned(i) || is_qa(i) || u32::from(bucket) < weight * 100
 }
 

@@ -358,8 +358,8 @@ fn filter_bucket_routes_like_filter_route_and_carries_the_bucket_and_the_hold() 
             Observed::from_response(&plan, &r).is_served_by(want),
             "key {k}: want {want}"
         );
-        let digits = sticky_canary::routing::decision::bucket_digits(
-            sticky_canary::routing::decision::bucket(&plan.salt, k.as_bytes()),
+        let digits = sticky_canary::routing::hash::bucket_digits(
+            sticky_canary::routing::hash::bucket(&plan.salt, k.as_bytes()),
         );
         let sent: Vec<String> = r.json()["headers"]
             .as_array()

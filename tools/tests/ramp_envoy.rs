@@ -19,7 +19,7 @@ use serde_yaml::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use sticky_canary::routing::decision::{bucket, bucket_digits};
+use sticky_canary::routing::hash::{bucket, bucket_digits};
 use sticky_canary_harness::envoy::{self, get, key, HCM};
 use sticky_canary_harness::http::{Client, Request, Response, Upstream};
 use sticky_canary_harness::{Keys, Rng};

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sticky_canary::plan::Plan;
-use sticky_canary::routing::decision::{bucket, bucket_digits};
+use sticky_canary::routing::hash::{bucket, bucket_digits};
 use sticky_canary_harness::brake::{self, guarded_plugin};
 use sticky_canary_harness::envoy::{Envoy, Launch};
 use sticky_canary_harness::flows::{

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use sticky_canary::plan::Plan;
-use sticky_canary::routing::decision::{bucket, bucket_digits};
+use sticky_canary::routing::hash::{bucket, bucket_digits};
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
 use sticky_canary_harness::{addresses, upstreams_for, Fixture, Keys, Observed};

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
 use sticky_canary::plan::Plan;
-use sticky_canary::routing::decision::{bucket, bucket_digits};
+use sticky_canary::routing::hash::{bucket, bucket_digits};
 use sticky_canary_harness::envoy::{self, key, workspace_root, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{echo_handler, Client, Request, Response, Upstream};
 use sticky_canary_harness::{addresses, upstreams_for};

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use sticky_canary::plan::Plan;
-use sticky_canary::routing::decision::bucket;
+use sticky_canary::routing::hash::bucket;
 use sticky_canary_cli::cohort;
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Client, Request, Response, Upstream};
