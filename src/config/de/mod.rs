@@ -19,7 +19,7 @@
 
 use crate::check::ConfigError;
 use crate::formats::json::{JsonError, Kind, Scanner, Value};
-use serde::de::{self, DeserializeSeed, Expected, Unexpected, Visitor};
+use serde::de::{self, Expected, Unexpected, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::fmt;
