@@ -3,7 +3,9 @@
 
 use super::describe::{fixed, plain, sci};
 use super::*;
+use crate::check::ConfigError;
 use crate::plan::Plan;
+use crate::stats::sequential::{Harm, TAU_PERCENT};
 use serde_json::json;
 
 fn plan(guard: serde_json::Value) -> Result<Plan, ConfigError> {

@@ -12,6 +12,7 @@
 mod number;
 mod pointer;
 mod scanner;
+mod unescape;
 
 pub use number::decimal_f64;
 pub use pointer::{find, locate, locate_all, Found, Pointer, PointerError};
