@@ -90,28 +90,12 @@ mod module_graph {
         out
     }
 
-    /// (top-level module, file text) for every `.rs` file under `dir`, `lib.rs` left out, and
-    /// the files of test-only modules (declared `#[cfg(test)] mod name;`, such as `tests.rs`
-    /// and `fake.rs`) too: like the inline test blocks, they do not count.
+    /// (top-level module, file text) for every `.rs` file under `dir`, `lib.rs` left out.
     fn sources(dir: &Path, top: Option<&str>, out: &mut Vec<(String, String)>) {
-        let test_only = |path: &Path| {
-            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
-                return false;
-            };
-            let declared = format!("#[cfg(test)]\nmod {name};");
-            let parent = path.parent().unwrap();
-            [parent.join("mod.rs"), parent.join("lib.rs"), parent.with_extension("rs")]
-                .iter()
-                .filter(|p| p.as_path() != path)
-                .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(&declared)))
-        };
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
             let module = top.map_or(stem.clone(), str::to_string);
-            if test_only(&path) {
-                continue;
-            }
             if path.is_dir() {
                 sources(&path, Some(&module), out);
             } else if path.extension().is_some_and(|e| e == "rs")
