@@ -172,6 +172,8 @@ mod module_graph {
             &mut files,
         );
         let g = graph(&files);
+        // The module map, from the code: `cargo test -p sticky-canary module_graph -- --nocapture`.
+        eprintln!("{}", show(&g));
         assert!(g.len() > 10, "found the modules:\n{}", show(&g));
         if let Some(c) = cycle(&g) {
             panic!(
