@@ -171,7 +171,11 @@ pub(super) fn header_map(map: MapType) -> Result<Vec<u8>, HostError> {
 }
 
 /// Up to `max` bytes of a host buffer from `start` (e.g. the current response body chunk).
-pub(super) fn buffer_range(buffer: BufferType, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
+pub(super) fn buffer_range(
+    buffer: BufferType,
+    start: usize,
+    max: usize,
+) -> Result<Vec<u8>, HostError> {
     let mut data = std::ptr::null_mut();
     let mut size = 0;
     // SAFETY: as in `header`.
@@ -301,7 +305,11 @@ pub(super) fn now_ms() -> u64 {
 }
 
 /// Sends an HTTP request without a body to `cluster`; returns the call's token.
-pub(super) fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Result<u32, HostError> {
+pub(super) fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    timeout_ms: u32,
+) -> Result<u32, HostError> {
     let pairs: Vec<(&[u8], &[u8])> = headers
         .iter()
         .map(|(n, v)| (n.as_bytes(), v.as_bytes()))

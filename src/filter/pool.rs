@@ -11,7 +11,9 @@
 //! a timeout, an HTTP error, a body that is not an answer — is counted by outcome, warned once
 //! per change of outcome, and changes nothing else.
 
-use super::{bit, Active, Found, GuardState, Host, Level, Map};
+use super::brake::{bit, Found};
+use super::service::{GuardState, Service};
+use super::{Host, Level, Map};
 use crate::brake::pool::answer::AnswerError;
 use crate::brake::pool::lease::{self, Lease};
 use crate::brake::pool::{Outcome, Pool, Pooled, MAX_ANSWER_BYTES};
@@ -103,7 +105,7 @@ impl PoolState {
     }
 }
 
-impl<H: Host> Active<H> {
+impl<H: Host> Service<H> {
     /// Every counter a check reads, for every version, Envoy-wide (`NaN` where unreadable):
     /// `[version][series]`; versions `wanted` says no to are left empty.
     pub(super) fn read_counts(
@@ -440,7 +442,7 @@ impl<H: Host> Active<H> {
     }
 }
 
-impl<H: Host> Active<H> {
+impl<H: Host> Service<H> {
     /// The plugin instance is done: a lease it holds is released, so that the next instance (a
     /// new configuration) takes over at its first tick rather than after the lease's time.
     pub(super) fn release_pool(&self, p: &PoolState) {

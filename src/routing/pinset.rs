@@ -296,7 +296,7 @@ mod tests {
         let size = 64;
         let mut home0: Vec<Vec<u8>> = (0u32..)
             .map(|i| i.to_string().into_bytes())
-            .filter(|v| hash(v) as usize % size == 0)
+            .filter(|v| (hash(v) as usize).is_multiple_of(size))
             .take(12)
             .collect();
         let absent = home0.split_off(8);

@@ -1,0 +1,242 @@
+//! The plugin instance: [`Root`] (configure, tick, HTTP call answers, done, new streams) and
+//! [`Instance`], the services of one configuration and which request is whose.
+
+use super::service::Service;
+use super::stream::Stream;
+use super::{Host, Level, Map};
+use crate::metrics::{self, MetricKind};
+use crate::plan::services::Services;
+use crate::routing::matcher::Matcher;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// The plugin instance: its configuration and the metrics it defined.
+pub struct Root<H: Host> {
+    host: H,
+    /// The services of the current configuration (`None` until the first is accepted).
+    instance: Option<Rc<Instance<H>>>,
+}
+
+/// The plugin instance's services under one configuration, and which request is whose.
+pub(super) struct Instance<H: Host> {
+    host: H,
+    /// One per service, in document order (the matcher's indexes).
+    services: Vec<Rc<Service<H>>>,
+    matcher: Matcher,
+    /// The host's id of `canary_unmatched_total`; defined only when a request can miss.
+    unmatched: Option<u32>,
+    /// Unmatched requests not yet handed to the host.
+    pending: Cell<u64>,
+    /// True while the root's ticks flush `pending`.
+    batching: Cell<bool>,
+}
+
+impl<H: Host> Instance<H> {
+    /// The service of the request whose headers are being read: one `:authority` read (and a
+    /// `:path` read when some service has path prefixes), none for a plugin that takes every
+    /// request. `None`: the request is no service's; it is counted and left as it came.
+    pub(super) fn pick(&self) -> Option<Rc<Service<H>>> {
+        let index = self.matcher.matches_everything().or_else(|| {
+            let read = |name: &str| self.host.header(Map::Request, name).ok().flatten();
+            let mut authority = read(":authority").unwrap_or_default();
+            let path = if self.matcher.reads_path() {
+                read(":path")
+            } else {
+                None
+            };
+            self.matcher.find(&mut authority, path.as_deref())
+        });
+        let found = index.and_then(|i| self.services.get(i)).cloned();
+        if found.is_none() {
+            if self.batching.get() {
+                self.pending.set(self.pending.get().saturating_add(1));
+            } else {
+                self.count_unmatched(1);
+            }
+        }
+        found
+    }
+
+    fn count_unmatched(&self, n: u64) {
+        if let (Some(id), Ok(n)) = (self.unmatched, i64::try_from(n)) {
+            if n > 0 && self.host.increment_metric(id, n).is_err() {
+                self.host.log(
+                    Level::Warn,
+                    "sticky-canary: could not count an unmatched request",
+                );
+            }
+        }
+    }
+
+    fn flush(&self) {
+        self.count_unmatched(self.pending.replace(0));
+        for s in &self.services {
+            s.flush();
+        }
+    }
+
+    fn retire(&self) {
+        self.batching.set(false);
+        self.count_unmatched(self.pending.replace(0));
+        for s in &self.services {
+            s.retire();
+        }
+    }
+}
+
+impl<H: Host + Clone> Root<H> {
+    pub fn new(host: H) -> Root<H> {
+        Root {
+            host,
+            instance: None,
+        }
+    }
+
+    pub fn on_vm_start(&self) -> bool {
+        self.host.log(
+            Level::Info,
+            &format!("sticky-canary {} VM started", crate::VERSION),
+        );
+        true
+    }
+
+    /// Compiles the plugin configuration and defines its metrics; `false` refuses it (Envoy then
+    /// refuses the filter), with one log line naming the field path and the reason.
+    pub fn on_configure(&mut self) -> bool {
+        let host = &self.host;
+        let error = |message: String| {
+            host.log(Level::Error, &format!("sticky-canary: {message}"));
+            false
+        };
+        let bytes = match host.plugin_configuration() {
+            Ok(bytes) => bytes,
+            Err(e) => return error(format!("cannot read the plugin configuration: {e:?}")),
+        };
+        let compiled = match Services::from_json_with_env(&bytes, &|name| host.env(name)) {
+            Ok(services) => services,
+            Err(e) => return error(format!("invalid configuration: {e}")),
+        };
+        // The brake looks on every tick; without batching it still needs one. One tick for
+        // every service: the smallest interval.
+        let tick_ms = compiled.tick_ms();
+        let mut services = Vec::with_capacity(compiled.plans.len());
+        for plan in compiled.plans {
+            match Service::new(host.clone(), plan) {
+                Ok(s) => services.push(Rc::new(s)),
+                Err(e) => return error(e),
+            }
+        }
+        let unmatched = match compiled.matcher.matches_everything() {
+            Some(_) => None,
+            None => match host.define_metric(MetricKind::Counter, metrics::names::UNMATCHED) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    return error(format!(
+                        "cannot define {}: {e:?}",
+                        metrics::names::UNMATCHED
+                    ))
+                }
+            },
+        };
+        let timer = host.set_tick_period(tick_ms);
+        for service in &services {
+            service.restore_guard();
+            if let Err(e) = timer {
+                // Without ticks nothing would flush: count straight into the host instead.
+                service.warn(format_args!(
+                    "no timer ({e:?}); counters are updated per request"
+                ));
+                service.batching.set(false);
+            }
+            host.log(
+                Level::Info,
+                &format!(
+                    "sticky-canary {}: {}",
+                    crate::VERSION,
+                    service.plan.summary()
+                ),
+            );
+            for w in &service.plan.warnings {
+                service.warn(format_args!("{w}"));
+            }
+        }
+        let instance = Instance {
+            host: host.clone(),
+            services,
+            matcher: compiled.matcher,
+            unmatched,
+            pending: Cell::new(0),
+            batching: Cell::new(tick_ms > 0 && timer.is_ok()),
+        };
+        // A reconfigured root context hands over what the previous plan counted.
+        if let Some(previous) = self.instance.replace(Rc::new(instance)) {
+            if let Some(now) = &self.instance {
+                for s in &now.services {
+                    let same = previous
+                        .services
+                        .iter()
+                        .find(|p| p.plan.service == s.plan.service);
+                    if let Some(p) = same {
+                        s.adopt_flows(p);
+                    }
+                }
+            }
+            previous.retire();
+        }
+        true
+    }
+
+    /// The flush interval elapsed.
+    pub fn on_tick(&self) {
+        if let Some(instance) = &self.instance {
+            instance.flush();
+            for s in &instance.services {
+                s.publish_draining();
+                s.guard_tick();
+            }
+        }
+    }
+
+    /// The answer to an HTTP call this root sent (the pool's query of one service): `headers`
+    /// pairs (0 when the call failed) and `body_size` bytes of body. An unknown token is
+    /// ignored.
+    pub fn on_http_call_response(&self, token: u32, headers: usize, body_size: usize) {
+        let Some(instance) = &self.instance else {
+            return;
+        };
+        for s in &instance.services {
+            if let (Some(g), Some(guard)) = (&s.guard, &s.plan.guard) {
+                if let (Some(p), Some(pool)) = (&g.pool, &guard.pool) {
+                    if p.awaits(token) {
+                        return s.pool_answer(g, p, pool, headers, body_size);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The host is done with this plugin instance (a new configuration replaced it, or the VM
+    /// stops): nothing pending may be lost, and streams still draining count on their own.
+    pub fn on_done(&self) -> bool {
+        if let Some(instance) = &self.instance {
+            instance.retire();
+        }
+        true
+    }
+
+    /// A new HTTP stream on the current plan. A plugin that takes every request hands it its
+    /// one service now; otherwise the stream picks its service from its request headers.
+    /// Without a plan (cannot happen after a successful configure) the stream passes through
+    /// untouched.
+    pub fn stream(&self) -> Stream<H> {
+        let everything = self.instance.as_ref().and_then(|instance| {
+            instance
+                .services
+                .get(instance.matcher.matches_everything()?)
+        });
+        Stream::new(
+            everything.cloned(),
+            self.instance.clone().filter(|_| everything.is_none()),
+        )
+    }
+}
