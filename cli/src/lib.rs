@@ -1,14 +1,14 @@
-//! The sticky-canary command line: one binary, `sticky-canary`, with subcommands.
+//! The sticky-canary command line: one binary, `sticky-canary`, with one module per subcommand,
+//! each holding its flags, its logic and its output.
 //!
-//! - [`args`]: the command line (clap derive): `gate`, `cohort` and `assign`;
-//! - [`assign`]: version, bucket and reason of session keys under a config (`sticky-canary assign`);
-//! - [`cohort`]: the bucket regex of a percentage (`sticky-canary cohort`);
-//! - [`gate`]: the gate subcommand: [`gate::run`] and [`gate::execute`];
-//! - [`sources`]: per-version totals from Envoy scrapes or Prometheus queries;
-//! - [`policy`]: the checks, their specs, and the evaluation into a report;
-//! - [`report`]: the report, its table and its JSON;
-//! - [`http`]: the HTTP client (timeouts, https, basic/bearer auth, proxies from the environment);
-//! - [`prom`]: the Prometheus text-format parser (also used by the end-to-end tests).
+//! - [`args`]: the command line (clap derive): which subcommand, with the flags each defines;
+//! - [`gate`]: `sticky-canary gate`: PROMOTE, ROLLBACK or WAIT from the per-version counters
+//!   (its flags, sources, HTTP client, policy and report);
+//! - [`cohort`]: `sticky-canary cohort`: the bucket regex of a percentage;
+//! - [`assign`]: `sticky-canary assign`: version, bucket and reason of session keys under a
+//!   config;
+//! - [`prom`]: the Prometheus text-format parser (the gate's Envoy scrapes; the end-to-end tests
+//!   read Envoy's output with it too).
 //!
 //! Metric names come from the core's catalogue (`sticky_canary::metrics::names`) and the
 //! statistics from the core's `sticky_canary::stats`.
@@ -17,13 +17,7 @@ pub mod args;
 pub mod assign;
 pub mod cohort;
 pub mod gate;
-pub mod http;
-pub mod policy;
 pub mod prom;
-pub mod report;
-pub mod sources;
-#[cfg(test)]
-mod testdata;
 
 use std::ffi::OsString;
 use std::io::Write;

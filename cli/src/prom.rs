@@ -19,6 +19,8 @@ pub struct Scrape {
     pub text: String,
 }
 
+/// The labels between the braces of a series (`a="1",b="x\"y"`), escapes undone; `None`
+/// when they do not parse.
 fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
     let mut labels = BTreeMap::new();
     let mut rest = s;
@@ -51,6 +53,7 @@ fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
 }
 
 impl Scrape {
+    /// Every sample of `text`; comments, blank lines and lines that do not parse are skipped.
     pub fn parse(text: &str) -> Scrape {
         let samples = text
             .lines()
@@ -87,20 +90,6 @@ impl Scrape {
             .map(|s| s.value)
     }
 
-    /// Like [`Scrape::value`], but a missing series is a test failure (feature `testing`, for
-    /// the test harness; the command line never calls it).
-    #[cfg(any(test, feature = "testing"))]
-    #[allow(clippy::panic)]
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.value(name, labels).unwrap_or_else(|| {
-            let lines: Vec<&str> = self.text.lines().filter(|l| l.contains(name)).collect();
-            panic!(
-                "no series {name}{labels:?}; lines with that name:\n{}",
-                lines.join("\n")
-            )
-        })
-    }
-
     /// Every sample whose name starts with `prefix`.
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
         self.samples
@@ -110,7 +99,6 @@ impl Scrape {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -135,11 +123,11 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(
-            s.get(
+            s.value(
                 "canary_business_tax_bucket",
                 &[("service", "c"), ("version", "v1.2"), ("le", "+Inf")]
             ),
-            3.0
+            Some(3.0)
         );
         assert_eq!(s.value("envoy_server_live", &[]), Some(1.0));
         assert_eq!(s.value("plain", &[]), Some(4.5));

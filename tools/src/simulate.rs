@@ -8,7 +8,7 @@
 //! - the sequential rule of the core ([`Test`], the always-valid mSPRT), gated by `min_samples`
 //!   per side;
 //! - the gate's fixed rule (`--fixed`): [`fixed_proportion_rollback`] and
-//!   [`fixed_mean_rollback`], which mirror `cli/src/policy.rs`.
+//!   [`fixed_mean_rollback`], which mirror `cli/src/gate/policy/rows.rs`.
 //!
 //! A run is *tripped* by a rule when any look rolls back. [`aa_study`] measures the trip rate at
 //! the A/A pair and at the null's boundary (the canary exactly at the limit, where the bound
@@ -271,7 +271,7 @@ impl Rule {
 const LIMIT_EPSILON: f64 = 1e-9;
 
 /// The gate's fixed rule on a proportion, as `sticky-canary gate --fixed` judges it today: it
-/// mirrors `cli/src/policy.rs` `proportion_row` + `decide`. Both sides need `min_samples`
+/// mirrors `cli/src/gate/policy/rows.rs` `proportion_row` + `decide`. Both sides need `min_samples`
 /// trials (at least 1); z is the pooled two-proportion statistic (canary first), p its
 /// one-sided tail in the harmful direction; ROLLBACK iff the change (points) is beyond the
 /// limit in the harmful direction AND p < alpha. `c` and `b` are (successes, trials).
@@ -299,7 +299,7 @@ pub fn fixed_proportion_rollback(
     }
 }
 
-/// The gate's fixed rule on a mean (`--fixed`): mirrors `cli/src/policy.rs` `mean_row` +
+/// The gate's fixed rule on a mean (`--fixed`): mirrors `cli/src/gate/policy/rows.rs` `mean_row` +
 /// `decide`. Both sides need `min_samples` values (at least 2); Welch's z on the sample
 /// variances, two-sided p = 2 Φ(−|z|); ROLLBACK iff |drift| (percent of the baseline's mean) is
 /// beyond the limit AND p < alpha.

@@ -1,5 +1,4 @@
 //! What the CLI's integration tests share: running the built binary, and decoding a query.
-#![allow(dead_code)]
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -11,7 +11,8 @@
 //!   gauge);
 //! - [`prometheus`]: a real Prometheus on loopback (scraping Envoys, its HTTP API);
 //! - [`prom`]: reading Envoy's Prometheus output — the product CLI's parser
-//!   (`sticky_canary_cli::prom`), re-exported;
+//!   (`sticky_canary_cli::prom`), re-exported, and the tests' lookup of a series
+//!   ([`prom::ScrapeExt::get`]: a missing series fails the test);
 //! - here: [`Fixture`] (one upstream per version of a plugin config, plus an Envoy in front of
 //!   them), [`Observed`] (what one request showed), [`Keys`] and [`Rng`] (reproducible
 //!   pseudo-random draws), and the small helpers tests and tools share ([`tempdir`],
@@ -21,7 +22,7 @@ pub mod brake;
 pub mod envoy;
 pub mod flows;
 pub mod http;
-pub use sticky_canary_cli::prom;
+pub mod prom;
 pub mod prometheus;
 pub mod schema;
 pub mod shop;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sticky_canary::metrics::names::GRPC_RESPONSES;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
-use sticky_canary_harness::prom::Scrape;
+use sticky_canary_harness::prom::{Scrape, ScrapeExt};
 use sticky_canary_harness::Keys;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -316,8 +316,7 @@ fn grpc_statuses_are_counted_per_served_version() {
     assert_eq!((responses("canary"), responses("stable")), (10, 10));
 
     // The gate reads the same figures: errors (2, 4, 12, 13, 14, 15) over every gRPC response.
-    use sticky_canary_cli::policy::{evaluate, Check, Policy};
-    use sticky_canary_cli::sources::Totals;
+    use sticky_canary_cli::gate::{evaluate, Check, Policy, Totals};
     let totals = Totals::from_scrapes("checkout", std::slice::from_ref(&s));
     let policy = Policy {
         checks: vec![Check::GrpcErrorRatio {

@@ -18,7 +18,7 @@ use sticky_canary::plan::Plan;
 use sticky_canary_harness::brake::{self, guarded_plugin};
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{send_once, Handler, Request, Response, Upstream};
-use sticky_canary_harness::prom::Scrape;
+use sticky_canary_harness::prom::{Scrape, ScrapeExt};
 use sticky_canary_harness::shop::payments as shop;
 use sticky_canary_harness::{addresses, keys_for, upstreams_for, Keys};
 

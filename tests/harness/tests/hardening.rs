@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Client, Request, Response, Upstream};
+use sticky_canary_harness::prom::ScrapeExt;
 
 /// Ten configurations in a row: weights ramp, a pin comes and goes, the salt changes once.
 fn generations() -> Vec<String> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Client, Request, Response, Upstream};
-use sticky_canary_harness::prom::Scrape;
+use sticky_canary_harness::prom::{Scrape, ScrapeExt};
 use sticky_canary_harness::shop::{order_body, shop};
 
 fn plugin() -> String {

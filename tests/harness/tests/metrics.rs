@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Client, Request, Upstream};
-use sticky_canary_harness::prom::Scrape;
+use sticky_canary_harness::prom::{Scrape, ScrapeExt};
 use sticky_canary_harness::shop::{order_body, query, shop};
 use sticky_canary_harness::{addresses, upstreams_for};
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, key, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{Handler, Request, Response, Upstream};
-use sticky_canary_harness::prom::Scrape;
+use sticky_canary_harness::prom::{Scrape, ScrapeExt};
 use sticky_canary_harness::{addresses, upstreams_for, Keys};
 
 /// Answers 503 to the first `fails` attempts of `/r/<id>/<fails>`, then 200.

@@ -16,7 +16,7 @@ use sticky_canary::plan::services::Services;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{echo_handler, Client, Request, Response, Upstream};
-use sticky_canary_harness::prom::Scrape;
+use sticky_canary_harness::prom::{Scrape, ScrapeExt};
 use sticky_canary_harness::Keys;
 
 /// (service, backend host of its clusters).

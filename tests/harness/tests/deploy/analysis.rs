@@ -14,7 +14,7 @@ use std::process::Command;
 use sticky_canary::metrics::{Catalogue, MetricKind};
 use sticky_canary::plan::Plan;
 use sticky_canary::stats::sequential::{Harm, Test, TAU_PERCENT, TAU_POINTS};
-use sticky_canary_cli::policy::{Check, Policy};
+use sticky_canary_cli::gate::{Check, Policy};
 use sticky_canary_harness::envoy::workspace_root;
 use sticky_canary_harness::find_tool;
 

@@ -4,14 +4,19 @@
 //! The config is compiled by `sticky_canary::plan::Plan::from_json` (refusals name the field
 //! path); each key is carried the way the plan's first session source reads it (`Cookie:
 //! NAME=KEY` or `NAME: KEY`), with `--held` also the hold cookie, and decided by
-//! `Plan::decide`, whose bucket is checked against `sticky_canary::decision::bucket` of the
+//! `Plan::decide`, whose bucket is checked against `sticky_canary::routing::hash::bucket` of the
 //! plan's salt and the key. No override token or pin header is sent, so the reason is `hash`
 //! (or `hold` with `--held`).
+//!
+//! Its flags are [`args`].
+
+pub mod args;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use sticky_canary::decision::{bucket, bucket_digits, Reason};
 use sticky_canary::plan::{Plan, Source};
+use sticky_canary::routing::decision::Reason;
+use sticky_canary::routing::hash::{bucket, bucket_digits};
 
 /// Where the keys come from, besides the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +28,8 @@ pub enum KeysFile {
 /// A parsed `sticky-canary assign` command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    pub config: PathBuf,
+    /// `--config`: the plugin config, the JSON the plugin takes.
+    pub plugin_config: PathBuf,
     pub keys: Vec<String>,
     pub keys_file: Option<KeysFile>,
     /// Every request also carries the config's hold cookie.
@@ -181,8 +187,8 @@ pub fn execute(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<bool, String> {
-    let bytes = std::fs::read(&config.config)
-        .map_err(|e| format!("cannot read {}: {e}", config.config.display()))?;
+    let bytes = std::fs::read(&config.plugin_config)
+        .map_err(|e| format!("cannot read {}: {e}", config.plugin_config.display()))?;
     let plan = load_plan(&bytes)?;
     let mut keys = config.keys.clone();
     match &config.keys_file {
@@ -216,7 +222,6 @@ pub fn execute(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

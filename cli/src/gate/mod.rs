@@ -1,16 +1,30 @@
 //! `sticky-canary gate`: reads the per-version counters sticky-canary publishes and decides
 //! PROMOTE, ROLLBACK or WAIT, for a CI step, a Flagger webhook or an Argo Job.
 //!
-//! The gate's API in one place: [`Config`] (from [`crate::args`]), [`run`] (sources →
-//! [`evaluate`] → [`Report`]) and [`execute`] (the report printed, the exit code). The parts
-//! live in [`crate::sources`], [`crate::policy`] and [`crate::report`]; the statistics in the
-//! core's `sticky_canary::stats`.
+//! The gate's API in one place: [`Config`] (from [`args`]), [`run`] (sources → [`evaluate`] →
+//! [`Report`]) and [`execute`] (the report printed, the exit code). The parts:
+//!
+//! - [`args`]: its flags, checked and turned into a [`Config`];
+//! - [`sources`]: per-version [`Totals`] from Envoy scrapes or Prometheus queries;
+//! - [`http`]: the HTTP client (timeouts, https, basic/bearer auth, proxies from the environment);
+//! - [`policy`]: the checks and their evaluation into a report (the statistics are the core's
+//!   `sticky_canary::stats`);
+//! - [`report`]: the report, its table and its JSON.
 
-pub use crate::policy::{evaluate, parse_mean, parse_ratio, verdict_of, Check, Policy};
-pub use crate::report::{Kind, Mode, Outcome, Report, RollbackKind, Row, Side, Verdict, Writes};
-pub use crate::sources::{prometheus_query, responses_5xx, scrape_envoy, Totals};
+pub mod args;
+pub mod http;
+pub mod policy;
+pub mod report;
+pub mod sources;
+#[cfg(test)]
+mod testdata;
 
-use crate::http::{CaFile, Client, HttpUrl, Timeouts, Token};
+pub use args::{parse_mean, parse_ratio};
+pub use policy::{evaluate, verdict_of, Check, Mode, Policy};
+pub use report::{Kind, Outcome, Report, RollbackKind, Row, Side, Verdict, Writes};
+pub use sources::{prometheus_query, responses_5xx, scrape_envoy, Totals};
+
+use http::{CaFile, Client, HttpUrl, Timeouts, Token};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -19,6 +33,7 @@ use std::path::PathBuf;
 pub enum Source {
     /// Envoy admin endpoints, summed.
     Envoy(Vec<HttpUrl>),
+    /// A Prometheus: one instant query per key, over the counters' totals or a window.
     Prometheus {
         url: HttpUrl,
         window: Option<String>,

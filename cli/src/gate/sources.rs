@@ -5,13 +5,13 @@
 //! Keys are metric names from the core's catalogue (`sticky_canary::metrics::names`), or
 //! `name{label="value"}` for one extra label ([`responses_5xx`]).
 
-use crate::http::{Client, HttpUrl};
+use crate::gate::http::{Client, HttpUrl};
 use crate::prom::Scrape;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use sticky_canary::brake::pool::answer::{self, AnswerError};
+use sticky_canary::brake::pool::{escape_string, percent_encode};
 use sticky_canary::metrics::names;
-use sticky_canary::pool::answer::{self, AnswerError};
-use sticky_canary::pool::{escape_string, percent_encode};
 
 /// The key of a version's 5xx responses: `canary_responses_total{code_class="5xx"}`.
 pub fn responses_5xx() -> String {
@@ -111,7 +111,7 @@ impl Totals {
     /// A key Prometheus has no series of is simply absent ([`Totals::has_metric`] false): the
     /// gate decides what that means, an error for a key a check reads, "unknown" for an
     /// optional one such as the rollback guard's `canary_writes_total`
-    /// ([`crate::policy::Policy::optional_keys`]).
+    /// ([`crate::gate::Policy::optional_keys`]).
     ///
     /// An answer that is too large, not JSON, of the wrong shape or with a value that cannot be
     /// a count is an error starting with "bad answer from Prometheus"; Prometheus's own
@@ -302,12 +302,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    const PROXY_A: &str = include_str!("../tests/data/proxy-a.prom");
-    const PROXY_B: &str = include_str!("../tests/data/proxy-b.prom");
+    const PROXY_A: &str = include_str!("../../tests/data/proxy-a.prom");
+    const PROXY_B: &str = include_str!("../../tests/data/proxy-b.prom");
 
     #[test]
     fn from_scrapes_sums_proxies() {

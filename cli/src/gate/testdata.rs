@@ -1,11 +1,13 @@
-//! Test data of the unit tests: the counters of a payment service and of an order service.
-#![allow(clippy::unwrap_used)]
+//! Test data of the gate's unit tests: the counters of a payment service and of an order
+//! service, the gate's policies and checks over them, and the rows they evaluate to.
 
-use crate::policy::{evaluate, parse_mean, parse_ratio, Check, Mode, Policy};
-use crate::report::Row;
-use crate::sources::{responses_5xx, Totals};
+use crate::gate::args::{parse_mean, parse_ratio};
+use crate::gate::policy::{evaluate, Check, Mode, Policy};
+use crate::gate::report::Row;
+use crate::gate::sources::{responses_5xx, Totals};
 use sticky_canary::metrics::names::{self, business_squares, business_total};
 
+/// Whether `a` and `b` are within `tol` of each other.
 pub fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol
 }
@@ -38,6 +40,7 @@ pub fn orders(version: &str, n: f64, mean: f64, sd: f64) -> Vec<(String, String,
     ]
 }
 
+/// The totals of service `checkout` from these counters (each part a version's).
 pub fn totals(parts: &[Vec<(String, String, f64)>]) -> Totals {
     let series: Vec<(&str, &str, f64)> = parts
         .iter()
@@ -55,7 +58,7 @@ pub fn sequential(checks: Vec<Check>) -> Policy {
     }
 }
 
-/// The same with `--fixed`: the one-shot z-tests (what the gate did before issue 14).
+/// The same with `--fixed`: the one-shot z-tests.
 pub fn fixed(checks: Vec<Check>) -> Policy {
     Policy {
         mode: Mode::Fixed,
@@ -63,10 +66,12 @@ pub fn fixed(checks: Vec<Check>) -> Policy {
     }
 }
 
+/// The default approval check: approvals / payments may drop by at most 0.3 points.
 pub fn approval() -> Check {
     parse_ratio("approval=auth_approved/payments:0.3").unwrap()
 }
 
+/// An average-order-value check: order value / orders may drift by at most 1 %.
 pub fn aov() -> Check {
     parse_mean("aov=order_value/orders:1").unwrap()
 }
