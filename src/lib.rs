@@ -5,9 +5,9 @@
 //! ones listed above it here, and the import graph is a DAG (`module_graph` below fails on a
 //! cycle and prints the graph).
 
-/// The one adapter to the proxy-wasm ABI (wasm32 only): exports Envoy calls, imports the filter
-/// calls.
-#[cfg(target_arch = "wasm32")]
+/// The one adapter to the proxy-wasm ABI (wasm32; on the host only for its unit tests, against a
+/// fake of Envoy's host functions): exports Envoy calls, imports the filter calls.
+#[cfg(any(target_arch = "wasm32", test))]
 mod abi;
 /// The brake: the `guard` block, its judgement, the trip record, and the pool of the mesh.
 pub mod brake;

@@ -15,12 +15,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
+#[cfg(target_arch = "wasm32")]
 extern "C" {
     /// wasi-libc's static constructors (a reactor module runs them from `_initialize`).
     fn __wasm_call_ctors();
 }
 
 /// Called once by Envoy after instantiation.
+#[cfg(target_arch = "wasm32")]
 #[no_mangle]
 pub extern "C" fn _initialize() {
     // SAFETY: called once, before any other export, as a WASI reactor's `_initialize` must.

@@ -9,7 +9,8 @@ use crate::routing::cookies::ID_BYTES;
 pub(super) const OK: u32 = 0;
 pub(super) const NOT_FOUND: u32 = 1;
 
-#[link(wasm_import_module = "env")]
+// On the host (unit tests) the same symbols come from `tests.rs`'s fake.
+#[cfg_attr(target_arch = "wasm32", link(wasm_import_module = "env"))]
 extern "C" {
     pub(super) fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_header_map_value(

@@ -20,3 +20,5 @@
 mod envoy;
 mod exports;
 mod imports;
+#[cfg(test)]
+mod tests;
