@@ -12,9 +12,6 @@ const CLUSTER_NAME: &[u8] = b"xds\0cluster_name\0";
 #[derive(Clone, Copy)]
 pub struct Envoy;
 
-/// The ABI's header map types.
-pub(super) type MapType = u32;
-
 fn map_type(map: Map) -> MapType {
     match map {
         Map::Request => 0,
@@ -24,8 +21,6 @@ fn map_type(map: Map) -> MapType {
     }
 }
 
-/// The ABI's buffer types.
-pub(super) type BufferType = u32;
 const HTTP_RESPONSE_BODY: BufferType = 1;
 const HTTP_CALL_RESPONSE_BODY: BufferType = 4;
 const PLUGIN_CONFIGURATION: BufferType = 7;

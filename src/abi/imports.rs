@@ -1,10 +1,14 @@
 //! The host functions Envoy provides, and the bindings that turn each status into a `Result`
 //! and take ownership of the buffers the host returns.
 
-use super::envoy::{BufferType, MapType};
 use crate::filter::HostError;
 use crate::metrics::MetricKind;
 use crate::routing::cookies::ID_BYTES;
+
+/// The ABI's header map types.
+pub(super) type MapType = u32;
+/// The ABI's buffer types.
+pub(super) type BufferType = u32;
 
 pub(super) const OK: u32 = 0;
 pub(super) const NOT_FOUND: u32 = 1;

@@ -2,7 +2,7 @@
 //! recorded, the local test on this Envoy's counters, the trips it records; and the trip mask
 //! and its gauges. The pooled brake's side is `pool.rs`.
 
-use super::service::{GuardState, Service};
+use super::service::{bit, GuardState, Service};
 use super::{Host, CAS_MISMATCH};
 use crate::brake::record;
 use crate::metrics;
@@ -16,12 +16,6 @@ pub(super) enum Found {
     Pooled(crate::brake::Trip),
     /// Another Envoy of the generation reports the version tripped (how many do).
     Adopted(f64),
-}
-
-/// The bit of a version in a trip mask (versions are at most 16); `Service::new` also takes
-/// a gRPC code's bit in the `grpc` block's error mask with it.
-pub(super) fn bit(version: usize) -> u32 {
-    1u32.checked_shl(version as u32).unwrap_or(0)
 }
 
 impl<H: Host> Service<H> {

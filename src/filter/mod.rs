@@ -28,13 +28,15 @@ use crate::metrics::MetricKind;
 use crate::routing::cookies::ID_BYTES;
 
 mod brake;
+mod instance;
 mod pool;
 mod root;
 mod service;
 mod stream;
 
 pub use root::Root;
-pub use stream::{observed_value, Stream, ATTEMPT_COUNT_HEADER, FILTER_STATE_KEY};
+pub use service::{observed_value, FILTER_STATE_KEY};
+pub use stream::{Stream, ATTEMPT_COUNT_HEADER};
 
 #[cfg(test)]
 mod fake;

@@ -11,8 +11,8 @@
 //! a timeout, an HTTP error, a body that is not an answer — is counted by outcome, warned once
 //! per change of outcome, and changes nothing else.
 
-use super::brake::{bit, Found};
-use super::service::{GuardState, Service};
+use super::brake::Found;
+use super::service::{bit, GuardState, Service};
 use super::{Host, Level, Map};
 use crate::brake::pool::answer::AnswerError;
 use crate::brake::pool::lease::{self, Lease};

@@ -2,9 +2,7 @@
 //! of its metrics, the tally that batches them, the brake's and the flows' state, and the
 //! counting helpers its streams call.
 
-use super::brake::bit;
 use super::pool;
-use super::stream::observed_value;
 use super::{Host, HostError, Level, Map};
 use crate::brake::Series;
 use crate::counting::business::{Outcome, SkipReason};
@@ -13,6 +11,22 @@ use crate::plan::Plan;
 use crate::routing::decision::Reason;
 use crate::routing::flow::Draining;
 use std::cell::{Cell, RefCell};
+
+/// The bit of a version in a trip mask (versions are at most 16); `Service::new` also takes
+/// a gRPC code's bit in the `grpc` block's error mask with it.
+pub(super) fn bit(version: usize) -> u32 {
+    1u32.checked_shl(version as u32).unwrap_or(0)
+}
+
+/// The filter-state key the served version and reason go to; Envoy prefixes it with `wasm.`,
+/// so access logs and tracing custom tags read `%FILTER_STATE(wasm.sticky_canary:PLAIN)%`.
+pub const FILTER_STATE_KEY: &str = "sticky_canary";
+
+/// The filter-state value: `<served version> <reason>`, e.g. `canary hash`. Version names are
+/// label values (no spaces), reasons fixed words, so the first space splits the two.
+pub fn observed_value(version: &str, reason: &str) -> String {
+    format!("{version} {reason}")
+}
 
 /// One service of the plugin instance: its compiled plan, its metrics, and everything its
 /// streams use (the tally, the brake's state, the draining flows).

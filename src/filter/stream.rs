@@ -1,9 +1,8 @@
 //! One HTTP stream ([`Stream`]): the request's decision and headers, the response's
 //! attribution, counts and tags, the body copy for JSON rules, trailers and the stream's end.
 
-use super::brake::bit;
-use super::root::Instance;
-use super::service::Service;
+use super::instance::Instance;
+use super::service::{bit, Service, FILTER_STATE_KEY};
 use super::{Host, Map};
 use crate::config::Attribution;
 use crate::counting::business::{body_gate, Place, SkipReason};
@@ -16,16 +15,6 @@ use std::rc::Rc;
 
 /// The response header in which Envoy reports how many upstream attempts the request took.
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
-
-/// The filter-state key the served version and reason go to; Envoy prefixes it with `wasm.`,
-/// so access logs and tracing custom tags read `%FILTER_STATE(wasm.sticky_canary:PLAIN)%`.
-pub const FILTER_STATE_KEY: &str = "sticky_canary";
-
-/// The filter-state value: `<served version> <reason>`, e.g. `canary hash`. Version names are
-/// label values (no spaces), reasons fixed words, so the first space splits the two.
-pub fn observed_value(version: &str, reason: &str) -> String {
-    format!("{version} {reason}")
-}
 
 /// What happens to the response body of this stream.
 enum Body {
