@@ -7,48 +7,24 @@
 //! - [`routes`] renders the route file of any cohort size from the shipped `steps/00.yaml` (no
 //!   cohort) and the cohort regex; the shipped `steps/<p>.yaml` are that rendering, checked by
 //!   `tools/tests/ramp_envoy.rs`.
-//! - [`Ramp`] runs the shipped bootstrap in front of local upstreams, with the routes in a
-//!   temporary watched directory, and moves a step in ([`Ramp::set_routes`]).
+//! - [`Ramp`] (the harness's, `sticky_canary_harness::ramp`) runs the shipped bootstrap in front
+//!   of local upstreams, with the routes in a temporary watched directory, and moves a step in
+//!   ([`Ramp::set_routes`]).
 
-use crate::bench::set_cluster;
 use serde_yaml::Value;
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use sticky_canary_harness::envoy::{
-    get, key, wasm_path, workspace_root, Envoy, EnvoyConfig, Launch, HCM,
+use sticky_canary_harness::envoy::get;
+pub use sticky_canary_harness::ramp::{
+    bootstrap_path, config, ramp_dir, step_path, Ramp, ROUTE_CONFIG,
 };
-
-/// The name of the route configuration the bootstrap asks RDS for.
-pub const ROUTE_CONFIG: &str = "ramp";
 
 /// The steps shipped as `envoy/ramp/steps/<p>.yaml`, in percent (0: no cohort, the rollback).
 pub const SHIPPED_STEPS: &[u32] = &[0, 5, 20, 50, 100];
 
-/// `envoy/ramp`.
-pub fn ramp_dir() -> PathBuf {
-    workspace_root().join("envoy/ramp")
-}
-
-/// The shipped bootstrap, `envoy/ramp/envoy.yaml`.
-pub fn bootstrap_path() -> PathBuf {
-    ramp_dir().join("envoy.yaml")
-}
-
 /// The shipped live routes file the bootstrap watches (step 0 as shipped).
 pub fn live_routes_path() -> PathBuf {
     ramp_dir().join("routes.yaml")
-}
-
-/// The shipped route file of a step, `envoy/ramp/steps/05.yaml` for 5 %.
-pub fn step_path(percent: u32) -> PathBuf {
-    ramp_dir().join(format!("steps/{percent:02}.yaml"))
-}
-
-/// The shipped bootstrap, for [`Ramp::start`] (edit its plugin config, VM env… first).
-pub fn config() -> EnvoyConfig {
-    EnvoyConfig::load(&bootstrap_path())
 }
 
 /// A YAML file, parsed.
@@ -96,98 +72,4 @@ pub fn routes_yaml(percent: u32) -> Result<String, String> {
     let hundredths = percent.checked_mul(100).filter(|h| *h <= 10_000);
     let doc = routes(hundredths.ok_or(format!("a cohort of {percent} %"))?)?;
     serde_yaml::to_string(&doc).map_err(|e| format!("serialize the routes: {e}"))
-}
-
-/// Envoy on the shipped ramp bootstrap, its routes in a watched file of its own.
-pub struct Ramp {
-    envoy: Envoy,
-    /// The watched routes file.
-    live: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Ramp {
-    /// Starts Envoy on `cfg` (from [`config`]): ports left for Envoy to choose, the built module,
-    /// each cluster at the upstream of its name, the routes read from a watched file in a
-    /// temporary directory that starts as `routes` (a route file's YAML).
-    pub fn start(
-        mut cfg: EnvoyConfig,
-        upstreams: &[(&str, SocketAddr)],
-        routes: &str,
-    ) -> Result<Ramp, String> {
-        cfg.set_free_ports();
-        cfg.set_wasm(&wasm_path());
-        let mut doc: Value =
-            serde_yaml::from_str(&cfg.to_yaml()).map_err(|e| format!("the ramp bootstrap: {e}"))?;
-        for (name, addr) in upstreams {
-            set_cluster(&mut doc, name, *addr)?;
-        }
-        let dir = sticky_canary_harness::tempdir("sticky-canary-ramp-");
-        let live = dir.path().join("routes.yaml");
-        fs::write(&live, routes).map_err(|e| format!("{}: {e}", live.display()))?;
-        let source = get(
-            &mut doc,
-            &[HCM, &["rds", "config_source", "path_config_source"]].concat(),
-        );
-        source["path"] = key(&live.to_string_lossy());
-        source["watched_directory"]["path"] = key(&dir.path().to_string_lossy());
-        let yaml = serde_yaml::to_string(&doc).map_err(|e| format!("the ramp bootstrap: {e}"))?;
-        let envoy = Envoy::start_yaml(&yaml, &Launch::default()).map_err(|f| f.to_string())?;
-        Ok(Ramp {
-            envoy,
-            live,
-            _dir: dir,
-        })
-    }
-
-    pub fn envoy(&self) -> &Envoy {
-        &self.envoy
-    }
-
-    /// An RDS counter of the route configuration (`update_success`, `update_rejected`).
-    fn rds_counter(&self, name: &str) -> u64 {
-        let path = format!("/stats?filter=^http\\.ingress\\.rds\\.{ROUTE_CONFIG}\\.{name}$");
-        self.envoy.try_admin_get(&path).map_or(0, |r| {
-            r.text()
-                .lines()
-                .find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok()))
-                .unwrap_or(0)
-        })
-    }
-
-    /// A ramp step: moves a route file (`routes`, YAML) over the watched one, as an operator's
-    /// `mv` does, and waits until Envoy has applied it (RDS `update_success`), or says why not.
-    pub fn set_routes(&self, routes: &str) -> Result<(), String> {
-        let (ok_before, rejected_before) = (
-            self.rds_counter("update_success"),
-            self.rds_counter("update_rejected"),
-        );
-        let next = self.live.with_extension("next");
-        fs::write(&next, routes).map_err(|e| format!("{}: {e}", next.display()))?;
-        fs::rename(&next, &self.live).map_err(|e| format!("{}: {e}", self.live.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.rds_counter("update_rejected") > rejected_before {
-                return Err(format!(
-                    "Envoy rejected the routes; log:\n{}",
-                    self.envoy.log()
-                ));
-            }
-            if self.rds_counter("update_success") > ok_before {
-                // The main thread has the new routes; its worker gets them by a posted task.
-                std::thread::sleep(Duration::from_millis(100));
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!(
-            "Envoy did not apply the routes in 15 s; log:\n{}",
-            self.envoy.log()
-        ))
-    }
-
-    /// Stops Envoy.
-    pub fn stop(self) {
-        self.envoy.stop();
-    }
 }

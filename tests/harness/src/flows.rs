@@ -4,16 +4,15 @@
 //! metrics, and Envoy on the shipped ramp bootstrap (`envoy/ramp/`) with its routes in a watched
 //! file of its own (the harness cannot use the tools' copy of that plumbing).
 
-use crate::envoy::{get, key, wasm_path, workspace_root, Envoy, EnvoyConfig, Launch, HCM};
+use crate::envoy::EnvoyConfig;
 use crate::http::{echo_handler, Handler, Request, Response};
 use crate::prom::Scrape;
+use crate::ramp::Ramp;
 use serde_json::{json, Value};
-use serde_yaml::Value as Yaml;
 use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use sticky_canary::plan::Plan;
 use sticky_canary::routing::flow::key_digest;
 
@@ -299,98 +298,24 @@ pub fn requests(s: &Scrape, version: &str, reason: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// `envoy/ramp`.
-pub fn ramp_dir() -> PathBuf {
-    workspace_root().join("envoy/ramp")
-}
-
 /// A shipped ramp step's route file (`envoy/ramp/steps/20.yaml` for 20), as it is.
 pub fn ramp_step(percent: u32) -> String {
-    let path = ramp_dir().join(format!("steps/{percent:02}.yaml"));
+    let path = crate::ramp::step_path(percent);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// The shipped ramp bootstrap's plugin config (`envoy/ramp/envoy.yaml`).
 pub fn ramp_plugin() -> Value {
-    let mut cfg = EnvoyConfig::load(&ramp_dir().join("envoy.yaml"));
-    serde_json::from_str(&cfg.plugin_config()).expect("the ramp plugin config is JSON")
+    serde_json::from_str(&crate::ramp::config().plugin_config())
+        .expect("the ramp plugin config is JSON")
 }
 
-/// The name of the route configuration the ramp bootstrap asks RDS for.
-const ROUTE_CONFIG: &str = "ramp";
-
-/// Envoy on the shipped ramp bootstrap (`envoy/ramp/envoy.yaml`): its plugin config replaced,
-/// the key in the VM's environment, the clusters at local upstreams, and the routes read from a
-/// watched file in a temporary directory, moved over as an operator does (`mv`).
-pub struct RampEnvoy {
-    pub envoy: Envoy,
-    live: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl RampEnvoy {
-    pub fn start(plugin: &str, upstreams: &[(&str, SocketAddr)], routes: &str) -> RampEnvoy {
-        let mut cfg = EnvoyConfig::load(&ramp_dir().join("envoy.yaml"));
-        cfg.set_plugin_config(plugin);
-        cfg.set_vm_env(KEY_ENV, KEY);
-        cfg.set_free_ports();
-        cfg.set_wasm(&wasm_path());
-        for (name, addr) in upstreams {
-            cfg.set_cluster_address(name, *addr);
-        }
-        let mut doc: Yaml = serde_yaml::from_str(&cfg.to_yaml()).expect("the ramp bootstrap");
-        let dir = crate::tempdir("sticky-canary-flows-ramp-");
-        let live = dir.path().join("routes.yaml");
-        fs::write(&live, routes).expect("write the routes");
-        let source = get(
-            &mut doc,
-            &[HCM, &["rds", "config_source", "path_config_source"]].concat(),
-        );
-        source["path"] = key(&live.to_string_lossy());
-        source["watched_directory"]["path"] = key(&dir.path().to_string_lossy());
-        let yaml = serde_yaml::to_string(&doc).expect("serialize the bootstrap");
-        let envoy = Envoy::start_yaml(&yaml, &Launch::default())
-            .unwrap_or_else(|f| panic!("Envoy did not start on the ramp bootstrap:\n{}", f.log));
-        RampEnvoy {
-            envoy,
-            live,
-            _dir: dir,
-        }
-    }
-
-    /// An RDS counter of the route configuration.
-    fn rds_counter(&self, name: &str) -> u64 {
-        let path = format!("/stats?filter=^http\\.ingress\\.rds\\.{ROUTE_CONFIG}\\.{name}$");
-        self.envoy.try_admin_get(&path).map_or(0, |r| {
-            r.text()
-                .lines()
-                .find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok()))
-                .unwrap_or(0)
-        })
-    }
-
-    /// Moves a route file over the watched one and waits until Envoy has applied it.
-    pub fn set_routes(&self, routes: &str) {
-        let (ok_before, rejected_before) = (
-            self.rds_counter("update_success"),
-            self.rds_counter("update_rejected"),
-        );
-        let next = self.live.with_extension("next");
-        fs::write(&next, routes).expect("write the next routes");
-        fs::rename(&next, &self.live).expect("move the routes in");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            assert!(
-                self.rds_counter("update_rejected") <= rejected_before,
-                "Envoy rejected the routes"
-            );
-            if self.rds_counter("update_success") > ok_before {
-                // The main thread has them; the worker gets them by a posted task.
-                std::thread::sleep(Duration::from_millis(100));
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("Envoy did not apply the routes in 15 s");
-    }
+/// The shipped ramp ([`crate::ramp::Ramp`]) with this plugin config and the key in the VM's
+/// environment.
+pub fn start_ramp(plugin: &str, upstreams: &[(&str, SocketAddr)], routes: &str) -> Ramp {
+    let mut cfg = crate::ramp::config();
+    cfg.set_plugin_config(plugin);
+    cfg.set_vm_env(KEY_ENV, KEY);
+    Ramp::start(cfg, upstreams, routes)
+        .unwrap_or_else(|e| panic!("Envoy did not start on the ramp bootstrap:\n{e}"))
 }

@@ -24,6 +24,7 @@ pub mod flows;
 pub mod http;
 pub mod prom;
 pub mod prometheus;
+pub mod ramp;
 pub mod schema;
 pub mod shop;
 

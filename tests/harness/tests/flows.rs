@@ -41,8 +41,8 @@ use sticky_canary_harness::brake::{self, guarded_plugin};
 use sticky_canary_harness::envoy::{Envoy, Launch};
 use sticky_canary_harness::flows::{
     add_flows, clear_cookie, draining, echo_with_status, envoy_config, keyed_plan, outcomes,
-    ramp_plugin, ramp_step, requests, session_request, shipped_plugin, sign, unix_now, FlowCookie,
-    RampEnvoy, Seen, ATTRIBUTES, FLOW,
+    ramp_plugin, ramp_step, requests, session_request, shipped_plugin, sign, start_ramp, unix_now,
+    FlowCookie, Seen, ATTRIBUTES, FLOW,
 };
 use sticky_canary_harness::http::{echo_handler, Handler, Request, Response, Upstream};
 use sticky_canary_harness::{addresses, keys_for, upstreams_for, Keys};
@@ -390,8 +390,8 @@ fn a_flow_outlives_its_bucket_route() {
     let plugin = p.to_string();
     let plan = keyed_plan(&plugin);
     let upstreams = upstreams_for(&plan, echo_handler);
-    let ramp = RampEnvoy::start(&plugin, &addresses(&upstreams), &ramp_step(20));
-    let l = ramp.envoy.listener();
+    let ramp = start_ramp(&plugin, &addresses(&upstreams), &ramp_step(20));
+    let l = ramp.envoy().listener();
     let b = |k: &str| bucket(salt.as_bytes(), k.as_bytes());
     let digits = |k: &str| String::from_utf8(bucket_digits(b(k)).to_vec()).unwrap();
     let cohort: Vec<String> = Keys::new(201).filter(|k| b(k) < 2000).take(2).collect();
@@ -421,7 +421,7 @@ fn a_flow_outlives_its_bucket_route() {
 
     // Step 0: the bucket route is gone.
     let t = Instant::now();
-    ramp.set_routes(&ramp_step(0));
+    ramp.set_routes(&ramp_step(0)).unwrap();
     let swap = t.elapsed();
     assert!(
         unix_now() + 0.5 < cookie.expiry as f64,
@@ -440,7 +440,7 @@ fn a_flow_outlives_its_bucket_route() {
         d.describe(write_at, &cookie)
     );
     assert!(d.on_flow >= 3, "{d:?}");
-    let sc = ramp.envoy.scrape();
+    let sc = ramp.envoy().scrape();
     assert_eq!(outcomes(&sc), [d.on_flow as f64, 0.0, d.after as f64]);
 }
 
