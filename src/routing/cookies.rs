@@ -269,14 +269,8 @@ impl AssignCookie {
 
 /// Lowercase hex of 16 random bytes: the minted session id.
 pub fn id_hex(random: &[u8; ID_BYTES]) -> [u8; ID_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; ID_LEN];
-    for (pair, b) in out.chunks_exact_mut(2).zip(random) {
-        if let [hi, lo] = pair {
-            *hi = HEX[usize::from(b >> 4)];
-            *lo = HEX[usize::from(b & 0x0f)];
-        }
-    }
+    crate::formats::hex::encode(random, &mut out);
     out
 }
 

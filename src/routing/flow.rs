@@ -209,10 +209,9 @@ impl Flows {
         for part in [&self.cookie, "=", version, ".", &expiry, "."] {
             s.push_str(part);
         }
-        for b in tag {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
+        let mut hex = [0u8; MAC_HEX];
+        crate::formats::hex::encode(&tag, &mut hex);
+        s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
         s.push_str(&self.attributes);
         Some(s)
     }
@@ -246,8 +245,6 @@ impl Flows {
         }
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Most flows one VM keeps track of; beyond, new flows are not counted (the gauge saturates).
 pub const MAX_TRACKED: usize = 65_536;
@@ -330,17 +327,10 @@ pub fn split(value: &[u8]) -> Option<(&[u8], &[u8], [u8; 32])> {
         || expiry.is_empty()
         || expiry.len() > 20
         || !expiry.iter().all(u8::is_ascii_digit)
-        || hex.len() != MAC_HEX
     {
         return None;
     }
-    let nibble = |c: u8| HEX.iter().position(|&h| h == c);
-    let mut tag = [0u8; 32];
-    for (out, pair) in tag.iter_mut().zip(hex.chunks_exact(2)) {
-        let (hi, lo) = (nibble(*pair.first()?)?, nibble(*pair.get(1)?)?);
-        *out = (hi << 4 | lo) as u8;
-    }
-    Some((version, expiry, tag))
+    Some((version, expiry, crate::formats::hex::decode(hex)?))
 }
 
 /// The key from the environment variable `var`: present and at least [`MIN_KEY_BYTES`] long.
