@@ -37,6 +37,23 @@ fn start(doc: &serde_yaml::Value, name: &str) -> Envoy {
     Envoy::start_yaml(&yaml, &Launch::default()).unwrap_or_else(|f| panic!("{name}: {f}"))
 }
 
+/// One echo upstream per version, named after it.
+fn version_upstreams() -> Vec<Upstream> {
+    ["canary", "stable"]
+        .iter()
+        .map(|n| Upstream::start(n).unwrap())
+        .collect()
+}
+
+/// `doc` in proxy mode, each cluster at the upstream of its name, started.
+fn start_proxied(mut doc: serde_yaml::Value, upstreams: &[Upstream], name: &str) -> Envoy {
+    bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
+    for u in upstreams {
+        bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
+    }
+    start(&doc, name)
+}
+
 fn filter_plan() -> Plan {
     let doc = Variant::by_key("filter-route").unwrap().load().unwrap();
     Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap()
@@ -144,20 +161,10 @@ fn routing_cases(plan: &Plan) -> Vec<(String, Request, Option<String>)> {
 fn lua_routes_like_the_filter() {
     prerequisites();
     let plan = filter_plan();
-    let upstreams: Vec<Upstream> = ["canary", "stable"]
-        .iter()
-        .map(|n| Upstream::start(n).unwrap())
-        .collect();
+    let upstreams = version_upstreams();
     let envoys: Vec<Envoy> = ["filter-route", "lua"]
         .iter()
-        .map(|k| {
-            let mut doc = Variant::by_key(k).unwrap().load().unwrap();
-            bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
-            for u in &upstreams {
-                bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
-            }
-            start(&doc, k)
-        })
+        .map(|k| start_proxied(Variant::by_key(k).unwrap().load().unwrap(), &upstreams, k))
         .collect();
     let mut clients: Vec<Client> = envoys
         .iter()
@@ -325,7 +332,7 @@ fn nginx_and_direct_response_serve_the_same_response() {
 fn filter_bucket_routes_like_filter_route_and_carries_the_bucket_and_the_hold() {
     prerequisites();
     let route_plan = filter_plan();
-    let mut doc = Variant::by_key("filter-bucket").unwrap().load().unwrap();
+    let doc = Variant::by_key("filter-bucket").unwrap().load().unwrap();
     let plan = Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap();
     let bucket_header = plan.bucket_header.clone().unwrap();
     assert!(plan.hold.is_some(), "the hold is on");
@@ -340,15 +347,8 @@ fn filter_bucket_routes_like_filter_route_and_carries_the_bucket_and_the_hold() 
         first["match"]["headers"][0]["string_match"]["safe_regex"]["regex"].as_str(),
         Some(sticky_canary_cli::cohort::regex(500).as_str())
     );
-    let upstreams: Vec<Upstream> = ["canary", "stable"]
-        .iter()
-        .map(|n| Upstream::start(n).unwrap())
-        .collect();
-    bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
-    for u in &upstreams {
-        bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
-    }
-    let e = start(&doc, "filter-bucket");
+    let upstreams = version_upstreams();
+    let e = start_proxied(doc, &upstreams, "filter-bucket");
     let mut c = Client::connect(e.listener()).unwrap();
     let mut seen = HashSet::new();
     for k in Keys::new(5).take(300) {
@@ -510,17 +510,10 @@ fn filter_flows_decides_every_request_by_its_valid_flow_cookie() {
     prerequisites();
     let route_plan = filter_plan();
     let v = Variant::by_key("filter-flows").unwrap();
-    let mut doc = v.load().unwrap();
+    let doc = v.load().unwrap();
     let plan = Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap();
-    let upstreams: Vec<Upstream> = ["canary", "stable"]
-        .iter()
-        .map(|n| Upstream::start(n).unwrap())
-        .collect();
-    bench::prepare(&mut doc, Mode::Proxy, None).unwrap();
-    for u in &upstreams {
-        bench::set_cluster(&mut doc, u.name(), u.addr()).unwrap();
-    }
-    let e = start(&doc, "filter-flows");
+    let upstreams = version_upstreams();
+    let e = start_proxied(doc, &upstreams, "filter-flows");
     let mut c = Client::connect(e.listener()).unwrap();
     let keys: Vec<String> = Keys::new(5).take(200).collect();
     let mut seen = HashSet::new();
