@@ -371,10 +371,8 @@ impl Catalogue<MetricName> {
             }
         };
         let pooled = plan.guard.as_ref().filter(|g| g.pool.is_some());
-        // `flow` only where flows are configured (it is last in `Reason::ALL`).
-        let reasons: Vec<&str> = Reason::ALL
+        let reasons: Vec<&str> = Reason::decided(plan.flows.is_some())
             .iter()
-            .filter(|r| **r != Reason::Flow || plan.flows.is_some())
             .map(|r| r.as_str())
             .collect();
         let skip_reasons: Vec<&str> = if plan.business.has_json_rules() {

@@ -52,6 +52,15 @@ impl Reason {
         Reason::Flow,
     ];
 
+    /// The reasons a plan can decide, in [`Reason::ALL`] order: all of them with flows
+    /// (`session.hold.flows`), all but `Flow` without (it is last, so indexes do not move).
+    pub fn decided(with_flows: bool) -> &'static [Reason] {
+        let n = if with_flows { 0 } else { 1 };
+        Reason::ALL
+            .get(..Reason::ALL.len() - n)
+            .unwrap_or(&Reason::ALL)
+    }
+
     /// The reason's position in [`Reason::ALL`], for tables laid out in that order.
     pub fn index(self) -> usize {
         Reason::ALL.iter().position(|x| *x == self).unwrap_or(0)

@@ -130,12 +130,8 @@ fn reasons_of(expr: &str) -> Result<Vec<&'static str>, String> {
     if expr.contains("canary_business_skipped_total") {
         Ok(SkipReason::ALL.iter().map(|r| r.as_str()).collect())
     } else if expr.contains("canary_requests_total") {
-        // `flow` exists only with `session.hold.flows`, which this plugin does not configure.
-        Ok(Reason::ALL
-            .iter()
-            .filter(|r| **r != Reason::Flow)
-            .map(|r| r.as_str())
-            .collect())
+        // This plugin has no `session.hold.flows`.
+        Ok(Reason::decided(false).iter().map(|r| r.as_str()).collect())
     } else {
         Err(format!("a panel by reason over an unknown counter: {expr}"))
     }
