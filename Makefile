@@ -32,7 +32,7 @@ GUARD_AA_SECONDS ?= 600
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build wasm-opt fixtures image pin test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services bench-scale simulate guard-aa soak bench-tools lint run clean
+.PHONY: help demo toolchain envoy prometheus compose-tool build build-native wasm-opt fixtures image pin test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services bench-scale simulate guard-aa soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -100,6 +100,11 @@ build: toolchain wasm-opt ## Build the filter: target/wasm32-wasip1/release/stic
 	@$(call optimise,$(WASM))
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
+build-native: ## Build the same filter as an Envoy dynamic module: target/native/libsticky_canary.so (ENVOY_DYNAMIC_MODULES_SEARCH_PATH=target/native)
+	cargo build --profile native -p sticky-canary-native
+	@cp target/native/libsticky_canary_native.so target/native/libsticky_canary.so
+	@ls -l target/native/libsticky_canary.so | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+
 # wasm-opt over modules cargo has linked: target/.../release/<m>.wasm is cargo's hard link to
 # deps/<m>.wasm, re-made on every cargo build. The optimised module is kept next to it as
 # <m>.wasm-opt and redone only when deps/<m>.wasm is newer; the link is replaced (never written
@@ -129,7 +134,7 @@ pin: image ## Re-pin istio/ (the WasmPlugins and TrafficExtension: the image man
 	 sed -i -E "s/^(manifest digest:  sha256:)[0-9a-f]{8}…/\1$${manifest:0:8}…/; s/^(plugin.wasm:      sha256:)[0-9a-f]{8}…/\1$${module:0:8}…/" README.md; \
 	 echo "pinned: manifest sha256:$$manifest, module sha256:$$module"; git diff --stat -- istio README.md
 
-test: build fixtures envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
+test: build build-native fixtures envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus
 	cargo test --workspace --color=never
 
 test-unit: ## Only the unit and property tests of the core and the CLI (no Envoy needed)

@@ -134,6 +134,16 @@ impl<H: Host> Service<H> {
         }
     }
 
+    /// Learns the trips another root of this Envoy recorded, and judges nothing (a follower:
+    /// the native build's worker threads, whose brake the main thread's root runs).
+    pub(super) fn learn_guard(&self) {
+        let Some(g) = &self.guard else { return };
+        let mask = g.tripped.get() | self.learn_trips(g);
+        if mask != g.tripped.get() {
+            self.set_tripped(g, mask, false);
+        }
+    }
+
     /// The trips of this generation other VMs of this Envoy recorded (0 when unreadable).
     fn learn_trips(&self, g: &GuardState) -> u32 {
         match self.host.shared_data(&g.key) {

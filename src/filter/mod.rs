@@ -124,6 +124,12 @@ pub trait Host {
     fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError>;
     /// Calls the root's `on_tick` every `period_ms` (0 stops the ticks).
     fn set_tick_period(&self, period_ms: u32) -> Result<(), HostError>;
+    /// Whether counts are batched in the filter and handed over on ticks (`metrics_flush_ms`):
+    /// worth it where a host call is a VM crossing (proxy-wasm). A host whose calls are plain
+    /// function calls (the native build) counts straight into the host.
+    fn batches(&self) -> bool {
+        true
+    }
     /// The host's clock: milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
     /// Sends an HTTP request (no body) to `cluster`, answered within `timeout_ms`; the answer

@@ -72,9 +72,12 @@ impl<H: Host + Clone> Root<H> {
             },
         };
         let timer = host.set_tick_period(tick_ms);
+        let batches = host.batches();
         for service in &services {
             service.restore_guard();
-            if let Err(e) = timer {
+            if !batches {
+                service.batching.set(false);
+            } else if let Err(e) = timer {
                 // Without ticks nothing would flush: count straight into the host instead.
                 service.warn(format_args!(
                     "no timer ({e:?}); counters are updated per request"
@@ -99,7 +102,7 @@ impl<H: Host + Clone> Root<H> {
             matcher: compiled.matcher,
             unmatched,
             pending: Cell::new(0),
-            batching: Cell::new(tick_ms > 0 && timer.is_ok()),
+            batching: Cell::new(batches && tick_ms > 0 && timer.is_ok()),
         };
         // A reconfigured root context hands over what the previous plan counted.
         if let Some(previous) = self.instance.replace(Rc::new(instance)) {
@@ -126,6 +129,20 @@ impl<H: Host + Clone> Root<H> {
             for s in &instance.services {
                 s.publish_draining();
                 s.guard_tick();
+            }
+        }
+    }
+
+    /// A follower's tick, for a host where one root judges the brake for the others (the
+    /// native build: the main thread's root judges and queries the pool, each worker thread's
+    /// root follows): learns the recorded trips and publishes the draining flows; judges
+    /// nothing, queries no pool.
+    pub fn on_follower_tick(&self) {
+        if let Some(instance) = &self.instance {
+            instance.flush();
+            for s in &instance.services {
+                s.publish_draining();
+                s.learn_guard();
             }
         }
     }

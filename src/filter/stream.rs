@@ -406,6 +406,11 @@ impl<H: Host> Stream<H> {
             let r = host.add_header(Map::Response, "set-cookie", c.as_bytes());
             service.warn_on_error("add", "set-cookie", r);
         }
+        // A host that does not batch has no tick on this thread to rely on (the native build's
+        // workers): the gauge follows the tracker at once.
+        if decision.key.is_some() && (starts || valid.is_some()) && !host.batches() {
+            service.publish_draining();
+        }
     }
 
     /// A response body chunk of `body_size` bytes; copied while a JSON rule wants the body.

@@ -13,6 +13,7 @@
 //!   to time the start-up ([`Envoy::ready_after`]).
 
 use crate::http::{send_once, Request, Response};
+use crate::native::{self, Build};
 use crate::wrapped;
 use serde_yaml::{Mapping, Value};
 use std::cell::Cell;
@@ -65,6 +66,14 @@ pub fn check_prerequisites() {
         "filter not built at {} — run `make build` (or set STICKY_CANARY_WASM)",
         wasm.display()
     );
+    if native::build() == Build::Native {
+        let so = native::native_dir().join("libsticky_canary.so");
+        assert!(
+            so.exists(),
+            "native filter not built at {} — run `make build-native`",
+            so.display()
+        );
+    }
 }
 
 /// The shipped reference config.
@@ -579,6 +588,9 @@ impl EnvoyConfig {
     /// The listener as an LDS resource file, optionally with a fixed port.
     pub fn lds_resources(&self, port: Option<u16>) -> String {
         let mut listener = self.doc["static_resources"]["listeners"][0].clone();
+        if native::build() == Build::Native {
+            native::to_native_filters(&mut listener);
+        }
         if let Some(p) = port {
             *get(&mut listener, &["address", "socket_address", "port_value"]) = Value::from(p);
         }
@@ -597,6 +609,7 @@ impl EnvoyConfig {
     /// The bootstrap without static listeners, taking them from a watched LDS file instead.
     fn dynamic_bootstrap(&self, lds_file: &Path, lds_dir: &Path) -> String {
         let mut doc = self.doc.clone();
+
         get(&mut doc, &["static_resources"])
             .as_mapping_mut()
             .expect("static_resources is a mapping")
@@ -619,6 +632,16 @@ impl EnvoyConfig {
 
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(&self.doc).expect("serialize config")
+    }
+
+    /// The Envoy process's environment: the config's, and for the native build the wasm VM's
+    /// variables (a dynamic module reads the process's).
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.process_env.clone();
+        if native::build() == Build::Native {
+            env.extend(native::to_native_filters(&mut self.doc.clone()));
+        }
+        env
     }
 }
 
@@ -694,6 +717,8 @@ fn spawn(cfg_path: &Path, dir: &Path, env: &[(String, String)], launch: &Launch)
         .arg("--admin-address-path")
         .arg(dir.join("admin.addr"))
         .envs(env.iter().map(|(k, v)| (k, v)))
+        // Where a native build of the filter is found (unused by the wasm one).
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native::native_dir())
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .stdout(log)
@@ -759,13 +784,7 @@ impl Envoy {
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.dynamic_bootstrap(&lds_file, &lds_dir)).expect("write config");
         let launch = Launch::default();
-        let mut envoy = Envoy::start_in(
-            &cfg_path,
-            dir,
-            &cfg.process_env,
-            cfg.metrics_flush(),
-            &launch,
-        )?;
+        let mut envoy = Envoy::start_in(&cfg_path, dir, &cfg.env(), cfg.metrics_flush(), &launch)?;
         envoy.lds_file = Some(lds_file);
         Ok(envoy)
     }
@@ -831,8 +850,16 @@ impl Envoy {
         launch: &Launch,
     ) -> Result<Envoy, StartFailure> {
         check_prerequisites();
+        let mut env = env.to_vec();
+        let native_cfg = dir.path().join("envoy.native.yaml");
+        let cfg_path = if native::build() == Build::Native {
+            env.extend(native::rewrite_bootstrap(cfg_path, &native_cfg));
+            native_cfg.as_path()
+        } else {
+            cfg_path
+        };
         let started = Instant::now();
-        let mut child = spawn(cfg_path, dir.path(), env, launch);
+        let mut child = spawn(cfg_path, dir.path(), &env, launch);
         let deadline = started + launch.timeout;
         let fail = |child: &mut Child, dir: &Path| {
             let _ = child.kill();

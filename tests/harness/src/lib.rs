@@ -22,6 +22,7 @@ pub mod brake;
 pub mod envoy;
 pub mod flows;
 pub mod http;
+pub mod native;
 pub mod prom;
 pub mod prometheus;
 pub mod ramp;
