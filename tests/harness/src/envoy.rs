@@ -66,14 +66,16 @@ pub fn check_prerequisites() {
         "filter not built at {} — run `make build` (or set STICKY_CANARY_WASM)",
         wasm.display()
     );
-    if native::build() == Build::Native {
-        let so = native::native_dir().join("libsticky_canary.so");
-        assert!(
-            so.exists(),
-            "native filter not built at {} — run `make build-native`",
-            so.display()
-        );
-    }
+}
+
+/// Fails loudly when the native build is missing.
+fn check_native_built() {
+    let so = native::native_dir().join("libsticky_canary.so");
+    assert!(
+        so.exists(),
+        "native filter not built at {} — run `make build-native`",
+        so.display()
+    );
 }
 
 /// The shipped reference config.
@@ -689,6 +691,10 @@ pub struct Launch {
     pub poll: Duration,
     /// How long Envoy may take to become ready.
     pub timeout: Duration,
+    /// The build of the filter a wasm-filter bootstrap is run with ([`native::build`] unless a
+    /// test picks one): for [`Build::Native`] the bootstrap is rewritten as a user would
+    /// ([`native::to_native`]); one already written for the native build is run as it is.
+    pub build: Build,
 }
 
 impl Default for Launch {
@@ -698,6 +704,7 @@ impl Default for Launch {
             concurrency: 1,
             poll: Duration::from_millis(50),
             timeout: START_TIMEOUT,
+            build: native::build(),
         }
     }
 }
@@ -738,16 +745,20 @@ fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<Response> {
 impl Envoy {
     /// Starts Envoy on a config and waits until it is ready to serve.
     pub fn start(cfg: &EnvoyConfig) -> Result<Envoy, StartFailure> {
+        Envoy::start_with(cfg, &Launch::default())
+    }
+
+    /// Starts Envoy on a config as `launch` says (e.g. a given build, more workers).
+    pub fn start_with(cfg: &EnvoyConfig, launch: &Launch) -> Result<Envoy, StartFailure> {
         let dir = tempdir();
         let cfg_path = dir.path().join("envoy.yaml");
         fs::write(&cfg_path, cfg.to_yaml()).expect("write config");
-        let launch = Launch::default();
         Envoy::start_in(
             &cfg_path,
             dir,
             &cfg.process_env,
             cfg.metrics_flush(),
-            &launch,
+            launch,
         )
     }
 
@@ -852,7 +863,8 @@ impl Envoy {
         check_prerequisites();
         let mut env = env.to_vec();
         let native_cfg = dir.path().join("envoy.native.yaml");
-        let cfg_path = if native::build() == Build::Native {
+        let cfg_path = if launch.build == Build::Native {
+            check_native_built();
             env.extend(native::rewrite_bootstrap(cfg_path, &native_cfg));
             native_cfg.as_path()
         } else {

@@ -40,6 +40,15 @@ pub fn build() -> Build {
     }
 }
 
+/// What Envoy logs when it refuses the filter because the filter refused its configuration, for
+/// the build under test.
+pub fn envoy_refusal() -> &'static str {
+    match build() {
+        Build::Wasm => "Unable to create Wasm plugin",
+        Build::Native => "Failed to initialize dynamic module",
+    }
+}
+
 /// Where `make build-native` writes `libsticky_canary.so` (`STICKY_CANARY_NATIVE_DIR` to
 /// override): Envoy's `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
 pub fn native_dir() -> PathBuf {

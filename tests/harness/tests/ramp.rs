@@ -9,6 +9,7 @@ use sticky_canary::plan::Plan;
 use sticky_canary::routing::hash::{bucket, bucket_digits};
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig, Launch};
 use sticky_canary_harness::http::{echo_handler, Client, Request, Response};
+use sticky_canary_harness::native;
 use sticky_canary_harness::{addresses, upstreams_for, Fixture, Keys, Observed};
 
 const SALT: &str = "checkout-2026-12";
@@ -316,7 +317,7 @@ fn ramp_refusals_name_the_field_in_envoys_log() {
         let failure = Envoy::start_expecting_refusal(&cfg);
         let want = format!("sticky-canary: invalid configuration: {path}: ");
         assert!(
-            failure.log.contains(&want) && failure.log.contains("Unable to create Wasm plugin"),
+            failure.log.contains(&want) && failure.log.contains(native::envoy_refusal()),
             "{path}: {json}\n{}",
             failure.log
         );

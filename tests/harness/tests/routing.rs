@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use sticky_canary_harness::envoy::{self, Envoy, EnvoyConfig};
 use sticky_canary_harness::http::{send_once, Request, Response, Upstream};
+use sticky_canary_harness::native;
 use sticky_canary_harness::{Fixture, Keys, Observed};
 
 /// The plugin config of the reference envoy.yaml, with other weights.
@@ -433,7 +434,7 @@ fn invalid_configs_are_refused_with_the_field_named() {
                             "{what}: the line must name {path}: {line}"
                         );
                         assert!(
-                            failure.log.contains("Unable to create Wasm plugin"),
+                            failure.log.contains(native::envoy_refusal()),
                             "{what}: Envoy refuses the filter:\n{}",
                             failure.log
                         );

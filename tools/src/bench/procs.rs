@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sticky_canary_harness::envoy::{envoy_bin, workspace_root, Envoy, Launch};
 use sticky_canary_harness::http::free_port;
+use sticky_canary_harness::native::Build;
 use sticky_canary_harness::{find_tool, on_path, tempdir, wrapped};
 
 /// The programs the benchmark runs: Envoy (`ENVOY_BIN`, else `.venv/bin/envoy`), wrk
@@ -159,6 +160,8 @@ pub fn start_envoy(tools: &Tools, yaml: &str) -> Result<Envoy, String> {
         concurrency: 1,
         poll: Duration::from_millis(5),
         timeout: Duration::from_secs(60),
+        // Each variant's config is written for its build: run as it is.
+        build: Build::Wasm,
     };
     Envoy::start_yaml(yaml, &launch).map_err(|f| f.to_string())
 }

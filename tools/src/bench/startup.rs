@@ -31,6 +31,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use sticky_canary_harness::envoy::{get, key, Envoy, Launch, HCM};
 use sticky_canary_harness::http::{free_port, Client, Request};
+use sticky_canary_harness::native::Build;
 
 /// Knobs of parts 2 and 3.
 #[derive(Clone, Debug)]
@@ -123,6 +124,8 @@ fn launch(tools: &Tools, concurrency: u32) -> Launch {
         concurrency,
         poll: Duration::from_millis(5),
         timeout: Duration::from_secs(120),
+        // Each variant's config is written for its build: run as it is.
+        build: Build::Wasm,
     }
 }
 
