@@ -27,6 +27,13 @@ pub struct Compiled {
     pub catalogue: Catalogue,
 }
 
+// Envoy hands the configuration to every worker thread: it must be shareable (checked here, as
+// the raw pointer Envoy carries is not).
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Compiled>()
+};
+
 /// One worker thread's copy of a configuration.
 pub struct Worker {
     pub host: Native,

@@ -344,9 +344,9 @@ fn read_key(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Key, Conf
         return Err(ConfigError::new(
             p,
             format!(
-                "environment variable {var} is not set in the VM (Envoy \
-                 vm_config.environment_variables, Istio vmConfig.env); the flow cookie's MAC \
-                 key is required"
+                "environment variable {var} is not set in the filter's environment (wasm: Envoy \
+                 vm_config.environment_variables, Istio vmConfig.env; native: the Envoy \
+                 process's); the flow cookie's MAC key is required"
             ),
         ));
     };

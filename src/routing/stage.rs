@@ -204,8 +204,9 @@ pub fn compile_override(
         }
         match env(var) {
             None => warnings.push(format!(
-                "override.tokens_env: environment variable {var} is not set in the VM \
-                 (Envoy vm_config.environment_variables, Istio vmConfig.env)"
+                "override.tokens_env: environment variable {var} is not set in the filter's \
+                 environment (wasm: Envoy vm_config.environment_variables, Istio vmConfig.env; \
+                 native: the Envoy process's)"
             )),
             Some(list) => {
                 for (i, t) in list.split(',').map(str::trim).enumerate() {

@@ -210,8 +210,8 @@ impl Pool {
                 }
                 None => {
                     warnings.push(format!(
-                        "guard.pool.token_env: environment variable {var} is not set in the VM; \
-                         queries go without a token"
+                        "guard.pool.token_env: environment variable {var} is not set in the filter's \
+                         environment; queries go without a token"
                     ));
                     None
                 }
