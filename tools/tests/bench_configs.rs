@@ -3,26 +3,33 @@
 //!
 //! - every bench config passes `envoy --mode validate`, as checked in and in the direct-response
 //!   mode the bench derives from it;
-//! - the Lua peer routes exactly like the filter (same upstream, same tag) on a set of keys and
-//!   cookie shapes, and its MurmurHash3 agrees with the published algorithm on many buckets,
-//!   weights near 2^32 included;
+//! - every native variant's config is its wasm counterpart's rewritten for the native build
+//!   (`sticky_canary_harness::native::to_native`), needing no process environment;
+//! - the Lua peer and the native build route exactly like the filter (same upstream, same tag) on
+//!   a set of keys and cookie shapes, and Lua's MurmurHash3 agrees with the published algorithm on
+//!   many buckets, weights near 2^32 included;
 //! - in direct-response mode every variant answers what the upstream would (status, headers, the
-//!   1 KiB JSON body), and the business rules count it;
+//!   1 KiB JSON body), and the business rules count it (a native variant as its wasm counterpart);
 //! - nginx.conf and the direct-response routes serve the same response;
 //! - filter-bucket routes every session like filter-route, through its 5 % bucket route, sends
 //!   each one's bucket upstream and sets the hold cookie on exactly the stable responses;
 //! - filter-flows: every request of its wrk script carries one flow cookie, valid for its session
 //!   and naming the version the session hashes to; through Envoy each is found valid and decides
 //!   (reason `flow`), with filter-bucket's routing, tag and hold, and no new flow cookie is set.
+//!
+//! The tests that start or validate a native variant need an Envoy that loads the native build
+//! (1.39 or later): they are the `native_build_*` ones, for a run on an older Envoy to skip.
 #![cfg(test)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::Duration;
 use sticky_canary::plan::Plan;
 use sticky_canary_harness::envoy::{self, Envoy, Launch};
 use sticky_canary_harness::http::{Client, Request, Upstream};
+use sticky_canary_harness::native::{self, Build};
 use sticky_canary_harness::{Keys, Observed};
-use sticky_canary_tools::bench::{self, Mode, Variant, VARIANTS};
+use sticky_canary_tools::bench::{self, Filter, Mode, Variant, VARIANTS};
 
 fn prerequisites() {
     envoy::check_prerequisites();
@@ -31,10 +38,29 @@ fn prerequisites() {
     }
 }
 
-/// Starts Envoy on a prepared bench config.
+/// The native variants also need the native build.
+fn native_prerequisites() {
+    prerequisites();
+    if let Err(e) = bench::check_native_module() {
+        panic!("{e}");
+    }
+}
+
+/// The variants of one build: the native build's, or every other one.
+fn variants(native: bool) -> impl Iterator<Item = &'static Variant> {
+    VARIANTS
+        .iter()
+        .filter(move |v| v.filter.is_native() == native)
+}
+
+/// Starts Envoy on a prepared bench config, as it is (each is written for its build).
 fn start(doc: &serde_yaml::Value, name: &str) -> Envoy {
     let yaml = serde_yaml::to_string(doc).unwrap();
-    Envoy::start_yaml(&yaml, &Launch::default()).unwrap_or_else(|f| panic!("{name}: {f}"))
+    let launch = Launch {
+        build: Build::Wasm,
+        ..Launch::default()
+    };
+    Envoy::start_yaml(&yaml, &launch).unwrap_or_else(|f| panic!("{name}: {f}"))
 }
 
 /// One echo upstream per version, named after it.
@@ -59,19 +85,33 @@ fn filter_plan() -> Plan {
     Plan::from_json(bench::plugin_config(&doc).unwrap().as_bytes()).unwrap()
 }
 
+/// `envoy --mode validate` jobs for every variant of one build: as checked in (proxy mode, fixed
+/// ports; the bench changes only ports and paths), and the direct-response mode the bench derives
+/// from it (written into `dir`).
+fn validate_jobs(native: bool, dir: &std::path::Path) -> Vec<(String, PathBuf)> {
+    let mut jobs = Vec::new();
+    for v in variants(native) {
+        jobs.push((format!("{} (as checked in)", v.key), v.config_path()));
+        let path = dir.join(format!("{}-direct.yaml", v.key));
+        std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None).unwrap()).unwrap();
+        jobs.push((format!("{} (direct response)", v.key), path));
+    }
+    jobs
+}
+
+fn assert_validated(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "envoy --mode validate failed:\n{}",
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn every_bench_config_passes_envoy_validate() {
     prerequisites();
     let dir = tempfile::tempdir().unwrap();
-    let mut jobs: Vec<(String, PathBuf)> = Vec::new();
-    // As checked in (proxy mode, fixed ports; the bench changes only ports and paths), and
-    // the direct-response mode the bench derives from it.
-    for v in VARIANTS {
-        jobs.push((format!("{} (as checked in)", v.key), v.config_path()));
-        let path = dir.path().join(format!("{}-direct.yaml", v.key));
-        std::fs::write(&path, bench::config_yaml(v, Mode::Direct, None).unwrap()).unwrap();
-        jobs.push((format!("{} (direct response)", v.key), path));
-    }
+    let mut jobs = validate_jobs(false, dir.path());
     // make bench-services: the filter-route service repeated 10 and 1 000 times.
     for n in [10, 1000] {
         let path = dir.path().join(format!("services-{n}.yaml"));
@@ -79,12 +119,18 @@ fn every_bench_config_passes_envoy_validate() {
         jobs.push((format!("{n} services (direct response)"), path));
     }
     // Two at a time: a wasm config takes about a second to validate (V8 compiles the module).
-    let failures = envoy::validate_all(&jobs, &envoy::workspace_root());
-    assert!(
-        failures.is_empty(),
-        "envoy --mode validate failed:\n{}",
-        failures.join("\n")
-    );
+    assert_validated(envoy::validate_all(&jobs, &envoy::workspace_root()));
+}
+
+#[test]
+fn native_build_bench_configs_pass_envoy_validate() {
+    native_prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = validate_jobs(true, dir.path());
+    // Validation loads the library. The validating Envoy gets no
+    // ENVOY_DYNAMIC_MODULES_SEARCH_PATH, and Envoy then looks in its working directory: the
+    // native configs (no relative paths) are validated from the library's directory.
+    assert_validated(envoy::validate_all(&jobs, &native::native_dir()));
 }
 
 /// Requests the Lua peer and the filter must route identically, with the session key each one
@@ -157,12 +203,57 @@ fn routing_cases(plan: &Plan) -> Vec<(String, Request, Option<String>)> {
     cases
 }
 
+/// Every native variant's config is its wasm counterpart's as the harness rewrites a config for
+/// the native build (parsed and compared: comments and layout aside), its filter in the same
+/// place with the same JSON document, and the rewrite leaves no environment variable for the
+/// process (the bench starts Envoy with none of its own).
 #[test]
-fn lua_routes_like_the_filter() {
-    prerequisites();
+fn native_configs_are_their_wasm_configs_rewritten() {
+    let natives: Vec<&Variant> = variants(true).collect();
+    let keys: Vec<&str> = natives.iter().map(|v| v.key).collect();
+    for k in [
+        "native-route",
+        "native-headers",
+        "native-guard",
+        "native-json",
+    ] {
+        assert!(keys.contains(&k), "{k} is a variant: {keys:?}");
+    }
+    for v in natives {
+        let wasm = Variant::by_key(v.wasm_key())
+            .unwrap_or_else(|| panic!("{}: no variant {}", v.key, v.wasm_key()));
+        assert_eq!(wasm.filter, Filter::StickyCanary, "{}", v.key);
+        assert_eq!(v.flow_cookie, wasm.flow_cookie, "{}", v.key);
+        let mut want = wasm.load().unwrap();
+        let env = native::to_native(&mut want);
+        assert!(env.is_empty(), "{}: needs process env {env:?}", v.key);
+        let got = v.load().unwrap();
+        assert!(
+            got == want,
+            "{} is not {} rewritten for the native build; want:\n{}",
+            v.key,
+            wasm.key,
+            serde_yaml::to_string(&want).unwrap()
+        );
+        assert_eq!(
+            bench::plugin_config(&got),
+            bench::plugin_config(&wasm.load().unwrap()),
+            "{}",
+            v.key
+        );
+        assert_eq!(
+            bench::metrics_flush(v).unwrap(),
+            bench::metrics_flush(wasm).unwrap()
+        );
+    }
+}
+
+/// `peer` (a variant key) routes every one of [`routing_cases`] exactly as filter-route does,
+/// and filter-route as the published algorithm says.
+fn routes_like_the_filter(peer: &str) {
     let plan = filter_plan();
     let upstreams = version_upstreams();
-    let envoys: Vec<Envoy> = ["filter-route", "lua"]
+    let envoys: Vec<Envoy> = ["filter-route", peer]
         .iter()
         .map(|k| start_proxied(Variant::by_key(k).unwrap().load().unwrap(), &upstreams, k))
         .collect();
@@ -176,7 +267,7 @@ fn lua_routes_like_the_filter() {
             Some(k) => plan.version_name(plan.bucket(k.as_bytes())),
             None => plan.version_name(plan.default_version),
         };
-        let [filter, lua]: [Observed; 2] = [0, 1].map(|i| {
+        let [filter, other]: [Observed; 2] = [0, 1].map(|i| {
             let r = clients[i].send(&req).unwrap();
             Observed::from_response(&plan, &r)
         });
@@ -184,10 +275,22 @@ fn lua_routes_like_the_filter() {
             filter.is_served_by(want),
             "filter, {what}: {filter:?}, want {want}"
         );
-        assert_eq!(lua, filter, "Lua and the filter differ on {what}");
+        assert_eq!(other, filter, "{peer} and the filter differ on {what}");
         seen.insert(want.to_string());
     }
     assert_eq!(seen.len(), 2, "both versions exercised: {seen:?}");
+}
+
+#[test]
+fn lua_routes_like_the_filter() {
+    prerequisites();
+    routes_like_the_filter("lua");
+}
+
+#[test]
+fn native_build_routes_like_the_filter() {
+    native_prerequisites();
+    routes_like_the_filter("native-route");
 }
 
 #[test]
@@ -253,15 +356,28 @@ fn lua_murmur3_matches_the_published_algorithm_on_many_buckets() {
 #[test]
 fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
     prerequisites();
+    answers_like_the_upstream_and_counts(false);
+}
+
+#[test]
+fn native_build_direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
+    native_prerequisites();
+    answers_like_the_upstream_and_counts(true);
+}
+
+/// In direct-response mode, every variant of one build answers as [`bench::preflight`] wants, and
+/// its business rules count that one response (a native variant's as its wasm counterpart's).
+fn answers_like_the_upstream_and_counts(native: bool) {
     let key = bench::session_keys(1)[0].clone();
-    for v in VARIANTS {
+    for v in variants(native) {
         let mut doc = v.load().unwrap();
         bench::prepare(&mut doc, Mode::Direct, None).unwrap();
         let e = start(&doc, v.key);
         let problems = bench::preflight(v, e.listener(), &key);
         assert!(problems.is_empty(), "{}: {problems:?}", v.key);
-        // The filter hands its counters to Envoy every metrics_flush_ms (zero without it).
-        e.await_metrics_flush();
+        // The filter hands its counters to Envoy every metrics_flush_ms (zero without it); from
+        // the variant, as the harness reads it from a wasm filter only.
+        std::thread::sleep(bench::metrics_flush(v).unwrap() + Duration::from_millis(100));
         let stats = e.admin_get("/stats").text();
         let sum = |metric: &str| -> u64 {
             stats
@@ -273,7 +389,7 @@ fn direct_response_mode_answers_like_the_upstream_and_rules_count_it() {
                 })
                 .sum()
         };
-        match v.key {
+        match v.wasm_key() {
             "filter-headers" | "filter-headers-routed" | "filter-guard" | "filter-guard-pool" => {
                 assert_eq!(sum("canary_business_orders_total"), 1, "{stats}");
                 assert_eq!(sum("canary_business_order_value_total"), 4141, "{stats}");

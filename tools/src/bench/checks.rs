@@ -65,21 +65,24 @@ pub fn preflight(variant: &Variant, listener: SocketAddr, session: &str) -> Vec<
                 problems.push(format!("x-floor: {floor:?} (want 1)"));
             }
         }
-        Filter::StickyCanary | Filter::Lua => match expected_version(session) {
-            Ok(want) if tag.as_deref() != Some(want.as_str()) => {
-                problems.push(format!("x-canary-version: {tag:?} (want {want})"));
+        Filter::StickyCanary | Filter::Native { .. } | Filter::Lua => {
+            match expected_version(session) {
+                Ok(want) if tag.as_deref() != Some(want.as_str()) => {
+                    problems.push(format!("x-canary-version: {tag:?} (want {want})"));
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(e),
             }
-            Ok(_) => {}
-            Err(e) => problems.push(e),
-        },
+        }
     }
     problems
 }
 
-/// After the runs: the filter's own counters must have seen what the variant says.
+/// After the runs: the filter's own counters must have seen what the variant says (the native
+/// build names its series as the wasm build does, and counts by the same plugin config).
 pub(crate) fn counter_check(e: &Entry) -> Vec<String> {
     let mut out = Vec::new();
-    if e.variant.filter != Filter::StickyCanary {
+    if !e.variant.filter.is_sticky_canary() {
         return out;
     }
     let ok = e.envoy.request_counters().map(|(_, ok)| ok).unwrap_or(0);
@@ -90,7 +93,7 @@ pub(crate) fn counter_check(e: &Entry) -> Vec<String> {
             "canary_requests_total {routed} for {ok} 2xx responses"
         ));
     }
-    match e.variant.key {
+    match e.variant.wasm_key() {
         "filter-headers" | "filter-headers-routed" | "filter-guard" | "filter-guard-pool" => {
             for m in [
                 "canary_business_orders_total",

@@ -1,6 +1,8 @@
 //! `make bench` and `make soak`: what sticky-canary costs per request in a real Envoy, side by side
 //! with bare Envoy, the cheapest proxy-wasm filter (the *V8 floor*) and the same routing decision in
-//! Envoy's Lua filter. A benchmark, never a timed test: nothing here fails on speed.
+//! Envoy's Lua filter. The filter runs in both builds, in the same rounds: the wasm module
+//! (`filter-*`) and the same core as an Envoy dynamic module (`native-*`, the same configs with
+//! the filter rewritten for it). A benchmark, never a timed test: nothing here fails on speed.
 //!
 //! Method (printed with the results, and in README "Performance"):
 //! - one Envoy per variant, all running at once, each pinned to one core (`taskset -c 1`,
@@ -14,7 +16,8 @@
 //!   a variant's per-round CPU is divided by bare Envoy's and the V8 floor's *of the same round and
 //!   mode*, and the medians of those per-round ratios are reported with their min–max;
 //! - throughput at 32 connections, p50/p99 latency at 1 connection, RSS, wasm linear memory,
-//!   start-up time, and module sizes complete the picture;
+//!   start-up time, and module sizes (the wasm module and the native build's `.so`) complete the
+//!   picture;
 //! - direct-response mode (every route a `direct_response` carrying the same headers and body as
 //!   the upstream) isolates the filter from the upstream hop.
 //!
@@ -73,8 +76,9 @@ pub use requests::{
 };
 pub use soak::soak;
 pub use variants::{
-    bench_dir, check_modules, config_yaml, config_yaml_with, floor_wasm_path, order_body, plan,
-    plugin_config, prepare, set_cluster, vm_env, Filter, Mode, Variant, UPSTREAM_HEADERS, VARIANTS,
+    bench_dir, check_modules, check_native_module, config_yaml, config_yaml_with, floor_wasm_path,
+    metrics_flush, native_module_path, order_body, plan, plugin_config, prepare, set_cluster,
+    vm_env, Filter, Mode, Variant, UPSTREAM_HEADERS, VARIANTS,
 };
 
 use checks::counter_check;
@@ -86,7 +90,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use sticky_canary_harness::envoy::{metrics_flush_of, wasm_path, workspace_root, Envoy};
+use sticky_canary_harness::envoy::{wasm_path, workspace_root, Envoy};
 use sticky_canary_harness::Rng;
 
 pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -128,8 +132,8 @@ pub struct Options {
     /// Where the JSON and SVG go (`target/bench`).
     pub out_dir: PathBuf,
     /// `BENCH_CANDIDATE_WASM`: other sticky-canary modules (comma-separated), each run as extra
-    /// `<variant>+<file stem>` entries of every sticky-canary variant in the same rounds (an A/B
-    /// of a change).
+    /// `<variant>+<file stem>` entries of every wasm sticky-canary variant in the same rounds (an
+    /// A/B of a change).
     pub candidates: Vec<PathBuf>,
 }
 
@@ -285,6 +289,9 @@ fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {
 /// Runs `make bench`. Progress goes to stdout as it happens.
 pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
     check_modules()?;
+    if opts.variants.iter().any(|v| v.filter.is_native()) {
+        check_native_module()?;
+    }
     let tools = Tools::find()?;
     let ticks_per_s = clock_ticks_per_second();
     let started = Instant::now();
@@ -317,6 +324,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
 
     let modules: Vec<ModuleSize> = [
         ("sticky-canary", wasm_path()),
+        ("sticky-canary native", native_module_path()),
         ("V8 floor", floor_wasm_path()),
     ]
     .iter()
@@ -336,9 +344,13 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
     // Start-up: each variant started and stopped a few times, one at a time.
     let mut startups = Vec::new();
     if opts.starts > 0 {
-        // One unmeasured start first: the binary and the modules into the page cache.
-        let warm = config_yaml(&VARIANTS[1], Mode::Proxy, Some(nginx.addr))?;
-        drop(start_envoy(&tools, &warm)?);
+        // Unmeasured starts first: the binary and the modules into the page cache (the V8 floor,
+        // and a native variant's for the native build's library).
+        let native = opts.variants.iter().copied().find(|v| v.filter.is_native());
+        for v in std::iter::once(&VARIANTS[1]).chain(native) {
+            let warm = config_yaml(v, Mode::Proxy, Some(nginx.addr))?;
+            drop(start_envoy(&tools, &warm)?);
+        }
         print!("start-up:");
         for v in &opts.variants {
             let mut st = Startup {
@@ -494,9 +506,7 @@ pub fn run(opts: Options, stop: &AtomicBool) -> Result<Report, String> {
     let flush = opts
         .variants
         .iter()
-        .filter(|v| v.filter == Filter::StickyCanary)
-        .filter_map(|v| v.load().ok())
-        .map(|doc| metrics_flush_of(&doc))
+        .filter_map(|v| metrics_flush(v).ok())
         .max()
         .unwrap_or_default();
     if !flush.is_zero() {

@@ -6,7 +6,7 @@ use super::measure::measure;
 use super::procs::{clock_ticks_per_second, machine_state, start_envoy, EnvoyProbe, Nginx, Tools};
 use super::report::fmt_kib;
 use super::requests::{script_for, session_keys, write_script};
-use super::variants::{check_modules, config_yaml, Filter, Mode, Variant};
+use super::variants::{check_modules, check_native_module, config_yaml, Filter, Mode, Variant};
 use super::{check_interrupt, env_num, now_unix};
 use crate::display_path;
 use serde_json::json;
@@ -67,6 +67,9 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
         .split(',')
         .map(|k| Variant::by_key(k.trim()).ok_or(format!("SOAK_VARIANTS: unknown {k:?}")))
         .collect::<Result<_, _>>()?;
+    if variants.iter().any(|v| v.filter.is_native()) {
+        check_native_module()?;
+    }
     let out_dir = workspace_root().join("target/bench");
     let script = write_script(&out_dir)?;
     let nginx = match mode {
@@ -152,7 +155,9 @@ pub fn soak(stop: &AtomicBool) -> Result<Vec<Soak>, String> {
             .map(|(a, b)| *b as i64 - *a as i64)
             .max()
             .unwrap_or(0);
-        if first.wasm_memory_kb.is_empty() && v.filter != Filter::Lua && v.filter != Filter::None {
+        // Only a wasm filter has linear memories (the native build's memory is Envoy's RSS).
+        let wasm = matches!(v.filter, Filter::StickyCanary | Filter::Floor);
+        if first.wasm_memory_kb.is_empty() && wasm {
             problems.push("no wasm linear memory found in /proc/<pid>/smaps".into());
         }
         let rss_growth_kb = last.rss_kb as i64 - first.rss_kb as i64;

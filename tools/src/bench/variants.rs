@@ -1,13 +1,21 @@
 //! The variants (one checked-in config under `envoy/bench/` each) and how a config is made
 //! runnable anywhere: ports, module paths, upstream, and the direct-response mode.
+//!
+//! The filter comes in two builds: the wasm module (`filter-*`) and the same core as an Envoy
+//! dynamic module (`native-*`). A native variant's config is its wasm counterpart rewritten as the
+//! harness rewrites a config for the native build (`sticky_canary_harness::native::to_native`, a
+//! test holds them equal): the same plugin configuration, so the same requests, checks and
+//! counters, and the wasm VM is the only difference.
 
 use serde_yaml::{Mapping, Value};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 pub(crate) use sticky_canary_harness::envoy::header_option;
 use sticky_canary_harness::envoy::{get, key, set_free_ports_of, wasm_path, workspace_root};
-use sticky_canary_harness::envoy::{ENDPOINT_ADDRESS, HCM};
+use sticky_canary_harness::envoy::{metrics_flush_of, wasm_plugin_config, ENDPOINT_ADDRESS, HCM};
+use sticky_canary_harness::native;
 
 /// Which filter a variant puts before the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,8 +23,26 @@ pub enum Filter {
     None,
     /// `tests/fixtures/floor-filter`: adds one response header.
     Floor,
+    /// sticky-canary's wasm module.
     StickyCanary,
+    /// sticky-canary's native build (an Envoy dynamic module), in the config of the wasm variant
+    /// `of` rewritten for it.
+    Native {
+        of: &'static str,
+    },
     Lua,
+}
+
+impl Filter {
+    /// sticky-canary, either build.
+    pub fn is_sticky_canary(self) -> bool {
+        matches!(self, Filter::StickyCanary | Filter::Native { .. })
+    }
+
+    /// sticky-canary's native build.
+    pub fn is_native(self) -> bool {
+        matches!(self, Filter::Native { .. })
+    }
 }
 
 /// One benchmark variant: a config file under `envoy/bench/`.
@@ -95,6 +121,32 @@ pub const VARIANTS: &[Variant] = &[
         flow_cookie: false,
     },
     Variant {
+        key: "native-route",
+        label: "native: routing + tag",
+        filter: Filter::Native { of: "filter-route" },
+        flow_cookie: false,
+    },
+    Variant {
+        key: "native-headers",
+        label: "native: + 3 header rules",
+        filter: Filter::Native {
+            of: "filter-headers",
+        },
+        flow_cookie: false,
+    },
+    Variant {
+        key: "native-guard",
+        label: "native: + 3 header rules + the brake (guard, 3 checks)",
+        filter: Filter::Native { of: "filter-guard" },
+        flow_cookie: false,
+    },
+    Variant {
+        key: "native-json",
+        label: "native: + 1 JSON rule",
+        filter: Filter::Native { of: "filter-json" },
+        flow_cookie: false,
+    },
+    Variant {
         key: "lua",
         label: "Lua filter: same routing",
         filter: Filter::Lua,
@@ -105,6 +157,15 @@ pub const VARIANTS: &[Variant] = &[
 impl Variant {
     pub fn by_key(key: &str) -> Option<&'static Variant> {
         VARIANTS.iter().find(|v| v.key == key)
+    }
+
+    /// The key of the wasm variant whose configuration this one runs: the native build's
+    /// counterpart, else the variant itself. What a variant must answer and count follows it.
+    pub fn wasm_key(&self) -> &'static str {
+        match self.filter {
+            Filter::Native { of } => of,
+            _ => self.key,
+        }
     }
 
     /// The checked-in config, `envoy/bench/<key>.yaml`.
@@ -155,7 +216,26 @@ pub fn floor_wasm_path() -> PathBuf {
 /// The command that builds the floor module.
 pub const FLOOR_BUILD: &str = "cargo build --release --target wasm32-wasip1 --manifest-path tests/fixtures/floor-filter/Cargo.toml";
 
-/// Fails loudly when a module the bench configs load is missing.
+/// The native build of the filter (`make build-native`), where Envoy looks for it: the harness
+/// starts every Envoy with `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` at [`native::native_dir`].
+pub fn native_module_path() -> PathBuf {
+    native::native_dir().join(format!("lib{}.so", native::MODULE))
+}
+
+/// Fails loudly when the native build, which the native variants load, is missing.
+pub fn check_native_module() -> Result<(), String> {
+    let so = native_module_path();
+    if so.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "native filter not built at {} — run `make build-native`",
+            so.display()
+        ))
+    }
+}
+
+/// Fails loudly when a wasm module the bench configs load is missing.
 pub fn check_modules() -> Result<(), String> {
     let sc = wasm_path();
     if !sc.exists() {
@@ -199,6 +279,18 @@ fn http_filters(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
     seq(doc, &[HCM, &["http_filters"]].concat())
 }
 
+/// The HTTP filters of a bench config, read-only (none when it has no such list).
+fn filters_of(doc: &Value) -> &[Value] {
+    HCM.iter()
+        .chain(&["http_filters"])
+        .try_fold(doc, |v, p| match p.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(*p),
+        })
+        .and_then(Value::as_sequence)
+        .map_or(&[], Vec::as_slice)
+}
+
 fn routes(doc: &mut Value) -> Result<&mut Vec<Value>, String> {
     seq(
         doc,
@@ -220,23 +312,37 @@ fn local_code(filter: &mut Value) -> Option<&mut Value> {
         .get_mut("local")
 }
 
-/// The plugin configuration (JSON) of the config's wasm filter, if it has one.
-pub use sticky_canary_harness::envoy::wasm_plugin_config as plugin_config;
+/// The plugin configuration (JSON) of the config's filter, if it has one: a wasm filter's, else
+/// the native build's (`filter_config` of the dynamic-module filter).
+pub fn plugin_config(doc: &Value) -> Option<String> {
+    wasm_plugin_config(doc).or_else(|| {
+        filters_of(doc)
+            .iter()
+            .filter(|f| f.get("name").and_then(Value::as_str) == Some(native::FILTER))
+            .find_map(|f| f["typed_config"]["filter_config"]["value"].as_str())
+            .map(str::to_string)
+    })
+}
+
+/// How long the variant's filter may keep counter increments before Envoy has them (its plugin
+/// config's `metrics_flush_ms`; zero without sticky-canary). A native variant's is its wasm
+/// counterpart's: the same plugin config, and the harness reads it from a wasm filter only.
+pub fn metrics_flush(v: &Variant) -> Result<Duration, String> {
+    if !v.filter.is_sticky_canary() {
+        return Ok(Duration::ZERO);
+    }
+    let wasm = Variant::by_key(v.wasm_key())
+        .ok_or_else(|| format!("{}: no variant {}", v.key, v.wasm_key()))?;
+    Ok(metrics_flush_of(&wasm.load()?))
+}
 
 /// The environment variables a config gives its wasm VMs
-/// (`vm_config.environment_variables.key_values` of its first wasm filter that has any).
+/// (`vm_config.environment_variables.key_values` of its first wasm filter that has any). A native
+/// filter reads the process's environment instead, and the bench starts Envoy with none of its
+/// own: a native config has none.
 pub fn vm_env(doc: &Value) -> Vec<(String, String)> {
-    let filters = HCM
+    filters_of(doc)
         .iter()
-        .chain(&["http_filters"])
-        .try_fold(doc, |v, p| match p.parse::<usize>() {
-            Ok(i) => v.get(i),
-            Err(_) => v.get(*p),
-        })
-        .and_then(Value::as_sequence);
-    filters
-        .into_iter()
-        .flatten()
         .find_map(|f| {
             let kv = [
                 "typed_config",
@@ -273,9 +379,11 @@ pub fn plan(v: &Variant) -> Result<sticky_canary::plan::Plan, String> {
 }
 
 /// Makes a checked-in config runnable anywhere: admin and listener on port 0 (Envoy picks free
-/// ones), module and script paths absolute (honouring `STICKY_CANARY_WASM` and `FLOOR_WASM`),
-/// every cluster endpoint at `upstream` when given, and in [`Mode::Direct`] every route answered
-/// by a `direct_response` with the upstream's headers and body.
+/// ones), module and script paths absolute (honouring `STICKY_CANARY_WASM` and `FLOOR_WASM`; a
+/// native filter names its module, found through the harness's
+/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`), every cluster endpoint at `upstream` when given, and in
+/// [`Mode::Direct`] every route answered by a `direct_response` with the upstream's headers and
+/// body.
 pub fn prepare(doc: &mut Value, mode: Mode, upstream: Option<SocketAddr>) -> Result<(), String> {
     set_free_ports_of(doc);
     let root = workspace_root();
