@@ -140,10 +140,9 @@ pin: image ## Re-pin istio/ (the WasmPlugins and TrafficExtension: the image man
 
 # The end-to-end suites that also run against the native build (STICKY_CANARY_BUILD=native: the
 # same tests, the filter loaded as a dynamic module), and the tests of them that are about the wasm
-# build only. Not here: deploy (the wasm carriers, image and Istio; its native module tests the
-# native manifests), native (compares both builds itself).
+# build only. Not here: native (it compares both builds itself).
 NATIVE_SUITES := routing services stage_zero retries grpc flows guard pool hostile hardening \
-                 observability trusted_hop ramp metrics prometheus
+                 observability trusted_hop ramp metrics prometheus deploy
 # - counters batched in the VM until a flush: the native build counts into Envoy at once;
 # - Istio's stats matcher for `wasmcustom.` (the native build's stats start `dynamicmodulescustom.`:
 #   istio/native/ includes that prefix);

@@ -1,6 +1,6 @@
 //! The part of Envoy's dynamic-module ABI this module uses, written from its contract: the C
-//! header `source/extensions/dynamic_modules/abi/abi.h` of envoyproxy/envoy (ABI "v0.1.0", the
-//! one Envoy 1.40 implements). Only the callbacks the filter calls are declared; every one of
+//! header `source/extensions/dynamic_modules/abi/abi.h` of envoyproxy/envoy at ABI "v0.1.0"
+//! (Envoy 1.39's; Envoy 1.40 implements v0.2.0 and loads v0.1.0 modules). Only the callbacks the filter calls are declared; every one of
 //! them is checked against the symbols the pinned Envoy binary exports (the harness's
 //! `native` suite), and the event hooks are exported by `hooks.rs`.
 //!

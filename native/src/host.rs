@@ -492,8 +492,8 @@ impl Host for Native {
     }
 
     /// A configuration-level callout (main thread only: the pool's query); the answer comes to
-    /// `on_http_filter_config_http_callout_done`. Envoy's callout wants `host`, proxy-wasm's
-    /// `:authority`: the filter's `:authority` is sent as both.
+    /// `on_http_filter_config_http_callout_done`. Envoy's callout wants `host` where proxy-wasm
+    /// takes `:authority` (the same header in Envoy's map: sending both would join them).
     fn http_call(
         &self,
         cluster: &str,
@@ -505,11 +505,8 @@ impl Host for Native {
         }
         let mut out: Vec<ModuleHttpHeader> = headers
             .iter()
-            .map(|(k, v)| ModuleHttpHeader::of(k, v))
+            .map(|(k, v)| ModuleHttpHeader::of(if *k == ":authority" { "host" } else { k }, v))
             .collect();
-        if let Some((_, authority)) = headers.iter().find(|(k, _)| *k == ":authority") {
-            out.push(ModuleHttpHeader::of("host", authority));
-        }
         let mut id = 0u64;
         // SAFETY: the main thread, the configuration's pointer; the buffers outlive the call.
         let r = unsafe {

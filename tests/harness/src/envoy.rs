@@ -96,6 +96,8 @@ pub fn validate(config: &Path, cwd: &Path) -> (bool, String) {
         ])
         .arg(config)
         .current_dir(cwd)
+        // Where a native build of the filter is found (as for every Envoy the harness starts).
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native::native_dir())
         .output()
         .expect("run envoy --mode validate");
     let text =

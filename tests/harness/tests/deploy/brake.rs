@@ -115,9 +115,9 @@ fn every_pooled_guard_reaches_istios_prometheus_where_it_runs() {
         .iter()
         .map(|(c, s)| format!("{} {s}", c.what))
         .collect();
-    // The gateway's WasmPlugin, its TrafficExtension and EnvoyFilter alternatives, and the shared
-    // gateway's shop and payments.
-    assert_eq!(pooled.len(), 5, "{names:#?}");
+    // The gateway's WasmPlugin, its TrafficExtension and EnvoyFilter alternatives, the native
+    // build's EnvoyFilter, and the shared gateway's shop and payments.
+    assert_eq!(pooled.len(), 6, "{names:#?}");
 
     // The filter compiles each pool (query, path) from the shipped configuration.
     for c in carriers(&all).iter().filter(|c| !pools(c).is_empty()) {
@@ -420,7 +420,7 @@ fn plain_envoy_pool_yaml_is_the_reference_plus_a_pooled_guard() {
 }
 
 /// Every Envoy bootstrap under `envoy/` (the reference, the pooled example, the shared gateway,
-/// stage zero, the ramp, the bench variants) passes `envoy --mode validate`.
+/// stage zero, the ramp, the bench variants, the native build's) passes `envoy --mode validate`.
 #[test]
 fn every_shipped_envoy_config_passes_envoy_validate() {
     envoy::check_prerequisites();
@@ -453,11 +453,14 @@ fn every_shipped_envoy_config_passes_envoy_validate() {
     let names: Vec<&str> = jobs.iter().map(|(n, _)| n.as_str()).collect();
     for must in [
         "envoy/envoy.yaml",
+        "envoy/native.yaml",
         "envoy/pool.yaml",
         "envoy/shared-gateway.yaml",
     ] {
         assert!(names.contains(&must), "{must} not found: {names:?}");
     }
+    // From the repository root (the wasm filters name their module relative to it); the native
+    // build's module is found through ENVOY_DYNAMIC_MODULES_SEARCH_PATH, which validate sets.
     let failed = envoy::validate_all(&jobs, &root);
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     eprintln!(

@@ -1,16 +1,19 @@
-//! The filter configuration every manifest carries (WasmPlugin, TrafficExtension, EnvoyFilter):
-//! each compiles, and all decide alike.
+//! The filter configuration every manifest carries (WasmPlugin, TrafficExtension, the Wasm and
+//! the native build's EnvoyFilters): each compiles, and all decide alike.
 
 use super::manifests::{manifests, of_kind, Manifest};
 use serde_json::Value;
+use std::cell::RefCell;
 use sticky_canary::plan::services::Services;
 use sticky_canary::plan::Plan;
 use sticky_canary::routing::matcher::HostPattern;
+use sticky_canary_harness::native;
 
 /// How an entry of the VM environment gets its value.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum VmEnv {
-    /// Envoy's own environment (`host_env_keys`; Istio `valueFrom: HOST`).
+    /// Envoy's own environment (`host_env_keys`; Istio `valueFrom: HOST`), the only one the
+    /// native build has: it reads the Envoy process's.
     Host(String),
     /// A literal (`key_values`; Istio `INLINE`).
     Inline(String, String),
@@ -22,10 +25,20 @@ pub(crate) struct Carrier {
     pub(crate) what: String,
     pub(crate) json: String,
     pub(crate) env: Vec<VmEnv>,
-    /// Envoy's `failure_policy` the carrier asks for.
-    pub(crate) failure_policy: String,
-    /// For the EnvoyFilter: the HTTP filter entry as shipped.
+    /// Envoy's `failure_policy` the carrier asks for; `None` for the native build's
+    /// dynamic-module filter, which has none.
+    pub(crate) failure_policy: Option<String>,
+    /// For an EnvoyFilter: the HTTP filter entry as shipped.
     pub(crate) envoy_filter: Option<Value>,
+}
+
+impl Carrier {
+    /// Whether the carrier loads the native build (Envoy's dynamic-module filter).
+    pub(crate) fn is_native(&self) -> bool {
+        self.envoy_filter
+            .as_ref()
+            .is_some_and(|f| f["typed_config"]["@type"] == native::FILTER_TYPE)
+    }
 }
 
 fn istio_env(vm_config: &Value) -> Vec<VmEnv> {
@@ -53,6 +66,21 @@ fn failure_policy(fail_strategy: &Value) -> String {
     .to_string()
 }
 
+/// The environment variables a configuration reads (`override.tokens_env`, the flow key): the
+/// names the filter asks for while compiling it. The native build reads them from the Envoy
+/// process's environment, where no manifest lists them.
+fn env_read_by(json: &str) -> Vec<VmEnv> {
+    let asked = RefCell::new(Vec::<String>::new());
+    let _ = Services::from_json_with_env(json.as_bytes(), &|name: &str| {
+        asked.borrow_mut().push(name.to_string());
+        None
+    });
+    let mut names = asked.into_inner();
+    names.sort();
+    names.dedup();
+    names.into_iter().map(VmEnv::Host).collect()
+}
+
 pub(crate) fn carriers(all: &[Manifest]) -> Vec<Carrier> {
     let mut out = Vec::new();
     // The module fields sit in `spec` of a WasmPlugin, in `spec.wasm` of a TrafficExtension.
@@ -64,7 +92,7 @@ pub(crate) fn carriers(all: &[Manifest]) -> Vec<Carrier> {
                 what: m.at(),
                 json: module["pluginConfig"].to_string(),
                 env: istio_env(&module["vmConfig"]),
-                failure_policy: failure_policy(&module["failStrategy"]),
+                failure_policy: Some(failure_policy(&module["failStrategy"])),
                 envoy_filter: None,
             });
         }
@@ -77,6 +105,21 @@ pub(crate) fn carriers(all: &[Manifest]) -> Vec<Carrier> {
             .enumerate()
         {
             let value = &p["patch"]["value"];
+            let what = format!("{} configPatches[{i}]", m.at());
+            if value["typed_config"]["@type"] == native::FILTER_TYPE {
+                let json = value["typed_config"]["filter_config"]["value"]
+                    .as_str()
+                    .expect("filter_config.value is the JSON string")
+                    .to_string();
+                out.push(Carrier {
+                    what,
+                    env: env_read_by(&json),
+                    json,
+                    failure_policy: None,
+                    envoy_filter: Some(value.clone()),
+                });
+                continue;
+            }
             if value["typed_config"]["@type"]
                 != "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
             {
@@ -94,16 +137,18 @@ pub(crate) fn carriers(all: &[Manifest]) -> Vec<Carrier> {
                 env.push(VmEnv::Inline(k.clone(), v.as_str().unwrap().to_string()));
             }
             out.push(Carrier {
-                what: format!("{} configPatches[{i}]", m.at()),
+                what,
                 json: config["configuration"]["value"]
                     .as_str()
                     .expect("configuration.value is the JSON string")
                     .to_string(),
                 env,
-                failure_policy: config["failure_policy"]
-                    .as_str()
-                    .unwrap_or("FAIL_CLOSED")
-                    .to_string(),
+                failure_policy: Some(
+                    config["failure_policy"]
+                        .as_str()
+                        .unwrap_or("FAIL_CLOSED")
+                        .to_string(),
+                ),
                 envoy_filter: Some(value.clone()),
             });
         }
@@ -142,8 +187,8 @@ fn every_plugin_configuration_compiles_and_decides_alike() {
     let names: Vec<&str> = cs.iter().map(|c| c.what.as_str()).collect();
     assert_eq!(
         cs.len(),
-        4,
-        "WasmPlugin ×2, TrafficExtension, EnvoyFilter: {names:?}"
+        6,
+        "WasmPlugin ×2, TrafficExtension, EnvoyFilter, native EnvoyFilter ×2: {names:?}"
     );
     // What decides the version of a request: equal everywhere, so a session gets the same
     // version through the gateway and through a caller's sidecar, whichever API carries it.
@@ -179,7 +224,10 @@ fn every_plugin_configuration_compiles_and_decides_alike() {
             "{} decides differently",
             c.what
         );
-        assert_eq!(c.failure_policy, "FAIL_OPEN", "{}", c.what);
+        // The Wasm carriers fail open (wasmplugin.yaml says why); the dynamic-module filter has
+        // no such setting.
+        let policy = (!c.is_native()).then(|| "FAIL_OPEN".to_string());
+        assert_eq!(c.failure_policy, policy, "{}", c.what);
         assert!(
             c.env
                 .contains(&VmEnv::Host("CANARY_OVERRIDE_TOKENS".into())),
@@ -193,7 +241,7 @@ fn every_plugin_configuration_compiles_and_decides_alike() {
         .filter(|c| !c.what.contains("east-west"))
         .map(|c| serde_json::from_str(&c.json).unwrap())
         .collect();
-    assert_eq!(gateway.len(), 3);
+    assert_eq!(gateway.len(), 4);
     assert!(gateway.windows(2).all(|w| w[0] == w[1]), "{gateway:#?}");
 }
 
@@ -210,7 +258,7 @@ fn the_shared_gateway_carries_three_services_each_with_its_virtual_service() {
     assert_eq!(shared.len(), 1, "one multi-service carrier");
     let c = &shared[0];
     assert!(c.what.contains("sticky-canary-shared"), "{}", c.what);
-    assert_eq!(c.failure_policy, "FAIL_OPEN");
+    assert_eq!(c.failure_policy.as_deref(), Some("FAIL_OPEN"));
     assert!(c
         .env
         .contains(&VmEnv::Host("CANARY_OVERRIDE_TOKENS".into())));

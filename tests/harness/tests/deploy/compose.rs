@@ -1,5 +1,5 @@
 //! `docker-compose config` accepts `envoy/docker-compose.yaml`, which runs the tested envoy.yaml
-//! unchanged in the tested Envoy version.
+//! (and, in its `native` profile, the tested native.yaml) unchanged in the tested Envoy version.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -7,15 +7,25 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use sticky_canary_harness::envoy::{self, workspace_root, EnvoyConfig};
+use sticky_canary_harness::native;
+
+/// A version the Makefile pins (`NAME ?= x.y.z`).
+pub(crate) fn makefile_version(name: &str) -> String {
+    let makefile = std::fs::read_to_string(workspace_root().join("Makefile")).unwrap();
+    let re = regex::Regex::new(&format!(
+        r"(?m)^{}\s*\?=\s*(\d+\.\d+\.\d+)\s*$",
+        regex::escape(name)
+    ))
+    .unwrap();
+    re.captures(&makefile)
+        .unwrap_or_else(|| panic!("no {name} in the Makefile"))[1]
+        .to_string()
+}
 
 /// The Envoy version `make test` pins (`ENVOY_VERSION` in the Makefile): the one the compose
 /// stack must run. A matrix run against another Envoy (`make test-matrix`) keeps this pin.
-fn tested_envoy_version() -> String {
-    let makefile = std::fs::read_to_string(workspace_root().join("Makefile")).unwrap();
-    let re = regex::Regex::new(r"(?m)^ENVOY_VERSION\s*\?=\s*(\d+\.\d+\.\d+)\s*$").unwrap();
-    re.captures(&makefile)
-        .unwrap_or_else(|| panic!("no ENVOY_VERSION in the Makefile"))[1]
-        .to_string()
+pub(crate) fn tested_envoy_version() -> String {
+    makefile_version("ENVOY_VERSION")
 }
 
 /// A compose service's volumes: container path → host path.
@@ -131,6 +141,70 @@ fn docker_compose_runs_the_tested_config_in_the_tested_envoy() {
             admin["port_value"]
         )
     );
+
+    // The optional native Envoy (`--profile native`): envoy/native.yaml unchanged, in the same
+    // image, with the module's directory (`make build-native`'s) mounted where
+    // ENVOY_DYNAMIC_MODULES_SEARCH_PATH points.
+    let native_svc = &services["envoy-native"];
+    assert_eq!(native_svc["image"], envoy_svc["image"]);
+    assert_eq!(native_svc["network_mode"], "host");
+    assert_eq!(native_svc["profiles"], serde_json::json!(["native"]));
+    let native_wd = native_svc["working_dir"].as_str().unwrap();
+    let native_mounts = mounts_of(native_svc);
+    let native_target = format!("{native_wd}/envoy/native.yaml");
+    assert_eq!(
+        Path::new(&native_mounts[&native_target]),
+        root.join("envoy/native.yaml"),
+        "{native_mounts:?}"
+    );
+    let native_command: Vec<&str> = native_svc["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let c = native_command.iter().position(|a| *a == "-c").expect("-c");
+    assert_eq!(
+        format!("{native_wd}/{}", native_command[c + 1]),
+        native_target
+    );
+    let search = native_svc["environment"]["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"]
+        .as_str()
+        .expect("ENVOY_DYNAMIC_MODULES_SEARCH_PATH in the service's environment");
+    let search = if search.starts_with('/') {
+        search.to_string()
+    } else {
+        format!("{native_wd}/{search}")
+    };
+    assert_eq!(
+        Path::new(native_mounts.get(&search).unwrap_or_else(|| panic!(
+            "nothing mounted at the search path {search}: {native_mounts:?}"
+        ))),
+        root.join("target/native"),
+        "the directory `make build-native` writes"
+    );
+    // The module native.yaml names is the one `make build-native` writes there.
+    let native_doc: Value =
+        serde_yaml::from_str(&fs::read_to_string(root.join("envoy/native.yaml")).unwrap()).unwrap();
+    let module = native_doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["typed_config"]["@type"] == native::FILTER_TYPE)
+        .expect("native.yaml has the dynamic-module filter")["typed_config"]
+        ["dynamic_module_config"]["name"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        module,
+        native::MODULE,
+        "make build-native writes lib{}.so",
+        native::MODULE
+    );
+    assert_eq!(native_svc["depends_on"], envoy_svc["depends_on"]);
+    // The same admin address as envoy.yaml's, which the Prometheus above scrapes.
+    assert_eq!(native_doc["admin"], doc["admin"]);
 
     // The optional pooled Envoy (`--profile pool`): envoy/pool.yaml unchanged, in the same image
     // with the same module, scraped by the same Prometheus it queries (brake.rs checks that its

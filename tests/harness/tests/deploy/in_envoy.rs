@@ -1,6 +1,7 @@
 //! The configuration each manifest carries starts in a real Envoy with the built module, routes
 //! sessions and overrides and writes each session's cohort bucket; the EnvoyFilter patches pass
-//! `envoy --mode validate` as shipped and with the local module.
+//! `envoy --mode validate` as shipped and with the local module. (The native build's carriers:
+//! `native.rs`, with the helpers here.)
 
 use super::carriers::{carrier, plan, Carrier, VmEnv};
 use super::manifests::{find, manifests};
@@ -24,9 +25,28 @@ fn to_yaml(v: &Value) -> serde_yaml::Value {
 /// The reference envoy.yaml with its wasm filter entry replaced by `filter` (named
 /// `envoy.filters.http.wasm` so that the harness finds it; Envoy picks the extension by the
 /// typed_config's type), optionally with more HTTP filters first and more clusters.
-fn reference_with(filter: &Value, first: Option<&Value>, clusters: &[Value]) -> serde_yaml::Value {
+pub(crate) fn reference_with(
+    filter: &Value,
+    first: Option<&Value>,
+    clusters: &[Value],
+) -> serde_yaml::Value {
     let text = fs::read_to_string(envoy::reference_config_path()).unwrap();
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    with_filter(
+        serde_yaml::from_str(&text).unwrap(),
+        filter,
+        first,
+        clusters,
+    )
+}
+
+/// `doc`, a bootstrap in the reference layout, with its wasm filter entry replaced by `filter`,
+/// optionally with more HTTP filters first and more clusters.
+fn with_filter(
+    mut doc: serde_yaml::Value,
+    filter: &Value,
+    first: Option<&Value>,
+    clusters: &[Value],
+) -> serde_yaml::Value {
     let filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"]
         .as_sequence_mut()
@@ -54,8 +74,9 @@ fn load(doc: &serde_yaml::Value) -> EnvoyConfig {
 }
 
 /// The filter entry Istio would render for a WasmPlugin / TrafficExtension carrier (local
-/// module instead of the agent-fetched one), or the EnvoyFilter's, with the local module.
-fn filter_entry(c: &Carrier) -> Value {
+/// module instead of the agent-fetched one), or the Wasm EnvoyFilter's, with the local module.
+pub(crate) fn filter_entry(c: &Carrier) -> Value {
+    assert!(!c.is_native(), "{}: not a wasm filter", c.what);
     let mut f = match &c.envoy_filter {
         Some(v) => v.clone(),
         None => {
@@ -72,7 +93,7 @@ fn filter_entry(c: &Carrier) -> Value {
             let mut f = f;
             let config = &mut f["typed_config"]["config"];
             config["configuration"]["value"] = json!(c.json);
-            config["failure_policy"] = json!(c.failure_policy);
+            config["failure_policy"] = json!(c.failure_policy.as_deref().unwrap());
             let mut hosts = Vec::new();
             let mut kv = serde_json::Map::new();
             for e in &c.env {
@@ -126,14 +147,25 @@ fn observe(plan: &Plan, c: &mut Client, req: &Request) -> (Observed, Response) {
     (Observed::from_response(plan, &r), r)
 }
 
-/// The reference config with a carrier's filter entry (local module), one echo upstream per
-/// version of its plan, and the QA token in the proxy's environment where the carrier reads it.
+/// The reference config with a carrier's filter entry (local wasm module; the native build's
+/// dynamic-module filter as shipped, which Envoy finds through ENVOY_DYNAMIC_MODULES_SEARCH_PATH),
+/// one echo upstream per version of its plan, and the QA token in the proxy's environment where
+/// the carrier reads it.
 pub(crate) fn carrier_in_envoy(c: &Carrier) -> (Plan, Vec<Upstream>, EnvoyConfig) {
     let plan = plan(c);
     let upstreams = upstreams_for(&plan, echo_handler);
     let default = plan.version_name(plan.default_version).to_string();
-    let mut cfg = load(&reference_with(&filter_entry(c), None, &[]))
-        .for_upstreams(&addresses(&upstreams), &default);
+    let mut cfg = match &c.envoy_filter {
+        // The harness sets upstreams and ports up through the wasm filter it finds in the
+        // reference config: the dynamic-module filter replaces it once they are set.
+        Some(native) if c.is_native() => {
+            let wasm = EnvoyConfig::for_test(&c.json, &addresses(&upstreams), &default);
+            let doc = serde_yaml::from_str(&wasm.to_yaml()).unwrap();
+            load(&with_filter(doc, native, None, &[]))
+        }
+        _ => load(&reference_with(&filter_entry(c), None, &[]))
+            .for_upstreams(&addresses(&upstreams), &default),
+    };
     for e in &c.env {
         if let VmEnv::Host(n) = e {
             cfg.set_process_env(n, QA_TOKEN);
@@ -145,7 +177,7 @@ pub(crate) fn carrier_in_envoy(c: &Carrier) -> (Plan, Vec<Upstream>, EnvoyConfig
 /// Starts Envoy with a carrier's configuration and checks sessions (and the bucket each one
 /// carries upstream), the override token from the proxy's environment, the absence of pins and a
 /// request without a session key.
-fn routes_in_envoy(what: &str) {
+pub(crate) fn routes_in_envoy(what: &str) {
     let c = carrier(what);
     let (plan, _upstreams, cfg) = carrier_in_envoy(&c);
     let default = plan.version_name(plan.default_version).to_string();
