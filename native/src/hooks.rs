@@ -17,9 +17,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use sticky_canary::filter::{Level, Stream};
 
-/// The `filter_name` this module answers to.
-pub const FILTER_NAME: &[u8] = b"sticky_canary";
-
 /// A stream's filter: its stream and the worker whose configuration it runs.
 struct Filter {
     stream: Stream<Native>,
@@ -60,7 +57,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     guarded(std::ptr::null(), || {
         // SAFETY: Envoy's buffers, valid during this call.
         let (name, json) = unsafe { (name.to_vec(), config.to_vec()) };
-        let Some((compiled, host, root)) = crate::configure(config_envoy_ptr, &name, json) else {
+        let Some((compiled, host, root)) = judge::configure(config_envoy_ptr, &name, json) else {
             return std::ptr::null();
         };
         let period = host.0.tick.period_ms.get();

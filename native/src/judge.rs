@@ -11,12 +11,17 @@
 #![allow(unsafe_code)]
 
 use crate::abi::{self, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHttpHeader};
-use crate::host::{CallAnswer, Native};
+use crate::host::{self, CallAnswer, Catalogue, Native, State, Tick};
+use crate::worker::Compiled;
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use sticky_canary::filter::Root;
+use sticky_canary::filter::{Level, Root};
+
+/// The `filter_name` this module answers to.
+pub const FILTER_NAME: &[u8] = b"sticky_canary";
 
 /// A module thread that posts a tick to a configuration's main-thread scheduler every period.
 pub struct Ticker {
@@ -204,4 +209,44 @@ pub unsafe fn answer(
         judge.root.on_http_call_response(token, n, size);
         *judge.host.0.answer.borrow_mut() = None;
     });
+}
+
+/// What the main thread does with a new configuration: the filter name checked, then the
+/// configuration compiled by a root as every worker will, every metric defined. The root stays
+/// (the brake's judge); `None` refuses the configuration (logged).
+pub fn configure(
+    config: abi::ConfigEnvoyPtr,
+    name: &[u8],
+    json: Vec<u8>,
+) -> Option<(Compiled, Native, Root<Native>)> {
+    if name != FILTER_NAME {
+        host::log(
+            Level::Error,
+            &format!(
+                "sticky-canary: filter_name {:?} is not one this module has (it has \"sticky_canary\")",
+                String::from_utf8_lossy(name)
+            ),
+        );
+        return None;
+    }
+    let json: Arc<[u8]> = json.into();
+    let host = Native(Rc::new(State {
+        config: std::cell::Cell::new(config),
+        json: json.clone(),
+        catalogue: RefCell::new(Catalogue::default()),
+        main: true,
+        tick: Tick::default(),
+        answer: RefCell::new(None),
+    }));
+    let mut root = Root::new(host.clone());
+    if !(root.on_vm_start() && root.on_configure()) {
+        return None;
+    }
+    let catalogue = host.0.catalogue.borrow().clone();
+    let compiled = Compiled {
+        config: config as usize,
+        json,
+        catalogue,
+    };
+    Some((compiled, host, root))
 }
