@@ -17,8 +17,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use sticky_canary::filter::{Level, Stream};
 
-/// A stream's filter: its stream and the worker whose configuration it runs.
-struct Filter {
+/// A stream's filter: its stream and the worker whose configuration it runs; `None` for a stream
+/// that passes through untouched (no configuration on this thread: cannot happen after the main
+/// thread accepted it, and a null answer would make Envoy close the stream).
+struct Filter(Option<Active>);
+
+struct Active {
     stream: Stream<Native>,
     worker: Rc<Worker>,
 }
@@ -32,9 +36,9 @@ fn guarded<R>(fallback: R, f: impl FnOnce() -> R) -> R {
 /// # Safety
 /// `ptr` is null or a pointer `on_http_filter_new` returned and `on_http_filter_destroy` has
 /// not freed; Envoy calls a filter's hooks on its worker thread, one at a time.
-unsafe fn filter<'a>(ptr: *const c_void) -> Option<&'a mut Filter> {
+unsafe fn filter<'a>(ptr: *const c_void) -> Option<&'a mut Active> {
     // SAFETY: the caller's contract.
-    unsafe { (ptr as *mut Filter).as_mut() }
+    unsafe { (ptr as *mut Filter).as_mut() }?.0.as_mut()
 }
 
 #[no_mangle]
@@ -92,7 +96,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(ptr:
 }
 
 /// A new stream on this worker's copy of the configuration; a stream that cannot have one
-/// passes through (a filter that does nothing, never a failed stream).
+/// passes through (a filter that does nothing: Envoy closes a stream whose filter is null).
 ///
 /// # Safety
 /// `config_ptr` is a live configuration of `on_http_filter_config_new`.
@@ -101,19 +105,17 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config_ptr: *const c_void,
     _filter_envoy_ptr: FilterEnvoyPtr,
 ) -> *const c_void {
-    guarded(std::ptr::null(), || {
+    let active = catch_unwind(|| {
         // SAFETY: a live configuration (Envoy keeps it for each of its filters).
-        let Some(compiled) = (unsafe { (config_ptr as *const Arc<Compiled>).as_ref() }) else {
-            return std::ptr::null();
-        };
-        let Some(worker) = worker::worker(compiled) else {
-            return std::ptr::null();
-        };
-        let stream = worker.root.stream();
-        Box::into_raw(Box::new(Filter { stream, worker }))
-            .cast_const()
-            .cast()
-    })
+        let compiled = unsafe { (config_ptr as *const Arc<Compiled>).as_ref() };
+        compiled.and_then(worker::worker).map(|worker| Active {
+            stream: worker.root.stream(),
+            worker,
+        })
+    });
+    Box::into_raw(Box::new(Filter(active.ok().flatten())))
+        .cast_const()
+        .cast()
 }
 
 /// # Safety

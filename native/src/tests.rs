@@ -218,13 +218,22 @@ fn the_main_thread_root_judges_on_its_ticker_and_stops_with_its_configuration() 
 }
 
 #[test]
-fn a_null_filter_or_configuration_is_left_alone() {
+fn a_stream_without_a_configuration_passes_through_and_null_pointers_are_survived() {
     // SAFETY: null pointers are what the hooks must survive.
     unsafe {
-        assert!(
-            envoy_dynamic_module_on_http_filter_new(std::ptr::null(), std::ptr::null_mut())
-                .is_null()
+        // No configuration: a filter that passes the stream through (null would close it).
+        let f = envoy_dynamic_module_on_http_filter_new(std::ptr::null(), std::ptr::null_mut());
+        assert!(!f.is_null());
+        assert_eq!(
+            envoy_dynamic_module_on_http_filter_request_headers(std::ptr::null_mut(), f, true),
+            0
         );
+        assert_eq!(
+            envoy_dynamic_module_on_http_filter_response_headers(std::ptr::null_mut(), f, true),
+            0
+        );
+        envoy_dynamic_module_on_http_filter_stream_complete(std::ptr::null_mut(), f);
+        envoy_dynamic_module_on_http_filter_destroy(f);
         assert_eq!(
             envoy_dynamic_module_on_http_filter_request_headers(
                 std::ptr::null_mut(),
