@@ -20,6 +20,7 @@
 //! finish it on the canary (reason `flow`) until their cookie expires, the others are on stable at
 //! once, side by side.
 
+use crate::bench::chart::nice_step;
 use crate::checkout::{self, Build};
 use crate::display_path;
 use crate::ramp::{self, Ramp};
@@ -174,6 +175,9 @@ pub fn plugin_config() -> Result<String, String> {
                   "key_env": "CANARY_FLOW_KEY"}
     });
     v["reason_header"] = json!(REASON_HEADER);
+    // Counts reach Envoy four times a second (the default is once): a ramp step of the demo lasts
+    // about a second, and the chart follows each step, the first one too.
+    v["metrics_flush_ms"] = json!(250);
     v["pins"] = json!([{"header": "x-merchant-id", "values": ["m_test_1", "m_test_2"], "version": "canary"}]);
     v["business_metrics"] = json!([
         {"name": "orders", "kind": "counter", "header": "x-order-id"},
@@ -574,9 +578,11 @@ struct Point {
 }
 
 fn sample(s: &Scrape, requests: usize) -> Point {
+    // From a version's fifth order: at 5 % the canary has that many within the first flush of the
+    // first step, so both lines run through every step.
     let per = |v: &str| {
         let orders = sum_where(s, "canary_business_orders_total", v);
-        (orders >= 20.0).then(|| sum_where(s, "canary_business_tax_total", v) / orders / 100.0)
+        (orders >= 5.0).then(|| sum_where(s, "canary_business_tax_total", v) / orders / 100.0)
     };
     Point {
         requests: requests as f64,
@@ -588,7 +594,10 @@ fn sample(s: &Scrape, requests: usize) -> Point {
 /// An SVG line chart of tax per order over the run, canary over stable, with the ramp steps.
 fn chart_svg(points: &[Point], steps: &[(f64, u32)], trip: Option<f64>) -> String {
     let (w, h, left, right, top, bottom) = (900.0, 460.0, 80.0, 30.0, 70.0, 60.0);
-    let xs = points.iter().map(|p| p.requests).fold(1.0, f64::max);
+    // Round ticks: the x axis ends on a multiple of its step, the y axis spans whole steps.
+    let xmax = points.iter().map(|p| p.requests).fold(1.0, f64::max);
+    let xstep = nice_step(xmax);
+    let xs = (xmax / xstep).ceil() * xstep;
     let ys: Vec<f64> = points
         .iter()
         .flat_map(|p| [p.stable, p.canary])
@@ -602,7 +611,18 @@ fn chart_svg(points: &[Point], steps: &[(f64, u32)], trip: Option<f64>) -> Strin
         (y0, y1) = (0.0, 1.0);
     }
     let pad = ((y1 - y0) * 0.15).max(0.01);
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    let ystep = nice_step(y1 - y0 + 2.0 * pad);
+    let (y0, y1) = (
+        ((y0 - pad) / ystep).floor() * ystep,
+        ((y1 + pad) / ystep).ceil() * ystep,
+    );
+    // Enough decimals for the step (0.05 → 2, 0.025 → 3).
+    let decimals = (0..6)
+        .find(|d| {
+            let scaled = ystep * 10f64.powi(*d);
+            (scaled - scaled.round()).abs() < 1e-6
+        })
+        .unwrap_or(3) as usize;
     let px = |x: f64| left + (w - left - right) * x / xs;
     let py = |y: f64| top + (h - top - bottom) * (1.0 - (y - y0) / (y1 - y0));
     let line = |f: &dyn Fn(&Point) -> Option<f64>| -> String {
@@ -627,10 +647,11 @@ fn chart_svg(points: &[Point], steps: &[(f64, u32)], trip: Option<f64>) -> Strin
         (left + w - right) / 2.0,
         h - 12.0
     );
-    for i in 0..=5 {
-        let y = y0 + (y1 - y0) * f64::from(i) / 5.0;
+    let yticks = ((y1 - y0) / ystep).round() as u32;
+    for i in 0..=yticks {
+        let y = y0 + ystep * f64::from(i);
         svg.push_str(&format!(
-            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#eee\"/><text x=\"{2}\" y=\"{3:.1}\" text-anchor=\"end\">${y:.3}</text>\n",
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#eee\"/><text x=\"{2}\" y=\"{3:.1}\" text-anchor=\"end\">${y:.decimals$}</text>\n",
             py(y), w - right, left - 6.0, py(y) + 4.0
         ));
     }
@@ -660,8 +681,9 @@ fn chart_svg(points: &[Point], steps: &[(f64, u32)], trip: Option<f64>) -> Strin
          <rect x=\"{1}\" y=\"40\" width=\"12\" height=\"12\" fill=\"#d62728\"/><text x=\"{2}\" y=\"51\">canary: tax rounded up per unit (HTTP 200, same latency)</text>\n",
         left + 18.0, left + 230.0, left + 248.0
     ));
-    for i in 0..=4 {
-        let x = xs * f64::from(i) / 4.0;
+    let xticks = (xs / xstep).round() as u32;
+    for i in 0..=xticks {
+        let x = xstep * f64::from(i);
         svg.push_str(&format!(
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.0}</text>\n",
             px(x),

@@ -21,7 +21,20 @@ pub fn chart_svg(r: &Report) -> String {
         .filter(|x| x.is_finite())
         .fold(1.0f64, f64::max)
         * 1.12;
-    let (left, right, top, row_h, bar_h) = (250.0, 170.0, 62.0, 46.0, 15.0);
+    // Labels wrap at word boundaries; the left margin fits the longest line (13 px sans-serif:
+    // about 7.2 px a character), so no label is clipped at the edge.
+    let labels: Vec<Vec<String>> = variants
+        .iter()
+        .map(|(_, l)| label_lines(l, LABEL_CHARS))
+        .collect();
+    let longest = labels
+        .iter()
+        .flatten()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let left = (longest as f64 * CHAR_PX + 24.0).max(250.0).ceil();
+    let (right, top, row_h, bar_h) = (170.0, 62.0, 46.0, 15.0);
     let plot_w = 560.0;
     let w = left + plot_w + right;
     let h = top + row_h * variants.len() as f64 + 58.0;
@@ -49,15 +62,19 @@ pub fn chart_svg(r: &Report) -> String {
         );
         g += step;
     }
-    for (i, (vkey, vlabel)) in variants.iter().enumerate() {
+    for (i, ((vkey, _), lines)) in variants.iter().zip(&labels).enumerate() {
         let y0 = top + row_h * i as f64;
-        let _ = writeln!(
-            s,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            left - 8.0,
-            y0 + row_h / 2.0 + 4.0,
-            xml(vlabel)
-        );
+        // The lines centred on the row, 15 px apart.
+        let first = y0 + row_h / 2.0 + 4.0 - 7.5 * (lines.len() as f64 - 1.0);
+        for (k, line) in lines.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                left - 8.0,
+                first + 15.0 * k as f64,
+                xml(line)
+            );
+        }
         for (j, m) in modes.iter().enumerate() {
             let Some(sum) = sums
                 .iter()
@@ -124,8 +141,37 @@ pub fn chart_svg(r: &Report) -> String {
     s
 }
 
-fn nice_step(max: f64) -> f64 {
-    let raw = max / 6.0;
+/// A variant label's width in characters before it wraps.
+const LABEL_CHARS: usize = 44;
+/// The average width of a character of the labels (13 px sans-serif), in px.
+const CHAR_PX: f64 = 7.2;
+
+/// `label` in lines of at most `max` characters, broken at spaces (a longer word has a line of its
+/// own); at most three lines, the last ending in "…" when the label is longer.
+fn label_lines(label: &str, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in label.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= max => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    if lines.len() > 3 {
+        lines.truncate(3);
+        if let Some(last) = lines.last_mut() {
+            last.push('…');
+        }
+    }
+    lines
+}
+
+/// A round grid step for an axis spanning `max` (about six steps: 1, 2, 2.5 or 5 × a power of
+/// ten). The charts of the bench, the cost curves and the demo share it.
+pub(crate) fn nice_step(max: f64) -> f64 {
+    let raw = (max / 6.0).max(1e-9);
     let p = 10f64.powf(raw.log10().floor());
     for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
         if m * p >= raw {
@@ -143,8 +189,32 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-fn xml(s: &str) -> String {
+/// Text escaped for SVG.
+pub(crate) fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_lines;
+
+    #[test]
+    fn labels_wrap_at_words_within_the_width() {
+        let long =
+            "sticky-canary: + 3 header rules + the pooled brake (guard.pool, a query a second)";
+        let lines = label_lines(long, 44);
+        assert!(lines.len() == 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 44), "{lines:?}");
+        assert_eq!(lines.join(" "), long);
+        assert_eq!(
+            label_lines("bare Envoy (router only)", 44),
+            ["bare Envoy (router only)"]
+        );
+        let many = "a ".repeat(100);
+        let lines = label_lines(&many, 10);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[2].ends_with('…'));
+    }
 }

@@ -20,6 +20,7 @@
 //! `SCALE_CONNECTIONS` (32), `SCALE_CURVES` (pins,rules,pointers,body,versions,cookies),
 //! `SCALE_SEED` (2026), `SCALE_SESSIONS` (500 distinct requests per wrk script).
 
+use super::chart::{nice_step, xml};
 use super::measure::{measure, Sample, Spread};
 use super::procs::{clock_ticks_per_second, start_envoy, EnvoyProbe, Tools};
 use super::requests::{cookie_header, session_keys, REQUEST_HEADERS, REQUEST_PATH};
@@ -837,23 +838,6 @@ pub fn run_curves(
 
 // ---------------------------------------------------------------------------------------------
 // Charts.
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn nice_step(max: f64) -> f64 {
-    let raw = (max / 6.0).max(1e-9);
-    let p = 10f64.powf(raw.log10().floor());
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if m * p >= raw {
-            return m * p;
-        }
-    }
-    10.0 * p
-}
 
 /// How a size is printed (bodies in KiB/MiB, counts with thin spaces).
 pub fn fmt_x(curve: &str, x: usize) -> String {
