@@ -33,10 +33,12 @@ BENCH_WRK     := $(VENV)/bench/usr/bin/wrk
 BENCH_ROUNDS  ?= 10
 BENCH_SECONDS ?= 2
 GUARD_AA_SECONDS ?= 600
+MDBOOK_VERSION := 0.5.4
+MDBOOK        := $(VENV)/mdbook/bin/mdbook
 
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo toolchain envoy prometheus compose-tool build build-native wasm-opt fixtures image pin test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services bench-scale simulate guard-aa soak bench-tools lint run clean
+.PHONY: help demo docs docs-tool cli-docs toolchain envoy prometheus compose-tool build build-native wasm-opt fixtures image pin test test-unit install test-e2e test-matrix fuzz bench bench-quick bench-services bench-scale simulate guard-aa soak bench-tools lint run clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -121,6 +123,16 @@ optimise = for w in $(1); do \
 	  rm -f $$w && cp $$opt $$w || exit 1; \
 	done
 
+docs-tool: $(MDBOOK) ## Install mdBook (MDBOOK_VERSION=0.5.4, crates.io, no server or watcher) into .venv/mdbook
+
+$(MDBOOK):
+	cargo install --quiet --locked --root $(VENV)/mdbook --no-default-features --features search mdbook@$(MDBOOK_VERSION)
+	@$(MDBOOK) --version
+
+docs: $(MDBOOK) ## Build the manual (docs/, an mdBook) into target/book: open target/book/index.html
+	$(MDBOOK) build docs
+	@echo "the manual: target/book/index.html"
+
 wasm-opt: $(WASM_OPT) ## Install binaryen's wasm-opt (npm binaryen, pinned: BINARYEN_VERSION) into .venv/binaryen
 
 $(WASM_OPT):
@@ -129,14 +141,14 @@ $(WASM_OPT):
 	npm install --silent --no-save --no-fund --no-audit --prefix $(VENV)/binaryen binaryen@$(BINARYEN_VERSION)
 	@test -x $@
 
-pin: image ## Re-pin istio/ (the WasmPlugins and TrafficExtension: the image manifest; the EnvoyFilter: the module) and the README's sample to the image just built
+pin: image ## Re-pin istio/ (the WasmPlugins and TrafficExtension: the image manifest; the EnvoyFilter: the module) and the OCI image chapter's sample to the image just built
 	@manifest=$$(grep -o '"digest":"sha256:[0-9a-f]*"' $(IMAGE_DIR)/oci/index.json | head -n 1 | cut -d: -f3 | tr -d '"'); \
 	 module=$$(sha256sum $(WASM) | cut -d' ' -f1); \
 	 sed -i -E "s/^( *sha256: )[0-9a-f]{64}$$/\1$$manifest/" istio/wasmplugin.yaml istio/wasmplugin-east-west.yaml \
 	   istio/shared-gateway/wasmplugin.yaml istio/alternatives/trafficextension.yaml; \
 	 sed -i -E "s/^( *sha256: )[0-9a-f]{64}$$/\1$$module/" istio/alternatives/envoyfilter.yaml; \
-	 sed -i -E "s/^(manifest digest:  sha256:)[0-9a-f]{8}…/\1$${manifest:0:8}…/; s/^(plugin.wasm:      sha256:)[0-9a-f]{8}…/\1$${module:0:8}…/" README.md; \
-	 echo "pinned: manifest sha256:$$manifest, module sha256:$$module"; git diff --stat -- istio README.md
+	 sed -i -E "s/^(manifest digest:  sha256:)[0-9a-f]{8}…/\1$${manifest:0:8}…/; s/^(plugin.wasm:      sha256:)[0-9a-f]{8}…/\1$${module:0:8}…/" docs/src/guides/oci-image.md; \
+	 echo "pinned: manifest sha256:$$manifest, module sha256:$$module"; git diff --stat -- istio docs/src/guides/oci-image.md
 
 # The end-to-end suites that also run against the native build (STICKY_CANARY_BUILD=native: the
 # same tests, the filter loaded as a dynamic module), and the tests of them that are about the wasm
@@ -148,14 +160,14 @@ NATIVE_SUITES := routing services stage_zero retries grpc flows guard pool hosti
 #   istio/native/ includes that prefix);
 # - the draining gauge falling to 0 after the drain, in every worker: a native worker has no timer
 #   and publishes its share at its next request once a tick is due, so a worker that gets none of
-#   the test's last requests keeps its share (README "The native build"). The 1-worker trip test
+#   the test's last requests keeps its share (the manual, "The native build"). The 1-worker trip test
 #   runs natively.
 NATIVE_SKIP := counters_reach_envoy_on_flush_and_when_the_plugin_is_replaced \
                istio_bootstrap_stats_config_yields_the_same_series \
                a_write_keeps_its_flow_on_the_canary_after_the_weights_go_to_zero \
                a_trip_lets_flows_finish_four_workers
 
-test: build build-native fixtures envoy prometheus image compose-tool ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus, for the wasm and the native build
+test: build build-native fixtures envoy prometheus image compose-tool docs ## Run every test: unit + property (host), end-to-end under a real Envoy and Prometheus, for the wasm and the native build, and the manual's links
 	cargo test --workspace --color=never
 	STICKY_CANARY_BUILD=native cargo test --color=never -p sticky-canary-harness \
 	  $(addprefix --test ,$(NATIVE_SUITES)) -- $(addprefix --skip ,$(NATIVE_SKIP))

@@ -372,15 +372,18 @@ fn assign_command_line() {
     }
 }
 
-/// The README ships what the command prints: the table of common sizes, the Argo step of 5 %,
-/// and the `assign` lines of its example (the Configuration section's config, whose salt and
-/// weights `CONFIG` repeats).
+/// The manual's chapter on the cohort shows what the command prints: the table of common sizes,
+/// the Argo step of 5 %, and the `assign` lines of its example (the configuration reference's
+/// config, whose salt and weights `CONFIG` repeats).
 #[test]
-fn the_readme_shows_real_output() {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+fn the_manual_shows_real_output() {
+    let chapter = std::fs::read_to_string(workspace_root().join("docs/src/cli/cohort.md")).unwrap();
+    let reference =
+        std::fs::read_to_string(workspace_root().join("docs/src/reference/configuration.md"))
+            .unwrap();
     assert!(
-        readme.contains(&cohort::table()),
-        "README: the cohort table is stale"
+        chapter.contains(&cohort::table()),
+        "docs/src/cli/cohort.md: the cohort table is stale"
     );
     let step = Cohort {
         hundredths: 500,
@@ -388,22 +391,22 @@ fn the_readme_shows_real_output() {
         route: cohort::DEFAULT_ROUTE.into(),
     };
     assert!(
-        readme.contains(&format!("```yaml\n{}```", step.render(Format::Argo))),
-        "README: the Argo step of 5 % is stale"
+        chapter.contains(&format!("```yaml\n{}```", step.render(Format::Argo))),
+        "docs/src/cli/cohort.md: the Argo step of 5 % is stale"
     );
-    assert!(readme.contains(r#""salt": "checkout-2026-11""#));
+    assert!(reference.contains(r#""salt": "checkout-2026-11""#));
     let plan = Plan::from_json(CONFIG.as_bytes()).unwrap();
     for key in ["alice", "bob"] {
         let a = sticky_canary_cli::assign::assign(&plan, key, false).unwrap();
         assert!(
-            readme.contains(&format!("# {}\n", a.line())),
-            "README: assign {key} is stale"
+            chapter.contains(&format!("# {}\n", a.line())),
+            "docs/src/cli/cohort.md: assign {key} is stale"
         );
     }
     let alice = sticky_canary_cli::assign::assign(&plan, "alice", false).unwrap();
     assert!(
-        readme.contains(&format!("# {}\n", alice.json())),
-        "README: assign --json is stale"
+        chapter.contains(&format!("# {}\n", alice.json())),
+        "docs/src/cli/cohort.md: assign --json is stale"
     );
 }
 

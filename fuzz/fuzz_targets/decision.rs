@@ -8,7 +8,7 @@
 //! Checks: `decide` never panics; the version index is in range; the same request decided twice
 //! gives the same `Decision`; `Reason::Hash` never picks a version of weight 0; `Reason::Default`
 //! is the default version; no id is minted; and the decision equals an independent model of the
-//! README's precedence (override → pin → session key → default) and bucketing (MurmurHash3 x86_32
+//! the manual's precedence (override → pin → session key → default) and bucketing (MurmurHash3 x86_32
 //! of salt ‖ key over a concatenated buffer, position in u128, linear cumulative scan).
 //! `version_of_cluster` (which version served a response) agrees with its documented rule.
 #![no_main]

@@ -25,7 +25,7 @@ use serde::Deserialize;
 pub const DEFAULT_ALPHA: f64 = 0.01;
 /// Default `guard.min_samples`, per side and check (the denominator: responses, orders…).
 /// Lower than the gate's 200: the sequential test bounds false trips itself; the minimum only
-/// keeps the normal approximation of the plug-in variance honest (see README "The brake").
+/// keeps the normal approximation of the plug-in variance honest (see the manual, "The brake").
 pub const DEFAULT_MIN_SAMPLES: u64 = 100;
 /// The shared-data key prefix; the service name follows.
 pub const SHARED_KEY_PREFIX: &str = "sticky_canary.guard.";

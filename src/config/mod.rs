@@ -88,7 +88,7 @@ pub struct RawConfig {
     pub grpc: Option<RawGrpc>,
 }
 
-/// Where the served version comes from (README "Attribution").
+/// Where the served version comes from (the manual, "Attribution").
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribution {

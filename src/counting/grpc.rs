@@ -1,5 +1,5 @@
 //! gRPC status per served version: the optional `grpc` block, what counts as a gRPC response,
-//! and how a `grpc-status` value is labelled (README "gRPC status per version").
+//! and how a `grpc-status` value is labelled (the manual, "gRPC status per version").
 //!
 //! A gRPC server answers HTTP 200 and puts its outcome in the `grpc-status` trailer, or in the
 //! headers of a trailers-only response; the filter counts each gRPC response once in

@@ -268,7 +268,7 @@ impl<H: Host> Stream<H> {
         if self.write {
             service.increment(service.metrics.writes.get(v), 1);
         }
-        // Upstream retries (README "Retries per version"): Envoy's attempt count, sent on the
+        // Upstream retries (the manual, "Retries per version"): Envoy's attempt count, sent on the
         // response when the route or virtual host sets `include_attempt_count_in_response`.
         // Absent = not counted; anything but a positive integer is counted as invalid.
         headers.with(ATTEMPT_COUNT_HEADER, |a| {
@@ -282,7 +282,7 @@ impl<H: Host> Stream<H> {
                 None | Some(Some(_)) => {}
             }
         });
-        // gRPC status (README "gRPC status per version"), with a `grpc` block only: a
+        // gRPC status (the manual, "gRPC status per version"), with a `grpc` block only: a
         // trailers-only response (headers ending the stream) carries `grpc-status` here;
         // otherwise it is awaited in the trailers, and counted `missing` if the stream ends first.
         // Both reads go through one `fn` type: one instance of `with`, not two (module size).
@@ -335,7 +335,7 @@ impl<H: Host> Stream<H> {
             service.set_header(Map::Response, h, decision.reason.as_str().as_bytes());
         }
         // Observability: the served version and the reason, in one filter-state write, for
-        // Envoy's access logs and tracers (README "Traces and access logs").
+        // Envoy's access logs and tracers (the manual, "Traces and access logs").
         let observed = service
             .observed
             .get(v)

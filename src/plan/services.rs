@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::routing::matcher::{Match, Matcher};
 
 /// Most services one plugin instance may carry. Configure time, memory and the metrics Envoy
-/// keeps grow with it (README "Performance"); the lookup per request does not.
+/// keeps grow with it (the manual, "Performance"); the lookup per request does not.
 pub const MAX_SERVICES: usize = 1000;
 
 /// Every service of a plugin instance, compiled, and which request is whose.

@@ -1,6 +1,6 @@
 //! The routing decision: session key → version, deterministic and stateless.
 //!
-//! The algorithm (published in README, identical to OpenFeature flagd's `fractional` bucketing with
+//! The algorithm (published in the manual, identical to OpenFeature flagd's `fractional` bucketing with
 //! flag key = salt and targeting key = session key):
 //!
 //! 1. input = the bytes of `salt` immediately followed by the bytes of the session key;

@@ -1,4 +1,4 @@
-//! The published algorithm's hash (README "The decision"): MurmurHash3 x86_32 of salt ‖ session
+//! The published algorithm's hash (the manual, "The decision"): MurmurHash3 x86_32 of salt ‖ session
 //! key without concatenating them, the position it gives for a total weight (step 3), and the
 //! session's cohort bucket (the position for a total weight of 10 000) with its four digits.
 

@@ -107,7 +107,7 @@ pub const DEFAULT_HEADER: &str = "x-canary-bucket";
 /// The default name of the Argo managed route.
 pub const DEFAULT_ROUTE: &str = "cohort";
 
-/// The percentages the README's table lists.
+/// The percentages the the manual's table lists.
 pub const COMMON: [u32; 10] = [100, 200, 500, 1000, 2000, 2500, 3333, 5000, 7500, 10_000];
 
 /// `buckets 0000–1249 (1250 of 10000)`, or `no bucket` for 0.

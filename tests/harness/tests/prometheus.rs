@@ -617,7 +617,7 @@ fn real_prometheus_computes_exact_average_order_value_per_version() {
         assert_eq!(r["health"], "ok", "rule failed: {r}");
     }
 
-    // What Envoy published, for the README: the canary version's series, and Envoy's own
+    // What Envoy published, for the manual: the canary version's series, and Envoy's own
     // per-cluster request stats for its cluster.
     let text = envoy.admin_get("/stats/prometheus").text();
     let envoy_stats = [

@@ -4,7 +4,7 @@
 //! (`filter-*`) and the same core as an Envoy dynamic module (`native-*`, the same configs with
 //! the filter rewritten for it). A benchmark, never a timed test: nothing here fails on speed.
 //!
-//! Method (printed with the results, and in README "Performance"):
+//! Method (printed with the results, and in the manual, "Performance"):
 //! - one Envoy per variant, all running at once, each pinned to one core (`taskset -c 1`,
 //!   `--concurrency 1`); wrk and the upstream (one nginx worker) share the other core
 //!   (`taskset -c 0`);

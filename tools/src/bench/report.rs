@@ -381,7 +381,7 @@ pub fn table(r: &Report) -> String {
 }
 
 /// The Markdown summary (`target/bench/summary.md`): the machine, the command, the results table
-/// as the README shows it, module sizes and where the run stands against the targets.
+/// as the manual shows it, module sizes and where the run stands against the targets.
 pub fn markdown(r: &Report) -> String {
     let sums = r.summaries();
     let o = &r.options;

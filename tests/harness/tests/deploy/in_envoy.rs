@@ -186,7 +186,7 @@ pub(crate) fn routes_in_envoy(what: &str) {
     let mut client = Client::connect(envoy.listener()).unwrap();
     let expected = |k: &str| plan.version_name(plan.bucket(k.as_bytes())).to_string();
     // Canary 0 / stable 100: the controller sizes the cohort on the bucket header, the filter
-    // tags every session stable (README "Progressive delivery").
+    // tags every session stable (the manual, "Progressive delivery").
     let bucket_header = plan.bucket_header.clone().expect("bucket_header is set");
     assert_eq!(plan.versions[0].weight, 0, "{}", c.what);
 
