@@ -175,8 +175,18 @@ test: build build-native fixtures envoy prometheus image compose-tool docs ## Ru
 test-unit: ## Only the unit and property tests of the core and the CLI (no Envoy needed)
 	cargo test -p sticky-canary -p sticky-canary-cli
 
-install: ## Install the sticky-canary command line (cargo install --path cli; PREFIX=DIR for another root)
+# Man pages go where man-db finds them next to the binary: ../share/man beside a bin on PATH.
+MAN_DIR = $(or $(PREFIX),$(CARGO_HOME))/share/man/man1
+
+install: ## Install the sticky-canary command line and its man pages, sticky-canary(1), sticky-canary-gate(1)… (cargo install --path cli; PREFIX=DIR for another root)
 	cargo install --locked --path cli $(if $(PREFIX),--root $(PREFIX))
+	cargo run --quiet --locked -p sticky-canary-docgen -- man $(MAN_DIR)
+
+cli-docs: ## Regenerate the CLI reference docs/src/reference/cli.md from the clap definitions (a test fails while it is stale)
+	@mkdir -p docs/src/reference
+	cargo run --quiet --locked -p sticky-canary-docgen -- markdown > docs/src/reference/cli.md.tmp \
+	  && mv docs/src/reference/cli.md.tmp docs/src/reference/cli.md \
+	  || { rm -f docs/src/reference/cli.md.tmp; exit 1; }
 
 test-e2e: build fixtures envoy prometheus image compose-tool ## Only the end-to-end suites under a real Envoy
 	cargo test -p sticky-canary-harness -p sticky-canary-tools

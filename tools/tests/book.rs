@@ -9,7 +9,10 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
@@ -39,7 +42,9 @@ fn join(base: &Path, rel: &str) -> PathBuf {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("&amp;", "&").replace("&quot;", "\"").replace("&#39;", "'")
+    s.replace("&amp;", "&")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
 }
 
 /// The ids of a built page, and its links.
@@ -97,27 +102,39 @@ fn the_built_book_has_no_broken_internal_link_or_anchor() {
             checked += 1;
             let where_ = format!("{} → {href}", path.strip_prefix(&book).unwrap().display());
             if file.ends_with(".md") {
-                broken.push(format!("{where_}: a link to a Markdown file mdBook did not turn into a chapter"));
+                broken.push(format!(
+                    "{where_}: a link to a Markdown file mdBook did not turn into a chapter"
+                ));
             } else if !target.exists() {
                 broken.push(format!("{where_}: no such page or file"));
             } else if !anchor.is_empty() {
                 match pages.get(&target) {
                     Some(t) if t.ids.contains(anchor) => {}
                     Some(_) => broken.push(format!("{where_}: no such anchor")),
-                    None => broken.push(format!("{where_}: an anchor into a file that is not a page")),
+                    None => broken.push(format!(
+                        "{where_}: an anchor into a file that is not a page"
+                    )),
                 }
             }
         }
     }
-    assert!(broken.is_empty(), "broken links in the book:\n{}", broken.join("\n"));
-    assert!(checked > 200, "only {checked} links checked: is the book built?");
+    assert!(
+        broken.is_empty(),
+        "broken links in the book:\n{}",
+        broken.join("\n")
+    );
+    assert!(
+        checked > 200,
+        "only {checked} links checked: is the book built?"
+    );
 }
 
 #[test]
 fn every_include_resolves_and_every_chapter_is_listed() {
     let src = root().join("docs/src");
     // `\{{#include …}}` is mdBook's escape: text, not an include.
-    let include = Regex::new(r"(?:^|[^\\])\{\{#(?:include|rustdoc_include)\s+([^\s}]+)\s*\}\}").unwrap();
+    let include =
+        Regex::new(r"(?:^|[^\\])\{\{#(?:include|rustdoc_include)\s+([^\s}]+)\s*\}\}").unwrap();
     let summary = fs::read_to_string(src.join("SUMMARY.md")).unwrap();
     let listed: BTreeSet<PathBuf> = Regex::new(r"\]\(([^)]+\.md)\)")
         .unwrap()
@@ -142,29 +159,43 @@ fn every_include_resolves_and_every_chapter_is_listed() {
             let (file, rest) = spec.split_once(':').unwrap_or((spec, ""));
             let target = join(path.parent().unwrap(), file);
             let Ok(body) = fs::read_to_string(&target) else {
-                problems.push(format!("{}: {{{{#include {spec}}}}}: no such file", path.display()));
+                problems.push(format!(
+                    "{}: {{{{#include {spec}}}}}: no such file",
+                    path.display()
+                ));
                 continue;
             };
             // `file:anchor` (not line numbers) must name an anchor of the file.
             if !rest.is_empty() && !rest.chars().all(|ch| ch.is_ascii_digit() || ch == ':') {
                 if !body.contains(&format!("ANCHOR: {rest}")) {
-                    problems.push(format!("{}: {{{{#include {spec}}}}}: no such anchor", path.display()));
+                    problems.push(format!(
+                        "{}: {{{{#include {spec}}}}}: no such anchor",
+                        path.display()
+                    ));
                 }
             }
         }
     }
     for path in &listed {
         if !path.is_file() {
-            problems.push(format!("SUMMARY.md lists {}, which does not exist", path.display()));
+            problems.push(format!(
+                "SUMMARY.md lists {}, which does not exist",
+                path.display()
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(includes >= 5, "only {includes} includes: the book should show the shipped files");
+    assert!(
+        includes >= 5,
+        "only {includes} includes: the book should show the shipped files"
+    );
 }
 
 /// GitHub's anchor of a heading: lowercase, spaces to `-`, punctuation dropped.
 fn github_anchor(heading: &str) -> String {
-    let text = Regex::new(r"\[([^\]]*)\]\([^)]*\)").unwrap().replace_all(heading, "$1");
+    let text = Regex::new(r"\[([^\]]*)\]\([^)]*\)")
+        .unwrap()
+        .replace_all(heading, "$1");
     text.chars()
         .filter_map(|ch| match ch {
             c if c.is_alphanumeric() || c == '_' || c == '-' => Some(c.to_ascii_lowercase()),
@@ -202,7 +233,11 @@ fn the_readme_links_reach_files_and_headings() {
         }
         checked += 1;
         let (file, anchor) = href.split_once('#').unwrap_or((href, ""));
-        let target = if file.is_empty() { root.join("README.md") } else { root.join(file) };
+        let target = if file.is_empty() {
+            root.join("README.md")
+        } else {
+            root.join(file)
+        };
         if !target.exists() {
             broken.push(format!("{href}: no such file"));
         } else if !anchor.is_empty() {
@@ -222,9 +257,17 @@ fn the_readme_links_reach_files_and_headings() {
 fn the_readme_configs_are_abridged_from_the_shipped_files() {
     let root = root();
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
-    let blocks: Vec<&str> = readme.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
     let sources = ["envoy/envoy.yaml", "istio/wasmplugin.yaml"];
-    assert_eq!(blocks.len(), sources.len(), "README.md: expected one yaml block per shipped file {sources:?}");
+    assert_eq!(
+        blocks.len(),
+        sources.len(),
+        "README.md: expected one yaml block per shipped file {sources:?}"
+    );
     for (block, source) in blocks.iter().zip(sources) {
         let file = fs::read_to_string(root.join(source)).unwrap();
         let mut lines = file.lines();

@@ -110,4 +110,37 @@ fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {
         p99("stable")
     );
     assert!(text.contains("verdict: ROLLBACK"), "{text}");
+
+    // The manual shows what the demo prints: every line of the demo chapter's output block has
+    // the label of a line this run printed (what comes before its first figure), so a changed report fails here.
+    let chapter = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/src/getting-started/demo.md"),
+    )
+    .unwrap();
+    let shown = chapter
+        .split("\n```\nPer version, from Envoy's /stats/prometheus:")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("the demo chapter shows the demo's output");
+    let printed: std::collections::BTreeSet<String> = text.lines().map(shape).collect();
+    let stale: Vec<&str> = shown
+        .lines()
+        .filter(|l| !printed.contains(&shape(l)))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/src/getting-started/demo.md shows lines the demo no longer prints:\n{}",
+        stale.join("\n")
+    );
+}
+
+/// What a line says before its first figure (whitespace collapsed): the label, which a changed
+/// report changes, and not the run's numbers or outcomes.
+fn shape(line: &str) -> String {
+    let label = line
+        .split(|c: char| c.is_ascii_digit())
+        .next()
+        .unwrap_or("");
+    label.split_whitespace().collect::<Vec<_>>().join(" ")
 }
