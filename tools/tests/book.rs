@@ -283,3 +283,70 @@ fn the_readme_configs_are_abridged_from_the_shipped_files() {
         }
     }
 }
+
+/// The configuration reference's whole document compiles, and names every field of the
+/// configuration's types (every `pub` field of a `Raw…` struct in `src/`, `match_` and
+/// `override_` as their JSON names): a field added to the code and not to the reference fails here.
+#[test]
+fn the_whole_document_compiles_and_names_every_field() {
+    let root = root();
+    let page = fs::read_to_string(root.join("docs/src/reference/configuration.md")).unwrap();
+    let document = page
+        .split("## The whole document")
+        .nth(1)
+        .and_then(|s| s.split("```json\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("docs/src/reference/configuration.md: a json block under \"The whole document\"");
+    let env = |name: &str| match name {
+        "CANARY_OVERRIDE_TOKENS" => Some("qa-token-0123456789abcdef".to_string()),
+        "CANARY_FLOW_KEY" => Some("k".repeat(48)),
+        "PROMETHEUS_TOKEN" => Some("prometheus-token".to_string()),
+        _ => None,
+    };
+    if let Err(e) = sticky_canary::plan::Plan::from_json_with_env(document.as_bytes(), &env) {
+        panic!("the whole document is refused: {e}");
+    }
+
+    let mut keys = BTreeSet::new();
+    fn walk(v: &serde_json::Value, keys: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    keys.insert(k.clone());
+                    walk(v, keys);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, keys)),
+            _ => {}
+        }
+    }
+    walk(&serde_json::from_str(document).unwrap(), &mut keys);
+
+    let strukt = Regex::new(r"(?s)pub struct (Raw\w+) \{(.*?)\n\}").unwrap();
+    let field = Regex::new(r"(?m)^\s*pub (\w+):").unwrap();
+    let mut sources = Vec::new();
+    files(&root.join("src"), "rs", &mut sources);
+    let mut missing = Vec::new();
+    let mut fields = 0;
+    for path in sources {
+        let text = fs::read_to_string(&path).unwrap();
+        for s in strukt.captures_iter(&text) {
+            for f in field.captures_iter(&s[2]) {
+                let name = f[1].trim_end_matches('_');
+                fields += 1;
+                if !keys.contains(name) {
+                    missing.push(format!("{}.{name} ({})", &s[1], path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        fields > 60,
+        "only {fields} fields found in the Raw… structs"
+    );
+    assert!(
+        missing.is_empty(),
+        "docs/src/reference/configuration.md's whole document lacks:\n{}",
+        missing.join("\n")
+    );
+}
