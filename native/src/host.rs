@@ -82,6 +82,27 @@ pub struct CallAnswer {
     pub body: Vec<u8>,
 }
 
+/// The ABI's header writes: `set_header` replaces every value (a null value removes the
+/// header), `add_header` appends one.
+type HeaderWrite =
+    unsafe extern "C" fn(abi::FilterEnvoyPtr, u32, ModuleBuffer, ModuleBuffer) -> bool;
+
+/// Writes `name` into the running stream's `map` with `callback` (Envoy's answer: whether it
+/// could) and marks the map written.
+fn write_header(
+    callback: HeaderWrite,
+    map: Map,
+    name: &str,
+    value: ModuleBuffer,
+) -> Result<bool, HostError> {
+    let filter = current()?;
+    let ty = header_type_of(map)?;
+    // SAFETY: the running hook's filter; the name's and the value's buffers outlive the call.
+    let ok = unsafe { callback(filter, ty, ModuleBuffer::of(name.as_bytes()), value) };
+    written(map);
+    Ok(ok)
+}
+
 fn written(map: Map) {
     if map == Map::Request {
         REQUEST_WRITTEN.with(|w| w.set(true));
@@ -238,52 +259,37 @@ impl Host for Native {
     }
 
     fn set_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError> {
-        let filter = current()?;
-        let ty = header_type_of(map)?;
-        // SAFETY: the running hook's filter; the buffers outlive the call.
-        let ok = unsafe {
-            abi::envoy_dynamic_module_callback_http_set_header(
-                filter,
-                ty,
-                ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value),
-            )
-        };
-        written(map);
-        ok.then_some(()).ok_or(NOT_FOUND)
+        write_header(
+            abi::envoy_dynamic_module_callback_http_set_header,
+            map,
+            name,
+            ModuleBuffer::of(value),
+        )?
+        .then_some(())
+        .ok_or(NOT_FOUND)
     }
 
     fn add_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError> {
-        let filter = current()?;
-        let ty = header_type_of(map)?;
-        // SAFETY: as in `set_header`.
-        let ok = unsafe {
-            abi::envoy_dynamic_module_callback_http_add_header(
-                filter,
-                ty,
-                ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value),
-            )
-        };
-        written(map);
-        ok.then_some(()).ok_or(NOT_FOUND)
+        write_header(
+            abi::envoy_dynamic_module_callback_http_add_header,
+            map,
+            name,
+            ModuleBuffer::of(value),
+        )?
+        .then_some(())
+        .ok_or(NOT_FOUND)
     }
 
     fn remove_header(&self, map: Map, name: &str) -> Result<(), HostError> {
-        let filter = current()?;
-        let ty = header_type_of(map)?;
-        // SAFETY: as in `set_header`; a null value removes the header.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_set_header(
-                filter,
-                ty,
-                ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::NULL,
-            )
-        };
-        written(map);
-        // Absent is not an error (the callback answers false for it).
-        Ok(())
+        // A null value removes the header; absent is not an error (the callback answers false
+        // for it).
+        write_header(
+            abi::envoy_dynamic_module_callback_http_set_header,
+            map,
+            name,
+            ModuleBuffer::NULL,
+        )
+        .map(|_| ())
     }
 
     fn cluster_name(&self) -> Result<Option<Vec<u8>>, HostError> {
