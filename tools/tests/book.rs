@@ -10,24 +10,8 @@ use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files(&path, ext, out);
-        } else if path.extension().is_some_and(|e| e == ext) {
-            out.push(path);
-        }
-    }
-}
+use sticky_canary_harness::envoy::workspace_root as root;
+use sticky_canary_harness::files;
 
 /// `base/../x` without touching the file system (the target may not exist).
 fn join(base: &Path, rel: &str) -> PathBuf {
@@ -59,9 +43,8 @@ struct Page {
 fn pages(book: &Path) -> BTreeMap<PathBuf, Page> {
     let id = Regex::new(r#"\bid="([^"]+)""#).unwrap();
     let href = Regex::new(r#"\bhref="([^"]+)""#).unwrap();
-    let mut html = Vec::new();
-    files(book, "html", &mut html);
-    html.into_iter()
+    files(book, &["html"])
+        .into_iter()
         .map(|p| {
             let text = fs::read_to_string(&p).unwrap();
             let page = Page {
@@ -144,8 +127,7 @@ fn every_include_resolves_and_every_chapter_is_listed() {
         .captures_iter(&summary)
         .map(|c| src.join(&c[1]))
         .collect();
-    let mut md = Vec::new();
-    files(&src, "md", &mut md);
+    let md = files(&src, &["md"]);
     let mut problems = Vec::new();
     let mut includes = 0;
     for path in &md {
@@ -195,20 +177,7 @@ fn every_include_resolves_and_every_chapter_is_listed() {
     );
 }
 
-/// GitHub's anchor of a heading: lowercase, spaces to `-`, punctuation dropped.
-fn github_anchor(heading: &str) -> String {
-    let text = Regex::new(r"\[([^\]]*)\]\([^)]*\)")
-        .unwrap()
-        .replace_all(heading, "$1");
-    text.chars()
-        .filter_map(|ch| match ch {
-            c if c.is_alphanumeric() || c == '_' || c == '-' => Some(c.to_ascii_lowercase()),
-            ' ' => Some('-'),
-            _ => None,
-        })
-        .collect()
-}
-
+/// The ids of a Markdown file's headings (GitHub gives the ones mdBook gives).
 fn anchors(markdown: &str) -> BTreeSet<String> {
     let mut fenced = false;
     markdown
@@ -219,7 +188,7 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
             }
             !fenced && l.starts_with('#')
         })
-        .map(|l| github_anchor(l.trim_start_matches('#').trim()))
+        .map(|l| sticky_canary_docgen::anchor(l.trim_start_matches('#').trim()))
         .collect()
 }
 
@@ -324,8 +293,7 @@ fn the_whole_document_compiles_and_names_every_field() {
 
     let strukt = Regex::new(r"(?s)pub struct (Raw\w+) \{(.*?)\n\}").unwrap();
     let field = Regex::new(r"(?m)^\s*pub (\w+):").unwrap();
-    let mut sources = Vec::new();
-    files(&root.join("src"), "rs", &mut sources);
+    let sources = files(&root.join("src"), &["rs"]);
     let mut missing = Vec::new();
     let mut fields = 0;
     for path in sources {

@@ -114,8 +114,7 @@ fn shortened_demo_rolls_back_on_money_while_errors_and_latency_stay_healthy() {
     // The manual shows what the demo prints: every line of the demo chapter's output block has
     // the label of a line this run printed (what comes before its first figure), so a changed report fails here.
     let chapter = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../docs/src/getting-started/demo.md"),
+        sticky_canary_harness::envoy::workspace_root().join("docs/src/getting-started/demo.md"),
     )
     .unwrap();
     let shown = chapter

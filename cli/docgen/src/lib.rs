@@ -16,7 +16,7 @@ mod man;
 mod markdown;
 
 pub use man::man_pages;
-pub use markdown::cli_markdown;
+pub use markdown::{anchor, cli_markdown};
 
 use clap::{Arg, Command, CommandFactory};
 use sticky_canary_cli::args::Cli;

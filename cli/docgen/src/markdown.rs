@@ -257,7 +257,7 @@ fn longest_run(text: &str, c: char) -> usize {
 }
 
 /// The id mdBook gives a heading: letters, digits, `-` and `_` lowercased, spaces as `-`.
-fn anchor(heading: &str) -> String {
+pub fn anchor(heading: &str) -> String {
     heading
         .chars()
         .filter_map(|c| {

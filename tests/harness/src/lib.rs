@@ -16,7 +16,7 @@
 //! - here: [`Fixture`] (one upstream per version of a plugin config, plus an Envoy in front of
 //!   them), [`Observed`] (what one request showed), [`Keys`] and [`Rng`] (reproducible
 //!   pseudo-random draws), and the small helpers tests and tools share ([`tempdir`],
-//!   [`read_text`], [`find_tool`], [`wrapped`]).
+//!   [`read_text`], [`files`], [`find_tool`], [`wrapped`]).
 
 pub mod brake;
 pub mod envoy;
@@ -223,6 +223,30 @@ pub fn keys_for(plan: &Plan, version: &str, n: usize, seed: u64) -> Vec<String> 
         .filter(|k| plan.version_name(plan.bucket(k.as_bytes())) == version)
         .take(n)
         .collect()
+}
+
+/// The files below `dir` (recursively) whose extension is one of `extensions`, sorted.
+pub fn files(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+                .path()
+        })
+        .collect();
+    entries.sort();
+    let mut out = Vec::new();
+    for p in entries {
+        if p.is_dir() {
+            out.extend(files(&p, extensions));
+        } else if p
+            .extension()
+            .is_some_and(|x| extensions.iter().any(|e| x == *e))
+        {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// A fresh temporary directory named `<prefix>…`, removed on drop.

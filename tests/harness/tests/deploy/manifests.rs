@@ -2,7 +2,6 @@
 
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
 use sticky_canary_harness::envoy::workspace_root;
 use sticky_canary_harness::schema;
 
@@ -39,25 +38,9 @@ impl Manifest {
     }
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            yaml_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            out.push(p);
-        }
-    }
-}
-
 pub(crate) fn manifests() -> Vec<Manifest> {
     let root = workspace_root();
-    let mut files = Vec::new();
-    yaml_files(&root.join("istio"), &mut files);
+    let files = sticky_canary_harness::files(&root.join("istio"), &["yaml", "yml"]);
     assert!(!files.is_empty(), "no manifests under istio/");
     let mut out = Vec::new();
     for f in files {
